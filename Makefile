@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv and build the
+# Cython extensions first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: all install run test test-compiled test-pure soak bench clean
+
+all: test
+
+$(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_promo_c.pyx
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	GATEWAY_REQUIRE_EXTENSIONS=1 $(PY) -c "import core_ext, core_ext._select as s; assert s.promo.FLAVOUR == core_ext.FLAVOUR == 'cython'; print('core_ext: compiled extensions built')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/gateway run
+
+# The whole suite twice: once on the compiled core (which must be there), once on the pure-Python twins.
+test: test-compiled test-pure
+
+test-compiled: $(STAMP)
+	GATEWAY_REQUIRE_EXTENSIONS=1 $(PYTEST) -q -m "not soak"
+
+test-pure: $(STAMP)
+	GATEWAY_PURE_PYTHON=1 $(PYTEST) -q -m "not soak"
+
+soak: $(STAMP)
+	$(PYTEST) -q -m soak
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info core_ext/*.so core_ext/_*_c.c

@@ -1,0 +1,75 @@
+"""Alerts kept current as stock moves: low stock, lots expiring within the policy's window, recalled
+lots still on hand, and units sold beyond the ledger's stock (the unallocated balance below zero).
+
+One alert per kind, SKU and lot. A newly raised alert is also appended to the log as an `alert`
+document so the ERP hears of it; a cleared one simply disappears from the open alerts.
+"""
+from __future__ import annotations
+
+from . import _master
+from ._localtime import days_between
+from ._store import split_lot_key
+
+
+def _key(sku: str, kind: str, lot: str | None) -> bytes:
+    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
+
+
+def wanted(tx, sku: str, today: str, warn_days: int) -> dict:
+    """The alerts this SKU should have now, by key."""
+    out = {}
+    item = tx.get("catalog", sku)
+    on_hand = tx.get("skus", sku, 0)
+    if item and item.get("reorder_point", 0) > 0 and on_hand <= item["reorder_point"]:
+        suggested = item["reorder_point"] - on_hand + max(item.get("reorder_qty", 0), 1)
+        out[_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
+                                             "reorder_point": item["reorder_point"], "suggested_qty": suggested}
+    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
+        _sku, lot = split_lot_key(key)
+        qty = row["qty"]
+        if lot is None and qty < 0:
+            out[_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": qty}
+        if qty <= 0:
+            continue
+        expiry = row.get("expiry")
+        if expiry is not None:
+            left = days_between(today, expiry)
+            if left <= warn_days:
+                out[_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
+                                                   "days_left": left, "qty": qty}
+        recall = _master.recall_of(tx, sku, lot)
+        if recall is not None:
+            out[_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
+                                               "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
+    return out
+
+
+def refresh(tx, skus, today: str, now_ms: int) -> int:
+    """Bring the alerts of `skus` up to date; returns how many were newly raised."""
+    warn_days = _master.policy(tx)["expiry_warn_days"]
+    raised = 0
+    for sku in skus:
+        want = wanted(tx, sku, today, warn_days)
+        for key, _old in list(tx.items("alerts", prefix=sku.encode() + b"\x00")):
+            if key not in want:
+                tx.delete("alerts", key)
+        for key, alert in want.items():
+            old = tx.get("alerts", key)
+            if old is None:
+                raised += 1
+                tx.append_event({"type": "alert", "id": "alert:" + key.decode().replace("\x00", ":"),
+                                 "ts_ms": now_ms, "moves": [], **alert})
+            if old != alert:
+                tx.put("alerts", key, alert)
+    return raised
+
+
+def all_skus(tx) -> list[str]:
+    skus = {k.decode() for k, _ in tx.items("catalog")}
+    skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))
+    skus.update(k.decode().split("\x00", 1)[0] for k, _ in tx.items("alerts"))
+    return sorted(skus)
+
+
+def open_alerts(tx) -> list[dict]:
+    return [alert for _k, alert in tx.items("alerts")]

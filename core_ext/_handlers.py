@@ -1,0 +1,18 @@
+"""The request kinds the core answers, with whether each remembers its id (a repeat is a replay)."""
+from . import _sales, _stock
+
+# kind -> (handler, idempotent)
+HANDLERS = {
+    "quote": (_sales.handle_quote, False),
+    "sale": (_sales.handle_sale, True),
+    "return": (_sales.handle_return, True),
+    "member": (_sales.handle_member, False),
+    "stock": (_sales.handle_stock, False),
+    "ping": (_sales.handle_ping, False),
+    "receipt": (_stock.handle_receipt, True),
+    "scan": (_stock.handle_scan, True),
+    "count_close": (_stock.handle_count_close, True),
+    "lane_basket": (_stock.handle_lane_basket, False),
+    "alerts_refresh": (_stock.handle_alerts_refresh, False),
+    "csv_file": (_stock.handle_csv_file, False),
+}

@@ -1,0 +1,85 @@
+"""The stock ledger's arithmetic, pure Python: the readable reference of `_ledger_c.pyx`.
+
+Balances live in two tables: `lots` (per SKU and lot, with expiry and serials) and `skus` (per SKU).
+Both only ever change through `apply_moves`, and both must always equal `replay` of the event log.
+A move is `[sku, lot, delta, expiry, serials]`; `lot` None is the SKU's balance outside any lot
+(items not tracked by lot, and units sold beyond the ledger's stock).
+"""
+from __future__ import annotations
+
+from ._store import lot_key
+
+FLAVOUR = "python"
+
+
+def fefo_allocate(lots, qty, today):
+    """Choose lots for `qty` units, first expiring first.
+
+    `lots` are `(lot, expiry, on_hand, recalled)` with `expiry` an ISO date or None; recalled lots,
+    lots expired before `today` (ISO date) and empty lots are skipped. Returns
+    `(allocations, shortfall)` with allocations `[(lot, expiry, take), ...]`.
+    """
+    usable = [
+        (expiry is None, expiry or "", lot, expiry, on_hand)
+        for lot, expiry, on_hand, recalled in lots
+        if on_hand > 0 and not recalled and not (expiry is not None and expiry < today)
+    ]
+    usable.sort()
+    allocations = []
+    left = qty
+    for _none_last, _exp, lot, expiry, on_hand in usable:
+        if left <= 0:
+            break
+        take = on_hand if on_hand < left else left
+        allocations.append((lot, expiry, take))
+        left -= take
+    return allocations, left
+
+
+def apply_moves(tx, moves):
+    """Apply `moves` to the balance tables; returns the SKUs touched, in first-touched order."""
+    touched = []
+    for sku, lot, delta, expiry, serials in moves:
+        key = lot_key(sku, lot)
+        row = tx.get("lots", key)
+        if row is None:
+            row = {"qty": 0, "expiry": expiry, "serials": []}
+        row["qty"] += delta
+        if expiry is not None and row.get("expiry") is None:
+            row["expiry"] = expiry
+        if serials:
+            held = row["serials"]
+            if delta > 0:
+                for s in serials:
+                    if s not in held:
+                        held.append(s)
+            else:
+                for s in serials:
+                    if s in held:
+                        held.remove(s)
+        if row["qty"] == 0 and not row["serials"]:
+            tx.delete("lots", key)
+        else:
+            tx.put("lots", key, row)
+        total = tx.get("skus", sku, 0) + delta
+        if total == 0:
+            tx.delete("skus", sku)
+        else:
+            tx.put("skus", sku, total)
+        if sku not in touched:
+            touched.append(sku)
+    return touched
+
+
+def replay(events):
+    """Balances from scratch: `({(sku, lot): qty}, {sku: qty})`, zero balances left out."""
+    lots = {}
+    skus = {}
+    for event in events:
+        for move in event.get("moves") or ():
+            sku = move[0]
+            lot = move[1]
+            delta = move[2]
+            lots[(sku, lot)] = lots.get((sku, lot), 0) + delta
+            skus[sku] = skus.get(sku, 0) + delta
+    return ({k: v for k, v in lots.items() if v}, {k: v for k, v in skus.items() if v})

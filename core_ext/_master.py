@@ -1,0 +1,256 @@
+"""Master data in force: validating and applying catalog, members, recalls and policy documents,
+and reading them back for the handlers. Promotions are validated by the promotion engine.
+
+Each document replaces what it names whole (members may also come as a delta); entries are checked
+one by one and every error names the entry, so the ERP can fix them all at once.
+"""
+from __future__ import annotations
+
+import re
+
+from ._store import lot_key
+
+KINDS = ("catalog", "promotions", "members", "recalls", "policy")
+
+POLICY_DEFAULTS = {
+    "negative_stock": "allow",
+    "expiry_warn_days": 30,
+    "points_offline_cap": 10000,
+    "points_value_cents": 1,
+    "batch_max_events": None,   # None: the configuration's value
+    "batch_max_age_s": None,
+}
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def gtin14(code: str) -> str | None:
+    """A GTIN-8/12/13/14 as GTIN-14, or None when `code` is not one (length or check digit)."""
+    if not code.isdigit() or len(code) not in (8, 12, 13, 14):
+        return None
+    code = code.zfill(14)
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(code[:13]))
+    return code if (10 - total % 10) % 10 == int(code[13]) else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+
+def _validate_catalog(body) -> list[str]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return ["items: must be a list of catalog items"]
+    errors = []
+    seen_sku, seen_code = set(), {}
+    for i, item in enumerate(items):
+        where = f"items[{i}]"
+        if not isinstance(item, dict):
+            errors.append(f"{where}: must be a map")
+            continue
+        sku = item.get("sku")
+        if isinstance(sku, str) and sku:
+            where = f"items[{i}] (sku {sku!r})"
+            if sku in seen_sku:
+                errors.append(f"{where}: sku appears twice")
+            seen_sku.add(sku)
+        else:
+            errors.append(f"{where}: sku must be a non-empty string")
+        if not isinstance(item.get("name", ""), str):
+            errors.append(f"{where}: name must be a string")
+        if not isinstance(item.get("category"), str) or not item.get("category"):
+            errors.append(f"{where}: category must be a non-empty string")
+        if not _is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
+            errors.append(f"{where}: unit_cents must be an integer >= 0")
+        for flag in ("lot_tracked", "serial_tracked", "active"):
+            if flag in item and not isinstance(item[flag], bool):
+                errors.append(f"{where}: {flag} must be true or false")
+        for num in ("reorder_point", "reorder_qty"):
+            if num in item and (not _is_int(item[num]) or item[num] < 0):
+                errors.append(f"{where}: {num} must be an integer >= 0")
+        for list_key, prefix in (("gtins", "g"), ("hibc", "h"), ("pos_codes", "p")):
+            values = item.get(list_key, [])
+            if not _str_list(values):
+                errors.append(f"{where}: {list_key} must be a list of non-empty strings")
+                continue
+            for code in values:
+                if list_key == "gtins" and gtin14(code) is None:
+                    errors.append(f"{where}: gtin {code!r} is not a valid GTIN-8/12/13/14")
+                    continue
+                norm = _code_key(prefix, code)
+                other = seen_code.get(norm)
+                if other is not None and other != sku:
+                    errors.append(f"{where}: {list_key[:-1] if list_key != 'hibc' else 'hibc'} {code!r} already belongs to sku {other!r}")
+                seen_code[norm] = sku
+    return errors
+
+
+def _validate_members(body) -> list[str]:
+    if not isinstance(body, dict) or body.get("mode") not in ("full", "delta"):
+        return ["mode: must be 'full' or 'delta'"]
+    members = body.get("members")
+    if not isinstance(members, list):
+        return ["members: must be a list"]
+    errors = []
+    for i, m in enumerate(members):
+        if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not m.get("id"):
+            errors.append(f"members[{i}]: id must be a non-empty string")
+            continue
+        where = f"members[{i}] (id {m['id']!r})"
+        if m.get("tier") is not None and not isinstance(m.get("tier"), str):
+            errors.append(f"{where}: tier must be a string or null")
+        if not _is_int(m.get("points", 0)) or m.get("points", 0) < 0:
+            errors.append(f"{where}: points must be an integer >= 0")
+        if not isinstance(m.get("name", ""), (str, type(None))):
+            errors.append(f"{where}: name must be a string")
+    return errors
+
+
+def _validate_recalls(body) -> list[str]:
+    recalls = body.get("recalls") if isinstance(body, dict) else None
+    if not isinstance(recalls, list):
+        return ["recalls: must be a list"]
+    errors = []
+    for i, r in enumerate(recalls):
+        where = f"recalls[{i}]"
+        if not isinstance(r, dict):
+            errors.append(f"{where}: must be a map")
+            continue
+        if isinstance(r.get("recall_id"), str) and r["recall_id"]:
+            where = f"recalls[{i}] (recall_id {r['recall_id']!r})"
+        else:
+            errors.append(f"{where}: recall_id must be a non-empty string")
+        has_gtin, has_sku = isinstance(r.get("gtin"), str), isinstance(r.get("sku"), str)
+        if has_gtin == has_sku:
+            errors.append(f"{where}: give exactly one of gtin and sku")
+        elif has_gtin and gtin14(r["gtin"]) is None:
+            errors.append(f"{where}: gtin {r['gtin']!r} is not a valid GTIN")
+        if r.get("lot") is not None and (not isinstance(r.get("lot"), str) or not r["lot"]):
+            errors.append(f"{where}: lot must be a non-empty string or null (every lot)")
+        if not isinstance(r.get("reason", ""), str):
+            errors.append(f"{where}: reason must be a string")
+    return errors
+
+
+def _validate_policy(body) -> list[str]:
+    if not isinstance(body, dict):
+        return ["policy: must be a map"]
+    errors = []
+    for key in body:
+        if key not in POLICY_DEFAULTS:
+            errors.append(f"{key}: unknown policy key")
+    if "negative_stock" in body and body["negative_stock"] not in ("allow", "refuse"):
+        errors.append("negative_stock: must be 'allow' or 'refuse'")
+    for key in ("expiry_warn_days", "points_offline_cap", "batch_max_events"):
+        if key in body and (not _is_int(body[key]) or body[key] < 0):
+            errors.append(f"{key}: must be an integer >= 0")
+    if "points_value_cents" in body and (not _is_int(body["points_value_cents"]) or body["points_value_cents"] < 1):
+        errors.append("points_value_cents: must be an integer >= 1")
+    if "batch_max_events" in body and _is_int(body["batch_max_events"]) and body["batch_max_events"] < 1:
+        errors.append("batch_max_events: must be an integer >= 1")
+    if "batch_max_age_s" in body and (not isinstance(body["batch_max_age_s"], (int, float))
+                                      or isinstance(body["batch_max_age_s"], bool) or body["batch_max_age_s"] <= 0):
+        errors.append("batch_max_age_s: must be a number > 0")
+    return errors
+
+
+def validate(kind: str, body) -> list[str]:
+    """Every problem of a master document's content, each naming the offending entry; [] = valid."""
+    if kind == "catalog":
+        return _validate_catalog(body)
+    if kind == "members":
+        return _validate_members(body)
+    if kind == "recalls":
+        return _validate_recalls(body)
+    if kind == "policy":
+        return _validate_policy(body)
+    if kind == "promotions":
+        from ._select import promo
+        return promo.validate_promotions(body)
+    return [f"kind: unknown master-data kind {kind!r}"]
+
+
+def _code_key(prefix: str, code: str) -> str:
+    if prefix == "g":
+        return "g:" + (gtin14(code) or code)
+    if prefix == "h":
+        return "h:" + code.upper()
+    return "p:" + code
+
+
+def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
+    """Make a validated document the one in force (the caller checked signature, version, content)."""
+    if kind == "catalog":
+        tx.clear("catalog")
+        tx.clear("codes")
+        for item in body["items"]:
+            row = dict(item)
+            row.setdefault("lot_tracked", False)
+            row.setdefault("serial_tracked", False)
+            row.setdefault("active", True)
+            row.setdefault("reorder_point", 0)
+            row.setdefault("reorder_qty", 0)
+            tx.put("catalog", item["sku"], row)
+            for list_key, prefix in (("gtins", "g"), ("hibc", "h"), ("pos_codes", "p")):
+                for code in item.get(list_key) or ():
+                    tx.put("codes", _code_key(prefix, code), item["sku"])
+    elif kind == "members":
+        _apply_members(tx, body, issued_ms)
+    elif kind == "recalls":
+        tx.clear("recalls")
+        for r in body["recalls"]:
+            sku = r.get("sku") or tx.get("codes", "g:" + gtin14(r["gtin"]))
+            if sku is None:
+                continue  # a GTIN this store does not carry: nothing to block here
+            tx.put("recalls", lot_key(sku, r.get("lot")), {"recall_id": r["recall_id"], "reason": r.get("reason", "")})
+    elif kind == "policy":
+        tx.set_meta("policy", body)
+    elif kind == "promotions":
+        pass  # kept in master_docs by version; the engine is built from there
+    else:
+        raise ValueError(f"unknown master-data kind {kind!r}")
+
+
+def _apply_members(tx, body, issued_ms: int) -> None:
+    # The ERP's balance is as of `issued_ms`: points this store moved after that still count.
+    existing = {k.decode(): v for k, v in tx.items("members")}
+    if body["mode"] == "full":
+        tx.clear("members")
+    for m in body["members"]:
+        old = existing.get(m["id"], {})
+        local = [entry for entry in old.get("local", []) if entry[0] > issued_ms]
+        points = m.get("points", 0) + sum(delta for _ts, delta in local)
+        tx.put("members", m["id"], {"tier": m.get("tier"), "points": points, "name": m.get("name"), "local": local})
+
+
+def add_points(tx, member_id: str, delta: int, ts_ms: int) -> int:
+    """Move a member's balance by `delta`; returns the new balance."""
+    row = tx.get("members", member_id) or {"tier": None, "points": 0, "name": None, "local": []}
+    row["points"] += delta
+    row["local"].append([ts_ms, delta])
+    tx.put("members", member_id, row)
+    return row["points"]
+
+
+def policy(tx) -> dict:
+    merged = dict(POLICY_DEFAULTS)
+    merged.update(tx.meta("policy") or {})
+    return merged
+
+
+def version(tx, kind: str) -> int:
+    row = tx.get("master", kind)
+    return row["version"] if row else 0
+
+
+def recall_of(tx, sku: str, lot: str | None):
+    """The recall blocking this SKU and lot (a recall of every lot counts), or None."""
+    if lot is not None:
+        hit = tx.get("recalls", lot_key(sku, lot))
+        if hit is not None:
+            return hit
+    return tx.get("recalls", lot_key(sku, None))

@@ -1,0 +1,449 @@
+"""The ECR/1 business requests: quote, sale, return, member, stock, ping.
+
+Each handler runs inside the core loop's nested transaction: it either returns the response fields
+with every effect written, or raises `Refused` and the core loop rolls everything back.
+"""
+from __future__ import annotations
+
+from . import _alerts, _errors as E, _master
+from ._errors import Refused
+from ._localtime import days_between, local_parts, today
+from ._select import ledger
+from ._store import lot_key, split_lot_key, u64
+
+PAYMENT_METHODS = ("cash", "card", "insurance", "points")
+
+
+def _bad(message: str) -> Refused:
+    return Refused(E.BAD_REQUEST, message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# --- resolving what a line names -------------------------------------------------------------
+
+def resolve_code(tx, code: str):
+    """(catalog item, facts from the code: lot/expiry/serial) for a SKU, GTIN, scan or POS code."""
+    item = tx.get("catalog", code)
+    if item is not None:
+        return item, {}
+    gtin = _master.gtin14(code)
+    if gtin is not None:
+        sku = tx.get("codes", "g:" + gtin)
+        return (tx.get("catalog", sku) if sku else None), {}
+    sku = tx.get("codes", "p:" + code)
+    if sku is not None:
+        return tx.get("catalog", sku), {}
+    from ._barcodes import ScanError, parse_scan
+    try:
+        scan = parse_scan(code)
+    except ScanError:
+        return None, {}
+    return item_for_scan(tx, scan.gtin, scan.hibc), {"lot": scan.lot, "expiry": scan.expiry, "serial": scan.serial}
+
+
+def item_for_scan(tx, gtin: str | None, hibc: str | None):
+    sku = None
+    if gtin:
+        sku = tx.get("codes", "g:" + gtin)
+    if sku is None and hibc:
+        sku = tx.get("codes", "h:" + hibc.upper())
+    return tx.get("catalog", sku) if sku else None
+
+
+def _lines(body: dict, *, allow_negative: bool = False) -> list[dict]:
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise _bad("lines must be a non-empty list")
+    for i, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise _bad(f"lines[{i}] must be a map")
+        code = line.get("code", line.get("sku"))
+        if not isinstance(code, str) or not code:
+            raise _bad(f"lines[{i}].code must be a non-empty string")
+        qty = line.get("qty")
+        if not _is_int(qty) or qty == 0 or (qty < 0 and not allow_negative) or abs(qty) > 1_000_000:
+            raise _bad(f"lines[{i}].qty must be a positive integer, got {qty!r}")
+        for opt in ("lot", "serial"):
+            if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
+                raise _bad(f"lines[{i}].{opt} must be a non-empty string")
+    return lines
+
+
+def resolve_lines(tx, lines: list[dict]) -> list[dict]:
+    out = []
+    for i, line in enumerate(lines):
+        code = line.get("code", line.get("sku"))
+        item, facts = resolve_code(tx, code)
+        if item is None or not item.get("active", True):
+            raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
+        lot = line.get("lot") or facts.get("lot")
+        out.append({"index": i, "code": code, "sku": item["sku"], "item": item, "qty": line["qty"],
+                    "lot": lot if item.get("lot_tracked") else None, "serial": line.get("serial") or facts.get("serial"),
+                    "expiry": line.get("expiry") or facts.get("expiry")})
+    return out
+
+
+def check_lots(tx, resolved: list[dict], day: str, *, request_id: str, record: bool) -> list[str]:
+    """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
+    warnings = []
+    warn_days = _master.policy(tx)["expiry_warn_days"]
+    for line in resolved:
+        sku, lot = line["sku"], line["lot"]
+        recall = _master.recall_of(tx, sku, lot)
+        if recall is not None and (lot is not None or not line["item"].get("lot_tracked")):
+            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
+                   "reason": recall.get("reason", "")} if record else None
+            raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']}): "
+                                          "it must not be sold", record=doc)
+        if lot is None:
+            continue
+        row = tx.get("lots", lot_key(sku, lot))
+        expiry = (row or {}).get("expiry") or line["expiry"]
+        line["expiry"] = expiry
+        if expiry is not None and expiry < day:
+            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
+            raise Refused(E.EXPIRED_LOT, f"{sku} lot {lot} expired on {expiry}: it must not be sold", record=doc)
+        if expiry is not None and days_between(day, expiry) <= warn_days and "LOT_EXPIRES_SOON" not in warnings:
+            warnings.append("LOT_EXPIRES_SOON")
+    return warnings
+
+
+# --- pricing ---------------------------------------------------------------------------------
+
+def engine_for(tx, version: int | None = None):
+    """The promotion engine of rule-set `version` (default: the one in force), built once per store."""
+    from ._select import promo
+    if version is None:
+        version = _master.version(tx, "promotions")
+    cache = tx.store.cache
+    engine = cache.get(("promotions", version))
+    if engine is None:
+        body = tx.get("master_docs", b"promotions\x00" + u64(version)) if version else None
+        engine = promo.PromoEngine(body, version)
+        cache[("promotions", version)] = engine
+    return engine
+
+
+def _member(tx, body: dict):
+    member_id = body.get("member")
+    if member_id is None:
+        return None, None
+    if not isinstance(member_id, str) or not member_id:
+        raise _bad("member must be a non-empty string")
+    return member_id, tx.get("members", member_id)
+
+
+def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
+    """Resolve and price a basket; returns (priced, resolved lines, member id, member row, engine, warnings)."""
+    resolved = resolve_lines(tx, _lines(body, allow_negative=allow_negative))
+    coupons = body.get("coupons") or []
+    if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
+        raise _bad("coupons must be a list of strings")
+    member_id, member = _member(tx, body)
+    weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
+    warnings = check_lots(tx, resolved, day, request_id=body.get("id"), record=request.kind == "sale")
+    if member_id is not None and member is None:
+        warnings.append("UNKNOWN_MEMBER")
+    engine = engine_for(tx)
+    priced = engine.price(
+        [{"sku": r["sku"], "qty": r["qty"], "unit_cents": r["item"]["unit_cents"], "category": r["item"]["category"]}
+         for r in resolved],
+        member={"id": member_id, "tier": member.get("tier")} if member else None,
+        coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
+        ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
+    )
+    for line, r in zip(priced["lines"], resolved):
+        line["lot"] = r["lot"]
+        line["serial"] = r["serial"]
+    return priced, resolved, member_id, member, engine, warnings, (weekday, minute, day)
+
+
+def _answer_lines(priced: dict) -> list[dict]:
+    return [{"sku": l["sku"], "qty": l["qty"], "unit_cents": l["unit_cents"], "gross_cents": l["gross_cents"],
+             "discount_cents": l["discount_cents"], "net_cents": l["net_cents"],
+             "promos": [{"id": p["id"], "cents": p["cents"]} for p in l["promos"]],
+             "lot": l["lot"], "serial": l["serial"], **({"allocations": l["allocations"]} if "allocations" in l else {})}
+            for l in priced["lines"]]
+
+
+def handle_quote(tx, request, ctx) -> dict:
+    priced, _resolved, member_id, member, engine, warnings, _local = price(tx, ctx, request, request.body)
+    answer = {"ruleset": priced["ruleset"], "lines": _answer_lines(priced), "gross_cents": priced["gross_cents"],
+              "discount_cents": priced["discount_cents"], "total_cents": priced["total_cents"], "warnings": warnings}
+    if member is not None:
+        answer["points_earned"] = engine.points_earned(priced["total_cents"], member.get("tier"), True)
+        answer["points_balance"] = member["points"]
+    return answer
+
+
+# --- stock allocation ------------------------------------------------------------------------
+
+def _lots_of(tx, sku: str, day: str):
+    out = []
+    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
+        lot = split_lot_key(key)[1]
+        if lot is None:
+            continue
+        out.append((lot, row.get("expiry"), row["qty"], _master.recall_of(tx, sku, lot) is not None))
+    return out
+
+
+def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
+    """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
+    sku, qty, item = line["sku"], line["qty"], line["item"]
+    serials = [line["serial"]] if line.get("serial") else []
+    if not item.get("lot_tracked"):
+        have = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
+        if refuse_negative and have < qty:
+            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
+        return [[sku, None, -qty, None, serials]]
+    if line["lot"] is not None:
+        row = tx.get("lots", lot_key(sku, line["lot"])) or {"qty": 0, "expiry": line.get("expiry")}
+        take = min(max(row["qty"], 0), qty)
+        chosen = [(line["lot"], row.get("expiry"), take)] if take else []
+        short = qty - take
+    else:
+        chosen, short = ledger.fefo_allocate(_lots_of(tx, sku, day), qty, day)
+    if short and refuse_negative:
+        raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
+    moves = [[sku, lot, -take, expiry, serials if i == 0 else []] for i, (lot, expiry, take) in enumerate(chosen)]
+    if short:
+        # Policy `allow`: the goods left the store, so the ledger is what is wrong; the uncovered
+        # units wait on the SKU's unallocated balance until a receipt or count reconciles them.
+        moves.append([sku, None, -short, None, [] if chosen else serials])
+    return moves
+
+
+# --- sale ------------------------------------------------------------------------------------
+
+def _payments(body: dict, total: int, *, implicit: bool) -> list[dict]:
+    payments = body.get("payments")
+    if payments is None and implicit:
+        return [{"method": "cash", "cents": total}]
+    if not isinstance(payments, list) or not payments:
+        raise _bad("payments must be a non-empty list")
+    for i, p in enumerate(payments):
+        if not isinstance(p, dict) or p.get("method") not in PAYMENT_METHODS:
+            raise _bad(f"payments[{i}].method must be one of {', '.join(PAYMENT_METHODS)}")
+        if not _is_int(p.get("cents")) or p["cents"] < 0:
+            raise _bad(f"payments[{i}].cents must be an integer >= 0")
+    paid = sum(p["cents"] for p in payments)
+    if paid != total:
+        raise Refused(E.PAYMENT_MISMATCH, f"payments add up to {paid} cents, the basket totals {total}")
+    return [{"method": p["method"], "cents": p["cents"]} for p in payments]
+
+
+def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False) -> dict:
+    priced, resolved, member_id, member, engine, warnings, local = price(tx, ctx, request, body)
+    weekday, minute, day = local
+    payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
+    policy = _master.policy(tx)
+    points_cents = sum(p["cents"] for p in payments if p["method"] == "points")
+    redeemed = 0
+    if points_cents:
+        value = policy["points_value_cents"]
+        if member is None:
+            raise Refused(E.POINTS_INSUFFICIENT, "points can only be redeemed by a known member")
+        if points_cents % value:
+            raise _bad(f"the points payment must be a multiple of {value} cents (one point)")
+        redeemed = points_cents // value
+        if redeemed > member["points"]:
+            raise Refused(E.POINTS_INSUFFICIENT, f"{redeemed} points asked, the member has {member['points']}")
+        if redeemed > policy["points_offline_cap"]:
+            raise Refused(E.POINTS_INSUFFICIENT,
+                          f"{redeemed} points asked, at most {policy['points_offline_cap']} may be redeemed per sale")
+    refuse = policy["negative_stock"] == "refuse"
+    moves = []
+    for line, priced_line in zip(resolved, priced["lines"]):
+        line_moves = allocate(tx, line, day, refuse)
+        ledger.apply_moves(tx, line_moves)  # now, so a later line of the same SKU sees what this one took
+        moves.extend(line_moves)
+        priced_line["category"] = line["item"]["category"]
+        priced_line["allocations"] = [{"lot": m[1], "expiry": m[3], "qty": -m[2]} for m in line_moves]
+    earned = engine.points_earned(priced["total_cents"] - points_cents, member.get("tier") if member else None,
+                                  member is not None)
+    points_balance = None
+    if member is not None:
+        points_balance = _master.add_points(tx, member_id, earned - redeemed, ctx.now_ms)
+    doc = {"type": "sale", "id": doc_id, "source": request.source, "channel": request.channel,
+           "store": ctx.settings.store_id, "ts_ms": ctx.now_ms, "local": {"weekday": weekday, "minute": minute},
+           "ruleset": priced["ruleset"], "member": member_id if member else None,
+           "tier": member.get("tier") if member else None, "coupons": list(body.get("coupons") or []),
+           "lines": [{**l, "promos": [[p["id"], p["version"], p["cents"]] for p in l["promos"]]} for l in priced["lines"]],
+           "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
+           "total_cents": priced["total_cents"], "payments": payments,
+           "points": {"earned": earned, "redeemed": redeemed, "redeemed_cents": points_cents},
+           "trace": priced["trace"], "moves": moves}
+    if body.get("lane"):
+        doc["lane"] = str(body["lane"])
+        tx.delete("baskets", str(body["lane"]))
+    seq = tx.append_event(doc)
+    _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), day, ctx.now_ms)
+    answer = {"seq": seq, "ruleset": priced["ruleset"], "lines": _answer_lines(priced),
+              "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
+              "total_cents": priced["total_cents"], "warnings": warnings}
+    if member is not None:
+        answer["points_earned"] = earned
+        answer["points_balance"] = points_balance
+    return answer
+
+
+def handle_sale(tx, request, ctx) -> dict:
+    return sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
+
+
+# --- return ----------------------------------------------------------------------------------
+
+def _sale_for(tx, request, orig: str):
+    for key in (f"{request.source}:{orig}", orig):
+        first = tx.get("ids", key)
+        if first is not None and first.get("seq"):
+            sale = tx.event(first["seq"])
+            if sale is not None and sale.get("type") == "sale":
+                return key, sale
+    raise Refused(E.UNKNOWN_SALE, f"no committed sale {orig!r}")
+
+
+def _sold_by_lot(sale: dict) -> dict:
+    sold = {}
+    for index, line in enumerate(sale["lines"]):
+        for a in line["allocations"]:
+            sold.setdefault((line["sku"], a["lot"]), []).append((index, a["qty"], a["expiry"]))
+    return sold
+
+
+def handle_return(tx, request, ctx) -> dict:
+    from ._returns import plan_return
+    body = request.body
+    orig = body.get("orig")
+    if not isinstance(orig, str) or not orig:
+        raise _bad("orig must name the sale being returned")
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise _bad("lines must be a non-empty list")
+    sale_key, sale = _sale_for(tx, request, orig)
+    state = tx.get("returns", sale_key) or {"lines": {}, "lots": {}, "refunded_cents": 0,
+                                            "points_reversed": 0, "points_restored": 0}
+    sold = _sold_by_lot(sale)
+    returned_lots = {tuple(k.split("\x00", 1)) if "\x00" in k else (k, None): v for k, v in state["lots"].items()}
+    returned_lots = {(k[0], k[1] or None): v for k, v in returned_lots.items()}
+    line_left = {}
+    for (sku, lot), parts in sold.items():
+        for index, qty, _exp in parts:
+            line_left[(index, sku, lot)] = qty
+    for key, qty in returned_lots.items():
+        # Units already returned from a lot come off its sale lines in line order.
+        for (index, sku, lot), left in list(line_left.items()):
+            if (sku, lot) == key and qty:
+                used = min(left, qty)
+                line_left[(index, sku, lot)] = left - used
+                qty -= used
+    take, moves, out_lines = {}, [], []
+    for i, line in enumerate(lines):
+        if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
+            raise _bad(f"lines[{i}].sku must be a string")
+        sku, qty = line["sku"], line.get("qty")
+        if not _is_int(qty) or qty <= 0:
+            raise _bad(f"lines[{i}].qty must be a positive integer")
+        lots = sorted({lot for (s, lot) in sold if s == sku}, key=lambda x: (x is None, x or ""))
+        if not lots:
+            raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} was not in sale {orig!r}")
+        if "lot" in line and line["lot"] is not None:
+            lot = line["lot"]
+            if lot not in lots:
+                raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {orig!r} sold no {sku} from lot {lot}")
+        elif len(lots) == 1:
+            lot = lots[0]
+        else:
+            raise _bad(f"lines[{i}]: sale {orig!r} took {sku} from several lots; name the lot")
+        need = qty
+        expiry = None
+        for (index, s, l), left in line_left.items():
+            if (s, l) != (sku, lot) or not left or not need:
+                continue
+            use = min(left, need)
+            line_left[(index, s, l)] = left - use
+            take[index] = take.get(index, 0) + use
+            need -= use
+            expiry = next(e for ix, _q, e in sold[(sku, lot)] if ix == index)
+        if need:
+            raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: returning {qty} {sku} (lot {lot}) exceeds what "
+                                                 f"sale {orig!r} sold less earlier returns")
+        returned_lots[(sku, lot)] = returned_lots.get((sku, lot), 0) + qty
+        serials = [line["serial"]] if line.get("serial") else []
+        moves.append([sku, lot, qty, expiry, serials])
+        out_lines.append({"sku": sku, "lot": lot, "qty": qty})
+    engine = engine_for(tx, sale["ruleset"])
+    before = {int(k): v for k, v in state["lines"].items()}
+    plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in l["promos"]]}
+                                          for l in sale["lines"]],
+                        "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
+                        "points_restored_before": state["points_restored"]}, before, take, engine)
+    refund_by_index = {p["index"]: p["refund_cents"] for p in plan["lines"]}
+    # Spread each sale line's refund over the return lines that drew on it, in order.
+    per_line = [0] * len(out_lines)
+    for index, units in take.items():
+        cents = refund_by_index.get(index, 0)
+        owners = [j for j, l in enumerate(out_lines) if l["sku"] == sale["lines"][index]["sku"]]
+        per_line[owners[0]] += cents
+    for j, cents in enumerate(per_line):
+        out_lines[j]["refund_cents"] = cents
+    ledger.apply_moves(tx, moves)
+    for index, units in take.items():
+        state["lines"][str(index)] = state["lines"].get(str(index), 0) + units
+    state["lots"] = {f"{s}\x00{l or ''}": v for (s, l), v in returned_lots.items()}
+    state["refunded_cents"] += plan["refund_cents"]
+    state["points_reversed"] += plan["points_reversed"]
+    state["points_restored"] += plan["points_restored"]
+    tx.put("returns", sale_key, state)
+    answer = {"refund_cents": plan["refund_cents"], "lines": out_lines}
+    doc = {"type": "return", "id": f"{request.source}:{body['id']}", "source": request.source, "orig": sale_key,
+           "ts_ms": ctx.now_ms, "reason": body.get("reason"), "lines": out_lines, "refund_cents": plan["refund_cents"],
+           "member": sale.get("member"), "moves": moves}
+    if sale.get("member"):
+        delta = plan["points_restored"] - plan["points_reversed"]
+        balance = _master.add_points(tx, sale["member"], delta, ctx.now_ms)
+        doc["points"] = {"reversed": plan["points_reversed"], "restored": plan["points_restored"]}
+        answer["points_reversed"] = plan["points_reversed"]
+        answer["points_balance"] = balance
+    answer["seq"] = tx.append_event(doc)
+    _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
+    return answer
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+def handle_member(tx, request, ctx) -> dict:
+    member_id = request.body.get("member")
+    if not isinstance(member_id, str) or not member_id:
+        raise _bad("member must be a non-empty string")
+    row = tx.get("members", member_id)
+    if row is None:
+        raise Refused(E.UNKNOWN_ITEM, f"no member {member_id!r}")
+    answer = {"member": member_id, "tier": row.get("tier"), "points_balance": row["points"]}
+    if row.get("name"):
+        answer["name"] = row["name"]
+    return answer
+
+
+def handle_stock(tx, request, ctx) -> dict:
+    code = request.body.get("code")
+    if not isinstance(code, str) or not code:
+        raise _bad("code must be a non-empty string")
+    item, _facts = resolve_code(tx, code)
+    if item is None:
+        raise Refused(E.UNKNOWN_ITEM, f"{code!r} matches nothing in the catalog")
+    sku = item["sku"]
+    lots = []
+    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
+        lot = split_lot_key(key)[1]
+        lots.append({"lot": lot, "expiry": row.get("expiry"), "qty": row["qty"],
+                     "recalled": _master.recall_of(tx, sku, lot) is not None})
+    return {"sku": sku, "on_hand": tx.get("skus", sku, 0), "lots": lots}
+
+
+def handle_ping(tx, request, ctx) -> dict:
+    return {"time_ms": ctx.now_ms}

@@ -1,0 +1,232 @@
+"""Stock that moves without a sale: receipts, ERP movements, scans by role, cycle counts, lane
+baskets, legacy CSV files, and the periodic alert refresh."""
+from __future__ import annotations
+
+from . import _alerts, _errors as E, _master, _sales
+from ._errors import Refused
+from ._ids import body_hash
+from ._localtime import today
+from ._select import ledger
+from ._store import lot_key, split_lot_key
+
+MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
+
+
+def _bad(message: str) -> Refused:
+    return Refused(E.BAD_REQUEST, message)
+
+
+def _day(ctx) -> str:
+    return today(ctx.now_ms, ctx.settings.timezone)
+
+
+def _receipt_moves(tx, sku: str, lot, qty: int, expiry, serials) -> list[list]:
+    """A receipt first settles units sold beyond stock (the unallocated balance below zero)."""
+    moves = []
+    if lot is not None:
+        unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
+        settle = min(qty, -unallocated) if unallocated < 0 else 0
+        if settle:
+            moves.append([sku, None, settle, None, []])
+            moves.append([sku, lot, qty, expiry, list(serials)])
+            moves.append([sku, lot, -settle, expiry, []])
+            return moves
+    return [[sku, lot, qty, expiry, list(serials)]]
+
+
+def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
+    """Apply one ERP stock movement (receipt, transfer_out, adjustment, opening); returns its seq."""
+    kind = movement.get("type")
+    if kind not in MOVEMENT_TYPES:
+        raise _bad(f"movement {event_id}: type must be one of {', '.join(MOVEMENT_TYPES)}")
+    sku, qty = movement.get("sku"), movement.get("qty")
+    item = tx.get("catalog", sku) if isinstance(sku, str) else None
+    if item is None:
+        raise Refused(E.UNKNOWN_ITEM, f"movement {event_id}: sku {sku!r} is not in the catalog")
+    if not isinstance(qty, int) or isinstance(qty, bool) or (kind != "adjustment" and qty < 0) or qty == 0 and kind != "opening":
+        raise _bad(f"movement {event_id}: qty {qty!r} is not valid for a {kind}")
+    lot = movement.get("lot") if item.get("lot_tracked") else None
+    if item.get("lot_tracked") and not lot:
+        raise _bad(f"movement {event_id}: {sku} is tracked by lot, give its lot")
+    expiry = movement.get("expiry")
+    serials = movement.get("serials") or []
+    have = (tx.get("lots", lot_key(sku, lot)) or {"qty": 0})["qty"]
+    if kind == "receipt":
+        moves = _receipt_moves(tx, sku, lot, qty, expiry, serials)
+    elif kind == "opening":
+        moves = [[sku, lot, qty - have, expiry, list(serials)]] if qty != have or serials else []
+    else:
+        delta = -qty if kind == "transfer_out" else qty
+        if have + delta < 0:
+            raise Refused(E.INSUFFICIENT_STOCK, f"movement {event_id}: {kind} of {abs(delta)} {sku} lot {lot} "
+                                                f"would leave {have + delta} (transfers and adjustments never go below zero)")
+        moves = [[sku, lot, delta, expiry, list(serials) if delta > 0 else []]]
+        if delta < 0 and serials:
+            moves[0][4] = list(serials)
+    ledger.apply_moves(tx, moves)
+    doc = {"type": kind, "id": event_id, "ts_ms": ctx.now_ms, "sku": sku, "lot": lot, "expiry": expiry,
+           "qty": qty, "reason": movement.get("reason"), "moves": moves}
+    if kind == "opening":
+        doc["set_to"] = qty
+    seq = tx.append_event(doc)
+    _alerts.refresh(tx, [sku], _day(ctx), ctx.now_ms)
+    return seq
+
+
+def handle_receipt(tx, request, ctx) -> dict:
+    """A receipt from a device or a test: {"id", "sku", "lot", "expiry", "serials", "qty"}."""
+    body = dict(request.body)
+    body["type"] = "receipt"
+    return {"seq": post_movement(tx, ctx, body, f"{request.source}:{body.get('id')}")}
+
+
+# --- scans -----------------------------------------------------------------------------------
+
+def handle_scan(tx, request, ctx) -> dict:
+    """A parsed barcode from a scanner, applied by the scanner's role."""
+    body = request.body
+    role = body.get("role")
+    item = _sales.item_for_scan(tx, body.get("gtin"), body.get("hibc"))
+    if item is None:
+        raise Refused(E.UNKNOWN_ITEM, f"scan {body.get('code')!r} matches nothing in the catalog")
+    sku = item["sku"]
+    lot = body.get("lot") if item.get("lot_tracked") else None
+    expiry = body.get("expiry")
+    serial = body.get("serial")
+    qty = body.get("quantity") or 1
+    recall = _master.recall_of(tx, sku, lot)
+    if recall is not None and role in ("receive", "lane") and (lot is not None or not item.get("lot_tracked")):
+        raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']})",
+                      record={"type": "alert", "kind": "recalled_scan", "role": role, "sku": sku, "lot": lot,
+                              "recall_id": recall["recall_id"], "device": request.source})
+    if role == "receive":
+        if item.get("lot_tracked") and not lot:
+            raise _bad(f"{sku} is tracked by lot and the barcode carries none")
+        seq = post_movement(tx, ctx, {"type": "receipt", "sku": sku, "lot": lot, "expiry": expiry,
+                                      "serials": [serial] if serial else [], "qty": qty, "reason": "scan"},
+                            f"{request.source}:{body.get('id')}")
+        return {"seq": seq, "sku": sku, "lot": lot, "qty": qty}
+    if role == "count":
+        key = f"{request.source}\x00{sku}\x00{lot or ''}"
+        row = tx.get("counts", key) or {"qty": 0, "expiry": expiry}
+        row["qty"] += qty
+        tx.put("counts", key, row)
+        return {"sku": sku, "lot": lot, "counted": row["qty"]}
+    if role == "lane":
+        lane = str(body.get("lane") or "")
+        if not lane:
+            raise _bad("a lane scanner needs its lane")
+        basket = tx.get("baskets", lane) or []
+        basket.append({"sku": sku, "code": body.get("code"), "qty": qty, "lot": lot, "expiry": expiry, "serial": serial})
+        tx.put("baskets", lane, basket)
+        return {"lane": lane, "sku": sku, "lines": len(basket)}
+    raise _bad(f"unknown scanner role {role!r}")
+
+
+def handle_count_close(tx, request, ctx) -> dict:
+    """Close a device's open cycle count: every SKU it counted is set to what was counted.
+
+    Lots of a counted SKU that were not scanned were counted as zero; the counted figure and the
+    delta it implies are both kept in the `count` document.
+    """
+    device = request.body.get("device") or request.source
+    prefix = f"{device}\x00".encode()
+    counted = {}
+    for key, row in list(tx.items("counts", prefix=prefix)):
+        _dev, sku, lot = key.decode().split("\x00")
+        counted[(sku, lot or None)] = row
+        tx.delete("counts", key)
+    if not counted:
+        raise _bad(f"device {device!r} has no open count")
+    skus = sorted({sku for sku, _lot in counted})
+    rows, moves = [], []
+    for sku in skus:
+        ledger_lots = {split_lot_key(k)[1]: r for k, r in tx.items("lots", prefix=sku.encode() + b"\x00")}
+        for lot in sorted(set(ledger_lots) | {l for s, l in counted if s == sku}, key=lambda x: (x is None, x or "")):
+            have = ledger_lots.get(lot, {"qty": 0})["qty"]
+            figure = counted.get((sku, lot), {"qty": 0})["qty"]
+            expiry = counted.get((sku, lot), {}).get("expiry") or ledger_lots.get(lot, {}).get("expiry")
+            rows.append([sku, lot, figure, figure - have])
+            if figure != have:
+                moves.append([sku, lot, figure - have, expiry, []])
+    ledger.apply_moves(tx, moves)
+    seq = tx.append_event({"type": "count", "id": f"{request.source}:{request.body.get('id')}", "ts_ms": ctx.now_ms,
+                           "device": device, "counted": rows, "moves": moves})
+    _alerts.refresh(tx, skus, _day(ctx), ctx.now_ms)
+    return {"seq": seq, "counted": rows}
+
+
+def handle_lane_basket(tx, request, ctx) -> dict:
+    lane = request.body.get("lane")
+    if not isinstance(lane, str) or not lane:
+        raise _bad("lane must be a non-empty string")
+    return {"lane": lane, "lines": tx.get("baskets", lane) or []}
+
+
+def handle_alerts_refresh(tx, request, ctx) -> dict:
+    """Dates move even when stock does not: re-evaluate every SKU's alerts."""
+    return {"raised": _alerts.refresh(tx, _alerts.all_skus(tx), _day(ctx), ctx.now_ms)}
+
+
+# --- legacy CSV files --------------------------------------------------------------------------
+
+def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> dict:
+    """Negative rows of a POS file: goods back to stock, refunded at the catalog price."""
+    lines = _sales.resolve_lines(tx, [{**l, "qty": -l["qty"]} for l in doc["lines"]])
+    moves, out = [], []
+    for line in lines:
+        moves.append([line["sku"], line["lot"], line["qty"], line.get("expiry"), [line["serial"]] if line["serial"] else []])
+        out.append({"sku": line["sku"], "lot": line["lot"], "qty": line["qty"],
+                    "refund_cents": line["qty"] * line["item"]["unit_cents"]})
+    ledger.apply_moves(tx, moves)
+    seq = tx.append_event({"type": "return", "id": doc_id, "source": request.source, "orig": None, "ts_ms": ctx.now_ms,
+                           "lines": out, "refund_cents": sum(l["refund_cents"] for l in out), "moves": moves})
+    _alerts.refresh(tx, [l["sku"] for l in lines], _day(ctx), ctx.now_ms)
+    return {"seq": seq}
+
+
+def handle_csv_file(tx, request, ctx) -> dict:
+    """A whole POS file: every basket in it applied, or none (the errors name each basket's rows)."""
+    docs = request.body.get("docs")
+    if not isinstance(docs, list) or not docs:
+        raise _bad("docs must be a non-empty list")
+    errors, applied, duplicates, seqs = [], 0, 0, []
+    for index, doc in enumerate(docs):
+        rows = doc.get("rows", []) if isinstance(doc, dict) else []
+        try:
+            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
+                raise _bad("each basket needs an id")
+            key = f"{request.source}:{doc['id']}"
+            digest = body_hash(doc)
+            first = tx.get("ids", key)
+            if first is not None:
+                if first["h"] != digest:
+                    raise Refused(E.DUPLICATE_ID_CONFLICT, f"basket {doc['id']!r} was applied before with other rows")
+                duplicates += 1
+                continue
+            lines = doc.get("lines")
+            if not isinstance(lines, list) or not lines:
+                raise _bad("a basket needs lines")
+            child = tx.child()
+            try:
+                sales = [l for l in lines if isinstance(l, dict) and isinstance(l.get("qty"), int) and l["qty"] > 0]
+                backs = [l for l in lines if l not in sales]
+                result = {}
+                if sales:
+                    result = _sales.sell(child, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True)
+                if backs:
+                    back = _stock_return(child, request, ctx, {**doc, "lines": backs}, key + (":return" if sales else ""))
+                    result.setdefault("seq", back["seq"])
+                child.put("ids", key, {"h": digest, "seq": result.get("seq"), "res": {"ok": True, "seq": result.get("seq")}})
+                child.commit()
+            except BaseException:
+                child.abort()
+                raise
+            applied += 1
+            seqs.append(result.get("seq"))
+        except Refused as exc:
+            errors.append({"doc": index, "rows": rows, "err": exc.code, "msg": exc.message})
+    if errors:
+        raise Refused(E.BAD_REQUEST, f"{len(errors)} of {len(docs)} baskets refused; nothing in the file was applied",
+                      details=errors)
+    return {"applied": applied, "duplicates": duplicates, "seqs": seqs}

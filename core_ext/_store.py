@@ -1,0 +1,212 @@
+"""The LMDB environment: named tables of MessagePack values, and one write transaction at a time.
+
+Only the core loop writes (py-lmdb requires a write transaction to begin and commit on one thread).
+Commits are durable: the environment is opened with `sync` and `metasync` on, so when `commit()`
+returns the data is on disk and survives `kill -9` and power loss.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+import lmdb
+import msgpack
+
+from ._errors import StoreError
+
+SCHEMA = 1
+
+# Every table the gateway keeps; the owner of each is named beside it.
+TABLES = (
+    "meta",         # str -> value: counters and small singletons (core)
+    "events",       # u64 seq -> event document, append-only (ledger)
+    "ids",          # request id -> {"h": body hash, "seq", "res": first response} (core loop)
+    "lots",         # sku \0 lot -> {"qty", "expiry", "serials"}; lot "" = not lot-tracked or unallocated
+    "skus",         # sku -> on-hand total over its lots (ledger)
+    "catalog",      # sku -> catalog item (master data)
+    "codes",        # "g:<gtin14>" | "h:<hibc>" | "p:<pos code>" -> sku (master data)
+    "recalls",      # sku \0 lot (lot "" = every lot) -> recall (master data)
+    "members",      # member id -> {"tier", "points", "name"} (master data, sales)
+    "master",       # kind -> {"version", "issued_ms", "effective_ms", "pending": [...]} (upstream)
+    "master_docs",  # kind \0 u64 version -> body (kept so old sales can be re-priced)
+    "alerts",       # sku \0 kind \0 lot -> alert {"kind", "sku", "lot", ...} (ledger)
+    "returns",      # sale id -> {line index: qty returned} (ledger)
+    "counts",       # device \0 sku \0 lot -> counted units of the open cycle count
+    "baskets",      # lane -> [scanned line, ...]
+    "movements",    # ERP movement id -> ledger seq (upstream)
+    "batches",      # u64 batch seq -> envelope bytes (upstream)
+)
+
+_U64 = struct.Struct(">Q")
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _unpack(raw):
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return _U64.unpack(b)[0]
+
+
+def lot_key(sku: str, lot: str | None) -> bytes:
+    return f"{sku}\x00{lot or ''}".encode()
+
+
+def split_lot_key(key: bytes) -> tuple[str, str | None]:
+    sku, _, lot = key.decode().partition("\x00")
+    return sku, (lot or None)
+
+
+def _key(k) -> bytes:
+    return k if isinstance(k, bytes) else str(k).encode()
+
+
+class Store:
+    """The gateway's one LMDB environment."""
+
+    def __init__(self, path: str, *, map_size: int = 1 << 30, min_free_bytes: int = 16 << 20):
+        os.makedirs(path, exist_ok=True)
+        try:
+            self.env = lmdb.open(
+                path, map_size=map_size, max_dbs=len(TABLES) + 2, sync=True, metasync=True,
+                subdir=True, lock=True, max_readers=64,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the data directory {path!r}: {exc}") from exc
+        self.path = path
+        self.map_size = map_size
+        self.min_free_bytes = min_free_bytes
+        self.db = {name: self.env.open_db(name.encode()) for name in TABLES}
+        self.cache = {}  # objects built from stored documents (promotion engines by version)
+        with self.env.begin(write=True) as txn:
+            schema = txn.get(b"schema", db=self.db["meta"])
+            if schema is None:
+                txn.put(b"schema", _pack(SCHEMA), db=self.db["meta"])
+            elif _unpack(schema) != SCHEMA:
+                raise StoreError(f"{path!r} holds schema {_unpack(schema)}, this gateway reads {SCHEMA}")
+
+    def close(self) -> None:
+        self.env.close()
+
+    def begin(self, *, write: bool = False, parent: "Tx | None" = None) -> "Tx":
+        txn = self.env.begin(write=write, parent=parent.txn if parent else None)
+        return Tx(self, txn)
+
+    def read(self) -> "Tx":
+        return self.begin(write=False)
+
+    def space_left(self) -> int:
+        """Bytes still usable: the smaller of what the map and the file system can take."""
+        info = self.env.info()
+        stat = self.env.stat()
+        used = (info["last_pgno"] + 1) * stat["psize"]
+        fs = os.statvfs(self.path)
+        return min(self.map_size - used, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - used))
+
+    def file_size(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.path, "data.mdb"))
+        except OSError:
+            return 0
+
+
+class Tx:
+    """A transaction with MessagePack values; also a context manager (commit on success)."""
+
+    __slots__ = ("store", "txn", "db")
+
+    def __init__(self, store: Store, txn: lmdb.Transaction):
+        self.store = store
+        self.txn = txn
+        self.db = store.db
+
+    def __enter__(self) -> "Tx":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.txn.commit()
+        else:
+            self.txn.abort()
+
+    def commit(self) -> None:
+        self.txn.commit()
+
+    def abort(self) -> None:
+        self.txn.abort()
+
+    def child(self) -> "Tx":
+        return self.store.begin(write=True, parent=self)
+
+    # Generic table access.
+    def get(self, table: str, key, default=None):
+        raw = self.txn.get(_key(key), db=self.db[table])
+        return default if raw is None else _unpack(raw)
+
+    def put(self, table: str, key, value) -> None:
+        self.txn.put(_key(key), _pack(value), db=self.db[table])
+
+    def put_raw(self, table: str, key, raw: bytes) -> None:
+        self.txn.put(_key(key), raw, db=self.db[table])
+
+    def get_raw(self, table: str, key) -> bytes | None:
+        return self.txn.get(_key(key), db=self.db[table])
+
+    def delete(self, table: str, key) -> bool:
+        return self.txn.delete(_key(key), db=self.db[table])
+
+    def items(self, table: str, prefix: bytes = b"", start: bytes | None = None):
+        """(key bytes, value) pairs in key order, those starting with `prefix` (from `start`)."""
+        with self.txn.cursor(db=self.db[table]) as cur:
+            if not cur.set_range(start if start is not None else prefix):
+                return
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    return
+                yield k, _unpack(v)
+
+    def clear(self, table: str) -> None:
+        self.txn.drop(self.db[table], delete=False)
+
+    def count(self, table: str) -> int:
+        return self.txn.stat(self.db[table])["entries"]
+
+    # Meta values.
+    def meta(self, name: str, default=None):
+        return self.get("meta", name, default)
+
+    def set_meta(self, name: str, value) -> None:
+        self.put("meta", name, value)
+
+    # The event log.
+    def last_seq(self) -> int:
+        return self.meta("last_seq", 0)
+
+    def append_event(self, doc: dict) -> int:
+        """Append `doc` to the log, giving it the next `seq` (and `ts_ms` if absent)."""
+        seq = self.last_seq() + 1
+        doc["seq"] = seq
+        doc.setdefault("ts_ms", int(time.time() * 1000))
+        self.txn.put(u64(seq), _pack(doc), db=self.db["events"], append=True)
+        self.set_meta("last_seq", seq)
+        return seq
+
+    def event(self, seq: int) -> dict | None:
+        raw = self.txn.get(u64(seq), db=self.db["events"])
+        return None if raw is None else _unpack(raw)
+
+    def events(self, first: int = 1, last: int | None = None):
+        """Events with `first <= seq <= last` in order."""
+        with self.txn.cursor(db=self.db["events"]) as cur:
+            if not cur.set_range(u64(first)):
+                return
+            for k, v in cur:
+                if last is not None and from_u64(k) > last:
+                    return
+                yield _unpack(v)

@@ -1,0 +1,72 @@
+"""The one module that touches serial ports: pyserial sets the line up, trio does the I/O.
+
+`open_serial(port, ...)` returns a plain `trio.abc.Stream`: for a device path, pyserial opens and
+configures it (raw mode, baud rate, parity, stop bits) and the stream reads and writes a duplicate
+of its file descriptor; for `socket://host:port` (a serial server on the network) a TCP stream.
+"""
+from __future__ import annotations
+
+import os
+
+import serial
+import trio
+
+PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD,
+            "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
+STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
+BYTESIZES = {5: serial.FIVEBITS, 6: serial.SIXBITS, 7: serial.SEVENBITS, 8: serial.EIGHTBITS}
+
+
+class SerialPortError(OSError):
+    """The port cannot be opened (missing, busy, refused) or its settings are not valid."""
+
+    def __init__(self, port: str, reason: str):
+        super().__init__(f"serial port {port!r}: {reason}")
+        self.port = port
+        self.reason = reason
+
+
+async def open_serial(port: str, *, baudrate: int = 115200, bytesize: int = 8, parity: str = "N",
+                      stopbits: float = 1) -> trio.abc.Stream:
+    """Open `port` (a device path or socket://host:port) as a trio stream."""
+    if not isinstance(port, str) or not port:
+        raise SerialPortError(str(port), "the port must be a device path or a URL")
+    if port.startswith("socket://"):
+        host, sep, number = port[len("socket://"):].rpartition(":")
+        if not sep or not host or not number.isdigit():
+            raise SerialPortError(port, "a socket URL is socket://host:port")
+        try:
+            return await trio.open_tcp_stream(host, int(number))
+        except OSError as exc:
+            raise SerialPortError(port, f"cannot connect: {exc}") from None
+    if "://" in port:
+        raise SerialPortError(port, "only device paths and socket://host:port are supported")
+    settings = _settings(port, baudrate, bytesize, parity, stopbits)
+    # Opening a tty is quick but is a blocking system call: keep it off the event loop.
+    fd = await trio.to_thread.run_sync(_open_fd, port, settings)
+    return trio.lowlevel.FdStream(fd)
+
+
+def _settings(port: str, baudrate, bytesize, parity, stopbits) -> dict:
+    if not isinstance(baudrate, int) or isinstance(baudrate, bool) or baudrate <= 0:
+        raise SerialPortError(port, f"baudrate must be a positive integer, not {baudrate!r}")
+    if bytesize not in BYTESIZES:
+        raise SerialPortError(port, f"bytesize must be 5, 6, 7 or 8, not {bytesize!r}")
+    if parity not in PARITIES:
+        raise SerialPortError(port, f"parity must be one of N, E, O, M, S, not {parity!r}")
+    if stopbits not in STOPBITS:
+        raise SerialPortError(port, f"stopbits must be 1, 1.5 or 2, not {stopbits!r}")
+    return {"baudrate": baudrate, "bytesize": BYTESIZES[bytesize], "parity": PARITIES[parity],
+            "stopbits": STOPBITS[stopbits]}
+
+
+def _open_fd(port: str, settings: dict) -> int:
+    try:
+        ser = serial.serial_for_url(port, timeout=0, exclusive=True, **settings)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SerialPortError(port, str(exc)) from None
+    try:
+        # The tty keeps pyserial's settings; the duplicate descriptor outlives pyserial's object.
+        return os.dup(ser.fileno())
+    finally:
+        ser.close()

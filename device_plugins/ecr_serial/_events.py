@@ -1,0 +1,71 @@
+"""What the ECR/1 link layer reports, and what it is asked to send."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class _NeedData:
+    """The sentinel `next_event()` returns when it has nothing until more bytes arrive."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One frame's MessagePack map: a request received, or a response to send."""
+
+    body: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The peer acknowledged the frame we sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nak:
+    """The peer refused the frame we sent; `resent` says it went out again."""
+
+    resent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """No ACK or NAK came in time for the frame we sent; `resent` says it went out again."""
+
+    resent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LinkError:
+    """The frame carrying `body` was given up after `attempts` sends without an ACK."""
+
+    body: dict
+    attempts: int
+    reason: str  # "nak" | "timeout" | "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageSkipped:
+    """`count` bytes outside any frame were skipped (line noise, a terminal booting)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRejected:
+    """A frame was discarded; `reason` is "length", "crc", "etx", "body", "timeout" or "eof".
+    All but the last two were answered with NAK."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The byte stream ended (`receive_data(b"")`)."""

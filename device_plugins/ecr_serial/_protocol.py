@@ -1,0 +1,243 @@
+"""ECR/1 link layer without I/O: frames in and out, ACK/NAK, retransmission, timeouts.
+
+Feed it bytes with `receive_data(data, now)` (`b""` = end of stream), take events with
+`next_event()` until `NEED_DATA`, write whatever `data_to_send()` returns (ACK/NAK bytes, frames,
+resends). `send(Message(body), now)` frames a message; only one frame is in flight at a time, the rest
+wait their turn. Time only moves when the caller says so: call `tick(now)` at `next_deadline()`.
+Garbage never raises: it is counted, NAKed where the spec says so, and skipped.
+"""
+from __future__ import annotations
+
+import binascii
+from collections import deque
+
+import msgpack
+
+from ._events import (
+    NEED_DATA, Ack, AckTimeout, ConnectionClosed, FrameRejected, GarbageSkipped, LinkError, Message,
+    Nak,
+)
+
+STX = 0x02
+ETX = 0x03
+ACK = 0x06
+NAK = 0x15
+MAX_LEN = 16384
+ACK_TIMEOUT_S = 1.0
+MAX_RETRIES = 3
+FRAME_TIMEOUT_S = 2.0
+
+
+class EcrProtocolError(ValueError):
+    """A message this side was asked to send cannot be framed."""
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF)."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+def encode_frame(body: dict) -> bytes:
+    """STX, LEN, BODY, CRC, ETX for one MessagePack map."""
+    if not isinstance(body, dict):
+        raise EcrProtocolError("an ECR/1 message is a map")
+    try:
+        packed = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EcrProtocolError(f"the message cannot be packed as MessagePack: {exc}") from None
+    if len(packed) > MAX_LEN:
+        raise EcrProtocolError(f"the message packs to {len(packed)} bytes, at most {MAX_LEN}")
+    head = len(packed).to_bytes(2, "big")
+    return bytes([STX]) + head + packed + crc16(head + packed).to_bytes(2, "big") + bytes([ETX])
+
+
+def decode_body(body: bytes) -> dict | None:
+    """The MessagePack map in `body` with string keys, or None when it is anything else."""
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises many types (ExtraData, FormatError, StackError, Unicode...)
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return None
+    return value
+
+
+class EcrConnection:
+    """One end of an ECR/1 link (the gateway uses it as the host; it is symmetric)."""
+
+    def __init__(self, *, ack_timeout: float = ACK_TIMEOUT_S, max_retries: int = MAX_RETRIES,
+                 frame_timeout: float = FRAME_TIMEOUT_S):
+        self.ack_timeout = ack_timeout
+        self.max_retries = max_retries
+        self.frame_timeout = frame_timeout
+        self._buf = bytearray()
+        self._frame_started: float | None = None  # when the STX at _buf[0] was seen
+        self._events: deque = deque()
+        self._out = bytearray()
+        self._queue: deque[tuple[bytes, dict]] = deque()
+        self._inflight: tuple[bytes, dict] | None = None
+        self._sends = 0
+        self._ack_deadline: float | None = None
+        self._garbage = 0
+        self._closed = False
+
+    # Receiving.
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self._closed:
+            return
+        self._expire_partial(now)
+        if not data:
+            self._closed = True
+            if self._frame_started is not None:
+                self._events.append(FrameRejected("eof"))
+            self._buf.clear()
+            self._frame_started = None
+            self._flush_garbage()
+            if self._inflight is not None:
+                frame, body = self._inflight
+                self._events.append(LinkError(body, self._sends, "closed"))
+                self._inflight = None
+            self._queue.clear()
+            self._events.append(ConnectionClosed())
+            return
+        self._buf += data
+        self._parse(now)
+
+    def next_event(self):
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    # Sending.
+    def send(self, event: Message, now: float) -> bytes:
+        """Frame `event` (queued behind a frame awaiting its ACK); returns all bytes to write now."""
+        if not isinstance(event, Message):
+            raise EcrProtocolError(f"only a Message can be sent, not {type(event).__name__}")
+        if self._closed:
+            raise EcrProtocolError("the link is closed")
+        self._queue.append((encode_frame(event.body), event.body))
+        self._start_next(now)
+        return self.data_to_send()
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def awaiting_ack(self) -> bool:
+        return self._inflight is not None
+
+    # Time.
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self._ack_deadline,
+                                 None if self._frame_started is None
+                                 else self._frame_started + self.frame_timeout) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> None:
+        if self._closed:
+            return
+        if self._expire_partial(now):
+            self._parse(now)
+        if self._ack_deadline is not None and now >= self._ack_deadline:
+            self._retry(now, "timeout")
+
+    # Internals.
+    def _expire_partial(self, now: float) -> bool:
+        if self._frame_started is None or now < self._frame_started + self.frame_timeout:
+            return False
+        # Drop only the STX: a real frame may start within the bytes that followed it.
+        self._events.append(FrameRejected("timeout"))
+        del self._buf[:1]
+        self._frame_started = None
+        return True
+
+    def _parse(self, now: float) -> None:
+        buf = self._buf
+        while buf:
+            if self._frame_started is None:
+                start = self._hunt(now)
+                if start is None:
+                    buf.clear()
+                    break
+                del buf[:start]
+                self._flush_garbage()
+                self._frame_started = now
+            if len(buf) < 3:
+                break
+            length = int.from_bytes(buf[1:3], "big")
+            if not 1 <= length <= MAX_LEN:
+                self._reject("length", 1)
+                continue
+            end = 3 + length + 3
+            if len(buf) < end:
+                break
+            head_body = bytes(buf[1:3 + length])
+            if buf[end - 1] != ETX:
+                self._reject("etx", end)
+            elif crc16(head_body) != int.from_bytes(buf[end - 3:end - 1], "big"):
+                self._reject("crc", end)
+            else:
+                body = decode_body(head_body[2:])
+                if body is None:
+                    self._reject("body", end)
+                else:
+                    del buf[:end]
+                    self._frame_started = None
+                    self._out.append(ACK)
+                    self._events.append(Message(body))
+        self._flush_garbage()
+
+    def _hunt(self, now: float) -> int | None:
+        """Index of the next STX; ACK/NAK bytes on the way answer our frame in flight."""
+        for i, byte in enumerate(self._buf):
+            if byte == STX:
+                return i
+            if byte == ACK and self._inflight is not None:
+                self._flush_garbage()
+                self._inflight = None
+                self._ack_deadline = None
+                self._events.append(Ack())
+                self._start_next(now)
+            elif byte == NAK and self._inflight is not None:
+                self._flush_garbage()
+                self._retry(now, "nak")
+            else:
+                self._garbage += 1
+        return None
+
+    def _reject(self, reason: str, drop: int) -> None:
+        self._events.append(FrameRejected(reason))
+        self._out.append(NAK)
+        if reason == "length":
+            self._garbage += drop
+        del self._buf[:drop]
+        self._frame_started = None
+
+    def _retry(self, now: float, reason: str) -> None:
+        frame, body = self._inflight
+        resend = self._sends <= self.max_retries
+        self._events.append(Nak(resend) if reason == "nak" else AckTimeout(resend))
+        if resend:
+            self._sends += 1
+            self._out += frame
+            self._ack_deadline = now + self.ack_timeout
+            return
+        self._events.append(LinkError(body, self._sends, reason))
+        self._inflight = None
+        self._ack_deadline = None
+        self._start_next(now)
+
+    def _start_next(self, now: float) -> None:
+        if self._inflight is not None or not self._queue:
+            return
+        self._inflight = self._queue.popleft()
+        self._sends = 1
+        self._out += self._inflight[0]
+        self._ack_deadline = now + self.ack_timeout
+
+    def _flush_garbage(self) -> None:
+        if self._garbage:
+            self._events.append(GarbageSkipped(self._garbage))
+            self._garbage = 0

@@ -1,0 +1,365 @@
+"""POS/1: the ECR/1 messages over HTTP on the store LAN, as a plain ASGI callable.
+
+hypercorn parses HTTP; this module only routes, authenticates, bounds and decodes bodies, turns each
+call into one `Request` for the core, and maps the core's answer to a status code.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import msgpack
+
+from core_ext import Request, Submit, errors
+
+from ._metrics import Metrics
+
+log = logging.getLogger("gateway.pos_api")
+
+# Not an ECR/1 code: a terminal without a valid token never reaches the core.
+UNAUTHORIZED = "UNAUTHORIZED"
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+
+BAD_REQUEST = errors.BAD_REQUEST
+UNAVAILABLE = errors.UNAVAILABLE
+STATUS_OF_ERR = {
+    errors.BAD_REQUEST: 400,
+    errors.UNKNOWN_ITEM: 404,
+    errors.UNKNOWN_SALE: 404,
+    errors.DUPLICATE_ID_CONFLICT: 409,
+    errors.UNAVAILABLE: 503,
+}
+BUSINESS_REFUSAL = 422
+
+# route name -> (method, request kind); the names are also the metrics' `route` label.
+_POSTS = {"quote": "quote", "sales": "sale", "returns": "return"}
+_MAX_DEPTH = 32
+_MAX_PARAM = {"members": 64, "stock": 128, "lanes_basket": 64}
+
+
+class _Refusal(Exception):
+    """An answer decided before (or instead of) asking the core."""
+
+    def __init__(self, status: int, err: str, msg: str, *, reason: str = "",
+                 headers: tuple = ()):
+        super().__init__(msg)
+        self.status = status
+        self.err = err
+        self.msg = msg
+        self.reason = reason or err
+        self.headers = headers
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    name: str
+    method: str
+    kind: str
+    param: str = ""
+
+
+def make_app(submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
+             max_body: int = 1 << 20):
+    """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token."""
+    return PosApp(submit, tokens, metrics, max_body=max_body)
+
+
+class PosApp:
+    def __init__(self, submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
+                 max_body: int = 1 << 20):
+        self.submit = submit
+        # An empty token would let any `Bearer ` header in; the configuration check refuses it too.
+        self._tokens = [(name, token.encode()) for name, token in tokens.items() if token]
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        headers = _headers(scope)
+        terminal, route_name, re = "", "other", None
+        fmt = _reply_format(scope["method"], headers)
+        extra: tuple = ()
+        try:
+            try:
+                route, unrouted = _route(scope), None
+                route_name = route.name
+            except _Refusal as refusal:
+                route, unrouted = None, refusal
+            # Nobody learns anything, not even which routes exist, without a token.
+            terminal = self._authenticate(headers)
+            if unrouted is not None:
+                raise unrouted
+            if route.method == "POST":
+                fmt = _body_format(headers)
+                message = await self._body(receive, headers, fmt)
+                re = message.get("id")
+                if message.get("t", route.kind) != route.kind:
+                    raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but "
+                                                     f"{scope['path']} takes {route.kind!r}")
+                body = {**message, "t": route.kind}
+            else:
+                body = _query_body(route)
+            status, answer = await self._ask(route, body, terminal)
+            reason = "" if answer.get("ok") else str(answer.get("err"))
+            if status == 503:
+                extra = ((b"retry-after", b"1"),)
+        except _Disconnected:
+            return
+        except _Refusal as refusal:
+            status, reason, extra = refusal.status, refusal.reason, refusal.headers
+            answer = {"t": "res", "re": re, "ok": False, "err": refusal.err, "msg": refusal.msg}
+        await _send(send, status, answer, fmt, extra)
+        self.metrics.requests.labels(terminal, route_name, str(status)).inc()
+        if reason:
+            self.metrics.rejects.labels(reason).inc()
+        self.metrics.seconds.labels(route_name).observe(time.perf_counter() - started)
+
+    def _authenticate(self, headers: dict) -> str:
+        values = headers.get(b"authorization", [])
+        scheme, _, given = values[0].partition(b" ") if len(values) == 1 else (b"", b"", b"")
+        given = given.strip()
+        found = ""
+        if scheme.lower() == b"bearer" and given:
+            # Compare with every token, without stopping at a match, so the time taken says nothing
+            # about which terminal (if any) the token belongs to.
+            for name, token in self._tokens:
+                if hmac.compare_digest(given, token):
+                    found = name
+        if not found:
+            raise _Refusal(401, UNAUTHORIZED, "a valid 'Authorization: Bearer <terminal token>' "
+                                              "header is required",
+                           headers=((b"www-authenticate", b'Bearer realm="pos"'),))
+        return found
+
+    async def _body(self, receive, headers: dict, fmt: str) -> dict:
+        lengths = headers.get(b"content-length", [])
+        if lengths:
+            try:
+                length = int(lengths[0])
+            except ValueError:
+                length = -1
+            if length < 0:
+                raise _Refusal(400, BAD_REQUEST, "Content-Length is not a number of bytes")
+            if length > self.max_body:
+                raise self._too_large()
+        chunks, size = [], 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                raise _Disconnected()
+            if event["type"] != "http.request":
+                continue
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            # Counted while streaming too: a chunked body has no Content-Length to check first.
+            if size > self.max_body:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                break
+        return decode_body(b"".join(chunks), fmt)
+
+    def _too_large(self) -> _Refusal:
+        return _Refusal(413, BAD_REQUEST, f"the body is over {self.max_body} bytes",
+                        reason="TOO_LARGE", headers=((b"connection", b"close"),))
+
+    async def _ask(self, route: _Route, body: dict, terminal: str) -> tuple[int, dict]:
+        request = Request(kind=route.kind, body=body, source=terminal, channel="pos")
+        try:
+            response = await self.submit(request)
+        except Exception:
+            log.exception("pos_api: the core failed on %s from %s", route.kind, terminal)
+            # Whether or not it was applied, the same id again is safe: it is applied at most once.
+            raise _Refusal(503, UNAVAILABLE, "the gateway could not answer; send the same request "
+                                             "again later", headers=((b"retry-after", b"1"),))
+        answer = response.body
+        if answer.get("ok"):
+            created = route.kind in ("sale", "return") and not response.replayed
+            return (201 if created else 200), answer
+        return STATUS_OF_ERR.get(answer.get("err"), BUSINESS_REFUSAL), answer
+
+
+def decode_body(raw: bytes, fmt: str) -> dict:
+    """The message of a POST body; raises only `_Refusal` (400) for anything it cannot take."""
+    try:
+        if fmt == JSON:
+            value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        else:
+            value = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    # The decoders raise a zoo of errors on bad bytes (ValueError, RecursionError, msgpack's own);
+    # all of them mean the same thing to the terminal.
+    except Exception as exc:  # noqa: BLE001
+        kind = "JSON" if fmt == JSON else "MessagePack"
+        raise _Refusal(400, BAD_REQUEST, f"the body is not {kind}: {exc}") from None
+    if not isinstance(value, dict):
+        raise _Refusal(400, BAD_REQUEST, f"the body must be a map, not {_type_name(value)}")
+    problem = _not_plain(value)
+    if problem:
+        raise _Refusal(400, BAD_REQUEST, problem)
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _no_ext(code: int, data: bytes):
+    raise ValueError(f"extension type {code} is not part of ECR/1")
+
+
+def _not_plain(value) -> str:
+    """Why `value` is not a tree of maps with string keys, lists and scalars ("" when it is)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return f"the body nests deeper than {_MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"map keys must be strings, not {_type_name(key)}"
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1) for sub in item)
+        elif not (item is None or isinstance(item, (bool, int, float, str))):
+            return f"{_type_name(item)} values are not part of ECR/1"
+    return ""
+
+
+def _type_name(value) -> str:
+    names = {dict: "a map", list: "a list", str: "a string", bytes: "binary", bool: "a boolean",
+             int: "an integer", float: "a float", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _headers(scope) -> dict[bytes, list[bytes]]:
+    headers: dict[bytes, list[bytes]] = {}
+    for name, value in scope.get("headers", []):
+        headers.setdefault(bytes(name).lower(), []).append(bytes(value))
+    return headers
+
+
+def _media_type(value: bytes) -> str:
+    return value.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def _body_format(headers: dict) -> str:
+    values = headers.get(b"content-type", [])
+    if not values:
+        return JSON
+    media = _media_type(values[0])
+    if media == JSON:
+        return JSON
+    if media in _MSGPACK_TYPES:
+        return MSGPACK
+    raise _Refusal(415, BAD_REQUEST, f"Content-Type {media!r} is neither {JSON} nor {MSGPACK}",
+                   reason="UNSUPPORTED_MEDIA_TYPE")
+
+
+def _reply_format(method: str, headers: dict) -> str:
+    """The answer's type: a POST's own body type, else JSON unless Accept asks for MessagePack."""
+    if method == "POST":
+        try:
+            return _body_format(headers)
+        except _Refusal:
+            return JSON
+    accepted = b",".join(headers.get(b"accept", []))
+    if any(_media_type(part) in _MSGPACK_TYPES for part in accepted.split(b",")):
+        return MSGPACK
+    return JSON
+
+
+def _route(scope) -> _Route:
+    """The route of a request, from the raw path so that an id holding `%2F` stays one segment."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    raw = raw.split(b"?", 1)[0]
+    try:
+        parts = [unquote(p.decode("ascii"), errors="strict") for p in raw.split(b"/")]
+    except UnicodeError:
+        raise _Refusal(400, BAD_REQUEST, "the path is not percent-encoded UTF-8") from None
+    method = scope["method"]
+    if parts[:3] != ["", "pos", "v1"] or len(parts) < 4:
+        raise _not_found(scope)
+    rest = parts[3:]
+    if len(rest) == 1 and rest[0] in _POSTS:
+        route = _Route(rest[0], "POST", _POSTS[rest[0]])
+    elif len(rest) == 2 and rest[0] == "members":
+        route = _Route("members", "GET", "member", rest[1])
+    elif len(rest) == 2 and rest[0] == "stock":
+        route = _Route("stock", "GET", "stock", rest[1])
+    elif len(rest) == 3 and rest[0] == "lanes" and rest[2] == "basket":
+        route = _Route("lanes_basket", "GET", "lane_basket", rest[1])
+    else:
+        raise _not_found(scope)
+    if method != route.method:
+        raise _Refusal(405, BAD_REQUEST, f"{scope['path']} takes {route.method}, not {method}",
+                       reason="METHOD_NOT_ALLOWED", headers=((b"allow", route.method.encode()),))
+    if route.method == "GET":
+        limit = _MAX_PARAM[route.name]
+        if not route.param or len(route.param) > limit or any(c in route.param for c in "\0\r\n"):
+            raise _Refusal(400, BAD_REQUEST, f"the {route.kind} in the path must be 1 to {limit} "
+                                             f"characters without NUL or line breaks")
+    return route
+
+
+def _not_found(scope) -> _Refusal:
+    return _Refusal(404, BAD_REQUEST, f"there is no POS/1 route {scope['method']} {scope['path']}",
+                    reason="NOT_FOUND")
+
+
+def _query_body(route: _Route) -> dict:
+    # Queries commit nothing, so their ids are not remembered; a fresh one keeps them apart in logs.
+    qid = "q-" + secrets.token_hex(8)
+    if route.kind == "member":
+        return {"t": "member", "id": qid, "member": route.param}
+    if route.kind == "stock":
+        return {"t": "stock", "id": qid, "code": route.param}
+    return {"id": qid, "lane": route.param}
+
+
+async def _send(send, status: int, answer: dict, fmt: str, extra: tuple) -> None:
+    try:
+        if fmt == MSGPACK:
+            payload = msgpack.packb(answer, use_bin_type=True)
+        else:
+            payload = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        log.exception("pos_api: cannot encode the answer to %r", answer.get("re"))
+        status, fmt = 500, JSON
+        payload = json.dumps({"t": "res", "re": None, "ok": False, "err": UNAVAILABLE,
+                              "msg": "the answer could not be encoded"}).encode()
+    headers = [(b"content-type", fmt.encode()), (b"content-length", str(len(payload)).encode()),
+               (b"cache-control", b"no-store"), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,112 @@
+"""The `gateway` command: one entry point, a subcommand per task.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; only
+the chosen one is imported, so `gateway check-config` starts fast and does not need what `gateway run`
+needs. Exit codes: 0 done, 1 failed, 2 bad usage or an invalid configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib import metadata
+
+from ._config import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# name -> (module, one line for `gateway --help`, description for `gateway NAME --help`)
+COMMANDS = {
+    "run": ("gateway._cmd_run", "run the gateway until SIGTERM or SIGINT",
+            "Run the gateway: open the store, start the devices, the POS/1, UP/1 and metrics listeners. "
+            "Without --config it runs on the embedded default (data/ and keys/ in the current directory, "
+            "making the store's key pair on first start)."),
+    "check-config": ("gateway._cmd_config", "validate a configuration file",
+                     "Validate FILE and the files it names. Prints each problem as 'KEY: PROBLEM' and exits 2, "
+                     "or 'OK: <store id>, N devices' and exits 0."),
+    "keygen": ("gateway._cmd_config", "write the store's Ed25519 signing key pair",
+               "Write DIR/NAME.pem (the private key, mode 0600) and DIR/NAME.pub.pem (the public key to "
+               "give the ERP). Never overwrites an existing key."),
+    "verify-ledger": ("gateway._cmd_ledger", "replay the ledger and check every balance",
+                      "Replay every ledger event and compare each stock balance with the replay; "
+                      "exits 0 only when all are equal."),
+    "price": ("gateway._cmd_price", "price a basket against the promotions in force",
+              "Price a basket with the catalog and promotions of the store, committing nothing."),
+    "erp": ("upstream._erp_cli", "reference ERP client: pull batches, push master documents and movements",
+            "A reference ERP client for the upstream API (UP/1)."),
+}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("store-gateway")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser(command: str | None) -> tuple[argparse.ArgumentParser, object]:
+    """The parser, with the arguments of `command` alone (its module imported), if one is given."""
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Edge gateway for medical-device stores.",
+        epilog="Run 'gateway COMMAND --help' for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="how much to log on stderr (default: info)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    module = None
+    for name, (module_name, summary, description) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=summary, description=description)
+        sub.set_defaults(command=name)
+        if name == command:
+            module = importlib.import_module(module_name)
+            _add_arguments(module, name, sub)
+    return parser, module
+
+
+def _add_arguments(module, name: str, parser: argparse.ArgumentParser) -> None:
+    # One module serves check-config and keygen: it offers an `add_<name>_arguments` per command.
+    specific = getattr(module, f"add_{name.replace('-', '_')}_arguments", None)
+    (specific or module.add_arguments)(parser)
+
+
+def _run(module, args) -> int:
+    specific = getattr(module, f"run_{args.command.replace('-', '_')}", None)
+    return (specific or module.run)(args)
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in argv: the first word that is not an option (or an option's value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--log-level":
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _chosen(argv)
+    try:
+        parser, module = build_parser(command)
+    except ImportError as exc:
+        print(f"gateway {command}: not available in this installation ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already explained
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(module, args)
+    except ConfigError as exc:
+        for key, problem in exc.problems:
+            print(f"{key}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

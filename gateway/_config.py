@@ -1,0 +1,517 @@
+"""The store's configuration file: one TOML file, validated whole before anything starts.
+
+`load_config` collects every problem it finds (not only the first) so `gateway check-config` can list
+them all, each as the dotted key and words for a person. Paths are made absolute against the file's
+own folder; for the embedded default (no file) against the current directory, so `gateway run` from a
+checkout keeps its data and keys beside it rather than inside the installed package.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import urlsplit
+
+DEVICE_KINDS = ("ecr_serial", "scanner_serial", "csv_drop")
+SCANNER_ROLES = ("receive", "count", "lane")
+SCANNER_TERMINATORS = ("any", "cr", "lf", "crlf")
+PARITIES = ("N", "E", "O", "M", "S")
+ENV_PREFIX = "env:"
+
+# Names become id prefixes upstream ("<source>:<id>") and metric labels: keep them short and plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    id: str
+    data_dir: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    signing_key: str
+    erp_public_key: str
+
+    @property
+    def public_key(self) -> str:
+        """Where the store's public key lives: beside the private one, `store.pem` -> `store.pub.pem`."""
+        return public_key_path(self.signing_key)
+
+
+@dataclass(frozen=True, slots=True)
+class PosApiConfig:
+    listen: str
+    tokens: dict = field(default_factory=dict)  # terminal name -> bearer token (env: resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    listen: str
+    token: str
+    tls_cert: str
+    tls_key: str
+    batch_max_events: int
+    batch_max_age_s: float
+    retention_acked_s: float
+    push_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    store: StoreConfig
+    keys: KeysConfig
+    pos_api: PosApiConfig
+    upstream: UpstreamConfig
+    metrics: MetricsConfig
+    devices: tuple = ()       # plain dicts: "name", "kind" and the kind's options, paths absolute
+    path: str | None = None   # the file it was read from; None for the embedded default
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `.problems` lists every (key, problem) found."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{key}: {problem}" for key, problem in self.problems))
+
+
+def public_key_path(private_path: str) -> str:
+    root, ext = os.path.splitext(private_path)
+    return f"{root}.pub{ext or '.pem'}"
+
+
+def default_text() -> str:
+    """The embedded default configuration, as shipped inside the package."""
+    return resources.files("gateway").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | None, *, environ: dict | None = None) -> Config:
+    """Read and validate the file at `path` (None: the embedded default); raise ConfigError."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        text, where, base = default_text(), "default.toml", os.getcwd()
+        config_path = None
+    else:
+        config_path = os.path.abspath(path)
+        where, base = path, os.path.dirname(config_path)
+        try:
+            with open(config_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raise ConfigError([(path, "file not found")]) from None
+        except OSError as exc:
+            raise ConfigError([(path, f"cannot read the file: {exc.strerror or exc}")]) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError([(path, f"not UTF-8 text (byte {exc.start})")]) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(where, f"not valid TOML: {exc}")]) from None
+    return _Loader(base, environ).build(doc, config_path)
+
+
+# Defaults of keys a file may leave out; `store.id` alone has none (it names the store upstream).
+_DEFAULTS = {
+    "store": {"id": None, "data_dir": "data", "timezone": "UTC"},
+    "keys": {"signing_key": "keys/store.pem", "erp_public_key": "keys/erp.pub.pem"},
+    "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}},
+    "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "",
+                 "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
+                 "push_url": ""},
+    "metrics": {"listen": "127.0.0.1:9600"},
+}
+_TOP_LEVEL = (*_DEFAULTS, "devices")
+
+_SERIAL_OPTIONS = {"port": None, "baudrate": 115200, "bytesize": 8, "parity": "N", "stopbits": 1}
+# Per kind: option -> default (None: required, or optional without a default here; see _check_*).
+DEVICE_OPTIONS = {
+    "ecr_serial": dict(_SERIAL_OPTIONS),
+    "scanner_serial": {**_SERIAL_OPTIONS, "role": None, "lane": "", "terminator": "any"},
+    "csv_drop": {"dir": None, "settle_s": 2.0, "columns": None, "poll_s": None, "qty_factor": None,
+                 "date_format": None, "delimiter": None, "encoding": None, "price_format": None,
+                 "payment_map": None, "max_bytes": None},
+}
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Loader:
+    """One pass over the document, collecting problems instead of stopping at the first."""
+
+    def __init__(self, base: str, environ):
+        self.base = base
+        self.environ = environ
+        self.problems: list[tuple[str, str]] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append((key, text))
+
+    def build(self, doc: dict, path: str | None) -> Config:
+        for key in doc:
+            if key not in _TOP_LEVEL:
+                self.problem(key, f"unknown section{_did_you_mean(key, _TOP_LEVEL)}")
+        sections = {name: self.section(doc, name) for name in _DEFAULTS}
+        config = Config(
+            store=self.store(sections["store"]),
+            keys=self.keys(sections["keys"]),
+            pos_api=self.pos_api(sections["pos_api"]),
+            upstream=self.upstream(sections["upstream"]),
+            metrics=MetricsConfig(listen=self.listen("metrics.listen", sections["metrics"]["listen"])),
+            devices=self.devices(doc.get("devices", [])),
+            path=path,
+        )
+        self.cross_checks(config)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return config
+
+    def section(self, doc: dict, name: str) -> dict:
+        """The section merged over its defaults, unknown keys reported and dropped."""
+        given = doc.get(name, {})
+        if not isinstance(given, dict):
+            self.problem(name, f"must be a table ([{name}]), got {given!r}")
+            given = {}
+        merged = dict(_DEFAULTS[name])
+        for key, value in given.items():
+            if key in merged:
+                merged[key] = value
+            else:
+                self.problem(f"{name}.{key}", f"unknown key{_did_you_mean(key, merged)}")
+        return merged
+
+    # Value checks: each returns a usable value (the default shape) even when it reports a problem.
+    def string(self, key: str, value, *, empty_ok: bool = True) -> str:
+        if not isinstance(value, str):
+            self.problem(key, f"must be a string, got {value!r}")
+            return ""
+        if not empty_ok and not value.strip():
+            self.problem(key, "must not be empty")
+        return value
+
+    def positive_int(self, key: str, value, *, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.problem(key, f"must be a positive integer, got {value!r}")
+            return 1
+        if maximum is not None and value > maximum:
+            self.problem(key, f"must be at most {maximum}, got {value!r}")
+        return value
+
+    def seconds(self, key: str, value, *, positive: bool) -> float:
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+              and (value > 0 if positive else value >= 0))
+        if not ok:
+            kind = "a positive" if positive else "a non-negative"
+            self.problem(key, f"must be {kind} number of seconds, got {value!r}")
+            return 1.0
+        return float(value)
+
+    def choice(self, key: str, value, choices) -> str:
+        if value not in choices:
+            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+            self.problem(key, f"must be one of {', '.join(choices)}, got {value!r}{hint}")
+        return value
+
+    def path(self, key: str, value, *, empty_ok: bool = False) -> str:
+        value = self.string(key, value, empty_ok=empty_ok)
+        if not value:
+            return ""
+        return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
+
+    def secret(self, key: str, value) -> str:
+        """A secret, or `env:NAME` to read it from the environment."""
+        value = self.string(key, value)
+        if not value.startswith(ENV_PREFIX):
+            return value
+        name = value[len(ENV_PREFIX):]
+        if not name:
+            self.problem(key, "names no environment variable after 'env:'")
+            return ""
+        if name not in self.environ:
+            self.problem(key, f"environment variable {name} is not set")
+            return ""
+        return self.environ[name]
+
+    def listen(self, key: str, value) -> str:
+        if not isinstance(value, str):
+            return self.string(key, value)
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            self.problem(key, f"must be host:port with a port from 0 to 65535, got {value!r}")
+            return value
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                self.problem(key, f"{host!r} is not an IPv6 address")
+        elif not _HOSTNAME.fullmatch(host):
+            self.problem(key, f"{host!r} is not a host name or IPv4 address (IPv6 goes in brackets: [::1]:{port})")
+        return value
+
+    def name(self, key: str, value) -> str:
+        if value is None:
+            self.problem(key, "is required")
+            return ""
+        if not isinstance(value, str):
+            return self.string(key, value)
+        if not _NAME.fullmatch(value):
+            self.problem(key, f"must be 1 to 32 letters, digits, '_', '.' or '-' (starting with a letter or digit), got {value!r}")
+        return value
+
+    # Sections.
+    def store(self, s: dict) -> StoreConfig:
+        if s["id"] is None:
+            self.problem("store.id", "is required (the store id in every batch)")
+            store_id = ""
+        else:
+            store_id = self.name("store.id", s["id"])
+        timezone = self.string("store.timezone", s["timezone"])
+        if timezone:
+            try:
+                zoneinfo.ZoneInfo(timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                self.problem("store.timezone", f"unknown time zone {timezone!r} (an IANA name such as 'Asia/Shanghai')")
+        return StoreConfig(id=store_id, data_dir=self.path("store.data_dir", s["data_dir"]), timezone=timezone)
+
+    def keys(self, s: dict) -> KeysConfig:
+        return KeysConfig(signing_key=self.path("keys.signing_key", s["signing_key"]),
+                          erp_public_key=self.path("keys.erp_public_key", s["erp_public_key"]))
+
+    def pos_api(self, s: dict) -> PosApiConfig:
+        tokens = {}
+        given = s["tokens"]
+        if not isinstance(given, dict):
+            self.problem("pos_api.tokens", f"must be a table of terminal name = token, got {given!r}")
+            given = {}
+        seen = {}
+        for terminal, value in given.items():
+            key = f"pos_api.tokens.{terminal}"
+            self.name(key, terminal)
+            token = self.secret(key, value)
+            if isinstance(value, str) and not value:
+                self.problem(key, "must not be empty")
+            elif token and token in seen:
+                # A shared token would make the terminal (and so the id prefix) ambiguous.
+                self.problem(key, f"is the same token as pos_api.tokens.{seen[token]}")
+            if token:
+                seen.setdefault(token, terminal)
+            tokens[terminal] = token
+        return PosApiConfig(listen=self.listen("pos_api.listen", s["listen"]), tokens=tokens)
+
+    def upstream(self, s: dict) -> UpstreamConfig:
+        tls_cert = self.path("upstream.tls_cert", s["tls_cert"], empty_ok=True)
+        tls_key = self.path("upstream.tls_key", s["tls_key"], empty_ok=True)
+        if bool(tls_cert) != bool(tls_key):
+            missing = "upstream.tls_key" if tls_cert else "upstream.tls_cert"
+            self.problem(missing, "must be set too: give both tls_cert and tls_key (HTTPS) or neither")
+        push_url = self.string("upstream.push_url", s["push_url"])
+        if push_url:
+            parts = urlsplit(push_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                self.problem("upstream.push_url", f"must be an http:// or https:// URL, got {push_url!r}")
+        return UpstreamConfig(
+            listen=self.listen("upstream.listen", s["listen"]),
+            token=self.secret("upstream.token", s["token"]),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            batch_max_events=self.positive_int("upstream.batch_max_events", s["batch_max_events"], maximum=100_000),
+            batch_max_age_s=self.seconds("upstream.batch_max_age_s", s["batch_max_age_s"], positive=True),
+            retention_acked_s=self.seconds("upstream.retention_acked_s", s["retention_acked_s"], positive=False),
+            push_url=push_url,
+        )
+
+    def devices(self, given) -> tuple:
+        if not isinstance(given, list):
+            self.problem("devices", f"must be an array of tables ([[devices]]), got {given!r}")
+            return ()
+        devices, names = [], {}
+        for i, device in enumerate(given):
+            key = f"devices[{i}]"
+            if not isinstance(device, dict):
+                self.problem(key, f"must be a table ([[devices]]), got {device!r}")
+                continue
+            device = self.device(key, device)
+            name = device.get("name")
+            if isinstance(name, str) and name:
+                if name in names:
+                    self.problem(f"{key}.name", f"{name!r} is already the name of devices[{names[name]}]")
+                names.setdefault(name, i)
+            devices.append(device)
+        return tuple(devices)
+
+    def device(self, key: str, given: dict) -> dict:
+        name = self.name(f"{key}.name", given.get("name"))
+        kind = given.get("kind")
+        if kind is None:
+            self.problem(f"{key}.kind", f"is required: one of {', '.join(DEVICE_KINDS)}")
+            return dict(given)
+        if kind not in DEVICE_KINDS:
+            self.choice(f"{key}.kind", kind, DEVICE_KINDS)
+            return dict(given)
+        module = self.plugin(key, kind)
+        check_options = getattr(module, "check_options", None)
+        options = DEVICE_OPTIONS[kind]
+        device = {"name": name, "kind": kind}
+        for option, value in given.items():
+            if option in ("name", "kind"):
+                continue
+            # A plugin with check_options knows its own options (it may have more than listed here).
+            if option not in options and check_options is None:
+                self.problem(f"{key}.{option}", f"unknown option of {kind}{_did_you_mean(option, options)}")
+                continue
+            device[option] = value
+        for option, default in options.items():
+            if default is not None:
+                device.setdefault(option, default)
+        before = len(self.problems)
+        check = _check_serial if kind in ("ecr_serial", "scanner_serial") else _check_csv
+        check(self, key, device)
+        if check_options is not None:
+            reported = {k for k, _ in self.problems[before:]}
+            for option, text in self.plugin_checks(key, device, check_options):
+                if option not in reported:  # the same key said twice in other words helps nobody
+                    self.problem(option, text)
+        return device
+
+    def plugin(self, key: str, kind: str):
+        """The kind's package, or None when it is not installed here (the run will say so)."""
+        module_name = f"device_plugins.{kind}"
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name in ("device_plugins", module_name):
+                return None
+            self.problem(f"{key}.kind", f"the {module_name} package cannot be imported: {exc}")
+        except Exception as exc:  # a broken plugin must not hide the file's other problems
+            self.problem(f"{key}.kind", f"the {module_name} package cannot be imported: {exc!r}")
+        return None
+
+    @staticmethod
+    def plugin_checks(key: str, device: dict, check_options) -> list[tuple[str, str]]:
+        """The plugin's own verdict on a device entry, as (key, problem) pairs."""
+        try:
+            found = list(check_options(dict(device)))
+        except Exception as exc:
+            return [(key, f"the plugin's option check failed: {exc!r}")]
+        problems = []
+        for text in found:
+            # "columns.qty: is required" names its option: report it under that key.
+            option, sep, rest = str(text).partition(":")
+            option = option.strip()
+            if sep and rest.strip() and re.fullmatch(r"[A-Za-z_][\w.\[\]-]*", option):
+                problems.append((f"{key}.{option}", rest.strip()))
+            else:
+                problems.append((key, str(text)))
+        return problems
+
+    def cross_checks(self, config: Config) -> None:
+        seen = {}
+        for key, listen in (("pos_api.listen", config.pos_api.listen), ("upstream.listen", config.upstream.listen),
+                            ("metrics.listen", config.metrics.listen)):
+            if listen.endswith(":0"):
+                continue  # port 0: each listener gets its own free port
+            if listen in seen:
+                self.problem(key, f"is the same address as {seen[listen]} ({listen})")
+            seen.setdefault(listen, key)
+
+
+def _check_serial(loader: _Loader, key: str, device: dict) -> None:
+    if "port" not in device:
+        loader.problem(f"{key}.port", "is required: a device path such as /dev/ttyUSB0 or a pyserial URL")
+    else:
+        loader.string(f"{key}.port", device["port"], empty_ok=False)
+    loader.positive_int(f"{key}.baudrate", device["baudrate"], maximum=4_000_000)
+    if device["bytesize"] not in (5, 6, 7, 8) or isinstance(device["bytesize"], bool):
+        loader.problem(f"{key}.bytesize", f"must be 5, 6, 7 or 8, got {device['bytesize']!r}")
+    loader.choice(f"{key}.parity", device["parity"], PARITIES)
+    if device["stopbits"] not in (1, 1.5, 2) or isinstance(device["stopbits"], bool):
+        loader.problem(f"{key}.stopbits", f"must be 1, 1.5 or 2, got {device['stopbits']!r}")
+    if device["kind"] != "scanner_serial":
+        return
+    if "role" not in device:
+        loader.problem(f"{key}.role", f"is required: one of {', '.join(SCANNER_ROLES)}")
+    else:
+        loader.choice(f"{key}.role", device["role"], SCANNER_ROLES)
+    lane = loader.string(f"{key}.lane", device["lane"])
+    if device.get("role") == "lane" and not lane:
+        loader.problem(f"{key}.lane", "is required with role = \"lane\": the lane whose basket the scans fill")
+    elif lane and device.get("role") != "lane":
+        loader.problem(f"{key}.lane", f"is only used with role = \"lane\" (role is {device.get('role')!r})")
+    loader.choice(f"{key}.terminator", device["terminator"], SCANNER_TERMINATORS)
+
+
+def _check_csv(loader: _Loader, key: str, device: dict) -> None:
+    if "dir" not in device:
+        loader.problem(f"{key}.dir", "is required: the directory the POS drops its files into")
+    else:
+        device["dir"] = loader.path(f"{key}.dir", device["dir"])
+    device["settle_s"] = loader.seconds(f"{key}.settle_s", device["settle_s"], positive=False)
+    columns = device.get("columns")
+    if columns is None:
+        loader.problem(f"{key}.columns", "is required: a table of gateway field = the file's column")
+    elif not isinstance(columns, dict):
+        loader.problem(f"{key}.columns", f"must be a table of gateway field = the file's column, got {columns!r}")
+    else:
+        for fld, column in columns.items():
+            loader.string(f"{key}.columns.{fld}", column, empty_ok=False)
+        for needed in ("code", "qty"):
+            if needed not in columns:
+                loader.problem(f"{key}.columns.{needed}", "is required (which column holds it)")
+    # The other options (qty_factor, date_format, delimiter, encoding, ...) are the plugin's to judge.
+
+
+def check_files(config: Config) -> list[tuple[str, str]]:
+    """Problems with the files the configuration names, as they are on this machine now.
+
+    Kept apart from `load_config` because the embedded default is valid before its keys exist
+    (`gateway run` makes them on first start). The ERP public key may be absent: see `notes`.
+    """
+    problems = []
+    if not os.path.isfile(config.keys.signing_key):
+        problems.append(("keys.signing_key", f"{config.keys.signing_key} does not exist "
+                         f"(`gateway keygen --out {os.path.dirname(config.keys.signing_key)}` writes one)"))
+    elif not os.access(config.keys.signing_key, os.R_OK):
+        problems.append(("keys.signing_key", f"{config.keys.signing_key} cannot be read by this user"))
+    for key, path in (("upstream.tls_cert", config.upstream.tls_cert), ("upstream.tls_key", config.upstream.tls_key)):
+        if path and not os.path.isfile(path):
+            problems.append((key, f"{path} does not exist"))
+        elif path and not os.access(path, os.R_OK):
+            problems.append((key, f"{path} cannot be read by this user"))
+    data_dir = config.store.data_dir
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        problems.append(("store.data_dir", f"{data_dir} exists and is not a directory"))
+    elif os.path.isdir(data_dir) and not os.access(data_dir, os.W_OK):
+        problems.append(("store.data_dir", f"{data_dir} is not writable by this user"))
+    return problems
+
+
+def notes(config: Config) -> list[tuple[str, str]]:
+    """What is allowed but worth saying: parts that will refuse their callers as configured."""
+    found = []
+    if not os.path.isfile(config.keys.erp_public_key):
+        found.append(("keys.erp_public_key", f"{config.keys.erp_public_key} does not exist: "
+                      "master documents will be refused (403) until it is installed"))
+    if not config.upstream.token:
+        found.append(("upstream.token", "is empty: the upstream API will refuse every request (401)"))
+    if not config.pos_api.tokens:
+        found.append(("pos_api.tokens", "names no terminal: POS/1 will refuse every request (401)"))
+    return found

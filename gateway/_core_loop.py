@@ -1,0 +1,228 @@
+"""The single writer: every request that changes the store passes through here.
+
+Requests from every source wait in one channel. The loop takes all that are waiting (group commit),
+runs each handler in its own nested transaction inside one write transaction, commits once (durable:
+the environment syncs on commit), and only then answers each request. Under low load a group is one
+request and the latency is one commit; under high load many requests share one fsync.
+
+The whole group runs in a worker thread: a write transaction must begin and commit on one thread,
+and while the disk syncs the event loop keeps reading devices, so the next group gathers meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import lmdb
+import trio
+
+from core_ext import Request, Response, Refused, Store, errors
+from core_ext._ids import body_hash
+
+log = logging.getLogger("gateway.core")
+
+# Kinds that take in new business; refused with UNAVAILABLE while the disk is nearly full, so
+# that nothing already accepted (unacknowledged batches above all) is ever dropped to make room.
+GUARDED_KINDS = frozenset({"sale", "return", "scan", "receipt", "csv_file", "movements", "master", "count_close"})
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    fn: Callable
+    # Remember the request id after a commit; a repeat gets the first response again.
+    idempotent: bool = False
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler may know beyond its transaction and request."""
+
+    now_ms: int
+    settings: object
+    _after_commit: list = field(default_factory=list)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the event loop once this group is durable."""
+        self._after_commit.append(callback)
+
+
+def refusal(request: Request, code: str, message: str, details=None) -> dict:
+    body = {"t": "res", "re": request.body.get("id"), "ok": False, "err": code, "msg": message}
+    if details is not None:
+        body["errors"] = details
+    return body
+
+
+class CoreLoop:
+    def __init__(self, store: Store, handlers: dict, *, settings=None, clock: Callable[[], float] = time.time,
+                 max_group: int = 512, metrics=None, disk_pressure: Callable[[], bool] | None = None):
+        self.store = store
+        self.handlers = {k: (h if isinstance(h, Handler) else Handler(h)) for k, h in handlers.items()}
+        self.settings = settings
+        self.clock = clock
+        self.max_group = max_group
+        self.metrics = metrics
+        self.disk_pressure = disk_pressure or (lambda: store.space_left() < store.min_free_bytes)
+        self._send, self._receive = trio.open_memory_channel(math.inf)
+        self._commit_event = trio.Event()
+        self.running = False
+        self.commits = 0
+
+    async def submit(self, request: Request) -> Response:
+        """Hand `request` to the writer; returns once its effects (if any) are durable."""
+        if not self.running:
+            return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
+        done = trio.Event()
+        slot = [request, None, done]
+        await self._send.send(slot)
+        if self.metrics:
+            self.metrics.queue_depth.inc()
+        await done.wait()
+        return slot[1]
+
+    async def wait_commit(self) -> None:
+        """Return after the next durable commit."""
+        await self._commit_event.wait()
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.running = True
+        task_status.started()
+        pending = []
+        try:
+            while True:
+                pending = [await self._receive.receive()]
+                while len(pending) < self.max_group:
+                    try:
+                        pending.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self.metrics:
+                    self.metrics.queue_depth.dec(len(pending))
+                # Shielded: once a group has started, its answers must match what was committed.
+                with trio.CancelScope(shield=True):
+                    started = time.perf_counter()
+                    callbacks = await trio.to_thread.run_sync(self._apply_group, pending)
+                    if self.metrics:
+                        self.metrics.observe_group(len(pending), time.perf_counter() - started)
+                    for slot in pending:
+                        slot[2].set()
+                    pending = []
+                    for callback in callbacks:
+                        try:
+                            callback()
+                        except Exception:
+                            log.exception("after-commit callback failed")
+                    self.commits += 1
+                    self._commit_event.set()
+                    self._commit_event = trio.Event()
+        finally:
+            self.running = False
+            # Whatever is still queued was never applied: say so rather than leave callers hanging.
+            for slot in pending:
+                if slot[1] is None:
+                    slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
+                    slot[2].set()
+            while True:
+                try:
+                    slot = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
+                slot[2].set()
+
+    # Runs in a worker thread: everything from begin to commit of one write transaction.
+    def _apply_group(self, slots: list) -> list:
+        ctx = Context(now_ms=int(self.clock() * 1000), settings=self.settings)
+        pressure = None
+        try:
+            tx = self.store.begin(write=True)
+        except lmdb.Error as exc:
+            for slot in slots:
+                slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, f"the store cannot be written: {exc}"))
+            return []
+        try:
+            for slot in slots:
+                request = slot[0]
+                if request.kind in GUARDED_KINDS:
+                    if pressure is None:
+                        pressure = self.disk_pressure()
+                    if pressure:
+                        slot[1] = Response(refusal(request, errors.UNAVAILABLE,
+                                                  "the disk is nearly full; nothing was applied, retry later"))
+                        self._count(request, slot[1])
+                        continue
+                slot[1] = self._apply_one(tx, request, ctx)
+                self._count(request, slot[1])
+            tx.commit()
+        except lmdb.Error as exc:
+            # MapFullError and friends: the group is rolled back whole, so nothing is half-applied.
+            tx.abort()
+            log.error("group of %d rolled back: %s", len(slots), exc)
+            for slot in slots:
+                slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE,
+                                          "the store cannot take more now; nothing was applied, retry later"))
+            return []
+        except BaseException:
+            tx.abort()
+            raise
+        return ctx._after_commit
+
+    def _apply_one(self, tx, request: Request, ctx: Context) -> Response:
+        handler = self.handlers.get(request.kind)
+        body = request.body
+        if handler is None or not isinstance(body, dict):
+            return Response(refusal(request, errors.BAD_REQUEST, f"unknown request type {request.kind!r}"))
+        key = digest = None
+        if handler.idempotent:
+            rid = body.get("id")
+            if not isinstance(rid, str) or not 1 <= len(rid) <= 64:
+                return Response(refusal(request, errors.BAD_REQUEST, "id must be a string of 1 to 64 characters"))
+            key = f"{request.source}:{rid}"
+            digest = body_hash(body)
+            first = tx.get("ids", key)
+            if first is not None:
+                if first["h"] != digest:
+                    return Response(refusal(request, errors.DUPLICATE_ID_CONFLICT,
+                                            f"id {rid!r} was already committed with a different body"))
+                return Response(first["res"], replayed=True)
+        child = tx.child()
+        callbacks_before = len(ctx._after_commit)
+        try:
+            fields = handler.fn(child, request, ctx)
+            answer = {"t": "res", "re": body.get("id"), "ok": True}
+            answer.update(fields or {})
+            if key is not None:
+                child.put("ids", key, {"h": digest, "seq": answer.get("seq"), "res": answer})
+            child.commit()
+            return Response(answer)
+        except Refused as exc:
+            child.abort()
+            del ctx._after_commit[callbacks_before:]
+            if exc.record is not None:
+                record = tx.child()
+                doc = dict(exc.record)
+                doc.setdefault("type", "refusal")
+                doc.setdefault("id", key or f"{request.source}:{body.get('id')}")
+                doc.setdefault("source", request.source)
+                doc.setdefault("err", exc.code)
+                doc.setdefault("msg", exc.message)
+                doc.setdefault("moves", [])
+                doc["ts_ms"] = ctx.now_ms
+                record.append_event(doc)
+                record.commit()
+            return Response(refusal(request, exc.code, exc.message, exc.details))
+        except lmdb.Error:
+            child.abort()
+            raise
+        except Exception as exc:
+            child.abort()
+            del ctx._after_commit[callbacks_before:]
+            log.exception("handler %r failed on %r", request.kind, body.get("id"))
+            return Response(refusal(request, errors.UNAVAILABLE, f"internal error ({type(exc).__name__}); nothing was applied"))
+
+    def _count(self, request: Request, response: Response) -> None:
+        if self.metrics:
+            self.metrics.count(request, response)

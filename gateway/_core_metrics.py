@@ -1,0 +1,31 @@
+"""Metrics of the core loop: requests by kind and outcome, refusals by code, group sizes, commit time."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class CoreMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter("gateway_core_requests_total", "Requests handled by the core loop",
+                                ["kind", "outcome"], registry=registry)
+        self.refusals = Counter("gateway_core_refusals_total", "Requests refused, by stable error code",
+                                ["kind", "code"], registry=registry)
+        self.group_size = Histogram("gateway_core_group_size_requests", "Requests committed together",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry)
+        self.commit_seconds = Histogram("gateway_core_commit_seconds", "Time to apply and durably commit a group",
+                                        registry=registry)
+        self.queue_depth = Gauge("gateway_core_queue_depth_requests", "Requests waiting for the writer",
+                                 registry=registry)
+
+    def count(self, request, response) -> None:
+        body = response.body
+        if body.get("ok"):
+            outcome = "replayed" if response.replayed else "ok"
+        else:
+            outcome = "refused"
+            self.refusals.labels(request.kind, body.get("err", "")).inc()
+        self.requests.labels(request.kind, outcome).inc()
+
+    def observe_group(self, size: int, seconds: float) -> None:
+        self.group_size.observe(size)
+        self.commit_seconds.observe(seconds)

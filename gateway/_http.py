@@ -1,0 +1,32 @@
+"""Serving an ASGI app with hypercorn's trio worker: the one place HTTP listeners are set up."""
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+
+def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "") -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [listen]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("gateway.http")
+    # Bodies are bounded by each app (POS/1 and UP/1 refuse what is too large with 413 themselves).
+    config.h11_max_incomplete_size = 64 * 1024
+    config.graceful_timeout = 2.0
+    if certfile and keyfile:
+        config.certfile = certfile
+        config.keyfile = keyfile
+    return config
+
+
+async def serve_asgi(app, listen: str, *, certfile: str = "", keyfile: str = "",
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve `app` on `listen` ("host:port"; port 0 picks a free one) until cancelled.
+
+    `task_status.started()` receives the bound URLs, e.g. `["http://127.0.0.1:8600"]`.
+    """
+    config = hypercorn_config(listen, certfile=certfile, keyfile=keyfile)
+    await serve(app, config, task_status=task_status, mode="asgi")

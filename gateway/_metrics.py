@@ -1,0 +1,177 @@
+"""The metrics registry, the figures read from LMDB at scrape time, and the /metrics + health app.
+
+The exposition is served by the gateway's own HTTP stack (`gateway._http.serve_asgi`), not by
+prometheus-client's thread server, so one event loop owns every listener and a scrape cannot race
+the shutdown of the store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Callable
+
+import lmdb
+import trio
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from core_ext._errors import StoreError
+
+log = logging.getLogger("gateway.metrics")
+
+Probe = Callable[[], "tuple[bool, dict]"]
+
+
+def make_registry() -> CollectorRegistry:
+    """A registry of our own (never the global one) with the process, platform and GC figures."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class LedgerCollector(Collector):
+    """Ledger and store figures, read in one read transaction at each scrape.
+
+    `read_store` is `Store.read` (or anything returning a `core_ext.Tx`), or returns None while the
+    store is not open; then only `gateway_store_open 0` is reported.
+    """
+
+    def __init__(self, read_store: Callable):
+        self._read_store = read_store
+
+    def describe(self):
+        # Names only, so registering does not open a transaction.
+        return list(_ledger_families().values())
+
+    def collect(self):
+        opened, figures = self._read()
+        f = _ledger_families()
+        f["gateway_store_open"].add_metric([], 1 if opened else 0)
+        if opened:
+            f["gateway_ledger_events"].add_metric([], figures["last_seq"])
+            if figures["last_ts_ms"] is not None:
+                f["gateway_ledger_last_event_timestamp_seconds"].add_metric([], figures["last_ts_ms"] / 1000.0)
+            f["gateway_ledger_skus"].add_metric([], figures["skus"])
+            for kind, n in sorted(figures["alerts"].items()):
+                f["gateway_ledger_alerts"].add_metric([kind], n)
+            f["gateway_store_size_bytes"].add_metric([], figures["size"])
+            f["gateway_store_free_bytes"].add_metric([], figures["free"])
+        return [family for family in f.values() if family.samples]
+
+    def _read(self) -> tuple[bool, dict]:
+        try:
+            tx = self._read_store()
+        except (lmdb.Error, StoreError) as exc:
+            log.warning("metrics: the store cannot be read: %s", exc)
+            return False, {}
+        if tx is None:
+            return False, {}
+        try:
+            last_seq = tx.last_seq()
+            last = tx.event(last_seq) if last_seq else None
+            # Key = kind \0 sku \0 lot: the kind is read from the key, no value is decoded twice.
+            alerts = Counter(key.split(b"\x00", 1)[0].decode("utf-8", "replace") for key, _ in tx.items("alerts"))
+            figures = {
+                "last_seq": last_seq,
+                "last_ts_ms": last.get("ts_ms") if isinstance(last, dict) else None,
+                "skus": tx.count("skus"),
+                "alerts": alerts,
+                "size": tx.store.file_size(),
+                "free": max(0, tx.store.space_left()),
+            }
+        except lmdb.Error as exc:
+            log.warning("metrics: the store cannot be read: %s", exc)
+            return False, {}
+        finally:
+            tx.abort()
+        return True, figures
+
+
+_LEDGER_GAUGES = (
+    ("gateway_store_open", "1 while the LMDB store is open and readable", None),
+    ("gateway_ledger_events", "Sequence number of the last ledger event (events ever appended)", None),
+    ("gateway_ledger_last_event_timestamp_seconds", "When the last ledger event was recorded (Unix time)", None),
+    ("gateway_ledger_skus", "SKUs with a stock balance in the ledger", None),
+    ("gateway_ledger_alerts", "Open alerts, by kind", ["kind"]),
+    ("gateway_store_size_bytes", "Size of the LMDB data file", None),
+    ("gateway_store_free_bytes", "Bytes the store can still grow by (the smaller of map and file system)", None),
+)
+
+
+def _ledger_families() -> dict[str, GaugeMetricFamily]:
+    return {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _LEDGER_GAUGES}
+
+
+def make_app(registry: CollectorRegistry, health: Probe, ready: Probe):
+    """ASGI app: GET /metrics, /healthz and /readyz.
+
+    `health()` and `ready()` return `(ok, details)`; ok answers 200, otherwise 503, with the details
+    as JSON. /healthz says the process and the core loop run (restart it if not); /readyz says the
+    store is open and the core loop started (send it traffic).
+    """
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        routes = {"/metrics": None, "/healthz": health, "/readyz": ready}
+        if path not in routes:
+            await _respond(send, method, 404, "text/plain; charset=utf-8", b"not found: /metrics, /healthz, /readyz\n")
+            return
+        if method not in ("GET", "HEAD"):
+            await _respond(send, method, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n",
+                           extra=[(b"allow", b"GET, HEAD")])
+            return
+        if path == "/metrics":
+            accept = _header(scope, b"accept")
+            encoder, content_type = choose_encoder(accept)
+            # Collectors read LMDB and stat files: keep that off the event loop.
+            body = await trio.to_thread.run_sync(encoder, registry)
+            await _respond(send, method, 200, content_type, body)
+            return
+        ok, details = _probe(routes[path])
+        payload = json.dumps({"ok": ok, "details": details}, default=str, sort_keys=True).encode() + b"\n"
+        await _respond(send, method, 200 if ok else 503, "application/json", payload)
+
+    return app
+
+
+def _probe(probe: Probe) -> tuple[bool, dict]:
+    try:
+        ok, details = probe()
+    except Exception as exc:  # a failing check is an unhealthy answer, not a 500
+        log.exception("health check failed")
+        return False, {"error": repr(exc)}
+    return bool(ok), dict(details or {})
+
+
+def _header(scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _respond(send, method: str, status: int, content_type: str, body: bytes, extra=()) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store"), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

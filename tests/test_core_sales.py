@@ -1,0 +1,188 @@
+"""Sales, returns and queries through the real core loop over a real LMDB store."""
+from __future__ import annotations
+
+import trio
+
+from core_ext import Request
+from core_ext._verify import verify
+
+from ._data import GTIN_STRIPS, apply_master
+
+
+def cash(total):
+    return [{"method": "cash", "cents": total}]
+
+
+async def sale(core, sid, lines, total, **extra):
+    return await core.request("sale", {"t": "sale", "id": sid, "lines": lines, "payments": cash(total), **extra})
+
+
+def lot_qty(store, sku, lot):
+    with store.read() as tx:
+        row = tx.get("lots", f"{sku}\x00{lot or ''}".encode())
+    return row["qty"] if row else 0
+
+
+async def test_sale_takes_fefo_lots_and_stores_the_choice(core):
+    res = await sale(core, "L1-1", [{"code": "SKU-1", "qty": 7}], 7 * 1990)
+    assert res.ok, res.body
+    line = res.body["lines"][0]
+    assert line["allocations"] == [{"lot": "B2", "expiry": "2026-12-31", "qty": 5},
+                                   {"lot": "A1", "expiry": "2027-03-31", "qty": 2}]
+    assert lot_qty(core.store, "SKU-1", "B2") == 0 and lot_qty(core.store, "SKU-1", "A1") == 8
+    with core.store.read() as tx:
+        event = tx.event(res.body["seq"])
+    assert event["type"] == "sale" and event["id"] == "lane1:L1-1"
+    assert event["moves"] == [["SKU-1", "B2", -5, "2026-12-31", []], ["SKU-1", "A1", -2, "2027-03-31", []]]
+    assert verify(core.store) == []
+
+
+async def test_gtin_code_resolves_and_totals_add_up(core):
+    res = await core.request("quote", {"t": "quote", "id": "Q1", "lines": [{"code": GTIN_STRIPS, "qty": 2},
+                                                                           {"code": "4711", "qty": 1}]})
+    assert res.ok, res.body
+    assert [l["sku"] for l in res.body["lines"]] == ["SKU-1", "SKU-2"]
+    assert res.body["total_cents"] == 2 * 1990 + 4990 == sum(l["net_cents"] for l in res.body["lines"])
+    assert lot_qty(core.store, "SKU-1", "B2") == 5  # a quote changes nothing
+
+
+async def test_repeat_is_replayed_and_a_different_body_conflicts(core):
+    first = await sale(core, "L1-2", [{"code": "SKU-2", "qty": 1}], 4990)
+    again = await sale(core, "L1-2", [{"code": "SKU-2", "qty": 1}], 4990)
+    assert again.replayed and again.body == first.body
+    assert lot_qty(core.store, "SKU-2", None) == 49
+    other = await sale(core, "L1-2", [{"code": "SKU-2", "qty": 2}], 2 * 4990)
+    assert other.body["err"] == "DUPLICATE_ID_CONFLICT"
+    assert lot_qty(core.store, "SKU-2", None) == 49
+    # The same id from another terminal is another request.
+    elsewhere = await core.request("sale", {"id": "L1-2", "lines": [{"code": "SKU-2", "qty": 1}], "payments": cash(4990)},
+                           source="lane2")
+    assert elsewhere.ok and not elsewhere.replayed
+    assert lot_qty(core.store, "SKU-2", None) == 48
+
+
+async def test_recalled_lot_is_refused_recorded_and_changes_nothing(core):
+    apply_master(core.store, "recalls", {"recalls": [{"recall_id": "R-1", "sku": "SKU-1", "lot": "A1",
+                                                      "reason": "sterility"}]}, version=1)
+    with core.store.read() as tx:
+        last = tx.last_seq()
+    res = await sale(core, "L1-3", [{"code": "SKU-1", "qty": 1, "lot": "A1"}], 1990)
+    assert res.body["err"] == "RECALLED_LOT"
+    assert lot_qty(core.store, "SKU-1", "A1") == 10
+    with core.store.read() as tx:
+        events = list(tx.events(last + 1))
+        assert tx.get("ids", "lane1:L1-3") is None
+    assert [e["type"] for e in events] == ["refusal"]
+    assert events[0]["recall_id"] == "R-1" and events[0]["moves"] == []
+    # FEFO never picks the recalled lot either: B2 (5) then C3, skipping A1.
+    ok = await sale(core, "L1-4", [{"code": "SKU-1", "qty": 6}], 6 * 1990)
+    assert [a["lot"] for a in ok.body["lines"][0]["allocations"]] == ["B2", "C3"]
+
+
+async def test_expired_lot_is_refused(core, clock):
+    clock.t += 40 * 86400  # past B2's 2026-12-31
+    res = await sale(core, "L1-5", [{"code": "SKU-1", "qty": 1, "lot": "B2"}], 1990)
+    assert res.body["err"] == "EXPIRED_LOT"
+    assert lot_qty(core.store, "SKU-1", "B2") == 5
+
+
+async def test_negative_stock_allow_goes_unallocated_then_receipt_reconciles(core):
+    res = await sale(core, "L1-6", [{"code": "SKU-3", "qty": 5}], 5 * 120000)
+    assert res.ok, res.body
+    assert res.body["lines"][0]["allocations"][-1] == {"lot": None, "expiry": None, "qty": 2}
+    assert lot_qty(core.store, "SKU-3", None) == -2
+    with core.store.read() as tx:
+        assert tx.get("alerts", b"SKU-3\x00unallocated\x00")["qty"] == -2
+    rec = await core.request("receipt", {"id": "R1", "sku": "SKU-3", "lot": "L9", "expiry": "2031-01-01", "qty": 3},
+                             source="erp")
+    assert rec.ok, rec.body
+    assert lot_qty(core.store, "SKU-3", None) == 0 and lot_qty(core.store, "SKU-3", "L9") == 1
+    with core.store.read() as tx:
+        assert tx.get("alerts", b"SKU-3\x00unallocated\x00") is None
+    assert verify(core.store) == []
+
+
+async def test_negative_stock_refuse(core):
+    apply_master(core.store, "policy", {"negative_stock": "refuse"})
+    res = await sale(core, "L1-7", [{"code": "SKU-1", "qty": 36}], 36 * 1990)
+    assert res.body["err"] == "INSUFFICIENT_STOCK"
+    assert lot_qty(core.store, "SKU-1", "C3") == 20
+    ok = await sale(core, "L1-8", [{"code": "SKU-1", "qty": 35}], 35 * 1990)
+    assert ok.ok
+
+
+async def test_bad_requests_name_the_problem(core):
+    cases = [
+        ({"id": "B1", "lines": []}, "BAD_REQUEST", "lines"),
+        ({"id": "B2", "lines": [{"code": "SKU-1", "qty": 0}], "payments": cash(0)}, "BAD_REQUEST", "qty"),
+        ({"id": "B3", "lines": [{"code": "NOPE", "qty": 1}], "payments": cash(1)}, "UNKNOWN_ITEM", "NOPE"),
+        ({"id": "B4", "lines": [{"code": "SKU-2", "qty": 1}], "payments": cash(1)}, "PAYMENT_MISMATCH", "4990"),
+        ({"id": "x" * 65, "lines": [{"code": "SKU-2", "qty": 1}], "payments": cash(4990)}, "BAD_REQUEST", "id"),
+    ]
+    for body, code, word in cases:
+        res = await core.request("sale", body)
+        assert res.body["ok"] is False and res.body["err"] == code, res.body
+        assert word in res.body["msg"]
+    assert lot_qty(core.store, "SKU-2", None) == 50
+
+
+async def test_a_bad_request_in_a_group_does_not_spoil_the_others(core):
+    results = {}
+
+    async def send(i):
+        lines = [{"code": "SKU-4" if i % 3 else "NOPE", "qty": 1}]
+        results[i] = await sale(core, f"G-{i}", lines, 350)
+
+    async with trio.open_nursery() as n:
+        for i in range(60):
+            n.start_soon(send, i)
+    good = [i for i in results if i % 3]
+    assert all(results[i].ok for i in good)
+    assert all(results[i].body["err"] == "UNKNOWN_ITEM" for i in results if not i % 3)
+    assert lot_qty(core.store, "SKU-4", None) == 100 - len(good)
+    assert core.loop.commits < 60  # they were grouped
+    assert verify(core.store) == []
+
+
+async def test_points_redeem_earn_and_offline_cap(core):
+    apply_master(core.store, "policy", {"points_value_cents": 1, "points_offline_cap": 500})
+    over = await core.request("sale", {"id": "P1", "member": "M1", "lines": [{"code": "SKU-2", "qty": 1}],
+                                       "payments": [{"method": "points", "cents": 600}, {"method": "cash", "cents": 4390}]})
+    assert over.body["err"] == "POINTS_INSUFFICIENT"
+    ok = await core.request("sale", {"id": "P2", "member": "M1", "lines": [{"code": "SKU-2", "qty": 1}],
+                                     "payments": [{"method": "points", "cents": 500}, {"method": "cash", "cents": 4490}]})
+    assert ok.ok, ok.body
+    assert ok.body["points_balance"] == 1000 - 500 + ok.body["points_earned"]
+    member = await core.request("member", {"id": "m", "member": "M1"})
+    assert member.body["points_balance"] == ok.body["points_balance"]
+
+
+async def test_return_refunds_restocks_and_refuses_excess(core):
+    s = await sale(core, "S-1", [{"code": "SKU-1", "qty": 3, "lot": "A1"}], 3 * 1990)
+    assert s.ok, s.body
+    r1 = await core.request("return", {"id": "R-1", "orig": "S-1", "lines": [{"sku": "SKU-1", "qty": 2}]})
+    assert r1.ok, r1.body
+    assert r1.body["refund_cents"] == 2 * 1990 and r1.body["lines"][0]["lot"] == "A1"
+    assert lot_qty(core.store, "SKU-1", "A1") == 9
+    too_many = await core.request("return", {"id": "R-2", "orig": "S-1", "lines": [{"sku": "SKU-1", "qty": 2}]})
+    assert too_many.body["err"] == "RETURN_EXCEEDS_SALE"
+    r3 = await core.request("return", {"id": "R-3", "orig": "S-1", "lines": [{"sku": "SKU-1", "qty": 1}]})
+    assert r3.body["refund_cents"] == 1990
+    unknown = await core.request("return", {"id": "R-4", "orig": "NOPE", "lines": [{"sku": "SKU-1", "qty": 1}]})
+    assert unknown.body["err"] == "UNKNOWN_SALE"
+    assert verify(core.store) == []
+
+
+async def test_stock_member_ping(core):
+    stock = await core.request("stock", {"id": "s", "code": "SKU-1"})
+    assert stock.body["on_hand"] == 35
+    assert {l["lot"]: l["qty"] for l in stock.body["lots"]} == {"A1": 10, "B2": 5, "C3": 20}
+    ping = await core.request("ping", {"id": "p"})
+    assert ping.ok and ping.body["time_ms"] > 0
+    missing = await core.request("member", {"id": "m", "member": "NOBODY"})
+    assert missing.body["err"] == "UNKNOWN_ITEM"
+
+
+async def test_unknown_kind_is_refused(core):
+    res = await core.submit(Request("teleport", {"id": "x"}, source="lane1"))
+    assert res.body["err"] == "BAD_REQUEST"

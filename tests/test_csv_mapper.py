@@ -1,0 +1,236 @@
+"""The sans-io CSV mapper and the csv_drop options: bytes of a file in, basket documents or row errors out."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_plugins.csv_drop import CsvMapping, RowError, check_options, map_csv
+from device_plugins.csv_drop._mapper import MAX_ERRORS
+
+COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot", "expiry": "Exp"}
+MAPPING = CsvMapping(columns=COLUMNS)
+
+GOOD = (b"TicketNo,ItemCode,Qty,Lot,Exp\r\n"
+        b"T1,SKU-1,2,A1,2027-03-31\r\n"
+        b"T1,4711,1,,\r\n"
+        b"T2,SKU-4,3,,\r\n"
+        b"T1,SKU-2,-1,,\r\n")
+
+
+def prefix(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def test_rows_sharing_an_id_form_one_basket_in_first_seen_order():
+    result = map_csv(GOOD, MAPPING)
+    assert result.errors == ()
+    assert result.hash == hashlib.sha256(GOOD).hexdigest()
+    assert result.rows == 4
+    assert [d["id"] for d in result.docs] == [f"{prefix(GOOD)}:T1", f"{prefix(GOOD)}:T2"]
+    t1, t2 = result.docs
+    assert t1 == {"t": "sale", "id": f"{prefix(GOOD)}:T1", "rows": [2, 3, 5], "lines": [
+        {"code": "SKU-1", "qty": 2, "lot": "A1", "expiry": "2027-03-31"},
+        {"code": "4711", "qty": 1},
+        {"code": "SKU-2", "qty": -1},  # a return of that item to stock stays in the basket
+    ]}
+    assert t2["rows"] == [4] and t2["lines"] == [{"code": "SKU-4", "qty": 3}]
+
+
+def test_without_an_id_column_every_row_is_its_own_basket_named_by_row_number():
+    data = b"ItemCode;Qty\nSKU-1;1\n\nSKU-2;4\n"
+    result = map_csv(data, CsvMapping(columns={"code": "ItemCode", "qty": "Qty"}, delimiter=";"))
+    # The blank line is row 3: numbers stay those a spreadsheet shows.
+    assert [(d["id"], d["rows"]) for d in result.docs] == [(f"{prefix(data)}:2", [2]),
+                                                           (f"{prefix(data)}:4", [4])]
+
+
+def test_the_same_bytes_give_the_same_ids_and_other_bytes_other_ids():
+    again = map_csv(GOOD, MAPPING)
+    other = map_csv(GOOD + b"T3,SKU-4,1,,\r\n", MAPPING)
+    assert [d["id"] for d in again.docs] == [d["id"] for d in map_csv(GOOD, MAPPING).docs]
+    assert {d["id"] for d in other.docs}.isdisjoint(d["id"] for d in again.docs)
+
+
+def test_units_dates_prices_members_and_payments_are_converted():
+    mapping = CsvMapping(
+        columns={"id": "Bon", "code": "Art", "qty": "Boxes", "expiry": "MHD", "serial": "SN",
+                 "unit_cents": "Price", "member": "Card", "payment": "Pay"},
+        qty_factor=10, date_format="%d.%m.%Y", delimiter=";", encoding="cp1252",
+        price_format="decimal", payment_map={"BAR": "cash", "EC": "card"})
+    data = ("Bon;Art;Boxes;MHD;SN;Price;Card;Pay\n"
+            "7;SKU-1;1,5;31.12.2027;;19.90;M1;bar\n"
+            "7;SKU-1;0.5;;X-1;20.00;M1;BAR\n"
+            "8;SKU-4;-2;;;3.50;;EC\n").encode("cp1252")
+    result = map_csv(data, mapping)
+    # "1,5" is not a number in this file: the delimiter is ';' but a decimal comma is not accepted.
+    assert result.docs == ()
+    assert result.errors == (RowError(2, "qty", "qty '1,5' is not a number"),)
+
+    result = map_csv(data.replace(b"1,5", b"1.5"), mapping)
+    assert result.errors == ()
+    seven, eight = result.docs
+    assert seven["lines"] == [{"code": "SKU-1", "qty": 15, "expiry": "2027-12-31", "unit_cents": 199},
+                              {"code": "SKU-1", "qty": 5, "serial": "X-1", "unit_cents": 200}]
+    assert seven["member"] == "M1" and seven["payment"] == "cash"
+    assert eight["lines"] == [{"code": "SKU-4", "qty": -20, "unit_cents": 35}]
+    assert eight["payment"] == "card" and "member" not in eight
+
+
+def test_a_utf8_byte_order_mark_and_a_quoted_line_break_are_read_as_a_spreadsheet_would():
+    data = '\ufeffTicketNo,ItemCode,Qty,Lot,Exp\n"T1",SKU-1,1,"A\n1",\nT1,SKU-1,x,,\n'.encode()
+    result = map_csv(data, MAPPING)
+    # The quoted field spans two lines but is one row: the bad qty is on row 3.
+    assert result.errors == (RowError(3, "qty", "qty 'x' is not a number"),)
+
+
+@pytest.mark.parametrize("row, reason", [
+    (b"T1,SKU-1,abc,,", "qty 'abc' is not a number"),
+    (b"T1,SKU-1,0,,", "qty is zero"),
+    (b"T1,SKU-1,,,", "qty is empty"),
+    (b"T1,SKU-1,1.5,,", "qty 1.5 times 1 is not a whole number of units"),
+    (b"T1,SKU-1,1e3,,", "qty '1e3' is not a number"),
+    (b"T1,SKU-1,NaN,,", "qty 'NaN' is not a number"),
+    (b"T1,SKU-1,2000000,,", "qty 2000000 is beyond 1000000 units"),
+    (b"T1,,1,,", "code is empty"),
+    (b"T1,SKU-1,1,,31/12/2027", "expiry '31/12/2027' is not a date of the form %Y-%m-%d"),
+    (b"T1,SKU-1,1,,2027-02-30", "expiry '2027-02-30' is not a date of the form %Y-%m-%d"),
+    (b",SKU-1,1,,", "id is empty"),
+    (b"T" * 48 + b",SKU-1,1,,", "id is 48 characters, over 47"),
+    (b"T1,SKU-1,1,,,extra", "has 6 fields where the header has 5"),
+    (b"T1,SKU-1,1", "has 3 fields where the header has 5"),
+    (b"T1,SKU-1,1," + b"L" * 65 + b",", "lot is 65 characters, over 64"),
+])
+def test_each_bad_row_is_named_with_its_reason_and_nothing_is_mapped(row, reason):
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT0,SKU-2,1,,\n" + row + b"\n"
+    result = map_csv(data, MAPPING)
+    assert result.docs == ()
+    assert [(e.row, e.reason) for e in result.errors] == [(3, reason)]
+    assert result.errors[0].line() == f"row 3: {reason}"
+
+
+def test_every_bad_row_of_a_file_is_listed():
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,x,,\nT1,SKU-1,1,,\nT2,,0,,bad\n"
+    result = map_csv(data, MAPPING)
+    assert [(e.row, e.code) for e in result.errors] == [(2, "qty"), (4, "code"), (4, "qty"), (4, "expiry")]
+
+
+def test_rows_of_one_basket_must_agree_on_member_and_payment():
+    mapping = CsvMapping(columns={"id": "T", "code": "C", "qty": "Q", "member": "M", "payment": "P"})
+    data = b"T,C,Q,M,P\n1,SKU-1,1,M1,cash\n1,SKU-1,1,M2,cash\n1,SKU-1,1,,cheque\n2,SKU-1,1,M2,card\n"
+    result = map_csv(data, mapping)
+    assert [e.line() for e in result.errors] == [
+        "row 3: member 'M2' differs from 'M1' given for the same basket on row 2",
+        "row 4: payment 'cheque' is none of cash, card, insurance, points (see payment_map)",
+    ]
+
+
+@pytest.mark.parametrize("data, line", [
+    (b"", "row 1: the file is empty: no header row"),
+    (b"\n\n", "row 1: the file is empty: no header row"),
+    (b"\nTicketNo,ItemCode,Qty,Lot,Exp\n", "row 1: the header must be the first row, not a blank one"),
+    (b"TicketNo,Item,Qty,Lot,Exp\nT1,SKU-1,1,,\n",
+     "row 1: column 'ItemCode' (mapped to code) is not in the header"),
+    (b"TicketNo,ItemCode,Qty,Qty,Lot,Exp\n",
+     "row 1: column 'Qty' (mapped to qty) is in the header 2 times"),
+    (b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2,\"SKU-4,1,,\n",
+     "row 3: is not well-formed CSV: unexpected end of data"),
+    (b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2,SKU-\xff,1,,\n",
+     "row 3: bytes that are not utf-8: invalid start byte"),
+])
+def test_a_file_that_cannot_be_read_is_refused_at_the_row_it_fails(data, line):
+    result = map_csv(data, MAPPING)
+    assert result.docs == ()
+    assert [e.line() for e in result.errors] == [line]
+
+
+def test_a_header_without_rows_maps_to_nothing_and_no_error():
+    result = map_csv(b"TicketNo,ItemCode,Qty,Lot,Exp\r\n\r\n", MAPPING)
+    assert (result.docs, result.errors, result.rows) == ((), (), 0)
+
+
+def test_a_garbage_file_lists_a_bounded_number_of_errors():
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\n" + b"T1,SKU-1,bad,,\n" * (MAX_ERRORS + 50)
+    result = map_csv(data, MAPPING)
+    assert len(result.errors) == MAX_ERRORS + 1
+    assert result.errors[-1] == RowError(MAX_ERRORS + 51, "more", "50 more errors not listed")
+
+
+def test_trailing_garbage_after_good_rows_refuses_the_file():
+    result = map_csv(GOOD + b"\x00\x01garbage", MAPPING)
+    assert result.docs == ()
+    assert [e.row for e in result.errors] == [6]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_raise(data):
+    result = map_csv(b"TicketNo,ItemCode,Qty,Lot,Exp\n" + data, MAPPING)
+    assert not (result.docs and result.errors)
+    assert all(isinstance(e, RowError) and e.row >= 1 for e in result.errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["T1", "T2", "T3"]), st.sampled_from(["SKU-1", "4711"]),
+                          st.integers(-50, 50).filter(bool)), min_size=1, max_size=20))
+def test_good_rows_map_back_to_exactly_themselves(rows):
+    text = "TicketNo,ItemCode,Qty,Lot,Exp\n" + "".join(f"{t},{c},{q},,\n" for t, c, q in rows)
+    result = map_csv(text.encode(), MAPPING)
+    assert result.errors == ()
+    seen = sorted((row, d["id"].split(":", 1)[1], line["code"], line["qty"])
+                  for d in result.docs for row, line in zip(d["rows"], d["lines"]))
+    assert seen == [(i + 2, t, c, q) for i, (t, c, q) in enumerate(rows)]
+
+
+# --- options ----------------------------------------------------------------------------------
+
+def device(tmp_path, **over):
+    entry = {"name": "legacy-pos", "kind": "csv_drop", "dir": str(tmp_path), "settle_s": 2.0,
+             "columns": {"id": "TicketNo", "code": "ItemCode", "qty": "Qty"}}
+    entry.update(over)
+    return entry
+
+
+def test_a_valid_device_has_no_errors(tmp_path):
+    assert check_options(device(tmp_path)) == []
+    full = device(tmp_path, poll_s=0.2, qty_factor=10, date_format="%d/%m/%y", delimiter=";",
+                  encoding="latin-1", price_format="decimal", payment_map={"BAR": "cash"},
+                  max_bytes=1024)
+    assert check_options(full) == []
+    assert CsvMapping.from_device(full).payment_map == {"bar": "cash"}
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"dir": "relative/path"}, "dir:"),
+    ({"dir": "/no/such/dir/anywhere"}, "dir:"),
+    ({"settle_s": -1}, "settle_s:"),
+    ({"settle_s": "2"}, "settle_s:"),
+    ({"settle_s": float("nan")}, "settle_s:"),
+    ({"poll_s": 0}, "poll_s:"),
+    ({"qty_factor": 0}, "qty_factor:"),
+    ({"qty_factor": 2.5}, "qty_factor:"),
+    ({"qty_factor": True}, "qty_factor:"),
+    ({"date_format": "%Y-%m"}, "date_format:"),
+    ({"date_format": "%"}, "date_format:"),
+    ({"date_format": 7}, "date_format:"),
+    ({"delimiter": ";;"}, "delimiter:"),
+    ({"delimiter": '"'}, "delimiter:"),
+    ({"encoding": "klingon"}, "encoding:"),
+    ({"encoding": "base64"}, "encoding:"),
+    ({"price_format": "euros"}, "price_format:"),
+    ({"payment_map": {"BAR": "barter"}}, "payment_map.BAR:"),
+    ({"payment_map": ["cash"]}, "payment_map:"),
+    ({"max_bytes": 0}, "max_bytes:"),
+    ({"colour": "blue"}, "colour:"),
+    ({"kind": "ecr_serial"}, "kind:"),
+    ({"name": ""}, "name:"),
+    ({"columns": {"code": "ItemCode"}}, "columns.qty:"),
+    ({"columns": {"code": "C", "qty": "Q", "price": "P"}}, "columns.price:"),
+    ({"columns": {"code": "C", "qty": ""}}, "columns.qty:"),
+    ({"columns": "code=C"}, "columns:"),
+])
+def test_each_bad_option_is_named(tmp_path, over, key):
+    errors = check_options(device(tmp_path, **over))
+    assert len(errors) == 1 and errors[0].startswith(key), errors

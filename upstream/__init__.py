@@ -1,0 +1,25 @@
+"""UP/1, the ERP-facing upstream: signed and chained batches up, signed master data and movements down.
+
+The composition root wires it: `make_handlers` into the core loop, `run_sealer` (and `run_push` when a
+push URL is configured) as tasks, `make_app` served on the upstream listener.
+"""
+from ._api import make_app
+from ._envelope import (
+    DocumentError, EnvelopeError, UpstreamError, ZERO_DIGEST, decode_body, decode_envelope, digest,
+    document_signed_bytes, encode_envelope, seal_envelope, sign_document, signed_bytes, verify_document,
+    verify_envelope,
+)
+from ._handlers import STATUS, make_handlers, next_activation_ms
+from ._keys import KeyFileError, load_private_key, load_public_key, raw_public_key, write_keypair
+from ._metrics import Metrics, disk_pressure
+from ._push import run_push
+from ._sealer import Backlog, SealSignal, Settings, read_backlog, run_master_activation, run_sealer
+
+__all__ = [
+    "make_app", "DocumentError", "EnvelopeError", "UpstreamError", "ZERO_DIGEST", "decode_body",
+    "decode_envelope", "digest", "document_signed_bytes", "encode_envelope", "seal_envelope", "sign_document",
+    "signed_bytes", "verify_document", "verify_envelope", "STATUS", "make_handlers", "next_activation_ms",
+    "KeyFileError", "load_private_key", "load_public_key", "raw_public_key", "write_keypair", "Metrics",
+    "disk_pressure", "run_push", "Backlog", "SealSignal", "Settings", "read_backlog", "run_master_activation",
+    "run_sealer",
+]

@@ -1,0 +1,240 @@
+"""The upstream's request handlers, run by the core loop inside its one write transaction.
+
+seal, prune: the sealer timer's; ack, master, movements: the ERP's (through the API);
+master_activate: makes a document sent ahead (`effective_ms` in the future) current when its time comes.
+A handler returns the response fields or raises `Refused`, and the core loop rolls back what it did.
+"""
+from __future__ import annotations
+
+import datetime
+
+from core_ext import Refused, errors, u64
+
+from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
+from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head, seal_pending
+
+# The stable codes of UP/1 refusals, and the HTTP status each answers with (anything else: 422).
+BAD_SIGNATURE = "BAD_SIGNATURE"
+VERSION_NOT_NEWER = "VERSION_NOT_NEWER"
+ACK_BEYOND_LAST = "ACK_BEYOND_LAST"
+INVALID_CONTENT = "INVALID_CONTENT"
+PRUNED = "PRUNED"
+STATUS = {
+    errors.BAD_REQUEST: 400, "UNAUTHORIZED": 401, BAD_SIGNATURE: 403, "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405, VERSION_NOT_NEWER: 409, ACK_BEYOND_LAST: 409,
+    errors.DUPLICATE_ID_CONFLICT: 409, PRUNED: 410, "TOO_LARGE": 413, errors.UNAVAILABLE: 503,
+}
+
+MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _doc_key(kind: str, version: int) -> bytes:
+    return f"{kind}\x00".encode() + u64(version)
+
+
+def _verified_body(doc, erp_public_key, kind: str):
+    try:
+        body = verify_document(doc, erp_public_key)
+    except DocumentError as exc:
+        if exc.reason == "signature":
+            raise Refused(BAD_SIGNATURE, exc.problem) from None
+        raise Refused(errors.BAD_REQUEST, exc.problem) from None
+    if doc["kind"] != kind:
+        raise Refused(errors.BAD_REQUEST, f"the document is of kind {doc['kind']!r}, sent as {kind!r}")
+    return body
+
+
+def _check_movements(body) -> list[str]:
+    """Every problem of a movements document, each naming the movement."""
+    movements = body.get("movements") if isinstance(body, dict) else None
+    if not isinstance(movements, list):
+        return ["movements: must be a list"]
+    problems = []
+    for i, m in enumerate(movements):
+        where = f"movements[{i}]"
+        if not isinstance(m, dict):
+            problems.append(f"{where}: must be a map")
+            continue
+        if isinstance(m.get("id"), str) and 0 < len(m["id"]) <= 128:
+            where = f"movements[{i}] (id {m['id']!r})"
+        else:
+            problems.append(f"{where}: id must be a string of 1 to 128 characters")
+        kind = m.get("type")
+        if kind not in MOVEMENT_TYPES:
+            problems.append(f"{where}: type must be one of {', '.join(MOVEMENT_TYPES)}")
+        if not isinstance(m.get("sku"), str) or not m["sku"]:
+            problems.append(f"{where}: sku must be a non-empty string")
+        if m.get("lot") is not None and (not isinstance(m["lot"], str) or not m["lot"]):
+            problems.append(f"{where}: lot must be a non-empty string or null")
+        expiry = m.get("expiry")
+        if expiry is not None:
+            try:
+                if not isinstance(expiry, str) or len(expiry) != 10:
+                    raise ValueError
+                datetime.date.fromisoformat(expiry)
+            except ValueError:
+                problems.append(f"{where}: expiry must be an ISO date (YYYY-MM-DD) or null")
+        serials = m.get("serials", [])
+        if serials is not None and (not isinstance(serials, list)
+                                    or not all(isinstance(s, str) and s for s in serials)):
+            problems.append(f"{where}: serials must be a list of non-empty strings")
+        qty = m.get("qty")
+        if not _is_int(qty):
+            problems.append(f"{where}: qty must be an integer")
+        elif kind == "adjustment" and qty == 0:
+            problems.append(f"{where}: an adjustment's qty must not be 0")
+        elif kind in ("receipt", "transfer_out", "opening") and qty <= 0:
+            problems.append(f"{where}: a {kind}'s qty must be positive")
+        if m.get("reason") is not None and not isinstance(m["reason"], str):
+            problems.append(f"{where}: reason must be a string")
+    return problems
+
+
+def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
+                  signal: SealSignal | None = None) -> dict:
+    """The upstream handlers by request kind, for the core loop.
+
+    `signing_key` signs batches; `erp_public_key` verifies the ERP's documents; `config` is the
+    [upstream] section (see `Settings.from_config`); `signal` is woken after every seal commits.
+    """
+    from core_ext import _master
+    from core_ext._stock import post_movement
+
+    settings = Settings.from_config(config)
+
+    def seal(tx, request, ctx) -> dict:
+        sealed = seal_pending(tx, store_id=store_id, private_key=signing_key, now_ms=ctx.now_ms,
+                              settings=settings, flush=bool(request.body.get("flush", True)))
+        head = read_head(tx)
+        if sealed and signal is not None:
+            ctx.after_commit(signal.notify)
+        return {"sealed": len(sealed), "last_seq": head.seq, "last_event": head.last_event}
+
+    def ack(tx, request, ctx) -> dict:
+        through = request.body.get("through")
+        if not _is_int(through) or through < 0:
+            raise Refused(errors.BAD_REQUEST, f"through must be an integer >= 0, got {through!r}")
+        last = read_head(tx).seq
+        if through > last:
+            raise Refused(ACK_BEYOND_LAST, f"batch {through} was never sealed; the last is {last}")
+        acked = tx.meta(ACKED, 0)
+        if through > acked:
+            tx.set_meta(ACKED, through)
+            acked = through
+            if signal is not None:
+                ctx.after_commit(signal.notify)
+        return {"acked": acked}
+
+    def prune(tx, request, ctx) -> dict:
+        # Only acknowledged batches go, oldest first; `force` (disk pressure) skips the retention.
+        acked = tx.meta(ACKED, 0)
+        first = tx.meta(FIRST_AVAILABLE, 1)
+        keep_after_ms = ctx.now_ms - int(settings.retention_acked_s * 1000)
+        force = bool(request.body.get("force"))
+        pruned = 0
+        while first <= acked and pruned < settings.prune_max_batches:
+            raw = tx.get_raw("batches", u64(first))
+            if raw is not None:
+                if not force and decode_envelope(raw)["created_ms"] > keep_after_ms:
+                    break
+                tx.delete("batches", u64(first))
+            first += 1
+            pruned += 1
+        if pruned:
+            tx.set_meta(FIRST_AVAILABLE, first)
+        return {"pruned": pruned, "first_available": first}
+
+    def _apply(tx, ctx, kind: str, version: int, issued_ms: int, effective_ms, body) -> None:
+        _master.apply(tx, kind, version, body, issued_ms)
+        row = tx.get("master", kind) or {}
+        tx.put("master", kind, {"version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
+                                "pending": row.get("pending", [])})
+        tx.append_event({"type": "master_applied", "id": f"erp:{kind}:{version}", "kind": kind,
+                         "version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
+                         "ts_ms": ctx.now_ms, "moves": []})
+
+    def master(tx, request, ctx) -> dict:
+        kind = request.body.get("kind")
+        if kind not in MASTER_KINDS:
+            raise Refused("NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of {', '.join(MASTER_KINDS)}")
+        doc = request.body.get("doc")
+        body = _verified_body(doc, erp_public_key, kind)
+        version = doc["version"]
+        row = tx.get("master", kind) or {"version": 0, "pending": []}
+        newest = max([row.get("version", 0)] + [p["version"] for p in row.get("pending", [])])
+        if version <= newest:
+            raise Refused(VERSION_NOT_NEWER, f"{kind} version {version} is not newer than {newest}, the newest"
+                                             " in force or waiting")
+        problems = _master.validate(kind, body)
+        if problems:
+            raise Refused(INVALID_CONTENT, f"{kind} version {version}: {len(problems)} invalid entries: "
+                                           f"{'; '.join(problems[:5])}", details=problems)
+        tx.put("master_docs", _doc_key(kind, version), body)
+        effective_ms = doc.get("effective_ms") or None
+        if effective_ms is not None and effective_ms > ctx.now_ms:
+            pending = row.get("pending", []) + [{"version": version, "issued_ms": doc["issued_ms"],
+                                                 "effective_ms": effective_ms}]
+            tx.put("master", kind, {**row, "pending": pending})
+            if signal is not None:
+                ctx.after_commit(signal.notify)
+            return {"applied": version, "effective_ms": effective_ms}
+        _apply(tx, ctx, kind, version, doc["issued_ms"], effective_ms, body)
+        return {"applied": version}
+
+    def master_activate(tx, request, ctx) -> dict:
+        # Every due document in version order: a members delta skipped would lose its changes.
+        activated = []
+        for key, row in list(tx.items("master")):
+            kind = key.decode()
+            pending = sorted(row.get("pending", []), key=lambda p: p["version"])
+            due = [p for p in pending if p["effective_ms"] <= ctx.now_ms]
+            if not due:
+                continue
+            row["pending"] = [p for p in pending if p["effective_ms"] > ctx.now_ms]
+            tx.put("master", kind, row)
+            for p in due:
+                body = tx.get("master_docs", _doc_key(kind, p["version"]))
+                _apply(tx, ctx, kind, p["version"], p["issued_ms"], p["effective_ms"], body)
+                activated.append([kind, p["version"]])
+        return {"activated": activated}
+
+    def movements(tx, request, ctx) -> dict:
+        doc = request.body.get("doc")
+        body = _verified_body(doc, erp_public_key, "movements")
+        problems = _check_movements(body)
+        if problems:
+            raise Refused(INVALID_CONTENT, f"{len(problems)} invalid movements: {'; '.join(problems[:5])}",
+                          details=problems)
+        applied = duplicates = 0
+        for i, m in enumerate(body["movements"]):
+            if tx.get("movements", m["id"]) is not None:
+                duplicates += 1
+                continue
+            try:
+                seq = post_movement(tx, ctx, m, f"erp:{m['id']}")
+            except Refused as exc:
+                # The whole document is refused (the core loop rolls back the movements before it).
+                code = INVALID_CONTENT if exc.code == errors.BAD_REQUEST else exc.code
+                problem = f"movements[{i}]: {exc.message}"
+                raise Refused(code, problem, details=[problem]) from None
+            tx.put("movements", m["id"], seq)
+            applied += 1
+        return {"applied": applied, "duplicates": duplicates}
+
+    return {"seal": seal, "ack": ack, "prune": prune, "master": master, "master_activate": master_activate,
+            "movements": movements}
+
+
+def next_activation_ms(tx) -> int | None:
+    """When the earliest document waiting for its `effective_ms` is due, or None."""
+    times = [p["effective_ms"] for _k, row in tx.items("master") for p in row.get("pending", [])]
+    return min(times) if times else None
+
+
+def read_next_activation(store) -> int | None:
+    with store.read() as tx:
+        return next_activation_ms(tx)
