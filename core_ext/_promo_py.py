@@ -18,6 +18,7 @@ from functools import cmp_to_key
 MAX_CENTS = 10**14
 MAX_QTY = 1_000_000
 MAX_COUNT = 10**9
+MAX_UNITS = 10**9
 SALE_CHANNELS = ("ecr", "pos", "csv")
 
 ITEM_KINDS = ("percent_off", "amount_off", "fixed_price", "qty_tier", "bundle", "buy_x_get_y")
@@ -413,7 +414,7 @@ def check_lines(lines) -> None:
     """Raise PromoInputError naming the first line the engine cannot price."""
     if not isinstance(lines, (list, tuple)):
         raise PromoInputError("lines must be a list")
-    total = 0
+    total = units = 0
     for i, line in enumerate(lines):
         if not isinstance(line, dict):
             raise PromoInputError(f"lines[{i}] must be a map")
@@ -426,8 +427,11 @@ def check_lines(lines) -> None:
         if not isinstance(line.get("category", ""), str):
             raise PromoInputError(f"lines[{i}].category must be a string")
         total += line["qty"] * line["unit_cents"]
+        units += line["qty"]
     if total > MAX_CENTS:
         raise PromoInputError(f"the basket's gross exceeds {MAX_CENTS} cents")
+    if units > MAX_UNITS:
+        raise PromoInputError(f"the basket holds more than {MAX_UNITS} units")
 
 
 def trace_entry(rule: Rule, reason: str, **extra) -> dict:

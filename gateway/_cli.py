@@ -2,13 +2,13 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; only
 the chosen one is imported, so `gateway check-config` starts fast and does not need what `gateway run`
-needs. Exit codes: 0 done, 1 failed, 2 bad usage or an invalid configuration.
+needs. Each command sets up its own logging (`run` has --log-level). Exit codes: 0 done, 1 failed,
+2 bad usage or an invalid configuration.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from importlib import metadata
 
@@ -51,8 +51,6 @@ def build_parser(command: str | None) -> tuple[argparse.ArgumentParser, object]:
         prog="gateway", description="Edge gateway for medical-device stores.",
         epilog="Run 'gateway COMMAND --help' for the options of each command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="how much to log on stderr (default: info)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     module = None
     for name, (module_name, summary, description) in COMMANDS.items():
@@ -76,14 +74,9 @@ def _run(module, args) -> int:
 
 
 def _chosen(argv: list[str]) -> str | None:
-    """The subcommand named in argv: the first word that is not an option (or an option's value)."""
-    skip = False
+    """The subcommand named in argv: the first word that is not an option (the top level takes no values)."""
     for word in argv:
-        if skip:
-            skip = False
-        elif word == "--log-level":
-            skip = True
-        elif not word.startswith("-"):
+        if not word.startswith("-"):
             return word if word in COMMANDS else None
     return None
 
@@ -100,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse already explained
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _run(module, args)
     except ConfigError as exc:

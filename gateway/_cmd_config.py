@@ -43,14 +43,13 @@ def run_keygen(args) -> int:
     if not args.name or os.sep in args.name or args.name.startswith("."):
         print(f"keygen: --name must be a plain file name stem, got {args.name!r}", file=sys.stderr)
         return 2
+    from upstream._keys import KeyFileError
+
     private_path = os.path.join(args.out, f"{args.name}.pem")
     try:
         public_path = write_store_keypair(private_path)
-    except FileExistsError as exc:
+    except (OSError, KeyFileError) as exc:  # exists already, or the folder cannot be written
         print(f"keygen: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"keygen: cannot write the key pair in {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {private_path} (private key, mode 0600: keep it on this machine)")
     print(f"wrote {public_path} (public key: give it to the ERP to verify this store's batches)")

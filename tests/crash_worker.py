@@ -38,15 +38,16 @@ async def main(data_dir: str) -> None:
         await nursery.start(core.run)
         print(json.dumps({"ready": True}), flush=True)
         buf = b""
-        while True:
-            data = await stdin.receive_some(65536)
-            if not data:
-                break
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    nursery.start_soon(one, line)
+        async with trio.open_nursery() as requests:  # left only when every request was answered
+            while True:
+                data = await stdin.receive_some(65536)
+                if not data:
+                    break
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        requests.start_soon(one, line)
         nursery.cancel_scope.cancel()
 
 

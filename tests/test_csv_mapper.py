@@ -234,3 +234,17 @@ def test_a_valid_device_has_no_errors(tmp_path):
 def test_each_bad_option_is_named(tmp_path, over, key):
     errors = check_options(device(tmp_path, **over))
     assert len(errors) == 1 and errors[0].startswith(key), errors
+
+
+FULL = CsvMapping(columns={"id": "T", "code": "C", "qty": "Q", "lot": "L", "expiry": "E", "serial": "S",
+                           "unit_cents": "P", "member": "M", "payment": "Y"},
+                  qty_factor=10, price_format="decimal")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='T,C"Q\n\r;L1E-S0P.M9Y x\x00\ufeff\xe9', max_size=300))
+def test_arbitrary_csv_shaped_text_never_raises(text):
+    for encoding in ("utf-8", "utf-16"):
+        result = map_csv(text.encode(encoding, "surrogatepass"), FULL)
+        assert not (result.docs and result.errors)
+        assert all(e.row >= 1 and e.reason for e in result.errors)

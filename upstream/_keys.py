@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -88,7 +89,7 @@ def load_private_key(path: str) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:
         raise KeyFileError(path, "is encrypted; the gateway needs an unencrypted key") from exc
-    except (ValueError, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(path, "is not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(path, f"holds a {type(key).__name__.lstrip('_')}, not an Ed25519 private key")
@@ -100,10 +101,10 @@ def load_public_key(path: str) -> Ed25519PublicKey:
     data = _read(path)
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, serialization.UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm):
         try:
             private = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise KeyFileError(path, "is not a PEM public key") from exc
         key = private.public_key()
     if not isinstance(key, Ed25519PublicKey):

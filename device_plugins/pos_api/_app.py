@@ -129,11 +129,12 @@ class PosApp:
         except _Refusal as refusal:
             status, reason, extra = refusal.status, refusal.reason, refusal.headers
             answer = {"t": "res", "re": re, "ok": False, "err": refusal.err, "msg": refusal.msg}
-        await _send(send, status, answer, fmt, extra)
+        # Counted before sending, so that a client which has its answer also sees it counted.
         self.metrics.requests.labels(terminal, route_name, str(status)).inc()
         if reason:
             self.metrics.rejects.labels(reason).inc()
         self.metrics.seconds.labels(route_name).observe(time.perf_counter() - started)
+        await _send(send, status, answer, fmt, extra)
 
     def _authenticate(self, headers: dict) -> str:
         values = headers.get(b"authorization", [])

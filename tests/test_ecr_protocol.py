@@ -1,0 +1,276 @@
+"""The ECR/1 link layer without I/O: framing, ACK/NAK, retransmission and timeouts."""
+import binascii
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from device_plugins.ecr_serial import (
+    NEED_DATA, Ack, AckTimeout, ConnectionClosed, EcrConnection, EcrProtocolError, FrameRejected,
+    GarbageSkipped, LinkError, Message, Nak, crc16, encode_frame,
+)
+
+STX, ETX, ACK, NAK = b"\x02", b"\x03", b"\x06", b"\x15"
+PING = {"t": "ping", "id": "L1-1"}
+
+
+def frame(body, *, crc_xor=0, etx=ETX, length=None) -> bytes:
+    """A frame built here by hand, independently of the code under test."""
+    packed = body if isinstance(body, bytes) else msgpack.packb(body)
+    head = struct.pack(">H", len(packed) if length is None else length)
+    crc = binascii.crc_hqx(head + packed, 0xFFFF) ^ crc_xor
+    return STX + head + packed + struct.pack(">H", crc) + etx
+
+
+def events(conn):
+    out = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        out.append(event)
+    return out
+
+
+def feed(conn, data, now=0.0, *, chunk=None):
+    if chunk is None:
+        conn.receive_data(data, now)
+    else:
+        for i in range(0, len(data), chunk):
+            conn.receive_data(data[i:i + chunk], now)
+    return events(conn)
+
+
+def messages(evs):
+    return [e.body for e in evs if isinstance(e, Message)]
+
+
+def test_crc_check_value():
+    assert crc16(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 5])
+def test_good_frame_whole_bytewise_and_with_trailing_garbage(chunk):
+    conn = EcrConnection()
+    evs = feed(conn, frame(PING) + b"zz\x00\xff", chunk=chunk)
+    assert messages(evs) == [PING]
+    assert sum(e.count for e in evs if isinstance(e, GarbageSkipped)) == 4
+    assert conn.data_to_send() == ACK
+
+
+def test_noise_before_and_between_frames():
+    conn = EcrConnection()
+    second = {"t": "quote", "id": "L1-2", "lines": [{"code": "SKU-1", "qty": 2}]}
+    evs = feed(conn, b"BOOT v1.0\r\n" + frame(PING) + b"\xff\xfe" + frame(second))
+    assert messages(evs) == [PING, second]
+    assert [e.count for e in evs if isinstance(e, GarbageSkipped)] == [11, 2]
+    assert conn.data_to_send() == ACK + ACK
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (frame(PING, crc_xor=0x0001), "crc"),
+    (frame(PING, crc_xor=0x8000), "crc"),
+    (frame(PING, etx=b"\x04"), "etx"),
+    (frame(msgpack.packb([1, 2, 3])), "body"),           # not a map
+    (frame(b"\xc1"), "body"),                            # not MessagePack at all
+    (frame(msgpack.packb({1: "x"})), "body"),           # keys must be strings
+    (frame(msgpack.packb(PING) + b"\x00"), "body"),      # extra data after the map
+])
+def test_bad_frames_are_naked_and_the_next_one_taken(bad, reason):
+    for chunk in (None, 1):
+        conn = EcrConnection()
+        evs = feed(conn, bad + frame(PING), chunk=chunk)
+        assert FrameRejected(reason) in evs
+        assert messages(evs) == [PING]
+        assert conn.data_to_send() == NAK + ACK
+
+
+@pytest.mark.parametrize("length", [0, 16385, 65535])
+def test_bad_length_is_naked_and_hunting_resumes(length):
+    conn = EcrConnection()
+    evs = feed(conn, STX + struct.pack(">H", length) + frame(PING))
+    assert FrameRejected("length") in evs
+    assert messages(evs) == [PING]
+    assert conn.data_to_send() == NAK + ACK
+
+
+def test_largest_frame_is_accepted():
+    body = {"t": "ping", "id": "x", "pad": "a" * 16364}
+    packed = msgpack.packb(body)
+    assert len(packed) == 16384
+    conn = EcrConnection()
+    assert messages(feed(conn, frame(body), chunk=1000)) == [body]
+
+
+def test_partial_frame_is_discarded_after_two_seconds():
+    conn = EcrConnection()
+    whole = frame(PING)
+    assert feed(conn, whole[:5], now=10.0) == []
+    assert conn.next_deadline() == pytest.approx(12.0)
+    conn.tick(11.99)
+    assert events(conn) == []
+    conn.tick(12.0)
+    assert FrameRejected("timeout") in events(conn)
+    assert conn.data_to_send() == b""  # no NAK for a timeout
+    assert messages(feed(conn, whole, now=12.5)) == [PING]
+    assert conn.data_to_send() == ACK
+
+
+def test_false_stx_in_noise_does_not_swallow_the_frame_for_good():
+    conn = EcrConnection()
+    # Noise "\x02\x10\x00" announces a 4096-byte frame; the real frame follows inside it.
+    evs = feed(conn, b"\x02\x10\x00" + frame(PING), now=0.0)
+    assert messages(evs) == []
+    conn.tick(2.0)
+    evs = events(conn)
+    assert FrameRejected("timeout") in evs
+    assert messages(evs) == [PING]
+
+
+def test_late_data_expires_the_old_partial_first():
+    conn = EcrConnection()
+    feed(conn, frame(PING)[:4], now=0.0)
+    evs = feed(conn, frame(PING), now=5.0)
+    assert FrameRejected("timeout") in evs
+    assert messages(evs) == [PING]
+
+
+def decode_sent(data: bytes) -> dict:
+    assert data[:1] == STX and data[-1:] == ETX
+    length = struct.unpack(">H", data[1:3])[0]
+    assert len(data) == length + 6
+    assert struct.unpack(">H", data[-3:-1])[0] == binascii.crc_hqx(data[1:3 + length], 0xFFFF)
+    return msgpack.unpackb(data[3:3 + length])
+
+
+def test_send_then_ack():
+    conn = EcrConnection()
+    answer = {"t": "res", "re": "L1-1", "ok": True, "time_ms": 5}
+    out = conn.send(Message(answer), now=1.0)
+    assert decode_sent(out) == answer
+    assert conn.awaiting_ack and conn.next_deadline() == pytest.approx(2.0)
+    assert feed(conn, ACK, now=1.1) == [Ack()]
+    assert not conn.awaiting_ack and conn.next_deadline() is None
+
+
+def test_nak_resends_and_gives_up_after_three_retries():
+    conn = EcrConnection()
+    answer = {"t": "res", "re": "L1-1", "ok": True}
+    out = conn.send(Message(answer), now=0.0)
+    for _ in range(3):
+        assert feed(conn, NAK, now=0.1) == [Nak(resent=True)]
+        assert conn.data_to_send() == out
+    evs = feed(conn, NAK, now=0.2)
+    assert evs == [Nak(resent=False), LinkError(answer, 4, "nak")]
+    assert conn.data_to_send() == b""
+    assert not conn.awaiting_ack
+
+
+def test_silence_resends_each_second_then_link_error():
+    conn = EcrConnection()
+    answer = {"t": "res", "re": "L1-9", "ok": False, "err": "UNKNOWN_ITEM", "msg": "no such code"}
+    out = conn.send(Message(answer), now=0.0)
+    sends = [0.0]
+    while (deadline := conn.next_deadline()) is not None:
+        conn.tick(deadline - 0.001)
+        assert events(conn) == []
+        conn.tick(deadline)
+        evs = events(conn)
+        if conn.data_to_send() == out:
+            assert evs == [AckTimeout(resent=True)]
+            sends.append(deadline)
+        else:
+            assert evs == [AckTimeout(resent=False), LinkError(answer, 4, "timeout")]
+    assert sends == pytest.approx([0.0, 1.0, 2.0, 3.0])
+
+
+def test_frames_wait_their_turn():
+    conn = EcrConnection()
+    first, second = {"t": "res", "re": "a", "ok": True}, {"t": "res", "re": "b", "ok": True}
+    assert decode_sent(conn.send(Message(first), now=0.0)) == first
+    assert conn.send(Message(second), now=0.1) == b""
+    assert feed(conn, ACK, now=0.2) == [Ack()]
+    assert decode_sent(conn.data_to_send()) == second
+
+
+def test_ack_inside_noise_and_stray_acks():
+    conn = EcrConnection()
+    assert feed(conn, ACK + NAK) == [GarbageSkipped(2)]  # nothing in flight: just noise
+    conn.send(Message({"t": "res", "re": "a", "ok": True}), now=0.0)
+    evs = feed(conn, b"\xff" + ACK + frame(PING))
+    assert evs[0] == GarbageSkipped(1) and Ack() in evs and messages(evs) == [PING]
+
+
+def test_end_of_stream():
+    conn = EcrConnection()
+    answer = {"t": "res", "re": "a", "ok": True}
+    conn.send(Message(answer), now=0.0)
+    evs = feed(conn, frame(PING)[:6], now=0.1) + feed(conn, b"", now=0.2)
+    assert evs == [FrameRejected("eof"), LinkError(answer, 1, "closed"), ConnectionClosed()]
+    conn.receive_data(b"more", 0.3)
+    assert events(conn) == []
+    with pytest.raises(EcrProtocolError):
+        conn.send(Message(answer), now=0.4)
+
+
+def test_send_refuses_what_cannot_be_framed():
+    conn = EcrConnection()
+    with pytest.raises(EcrProtocolError, match="16384"):
+        conn.send(Message({"pad": "a" * 20000}), now=0.0)
+    with pytest.raises(EcrProtocolError, match="MessagePack"):
+        conn.send(Message({"x": object()}), now=0.0)
+    with pytest.raises(EcrProtocolError):
+        conn.send(Ack(), now=0.0)
+    assert encode_frame(PING) == frame(PING)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))
+def test_arbitrary_bytes_never_raise(data, chunk):
+    for step in (None, chunk):
+        conn = EcrConnection()
+        evs = feed(conn, data, chunk=step)
+        conn.tick(100.0)
+        evs += events(conn)
+        out = conn.data_to_send()
+        assert set(out) <= {ACK[0], NAK[0]}
+        assert out.count(ACK) == len(messages(evs))
+        for body in messages(evs):
+            assert isinstance(body, dict)
+
+
+bodies = st.dictionaries(st.text(max_size=8), st.one_of(st.integers(min_value=-2**63, max_value=2**64 - 1), st.text(max_size=20),
+                                                       st.booleans(), st.none()), max_size=6)
+noise = st.binary(max_size=40).map(lambda b: b.replace(STX, b""))
+
+
+@settings(max_examples=200)
+@given(bodies, noise, noise, st.integers(min_value=1, max_value=17))
+def test_good_frames_survive_noise_and_any_chunking(body, before, after, chunk):
+    conn = EcrConnection()
+    evs = feed(conn, before + frame(body) + after, chunk=chunk)
+    assert messages(evs) == [body]
+
+
+@settings(max_examples=200)
+@given(bodies, st.integers(min_value=1, max_value=0xFFFF), noise)
+def test_a_wrong_crc_is_never_accepted(body, xor, before):
+    conn = EcrConnection()
+    evs = feed(conn, before + frame(body, crc_xor=xor) + frame(PING))
+    assert messages(evs) == [PING]
+    assert FrameRejected("crc") in evs
+    assert conn.data_to_send() == NAK + ACK
+
+
+@settings(max_examples=300)
+@given(bodies, st.data())
+def test_any_single_bit_flip_is_never_accepted(body, data):
+    good = frame(body)
+    bit = data.draw(st.integers(min_value=0, max_value=len(good) * 8 - 1))
+    bad = bytearray(good)
+    bad[bit // 8] ^= 1 << (bit % 8)
+    conn = EcrConnection()
+    evs = feed(conn, bytes(bad))
+    conn.tick(10.0)
+    evs += events(conn)
+    assert body not in messages(evs)
+    if 3 <= bit // 8 < len(good) - 1:  # body or CRC: the frame is complete and refused
+        assert FrameRejected("crc") in evs
