@@ -7,6 +7,7 @@ of its file descriptor; for `socket://host:port` (a serial server on the network
 from __future__ import annotations
 
 import os
+import termios
 
 import serial
 import trio
@@ -67,6 +68,18 @@ def _open_fd(port: str, settings: dict) -> int:
         raise SerialPortError(port, str(exc)) from None
     try:
         # The tty keeps pyserial's settings; the duplicate descriptor outlives pyserial's object.
-        return os.dup(ser.fileno())
+        fd = os.dup(ser.fileno())
     finally:
         ser.close()
+    try:
+        if os.isatty(fd):
+            # pyserial leaves VMIN=0 (it times reads with select), and then a read with nothing to
+            # read returns b"", which a stream reports as end of file. VMIN=1 makes it wait.
+            attrs = termios.tcgetattr(fd)
+            attrs[6][termios.VMIN] = 1
+            attrs[6][termios.VTIME] = 0
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except termios.error as exc:
+        os.close(fd)
+        raise SerialPortError(port, f"cannot set the line up: {exc}") from None
+    return fd

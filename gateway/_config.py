@@ -255,7 +255,7 @@ class _Loader:
         if not isinstance(value, str):
             return self.string(key, value)
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
+        if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
             self.problem(key, f"must be host:port with a port from 0 to 65535, got {value!r}")
             return value
         if host.startswith("[") and host.endswith("]"):
@@ -306,8 +306,9 @@ class _Loader:
         for terminal, value in given.items():
             key = f"pos_api.tokens.{terminal}"
             self.name(key, terminal)
+            before = len(self.problems)
             token = self.secret(key, value)
-            if isinstance(value, str) and not value:
+            if not token and len(self.problems) == before:  # empty in the file or in the environment
                 self.problem(key, "must not be empty")
             elif token and token in seen:
                 # A shared token would make the terminal (and so the id prefix) ambiguous.

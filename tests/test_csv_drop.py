@@ -211,6 +211,7 @@ def test_a_bad_device_entry_is_refused_with_every_mistake(drop_dir, metrics):
 
 async def test_serve_waits_for_a_file_to_settle_then_takes_it(drop_dir, metrics, registry):
     core = FakeCore()
+    drop_dir = drop_dir / "not-yet"  # made on start, so the POS has somewhere to write
     async with trio.open_nursery() as nursery:
         await nursery.start(serve, device(drop_dir, settle_s=0.05), core, metrics)
         assert (drop_dir / "done").is_dir() and (drop_dir / "rejected").is_dir()

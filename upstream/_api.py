@@ -20,7 +20,7 @@ import trio
 
 from core_ext import Request, errors, u64
 
-from ._envelope import MASTER_KINDS, decode_envelope, unpack
+from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
 from ._handlers import PRUNED, STATUS
 from ._keys import raw_public_key
 from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head
@@ -44,16 +44,6 @@ class HttpError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
-
-
-def _jsonable(obj):
-    if isinstance(obj, bytes):
-        return base64.b64encode(obj).decode("ascii")
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _from_json_doc(obj):
@@ -137,7 +127,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             with trio.move_on_at(deadline):
                 await waiter.wait()
         if as_json:
-            return {"batches": [_jsonable(decode_envelope(raw)) for raw in raws], "more": more}
+            return {"batches": [to_jsonable(decode_envelope(raw)) for raw in raws], "more": more}
         # The stored envelope bytes go out as they are: no decoding, no re-encoding.
         packer = msgpack.Packer(use_bin_type=True)
         return (b"\x82" + packer.pack("batches") + packer.pack_array_header(len(raws)) + b"".join(raws)
@@ -262,7 +252,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         if isinstance(answer, bytes):
             payload, ctype = answer, b"application/msgpack"
         elif as_json:
-            payload, ctype = json.dumps(_jsonable(answer)).encode(), b"application/json"
+            payload, ctype = json.dumps(to_jsonable(answer)).encode(), b"application/json"
         else:
             payload, ctype = _packb(answer), b"application/msgpack"
         await send({"type": "http.response.start", "status": status_code,

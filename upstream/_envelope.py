@@ -6,6 +6,7 @@ them without changing the spec.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 
@@ -64,6 +65,17 @@ def unpack(raw: bytes, what: str):
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises ExtraData, FormatError, StackError, TypeError, ...
         raise ValueError(f"{what} is not valid MessagePack ({type(exc).__name__})") from None
+
+
+def to_jsonable(obj):
+    """`obj` with every bytes value in standard base64: the JSON form of UP/1 answers."""
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------

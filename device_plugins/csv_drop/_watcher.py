@@ -162,6 +162,7 @@ class CsvDrop:
         self._listing_failed = False
 
     def prepare(self) -> None:
+        """Make the directory with its `done/` and `rejected/`, so the POS has somewhere to write."""
         for sub in (DONE, REJECTED):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
 

@@ -1,0 +1,6 @@
+"""`python -m gateway` is the `gateway` command."""
+import sys
+
+from ._cli import main
+
+sys.exit(main())

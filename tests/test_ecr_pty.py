@@ -1,0 +1,193 @@
+"""A terminal on a real serial line (pseudo-terminals, pyserial at both ends) against the real core."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+from prometheus_client import CollectorRegistry
+
+from core_ext._store import lot_key
+from device_plugins import ecr_serial
+
+from .ecr_terminal import Cable, Terminal, build_frame
+
+
+class Rig:
+    def __init__(self, core, cable, terminal, registry):
+        self.core = core
+        self.cable = cable
+        self.terminal = terminal
+        self.registry = registry
+
+    async def request(self, body, **kwargs):
+        call = functools.partial(self.terminal.request, body, **kwargs)
+        return await trio.to_thread.run_sync(call)
+
+    def metric(self, name, **labels):
+        return self.registry.get_sample_value(name, {"device": "lane1", **labels}) or 0.0
+
+    async def wait_metric(self, name, value, **labels):
+        with trio.fail_after(10):
+            while self.metric(name, **labels) != value:
+                await trio.sleep(0.01)
+
+    def lot_qty(self, sku, lot):
+        with self.core.store.read() as tx:
+            row = tx.get("lots", lot_key(sku, lot))
+        return row["qty"] if row else 0
+
+    def events_with_id(self, doc_id):
+        with self.core.store.read() as tx:
+            return [e for e in tx.events() if e.get("id") == doc_id]
+
+
+@pytest.fixture
+async def rig(core, tmp_path, nursery):
+    cable = Cable(str(tmp_path / "ttyECR0"))
+    await cable.plug(nursery)
+    registry = CollectorRegistry()
+    device = {"name": "lane1", "kind": "ecr_serial", "port": cable.path, "baudrate": 115200}
+    await nursery.start(ecr_serial.serve, device, core.submit, ecr_serial.Metrics(registry))
+    terminal = await trio.to_thread.run_sync(Terminal, cable.terminal_path)
+    rig = Rig(core, cable, terminal, registry)
+    await rig.wait_metric("gateway_ecr_connected", 1)
+    yield rig
+    terminal.close()
+    await cable.aclose()
+
+
+def sale(rid, lines, cents, **extra):
+    return {"t": "sale", "id": rid, "lane": "1", "lines": lines,
+            "payments": [{"method": "cash", "cents": cents}], **extra}
+
+
+async def test_terminal_sells_returns_and_queries(rig):
+    [pong] = await rig.request({"t": "ping", "id": "P-1"}, noise=b"BOOT ECR v2.1\r\n\xff\x00")
+    assert pong["ok"] is True and isinstance(pong["time_ms"], int)
+    assert rig.metric("gateway_ecr_garbage_bytes_total") == 17
+
+    lines = [{"code": "SKU-1", "qty": 2}]
+    [quote] = await rig.request({"t": "quote", "id": "Q-1", "lines": lines})
+    assert quote["ok"] is True
+    total = quote["total_cents"]
+    assert total == sum(line["net_cents"] for line in quote["lines"])
+
+    b2_before = rig.lot_qty("SKU-1", "B2")
+    [sold] = await rig.request(sale("S-1", lines, total), noise=b"\x00\x01line noise")
+    assert sold["ok"] is True and sold["re"] == "S-1"
+    [event] = rig.events_with_id("lane1:S-1")
+    assert event["seq"] == sold["seq"]
+    allocations = sold["lines"][0]["allocations"]
+    assert sum(a["qty"] for a in allocations) == 2
+    # The lots the answer names are the lots the ledger moved.
+    moved = {(m[0], m[1]): m[2] for m in event["moves"]}
+    assert moved == {("SKU-1", a["lot"]): -a["qty"] for a in allocations}
+    assert rig.lot_qty("SKU-1", "B2") == b2_before - 2  # FEFO: B2 expires first
+
+    [stock] = await rig.request({"t": "stock", "id": "K-1", "code": "SKU-1"})
+    with rig.core.store.read() as tx:
+        ledger_lots = {lot: row["qty"] for lot, row in
+                       ((k.decode().split("\x00")[1], v) for k, v in tx.items("lots", b"SKU-1\x00"))}
+    assert {row["lot"]: row["qty"] for row in stock["lots"]} == {
+        lot: qty for lot, qty in ledger_lots.items() if qty}
+    assert stock["on_hand"] == sum(ledger_lots.values())
+
+    [member] = await rig.request({"t": "member", "id": "M-1", "member": "M1"})
+    assert member["ok"] is True and member["tier"] == "gold"
+
+    [returned] = await rig.request({"t": "return", "id": "R-1", "orig": "S-1",
+                                    "lines": [{"sku": "SKU-1", "qty": 1, "lot": "B2"}],
+                                    "reason": "defect"})
+    assert returned["ok"] is True and returned["refund_cents"] > 0
+    [revent] = rig.events_with_id("lane1:R-1")
+    assert revent["seq"] == returned["seq"]
+    assert rig.lot_qty("SKU-1", "B2") == b2_before - 1
+
+    [refused] = await rig.request({"t": "return", "id": "R-2", "orig": "S-1",
+                                   "lines": [{"sku": "SKU-1", "qty": 5, "lot": "B2"}]})
+    assert refused["ok"] is False and refused["err"] == "RETURN_EXCEEDS_SALE" and refused["msg"]
+    assert rig.events_with_id("lane1:R-2") == []
+    assert rig.lot_qty("SKU-1", "B2") == b2_before - 1
+
+    assert rig.metric("gateway_ecr_frames_total", direction="in") == 7
+    assert rig.metric("gateway_ecr_frames_total", direction="out") == 7
+    assert rig.metric("gateway_ecr_responses_total", result="ok") == 6
+    assert rig.metric("gateway_ecr_responses_total", result="RETURN_EXCEEDS_SALE") == 1
+
+
+async def test_corrupted_crc_is_naked_then_resent(rig):
+    before = rig.lot_qty("SKU-2", None)
+    [quote] = await rig.request({"t": "quote", "id": "Q-9", "lines": [{"code": "SKU-2", "qty": 1}]})
+    [sold] = await rig.request(sale("S-9", [{"code": "SKU-2", "qty": 1}], quote["total_cents"]),
+                               corrupt_crc=True)
+    assert sold["ok"] is True
+    assert rig.terminal.naks == 1
+    assert rig.metric("gateway_ecr_rejects_total", reason="crc") == 1
+    assert len(rig.events_with_id("lane1:S-9")) == 1
+    assert rig.lot_qty("SKU-2", None) == before - 1
+
+
+async def test_lost_ack_sends_twice_and_the_sale_applies_once(rig):
+    before = rig.lot_qty("SKU-2", None)
+    [quote] = await rig.request({"t": "quote", "id": "Q-5", "lines": [{"code": "SKU-2", "qty": 3}]})
+    body = sale("S-5", [{"code": "SKU-2", "qty": 3}], quote["total_cents"])
+    # The terminal misses the first ACK, sends the frame again, and gets two answers.
+    first, second = await rig.request(body, lose_ack=True, responses=2)
+    assert first["ok"] is True
+    assert first == second
+    assert len(rig.events_with_id("lane1:S-5")) == 1
+    assert rig.lot_qty("SKU-2", None) == before - 3
+    assert rig.metric("gateway_ecr_frames_total", direction="in") == 3
+
+
+async def test_unknown_or_missing_type_is_answered_by_the_plugin(rig):
+    [unknown] = await rig.request({"t": "refund-all", "id": "X-1"})
+    assert unknown == {"t": "res", "re": "X-1", "ok": False, "err": "BAD_REQUEST",
+                       "msg": unknown["msg"]}
+    assert "refund-all" in unknown["msg"]
+    [missing] = await rig.request({"id": "X-2"})
+    assert missing["err"] == "BAD_REQUEST" and "no type" in missing["msg"]
+    assert rig.metric("gateway_ecr_rejects_total", reason="bad_request") == 2
+    # A routable request with a bad field goes to the core, which names the field.
+    [bad] = await rig.request({"t": "sale", "id": "X-3", "lines": "nope", "payments": []})
+    assert bad["ok"] is False and bad["err"] == "BAD_REQUEST"
+
+
+async def test_unplug_mid_stream_and_replug(rig, nursery):
+    [quote] = await rig.request({"t": "quote", "id": "Q-7", "lines": [{"code": "SKU-4", "qty": 1}]})
+    price = quote["total_cents"]
+    before = rig.lot_qty("SKU-4", None)
+    # Half a frame is on the wire when the cable is pulled.
+    rig.terminal.noise(build_frame(sale("S-lost", [{"code": "SKU-4", "qty": 1}], price))[:9])
+    await trio.sleep(0.05)
+    rig.cable.unplug()
+    await rig.wait_metric("gateway_ecr_connected", 0)
+    await trio.sleep(0.3)  # the gateway keeps trying a port that is not there
+    assert rig.metric("gateway_ecr_connected") == 0
+    await rig.cable.plug(nursery)
+    await rig.wait_metric("gateway_ecr_connected", 1)
+    [sold] = await rig.request(sale("S-7", [{"code": "SKU-4", "qty": 1}], price))
+    assert sold["ok"] is True
+    assert rig.events_with_id("lane1:S-lost") == []
+    assert len(rig.events_with_id("lane1:S-7")) == 1
+    assert rig.lot_qty("SKU-4", None) == before - 1
+
+
+async def test_missing_device_does_not_hold_up_start(core, tmp_path, nursery):
+    registry = CollectorRegistry()
+    cable = Cable(str(tmp_path / "ttyLATE"))
+    device = {"name": "lane1", "kind": "ecr_serial", "port": cable.path}
+    with trio.fail_after(1):
+        await nursery.start(ecr_serial.serve, device, core.submit, ecr_serial.Metrics(registry))
+    assert registry.get_sample_value("gateway_ecr_connected", {"device": "lane1"}) == 0
+    await trio.sleep(0.2)
+    await cable.plug(nursery)
+    terminal = await trio.to_thread.run_sync(Terminal, cable.terminal_path)
+    try:
+        [pong] = await trio.to_thread.run_sync(terminal.request, {"t": "ping", "id": "late"})
+        assert pong["ok"] is True
+        assert registry.get_sample_value("gateway_ecr_connected", {"device": "lane1"}) == 1
+    finally:
+        terminal.close()
+        await cable.aclose()
