@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_promo_c.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'
-	GATEWAY_REQUIRE_EXTENSIONS=1 $(PY) -c "import core_ext, core_ext._select as s; assert s.promo.FLAVOUR == core_ext.FLAVOUR == 'cython'; print('core_ext: compiled extensions built')"
+	GATEWAY_REQUIRE_EXTENSIONS=1 $(PY) -c "import core_ext._select as s; assert {s.ledger.__name__, s.promo.__name__} == {'core_ext._ledger_c', 'core_ext._promo_c'}; print('core_ext: compiled extensions built')"
 	touch $(STAMP)
 
 install: $(STAMP)

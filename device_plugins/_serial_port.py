@@ -83,3 +83,54 @@ def _open_fd(port: str, settings: dict) -> int:
         os.close(fd)
         raise SerialPortError(port, f"cannot set the line up: {exc}") from None
     return fd
+
+
+def port_settings(device: dict) -> dict:
+    """The serial settings of a device's configuration (115200 8N1 unless it says otherwise)."""
+    return {"baudrate": device.get("baudrate", 115200), "bytesize": device.get("bytesize", 8),
+            "parity": device.get("parity", "N"), "stopbits": device.get("stopbits", 1)}
+
+
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+async def serve_port(device: dict, run_link, connected, log, *,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Keep `device`'s port open and `await run_link(stream)` on it, until cancelled.
+
+    When the port is missing or goes away (unplugged), it is reopened with capped exponential
+    backoff. `connected` is a gauge child set to 1 while the port is open. `task_status.started()`
+    is called once the first open was attempted: a missing device never holds up the gateway.
+    """
+    name = device["name"]
+    port = device.get("port", "")
+    connected.set(0)
+    backoff = BACKOFF_FIRST_S
+    started = False
+    while True:
+        stream = None
+        try:
+            stream = await open_serial(port, **port_settings(device))
+        except SerialPortError as exc:
+            log.warning("%s: cannot open the port, retrying in %.1f s: %s", name, backoff, exc.reason)
+        if not started:
+            task_status.started()
+            started = True
+        if stream is None:
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            continue
+        backoff = BACKOFF_FIRST_S
+        connected.set(1)
+        log.info("%s: connected on %s", name, port)
+        try:
+            await run_link(stream)
+            log.warning("%s: the port closed", name)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.warning("%s: the port went away: %s", name, exc)
+        finally:
+            connected.set(0)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+        await trio.sleep(backoff)

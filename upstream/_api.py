@@ -194,23 +194,22 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
     # --- routing ----------------------------------------------------------------------------
 
     async def route(method: str, path: str, query: dict, headers: dict, receive, as_json: bool):
-        """(route name for the metrics, answer)."""
         if path == f"{PREFIX}/batches":
             _only(method, "GET")
-            return "batches", await batches(query, as_json)
+            return await batches(query, as_json)
         if path == f"{PREFIX}/status":
             _only(method, "GET")
-            return "status", status()
+            return status()
         if path == f"{PREFIX}/ack":
             _only(method, "POST")
             body = decode_request(await read_body(receive, headers), headers)
             if not isinstance(body, dict):
                 raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"through": N}')
-            return "ack", await through_core("ack", {"through": body.get("through")})
+            return await through_core("ack", {"through": body.get("through")})
         if path == f"{PREFIX}/movements":
             _only(method, "POST")
             doc = decode_request(await read_body(receive, headers), headers)
-            return "movements", await through_core("movements", {"doc": doc})
+            return await through_core("movements", {"doc": doc})
         match = _MASTER_PATH.match(path)
         if match:
             _only(method, "PUT")
@@ -219,7 +218,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
                 raise HttpError(404, "NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of "
                                                   f"{', '.join(MASTER_KINDS)}")
             doc = decode_request(await read_body(receive, headers), headers)
-            return "master", await through_core("master", {"kind": kind, "doc": doc})
+            return await through_core("master", {"kind": kind, "doc": doc})
         raise HttpError(404, "NOT_FOUND", f"no such resource {path!r}")
 
     async def app(scope, receive, send):
@@ -243,8 +242,9 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
                 # Nothing else is said: not whether the token was missing or wrong, not the route.
                 route_name = "unauthorized"
                 raise HttpError(401, "UNAUTHORIZED", "authentication required")
+            route_name = _route_name(scope["path"])
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            route_name, answer = await route(scope["method"], scope["path"], query, headers, receive, as_json)
+            answer = await route(scope["method"], scope["path"], query, headers, receive, as_json)
         except HttpError as exc:
             status_code = exc.status
             answer = {"error": exc.code, "message": exc.message, **exc.extra}
@@ -255,14 +255,22 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             payload, ctype = json.dumps(to_jsonable(answer)).encode(), b"application/json"
         else:
             payload, ctype = _packb(answer), b"application/msgpack"
+        if metrics is not None:
+            metrics.request(route_name, status_code)
         await send({"type": "http.response.start", "status": status_code,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
                                 *extra_headers]})
         await send({"type": "http.response.body", "body": payload})
-        if metrics is not None:
-            metrics.request(route_name, status_code)
 
     return app
+
+
+def _route_name(path: str) -> str:
+    """The metric label of a path: one of a few fixed names, never the path itself."""
+    if _MASTER_PATH.match(path):
+        return "master"
+    name = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else ""
+    return name if name in ("batches", "status", "ack", "movements") else "other"
 
 
 def _only(method: str, allowed: str) -> None:

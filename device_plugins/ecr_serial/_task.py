@@ -9,7 +9,7 @@ import trio
 from core_ext._errors import BAD_REQUEST, UNAVAILABLE
 from core_ext._types import Request
 
-from .._serial_port import SerialPortError, open_serial
+from .._serial_port import serve_port
 from ._events import (
     Ack, AckTimeout, ConnectionClosed, FrameRejected, GarbageSkipped, LinkError, Message, Nak,
     NEED_DATA,
@@ -19,53 +19,19 @@ from ._protocol import EcrConnection, EcrProtocolError
 log = logging.getLogger("gateway.ecr")
 
 REQUEST_TYPES = ("quote", "sale", "return", "member", "stock", "ping")
-BACKOFF_FIRST_S = 0.1
-BACKOFF_MAX_S = 5.0
 READ_SIZE = 4096
 # Requests received but not yet answered; a terminal sends one at a time, so this is ample.
 MAX_WAITING = 16
 
 
-def port_settings(device: dict) -> dict:
-    return {"baudrate": device.get("baudrate", 115200), "bytesize": device.get("bytesize", 8),
-            "parity": device.get("parity", "N"), "stopbits": device.get("stopbits", 1)}
-
-
 async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the terminal `device` until cancelled, reopening its port whenever it goes away."""
     name = device["name"]
-    port = device["port"]
-    metrics.connected.labels(name).set(0)
-    backoff = BACKOFF_FIRST_S
-    started = False
-    while True:
-        stream = None
-        try:
-            stream = await open_serial(port, **port_settings(device))
-        except SerialPortError as exc:
-            log.warning("ecr %s: cannot open the port, retrying in %.1f s: %s", name, backoff,
-                        exc.reason)
-        if not started:
-            # A missing terminal must not hold up the gateway's start.
-            task_status.started()
-            started = True
-        if stream is None:
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-            continue
-        backoff = BACKOFF_FIRST_S
-        metrics.connected.labels(name).set(1)
-        log.info("ecr %s: connected on %s", name, port)
-        try:
-            await _Link(name, stream, submit, metrics).run()
-            log.warning("ecr %s: the port closed", name)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.warning("ecr %s: the port went away: %s", name, exc)
-        finally:
-            metrics.connected.labels(name).set(0)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-        await trio.sleep(backoff)
+
+    async def run_link(stream):
+        await _Link(name, stream, submit, metrics).run()
+
+    await serve_port(device, run_link, metrics.connected.labels(name), log, task_status=task_status)
 
 
 class _Link:

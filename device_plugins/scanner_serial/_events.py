@@ -1,0 +1,41 @@
+"""What the serial scanner's line protocol reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core_ext._barcodes import Scan
+
+
+class _NeedData:
+    """The sentinel `next_event()` returns when it has nothing until more bytes arrive."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """A scan read with certainty (an HIBC primary and its linked secondary count as one)."""
+
+    scan: Scan
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A line that cannot be read: `code` is short and stable, `reason` is for a person."""
+
+    raw: bytes
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The byte stream ended; a line without its terminator was dropped (`partial` bytes)."""
+
+    partial: int

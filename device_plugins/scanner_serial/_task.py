@@ -1,0 +1,68 @@
+"""The trio task for one serial scanner: read scans, submit them with the scanner's role."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import trio
+
+from core_ext._types import Request
+
+from .._serial_port import serve_port
+from ._events import NEED_DATA, ConnectionClosed, Rejected, Scanned
+from ._protocol import ScannerConnection
+
+log = logging.getLogger("gateway.scanner")
+
+ROLES = ("receive", "count", "lane")
+READ_SIZE = 1024
+
+
+async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve the scanner `device` until cancelled, reopening its port whenever it goes away."""
+    name = device["name"]
+    role = device.get("role", "receive")
+    if role not in ROLES:
+        raise ValueError(f"scanner {name!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
+    terminator = device.get("terminator", "any")
+    ScannerConnection(terminator=terminator)  # a bad terminator fails here, at start
+    # Scan ids must never repeat, across reconnects and restarts: the start time plus a counter.
+    boot_ms = int(time.time() * 1000)
+    counter = iter(range(1, 1 << 62))
+
+    async def run_link(stream: trio.abc.Stream) -> None:
+        conn = ScannerConnection(terminator=terminator)
+        while True:
+            deadline = conn.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                data = await stream.receive_some(READ_SIZE)
+                conn.receive_data(data, trio.current_time())
+            conn.tick(trio.current_time())
+            while (event := conn.next_event()) is not NEED_DATA:
+                if isinstance(event, Scanned):
+                    await _submit(event.scan, f"{boot_ms}-{next(counter)}")
+                elif isinstance(event, Rejected):
+                    metrics.rejects.labels(name, event.code).inc()
+                    log.warning("scanner %s: scan %r rejected: %s", name, event.raw, event.reason)
+                elif isinstance(event, ConnectionClosed):
+                    return
+
+    async def _submit(scan, scan_id: str) -> None:
+        metrics.scans.labels(name).inc()
+        body = {"id": scan_id, "role": role, "lane": str(device.get("lane", "")), "code": scan.raw,
+                "gtin": scan.gtin, "hibc": scan.hibc, "lot": scan.lot, "expiry": scan.expiry,
+                "serial": scan.serial, "quantity": scan.quantity}
+        try:
+            response = await submit(Request(kind="scan", body=body, source=name, channel="scanner"))
+        except Exception:
+            log.exception("scanner %s: the core failed on scan %r", name, scan.raw)
+            metrics.refused.labels(name, "UNAVAILABLE").inc()
+            return
+        if not response.body.get("ok"):
+            err = str(response.body.get("err", "error"))
+            metrics.refused.labels(name, err).inc()
+            log.warning("scanner %s: scan %r refused: %s %s", name, scan.raw, err,
+                        response.body.get("msg"))
+
+    await serve_port(device, run_link, metrics.connected.labels(name), log, task_status=task_status)
