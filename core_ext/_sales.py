@@ -222,7 +222,11 @@ def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
 def _payments(body: dict, total: int, *, implicit: bool) -> list[dict]:
     payments = body.get("payments")
     if payments is None and implicit:
-        return [{"method": "cash", "cents": total}]
+        # A legacy POS file says at most how a basket was paid, never how much: the priced total.
+        method = body.get("payment") or "cash"
+        if method not in PAYMENT_METHODS or method == "points":
+            raise _bad(f"payment {method!r} cannot settle a file's basket (use cash, card or insurance)")
+        return [{"method": method, "cents": total}]
     if not isinstance(payments, list) or not payments:
         raise _bad("payments must be a non-empty list")
     for i, p in enumerate(payments):

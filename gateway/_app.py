@@ -33,6 +33,7 @@ class Gateway:
         self.core = None
         self.urls: dict[str, list[str]] = {}
         self.device_tasks: dict[str, str] = {}
+        self.erp_key_present = False
         self._device_metrics: dict = {}  # one metrics family per device kind; the device name is a label
 
     def _read(self):
@@ -45,19 +46,19 @@ class Gateway:
     def ready(self):
         ok = self.store is not None and self.core is not None and self.core.running
         return ok, {"store": "open" if self.store is not None else "closed",
-                    "core_loop": "running" if ok else "not started", "listeners": self.urls}
+                    "core_loop": "running" if ok else "not started", "listeners": self.urls,
+                    "erp_public_key": "present" if self.erp_key_present else "absent: master data is refused"}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         self.store = Store(cfg.store.data_dir)
         try:
             signing_key = upstream.load_private_key(cfg.keys.signing_key)
+            # Without the ERP's key the gateway still sells; master documents are refused (403).
             erp_key = None
             if os.path.exists(cfg.keys.erp_public_key):
                 erp_key = upstream.load_public_key(cfg.keys.erp_public_key)
-            else:
-                log.warning("no ERP public key at %s: master documents and movements will be refused (403)",
-                            cfg.keys.erp_public_key)
+            self.erp_key_present = erp_key is not None
             seal_signal = upstream.SealSignal()
             up_metrics = upstream.Metrics(self.registry, self.store)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
