@@ -177,12 +177,12 @@ def _check_rule(r: dict) -> list:
     if "name" in r and not isinstance(r["name"], str):
         errs.append(("name", "must be a string"))
     kind = r.get("kind")
-    if kind not in KIND_CODES:
+    if not isinstance(kind, str) or kind not in KIND_CODES:
         errs.append(("kind", "must be one of " + ", ".join(ITEM_KINDS + ORDER_KINDS)))
     params = r.get("params")
     if not isinstance(params, dict):
         errs.append(("params", "must be a map"))
-    elif kind in KIND_CODES:
+    elif isinstance(kind, str) and kind in KIND_CODES:
         _check_params(kind, params, errs)
     target = r.get("target") or {}
     if not isinstance(target, dict):
@@ -275,7 +275,7 @@ def validate_promotions(body) -> list[str]:
             else:
                 seen[rid] = i
         group = r.get("exclusive_group")
-        if isinstance(group, str) and r.get("kind") in KIND_CODES:
+        if isinstance(group, str) and isinstance(r.get("kind"), str) and r["kind"] in KIND_CODES:
             layer = 0 if r["kind"] in ITEM_KINDS else 1
             if group in layers and layers[group][0] != layer:
                 errors.append(f"{label}: exclusive_group {group!r} mixes item-layer and order-layer rules "

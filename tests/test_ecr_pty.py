@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import pytest
 import trio
@@ -191,3 +192,32 @@ async def test_missing_device_does_not_hold_up_start(core, tmp_path, nursery):
     finally:
         terminal.close()
         await cable.aclose()
+
+
+async def test_gateway_resends_an_unacknowledged_response(rig):
+    ser = rig.terminal.ser
+
+    def exchange():
+        ser.write(build_frame({"t": "ping", "id": "P-R"}))
+        ser.flush()
+        got = bytearray()
+        # Read the ACK and the response, never answer it, and wait for it to come again.
+        until = time.monotonic() + 5
+        while got.count(b"\x02") < 2 and time.monotonic() < until:
+            got += ser.read(256)
+        first_at = got.index(b"\x02")
+        frame_len = 3 + int.from_bytes(got[first_at + 1:first_at + 3], "big") + 3
+        first = bytes(got[first_at:first_at + frame_len])
+        while len(got) < first_at + 2 * frame_len and time.monotonic() < until:
+            got += ser.read(256)
+        second = bytes(got[first_at + frame_len:first_at + 2 * frame_len])
+        ser.write(b"\x06")
+        ser.flush()
+        return bytes(got[:first_at]), first, second
+
+    before, first, second = await trio.to_thread.run_sync(exchange)
+    assert before == b"\x06"
+    assert first == second and first[-1:] == b"\x03"
+    await rig.wait_metric("gateway_ecr_retransmits_total", 1)
+    assert rig.metric("gateway_ecr_frames_total", direction="out") == 2
+    assert rig.metric("gateway_ecr_link_errors_total") == 0

@@ -121,7 +121,8 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         deadline = trio.current_time() + wait_s
         while True:
             waiter = signal.waiter() if signal is not None else None
-            raws, more = read_batches(after, limit)
+            # A page may be tens of megabytes: copy it out of LMDB off the event loop.
+            raws, more = await trio.to_thread.run_sync(read_batches, after, limit)
             if raws or waiter is None or trio.current_time() >= deadline:
                 break
             with trio.move_on_at(deadline):

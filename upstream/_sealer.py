@@ -225,17 +225,20 @@ def _wall_ms() -> int:
 
 async def run_sealer(submit, read_backlog: Callable[[], Backlog], wait_commit, *, metrics=None,
                      now_ms: Callable[[], int] = _wall_ms, prune_interval_s: float = 60.0,
+                     pressure: Callable[[], bool] | None = None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Submit `seal` when batch_max_events are waiting or the oldest has waited batch_max_age_s.
 
-    Also submits `prune` every `prune_interval_s`. `read_backlog()` reads the store; `wait_commit()`
-    returns after the next durable commit (the core loop's), which is when the backlog can grow.
+    Also submits `prune` every `prune_interval_s`, forced past the retention while `pressure()`
+    (the disk is nearly full; acknowledged batches only, as always). `read_backlog()` reads the
+    store; `wait_commit()` returns after the next durable commit, which is when the backlog can grow.
     """
     task_status.started()
     next_prune = trio.current_time()
     while True:
         if trio.current_time() >= next_prune:
-            answer = await submit(Request("prune", {}, source="sealer"))
+            force = bool(pressure and pressure())
+            answer = await submit(Request("prune", {"force": force}, source="sealer"))
             if not answer.ok:
                 log.warning("pruning refused: %s", answer.body.get("msg"))
             next_prune = trio.current_time() + prune_interval_s
