@@ -13,5 +13,8 @@ __all__ = [
     "split_lot_key", "u64", "from_u64", "Request", "Response", "Submit", "FLAVOUR",
 ]
 
+from ._barcodes import Scan, ScanError, parse_scan  # noqa: E402
 from ._handlers import HANDLERS  # noqa: E402  (after the names the handlers import)
 from ._types import Settings  # noqa: E402
+
+__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings"]

@@ -186,3 +186,13 @@ async def test_stock_member_ping(core):
 async def test_unknown_kind_is_refused(core):
     res = await core.submit(Request("teleport", {"id": "x"}, source="lane1"))
     assert res.body["err"] == "BAD_REQUEST"
+
+
+async def test_a_scanned_gs1_code_names_its_lot(core):
+    code = f"]d201{GTIN_STRIPS}17280131" + "10C3"
+    res = await sale(core, "L1-gs1", [{"code": code, "qty": 2}], 2 * 1990)
+    assert res.ok, res.body
+    assert res.body["lines"][0]["lot"] == "C3"
+    assert res.body["lines"][0]["allocations"] == [{"lot": "C3", "expiry": "2028-01-31", "qty": 2}]
+    bad = await sale(core, "L1-gs1b", [{"code": f"]d201{GTIN_STRIPS[:-1]}0" + "10C3", "qty": 1}], 1990)
+    assert bad.body["err"] == "UNKNOWN_ITEM"  # a wrong check digit is never guessed at

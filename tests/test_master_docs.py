@@ -13,7 +13,7 @@ from upstream._handlers import read_next_activation
 
 from ._data import CATALOG, NOW
 from .test_sealing import (  # noqa: F401  (fixtures)
-    Upstream, erp_key, handlers_for, store_key, upstream, upstream_settings,
+    erp_key, handlers_for, store_key, upstream, upstream_settings,
 )
 from .test_upstream_api import served  # noqa: F401
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from core_ext import Request, Store, ledger, u64
+from core_ext import Request, Store, ledger
 from upstream import SealSignal, Settings, decode_envelope, make_handlers, read_backlog, run_sealer
 
 from gateway._app_core import build_core
@@ -315,3 +315,20 @@ async def test_timer_seals_when_the_oldest_has_waited_long_enough(trio_time_cloc
     last = up.envelopes()[-1]
     sale = body_of(last)["docs"][-1]
     assert sale["id"] == "lane1:lonely" and last["created_ms"] - sale["ts_ms"] >= 5000
+
+
+async def test_under_disk_pressure_the_timer_prunes_acknowledged_batches_early(upstream, nursery):
+    for i in range(6):
+        await upstream.sale(f"p{i}")
+    await upstream.seal()
+    total = len(upstream.envelopes())
+    res = await upstream.submit(Request("ack", {"through": total - 1}, source="erp", channel="erp"))
+    assert res.ok and res.body["acked"] == total - 1
+    await nursery.start(lambda task_status: run_sealer(
+        upstream.submit, lambda: read_backlog(upstream.store, upstream.settings), upstream.core.wait_commit,
+        pressure=lambda: True, task_status=task_status))
+    while [e["seq"] for e in upstream.envelopes()] != [total]:
+        await upstream.core.wait_commit()
+    # The one batch not acknowledged stays, whatever the disk says.
+    with upstream.store.read() as tx:
+        assert tx.meta("upstream.first_available") == total

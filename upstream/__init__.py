@@ -9,7 +9,8 @@ from ._envelope import (
     document_signed_bytes, encode_envelope, seal_envelope, sign_document, signed_bytes, verify_document,
     verify_envelope,
 )
-from ._handlers import STATUS, make_handlers, next_activation_ms
+from ._erp_client import ChainVerifier, ErpClient, ErpError, pull
+from ._handlers import STATUS, make_handlers, next_activation_ms, read_next_activation
 from ._keys import KeyFileError, load_private_key, load_public_key, raw_public_key, write_keypair
 from ._metrics import Metrics, disk_pressure
 from ._push import run_push
@@ -18,8 +19,8 @@ from ._sealer import Backlog, SealSignal, Settings, read_backlog, run_master_act
 __all__ = [
     "make_app", "DocumentError", "EnvelopeError", "UpstreamError", "ZERO_DIGEST", "decode_body",
     "decode_envelope", "digest", "document_signed_bytes", "encode_envelope", "seal_envelope", "sign_document",
-    "signed_bytes", "verify_document", "verify_envelope", "STATUS", "make_handlers", "next_activation_ms",
-    "KeyFileError", "load_private_key", "load_public_key", "raw_public_key", "write_keypair", "Metrics",
-    "disk_pressure", "run_push", "Backlog", "SealSignal", "Settings", "read_backlog", "run_master_activation",
-    "run_sealer",
+    "signed_bytes", "verify_document", "verify_envelope", "ChainVerifier", "ErpClient", "ErpError", "pull",
+    "STATUS", "make_handlers", "next_activation_ms", "read_next_activation", "KeyFileError",
+    "load_private_key", "load_public_key", "raw_public_key", "write_keypair", "Metrics", "disk_pressure",
+    "run_push", "Backlog", "SealSignal", "Settings", "read_backlog", "run_master_activation", "run_sealer",
 ]
