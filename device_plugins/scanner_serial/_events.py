@@ -3,19 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._need_data import NEED_DATA  # noqa: F401  (re-exported with the events)
+
 from core_ext._barcodes import Scan
 
 
-class _NeedData:
-    """The sentinel `next_event()` returns when it has nothing until more bytes arrive."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,178 @@
+"""Promotion engine speed: baskets priced per second and p99 latency, compiled and pure Python side by
+side, for baskets of 1, 10 and 100 lines against rule sets of 10, 1,000 and 10,000 rules.
+
+    python -m benchmarks.bench_promo [--quick] [--seed N] [--seconds S]
+
+Rule sets and baskets are generated from the seed, so runs compare. Both flavours are imported
+directly (`core_ext._promo_c` and `core_ext._promo_py`) and run one after the other on the same
+baskets; their answers are checked to be equal while timing.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import sys
+import time
+
+RULE_COUNTS = (10, 1_000, 10_000)
+BASKET_LINES = (1, 10, 100)
+SKUS = 5_000
+CATEGORIES = 50
+
+
+def _sku(i: int) -> str:
+    return f"SKU-{i:05d}"
+
+
+def _category(i: int) -> str:
+    return f"cat-{i % CATEGORIES:02d}"
+
+
+def make_rules(n: int, seed: int) -> dict:
+    """A promotions body of `n` rules, mostly on a few SKUs or a category, as an ERP would send."""
+    rnd = random.Random(seed * 1_000_003 + n)
+    kinds = (["percent_off"] * 30 + ["amount_off"] * 10 + ["fixed_price"] * 5 + ["qty_tier"] * 10
+             + ["bundle"] * 10 + ["buy_x_get_y"] * 10 + ["threshold"] * 15 + ["order_percent_off"] * 10)
+    rules = []
+    every_left = max(1, min(20, n // 200))  # rules on every item are few in practice: each is a candidate always
+    for i in range(n):
+        kind = rnd.choice(kinds)
+        if kind in ("percent_off", "order_percent_off"):
+            params = {"pct_bp": rnd.randrange(100, 3000)}
+            if kind == "order_percent_off":
+                params["min_cents"] = rnd.randrange(0, 20_000)
+        elif kind == "amount_off":
+            params = {"cents": rnd.randrange(10, 500)}
+        elif kind == "fixed_price":
+            params = {"unit_cents": rnd.randrange(100, 5_000)}
+        elif kind == "qty_tier":
+            params = {"mode": rnd.choice(["all_units", "incremental"]), "tiers": [[2, 500], [5, 1000], [10, 1500]]}
+        elif kind == "bundle":
+            items = rnd.sample(range(SKUS), rnd.randrange(2, 4))
+            params = {"items": [[_sku(s), rnd.randrange(1, 3)] for s in items], "price_cents": rnd.randrange(500, 5_000)}
+        elif kind == "buy_x_get_y":
+            params = {"buy": rnd.randrange(1, 4), "get": 1, "pct_bp": rnd.choice([5000, 10000])}
+        elif rnd.random() < 0.5:
+            params = {"ladder": [[5_000, 300], [10_000, 800], [20_000, 2_000]]}
+        else:
+            params = {"every_cents": 5_000, "off_cents": 250, "max_times": 4}
+        r = {"id": f"P-{i:05d}", "version": 1, "kind": kind, "params": params, "priority": rnd.randrange(0, 5),
+             "stackable": rnd.random() < 0.8}
+        roll = rnd.random()
+        if kind != "bundle":
+            if roll < 0.6:
+                r["target"] = {"skus": [_sku(rnd.randrange(SKUS)) for _ in range(rnd.randrange(1, 6))]}
+            elif roll < 0.97 or every_left == 0:
+                r["target"] = {"categories": [_category(rnd.randrange(CATEGORIES))]}
+            else:
+                every_left -= 1
+        if rnd.random() < 0.15:
+            r["exclusive_group"] = f"{'i' if kind not in ('threshold', 'order_percent_off') else 'o'}{rnd.randrange(20)}"
+        if rnd.random() < 0.2:
+            r["max_discount_cents"] = rnd.randrange(100, 2_000)
+        if rnd.random() < 0.2:
+            r["coupon"] = f"C{rnd.randrange(10)}"
+        if rnd.random() < 0.2:
+            r["who"] = {"members_only": True}
+        if rnd.random() < 0.2:
+            r["when"] = {"weekdays": rnd.sample(range(1, 8), 4)}
+        rules.append(r)
+    return {"ceiling": {"default_max_pct_bp": 5000, "by_category": {"cat-00": 0}},
+            "points": {"earn_per_cents": 100, "earn_points": 1}, "rules": rules}
+
+
+def make_baskets(lines: int, count: int, seed: int) -> list[list[dict]]:
+    rnd = random.Random(seed * 7_919 + lines)
+    hot = [rnd.randrange(SKUS) for _ in range(200)]  # shoppers favour some items, as promotions do
+    out = []
+    for _ in range(count):
+        basket = []
+        for _ in range(lines):
+            s = rnd.choice(hot) if rnd.random() < 0.5 else rnd.randrange(SKUS)
+            basket.append({"sku": _sku(s), "qty": rnd.randrange(1, 4), "unit_cents": 100 + (s * 37) % 9_900,
+                           "category": _category(s)})
+        out.append(basket)
+    return out
+
+
+def _time(engine, baskets, seconds: float):
+    """(baskets per second, p99 seconds, answers of the first pass)."""
+    kw = {"member": {"id": "M1", "tier": "gold"}, "coupons": ("C1", "C2"), "store": "S001", "ts_ms": 1_700_000_000_000,
+          "weekday": 3, "minute": 600}
+    answers = [engine.price(b, **kw) for b in baskets[:20]]  # warm up and keep some answers to compare
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    i = 0
+    start = time.perf_counter()
+    while True:
+        b = baskets[i % len(baskets)]
+        t = time.perf_counter()
+        engine.price(b, **kw)
+        latencies.append(time.perf_counter() - t)
+        i += 1
+        if i >= 20 and time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return i / elapsed, latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], answers
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_promo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (about 0.1 s per figure)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per figure (default 0.5, --quick 0.1)")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else (0.1 if args.quick else 0.5)
+
+    flavours = [("python", importlib.import_module("core_ext._promo_py"))]
+    try:
+        flavours.insert(0, ("cython", importlib.import_module("core_ext._promo_c")))
+    except ImportError:
+        print("  the compiled engine is not built (pip install -e .): pure Python only", file=sys.stderr)
+
+    rows = []
+    for n_rules in RULE_COUNTS:
+        print(f"  generating {n_rules:,} rules ...", file=sys.stderr, flush=True)
+        body = make_rules(n_rules, args.seed)
+        for n_lines in BASKET_LINES:
+            baskets = make_baskets(n_lines, 200, args.seed)
+            figures = {}
+            answers = []
+            for name, module in flavours:
+                t = time.perf_counter()
+                engine = module.PromoEngine(body, 1)
+                load_s = time.perf_counter() - t
+                print(f"  {n_rules:>6,} rules x {n_lines:>3} lines: {name} ...", file=sys.stderr, flush=True)
+                rate, p99, first = _time(engine, baskets, seconds)
+                figures[name] = (rate, p99, load_s)
+                answers.append(first)
+            if len(answers) == 2 and answers[0] != answers[1]:
+                print(f"  MISMATCH between flavours at {n_rules} rules x {n_lines} lines", file=sys.stderr)
+                return 1
+            rows.append((n_rules, n_lines, figures))
+
+    names = [name for name, _ in flavours]
+    header = f"{'rules':>7} {'lines':>5}"
+    for name in names:
+        header += f" {name + ' baskets/s':>18} {name + ' p99 ms':>14}"
+    if len(names) == 2:
+        header += f" {'ratio':>7}"
+    print(header)
+    for n_rules, n_lines, figures in rows:
+        row = f"{n_rules:>7,} {n_lines:>5}"
+        for name in names:
+            rate, p99, _load = figures[name]
+            row += f" {rate:>18,.0f} {p99 * 1000:>14.3f}"
+        if len(names) == 2:
+            row += f" {figures['cython'][0] / figures['python'][0]:>7.2f}"
+        print(row)
+    biggest = [figures for n_rules, _lines, figures in rows if n_rules == RULE_COUNTS[-1]]
+    loads = ", ".join(f"{name} {max(f[name][2] for f in biggest) * 1000:.0f} ms" for name in names)
+    print(f"loading {RULE_COUNTS[-1]:,} rules: {loads}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
