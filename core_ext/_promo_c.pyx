@@ -267,21 +267,45 @@ cdef long long qty_tier(CRule rule, list segs, long long net):
     return half_up(acc)
 
 
-cdef object plan_rule(CRule rule, list state):
-    """As `_promo_py._plan`: what `rule` would do now; None when no line is eligible."""
+cdef list lines_of(CRule rule, list state, dict sku_lines, dict category_lines):
+    """As `_promo_py._lines_of`: the eligible lines, in basket order, through the basket's indexes."""
+    cdef Py_ssize_t li, n = len(state)
+    cdef Line line
+    cdef list found
+    cdef set hits
+    if rule.every and rule.kind != BUNDLE:
+        found = list(range(n))
+    else:
+        hits = set()
+        skus = rule.bundle_qty if rule.kind == BUNDLE else rule.skus
+        for sku in (skus if len(skus) < len(sku_lines) else [s for s in sku_lines if s in skus]):
+            hits.update(sku_lines.get(sku, ()))
+        if rule.kind != BUNDLE:
+            for category in rule.categories:
+                hits.update(category_lines.get(category, ()))
+        found = sorted(hits)
+    cdef list out = []
+    for li in found:
+        line = state[li]
+        if rule.matches(line.sku, line.category):
+            out.append(li)
+    return out
+
+
+cdef object plan_rule(CRule rule, list state, list lines):
+    """As `_promo_py._plan`: what `rule` would do now on its eligible `lines`; None when there are none."""
+    if not lines:
+        return None
     cdef bint xy = rule.kind == BUNDLE or rule.kind == BUY_X_GET_Y
-    cdef bint matched = False, any_open = False
+    cdef bint any_open = False
     cdef list segs = [], lis = [], skus = []
     cdef Line line
     cdef Seg seg
     cdef Piece piece
-    cdef Py_ssize_t li, nlines = len(state)
+    cdef Py_ssize_t li
     cdef long long amount = 0, net = 0, over, times, cents, share, room
-    for li in range(nlines):
+    for li in lines:
         line = state[li]
-        if not rule.matches(line.sku, line.category):
-            continue
-        matched = True
         for seg in line.segs:
             if seg.closed:
                 continue
@@ -292,8 +316,6 @@ cdef object plan_rule(CRule rule, list state):
             segs.append(seg)
             lis.append(li)
             skus.append(line.sku)
-    if not matched:
-        return None
     if not segs:
         return Plan(rule, "units_used" if any_open else "units_closed")
     cdef Plan plan = Plan(rule)
@@ -515,7 +537,7 @@ cdef class PromoEngine:
 
     def price(self, lines, *, member=None, coupons=(), store="", channel="ecr", ts_ms=0, weekday=1, minute=0):
         check_lines(lines)
-        cdef list state = [Line(line, self._ceiling) for line in lines]
+        cdef list state = [Line(src, self._ceiling) for src in lines]
         cdef list trace = []
         cdef list cands = self._candidates(state, member, coupons, store, channel, ts_ms, weekday, minute)
         cdef dict groups = {}
@@ -524,16 +546,27 @@ cdef class PromoEngine:
         for rule in cands:
             if rule.group is not None:
                 groups.setdefault(rule.group, []).append(rule)
+        cdef dict sku_lines = {}, category_lines = {}
+        cdef Line line
+        cdef Py_ssize_t li
+        for li in range(len(state)):
+            line = state[li]
+            sku_lines.setdefault(line.sku, []).append(li)
+            category_lines.setdefault(line.category, []).append(li)
         for rule in cands:
             if rule.group is None:
-                plan = plan_rule(rule, state)
+                plan = plan_rule(rule, state, lines_of(rule, state, sku_lines, category_lines))
                 if plan is not None:
                     settle(<Plan>plan, state, trace)
                 continue
             members = groups.get(rule.group)
             if members is None or members[0] is not rule:
                 continue
-            plans = [x for x in (plan_rule(r, state) for r in members) if x is not None]
+            plans = []
+            for r in members:
+                x = plan_rule(<CRule>r, state, lines_of(<CRule>r, state, sku_lines, category_lines))
+                if x is not None:
+                    plans.append(x)
             best = None
             for p in plans:
                 if p.saving > 0 and (best is None or p.saving > best.saving):

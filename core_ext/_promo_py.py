@@ -589,16 +589,26 @@ class PromoEngine:
         for rule in cands:
             if rule.group is not None:
                 groups.setdefault(rule.group, []).append(rule)
+        sku_lines: dict[str, list[int]] = {}
+        category_lines: dict[str, list[int]] = {}
+        for li, line in enumerate(state):
+            sku_lines.setdefault(line.sku, []).append(li)
+            category_lines.setdefault(line.category, []).append(li)
+        everything = range(len(state))
+
+        def plan(rule: Rule) -> _Plan | None:
+            return _plan(rule, state, _lines_of(rule, state, sku_lines, category_lines, everything))
+
         for rule in cands:
             if rule.group is None:
-                plan = _plan(rule, state)
-                if plan is not None:
-                    _settle(plan, state, trace)
+                p = plan(rule)
+                if p is not None:
+                    _settle(p, state, trace)
                 continue
             members = groups.get(rule.group)
             if members is None or members[0] is not rule:
                 continue  # the group was evaluated where its first member stands
-            plans = [p for p in (_plan(r, state) for r in members) if p is not None]
+            plans = [p for p in map(plan, members) if p is not None]
             best = None
             for p in plans:
                 if p.saving > 0 and (best is None or p.saving > best.saving):
@@ -645,16 +655,32 @@ def _settle(plan: _Plan, state: list[_Line], trace: list[dict]) -> None:
             line.promos.append((rule, cents))
 
 
-def _plan(rule: Rule, state: list[_Line]) -> _Plan | None:
-    """What `rule` would do now; None when no line of the basket is eligible for it."""
+def _lines_of(rule: Rule, state: list[_Line], sku_lines: dict, category_lines: dict, everything) -> list[int]:
+    """The basket's lines eligible for `rule`, in basket order, found through the basket's own indexes
+    (a rule names a few SKUs or categories; scanning every line for each rule would cost lines x rules)."""
+    if rule.every and rule.kind != BUNDLE:
+        found = everything
+    else:
+        hits: set[int] = set()
+        skus = rule.bundle_qty if rule.kind == BUNDLE else rule.skus
+        for sku in (skus if len(skus) < len(sku_lines) else [s for s in sku_lines if s in skus]):
+            hits.update(sku_lines.get(sku, ()))
+        if rule.kind != BUNDLE:
+            for category in rule.categories:
+                hits.update(category_lines.get(category, ()))
+        found = sorted(hits)
+    return [li for li in found if rule.matches(state[li].sku, state[li].category)]
+
+
+def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
+    """What `rule` would do now on its eligible `lines`; None when the basket has none."""
+    if not lines:
+        return None
     xy = rule.kind == BUNDLE or rule.kind == BUY_X_GET_Y
     segs = []   # (line, index, segment, order)
-    matched = False
     any_open = False
-    for li, line in enumerate(state):
-        if not rule.matches(line.sku, line.category):
-            continue
-        matched = True
+    for li in lines:
+        line = state[li]
         for seg in line.segs:
             if seg.closed:
                 continue
@@ -662,8 +688,6 @@ def _plan(rule: Rule, state: list[_Line]) -> _Plan | None:
             if xy and seg.used:
                 continue
             segs.append((li, line, seg, len(segs)))
-    if not matched:
-        return None
     if not segs:
         return _Plan(rule, "units_used" if any_open else "units_closed")
     plan = _Plan(rule)

@@ -64,6 +64,7 @@ class UpstreamConfig:
     batch_max_age_s: float
     retention_acked_s: float
     push_url: str
+    push_token: str = ""   # bearer token sent with pushed batches (optional)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ _DEFAULTS = {
     "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}},
     "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "",
                  "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
-                 "push_url": ""},
+                 "push_url": "", "push_token": ""},
     "metrics": {"listen": "127.0.0.1:9600"},
 }
 _TOP_LEVEL = (*_DEFAULTS, "devices")
@@ -338,6 +339,7 @@ class _Loader:
             batch_max_age_s=self.seconds("upstream.batch_max_age_s", s["batch_max_age_s"], positive=True),
             retention_acked_s=self.seconds("upstream.retention_acked_s", s["retention_acked_s"], positive=False),
             push_url=push_url,
+            push_token=self.secret("upstream.push_token", s["push_token"]),
         )
 
     def devices(self, given) -> tuple:
