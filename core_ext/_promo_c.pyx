@@ -7,8 +7,7 @@ Money fits in 64 bits (the reference bounds it); products of two amounts go thro
 """
 from core_ext._promo_py import (
     AMOUNT_OFF, BUNDLE, BUY_X_GET_Y, FIXED_PRICE, ORDER_PERCENT_OFF, PERCENT_OFF, QTY_TIER, THRESHOLD,
-    PromoInputError, PromoRuleError, check_lines, coupon_key, load_rules, points_earned, trace_entry,
-    validate_promotions,
+    PromoInputError, PromoRuleError, check_lines, coupon_key, load_rules, points_earned, validate_promotions,
 )
 
 __all__ = ["PromoEngine", "PromoRuleError", "PromoInputError", "validate_promotions"]
@@ -27,6 +26,10 @@ cdef extern from *:
     """
     long long pm_muldiv(long long a, long long b, long long c, long long *rem)
     int pm_cmp(long long a, long long b, long long c, long long d)
+
+
+cdef inline dict trace_entry(CRule rule, str reason):
+    return {"rule": rule.id, "version": rule.version, "reason": reason}
 
 
 cdef inline long long half_up(long long cents_times_bp):
@@ -303,7 +306,8 @@ cdef object plan_rule(CRule rule, list state, list lines):
     cdef Seg seg
     cdef Piece piece
     cdef Py_ssize_t li
-    cdef long long amount = 0, net = 0, over, times, cents, share, room
+    cdef long long amount = 0, net = 0, times, cents, share, room
+    cdef dict entry
     for li in lines:
         line = state[li]
         for seg in line.segs:
@@ -385,7 +389,9 @@ cdef object plan_rule(CRule rule, list state, list lines):
         plan.reason = "no_saving"
         return plan
     if rule.cap >= 0 and amount > rule.cap:
-        plan.trace.append(trace_entry(rule, "capped", cents=amount - rule.cap))
+        entry = trace_entry(rule, "capped")
+        entry["cents"] = amount - rule.cap
+        plan.trace.append(entry)
         amount = rule.cap
     cdef list order = [], weights = []
     cdef dict slot = {}
@@ -406,7 +412,10 @@ cdef object plan_rule(CRule rule, list state, list lines):
         room = line.limit - line.disc
         cents = share if share <= room else room
         if cents < share:
-            plan.trace.append(trace_entry(rule, "ceiling", line=li, cents=share - cents))
+            entry = trace_entry(rule, "ceiling")
+            entry["line"] = li
+            entry["cents"] = share - cents
+            plan.trace.append(entry)
         plan.applied.append((li, cents))
         plan.saving += cents
     return plan
@@ -575,7 +584,10 @@ cdef class PromoEngine:
                 if p is best or p.saving == 0:
                     settle(p, state, trace)
                 else:
-                    trace.append(trace_entry(p.rule, "exclusive_group", group=rule.group, winner=best.rule.id))
+                    entry = trace_entry(p.rule, "exclusive_group")
+                    entry["group"] = rule.group
+                    entry["winner"] = best.rule.id
+                    trace.append(entry)
         return answer(self.version, state, trace)
 
 

@@ -32,6 +32,8 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_WAIT_S = 30.0
 _MASTER_PATH = re.compile(r"^/upstream/v1/master/([^/]+)$")
+# Not in UP/1 itself: the back office closes a scanner's cycle count (scanners-and-files.md).
+_COUNT_CLOSE_PATH = re.compile(r"^/upstream/v1/counts/([^/]+)/close$")
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -211,6 +213,13 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             _only(method, "POST")
             doc = decode_request(await read_body(receive, headers), headers)
             return await through_core("movements", {"doc": doc})
+        match = _COUNT_CLOSE_PATH.match(path)
+        if match:
+            _only(method, "POST")
+            body = decode_request(await read_body(receive, headers), headers)
+            if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"id": "<close id>"}')
+            return await through_core("count_close", {"id": body["id"], "device": match.group(1)})
         match = _MASTER_PATH.match(path)
         if match:
             _only(method, "PUT")

@@ -65,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--version", type=int, default=None, help="the ERP's own counter (default: now in ms)")
 
 
+    p = sub.add_parser("close-count", help="close a scanner's open cycle count into adjustments",
+                       description="Close the open cycle count of DEVICE (a scanner with role = \"count\"): every "
+                                   "SKU it counted is set to the counted figure, lots not scanned count as zero.")
+    p.add_argument("device", metavar="DEVICE", help="the counting scanner's name in the configuration")
+    _connection_arguments(p)
+    p.add_argument("--id", default=None, help="an id for this close, so a retry closes once (default: now in ms)")
+
+
 def _client(args) -> ErpClient:
     token = args.token if args.token is not None else os.environ.get("ERP_TOKEN", "")
     if not token:
@@ -183,8 +191,18 @@ def run_push_movements(args) -> int:
     return EXIT_OK
 
 
+def run_close_count(args) -> int:
+    with _client(args) as client:
+        answer = client.close_count(args.device, args.id or f"close-{int(time.time() * 1000)}")
+    for sku, lot, counted, delta in answer.get("counted", []):
+        print(f"{sku:16} lot {lot or '-':12} counted {counted:6}  adjustment {delta:+d}")
+    print(f"count of {args.device} closed as ledger event {answer.get('seq')}")
+    return EXIT_OK
+
+
 def run(args) -> int:
-    commands = {"pull": run_pull, "push-master": run_push_master, "push-movements": run_push_movements}
+    commands = {"pull": run_pull, "push-master": run_push_master, "push-movements": run_push_movements,
+                "close-count": run_close_count}
     try:
         return commands[args.erp_command](args)
     except ErpError as exc:

@@ -120,6 +120,9 @@ class ErpClient:
     def put_master(self, doc: dict) -> dict:
         return self.call("PUT", f"/master/{urllib.parse.quote(doc['kind'])}", doc)
 
+    def close_count(self, device: str, close_id: str) -> dict:
+        return self.call("POST", f"/counts/{device}/close", {"id": close_id})
+
     def post_movements(self, doc: dict) -> dict:
         return self.call("POST", "/movements", doc)
 
