@@ -64,6 +64,12 @@ def refresh(tx, skus, today: str, now_ms: int) -> int:
     return raised
 
 
+def refresh_all(tx, now_ms: int, timezone: str) -> int:
+    """Re-evaluate every SKU's alerts (dates moved, or a recall, catalog or policy changed)."""
+    from ._localtime import today
+    return refresh(tx, all_skus(tx), today(now_ms, timezone), now_ms)
+
+
 def all_skus(tx) -> list[str]:
     skus = {k.decode() for k, _ in tx.items("catalog")}
     skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))

@@ -165,7 +165,7 @@ def handle_lane_basket(tx, request, ctx) -> dict:
 
 def handle_alerts_refresh(tx, request, ctx) -> dict:
     """Dates move even when stock does not: re-evaluate every SKU's alerts."""
-    return {"raised": _alerts.refresh(tx, _alerts.all_skus(tx), _day(ctx), ctx.now_ms)}
+    return {"raised": _alerts.refresh_all(tx, ctx.now_ms, ctx.settings.timezone)}
 
 
 # --- legacy CSV files --------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
     `signing_key` signs batches; `erp_public_key` verifies the ERP's documents; `config` is the
     [upstream] section (see `Settings.from_config`); `signal` is woken after every seal commits.
     """
-    from core_ext import _master
+    from core_ext import _alerts, _master
     from core_ext._stock import post_movement
 
     settings = Settings.from_config(config)
@@ -156,6 +156,12 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
         tx.append_event({"type": "master_applied", "id": f"erp:{kind}:{version}", "kind": kind,
                          "version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
                          "ts_ms": ctx.now_ms, "moves": []})
+        if kind != "promotions":
+            # Only rule sets are needed again (to re-price old sales); a catalog a day would fill the disk.
+            tx.delete("master_docs", _doc_key(kind, version))
+        if kind in ("catalog", "recalls", "policy"):
+            # Reorder points, recalled lots and the expiry window may have changed under the stock.
+            _alerts.refresh_all(tx, ctx.now_ms, ctx.settings.timezone)
 
     def master(tx, request, ctx) -> dict:
         kind = request.body.get("kind")
