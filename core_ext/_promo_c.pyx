@@ -10,6 +10,8 @@ from core_ext._promo_py import (
     PromoInputError, PromoRuleError, check_lines, coupon_key, load_rules, points_earned, validate_promotions,
 )
 
+cimport cython
+
 __all__ = ["PromoEngine", "PromoRuleError", "PromoInputError", "validate_promotions"]
 
 cdef extern from *:
@@ -92,6 +94,7 @@ cdef class CRule:
         return self.every or sku in self.skus or category in self.categories
 
 
+@cython.no_gc  # per-basket state: it holds no reference back to itself, so no cycles
 cdef class Seg:
     cdef long long n, net, tn, tnet   # tn/tnet: units and net a plan in progress drew from it
     cdef bint closed, used
@@ -104,6 +107,7 @@ cdef class Seg:
         self.used = used
 
 
+@cython.no_gc
 cdef class Line:
     cdef str sku, category
     cdef long long qty, unit, gross, limit, disc
@@ -121,6 +125,7 @@ cdef class Line:
         self.promos = []
 
 
+@cython.no_gc
 cdef class Piece:
     cdef Py_ssize_t li
     cdef Seg seg
@@ -128,6 +133,7 @@ cdef class Piece:
     cdef bint discounted
 
 
+@cython.no_gc
 cdef class Plan:
     cdef CRule rule
     cdef list pieces, trace, applied   # applied: [(line, cents)] in line order of first piece

@@ -141,9 +141,9 @@ def _check_params(kind: str, p: dict, errors: list) -> None:
     if kind == "qty_tier":
         if "mode" in p and p["mode"] not in ("all_units", "incremental"):
             errors.append(("params.mode", "must be 'all_units' or 'incremental'"))
-        _check_steps(p.get("tiers"), "params.tiers", "[min_qty, pct_bp]", (1, MAX_COUNT), (0, 10000), errors)
+        _check_steps(p.get("tiers"), "params.tiers", ("min_qty", 1, MAX_COUNT), ("pct_bp", 0, 10000), errors)
     elif kind == "threshold" and "ladder" in p:
-        _check_steps(p["ladder"], "params.ladder", "[min_cents, off_cents]", (0, MAX_CENTS), (0, MAX_CENTS), errors)
+        _check_steps(p["ladder"], "params.ladder", ("min_cents", 0, MAX_CENTS), ("off_cents", 0, MAX_CENTS), errors)
     elif kind == "bundle" and "items" in p:
         items = p["items"]
         ok = isinstance(items, list) and items and all(
@@ -155,12 +155,14 @@ def _check_params(kind: str, p: dict, errors: list) -> None:
             errors.append(("params.items", "names a SKU twice (give its quantity once)"))
 
 
-def _check_steps(steps, key: str, shape: str, first: tuple, second: tuple, errors: list) -> None:
+def _check_steps(steps, key: str, first: tuple, second: tuple, errors: list) -> None:
+    """A non-empty list of [a, b] pairs, `first`/`second` = (name, lo, hi), increasing in a."""
     ok = isinstance(steps, list) and steps and all(
-        isinstance(s, list) and len(s) == 2 and _int_in(s[0], *first) and _int_in(s[1], *second) for s in steps)
+        isinstance(s, list) and len(s) == 2 and _int_in(s[0], *first[1:]) and _int_in(s[1], *second[1:])
+        for s in steps)
     if not ok:
-        errors.append((key, f"must be a non-empty list of {shape} with {shape[1:-1].split(', ')[0]} "
-                            f"{first[0]}..{first[1]} and {shape[1:-1].split(', ')[1]} {second[0]}..{second[1]}"))
+        errors.append((key, f"must be a non-empty list of [{first[0]}, {second[0]}] with {first[0]} "
+                            f"{first[1]}..{first[2]} and {second[0]} {second[1]}..{second[2]}"))
     elif any(a[0] >= b[0] for a, b in zip(steps, steps[1:])):
         errors.append((key, "must be in strictly increasing order of its first element"))
 
@@ -508,25 +510,20 @@ class _Plan:
         self.reason = reason
 
 
-def _unit_cmp(a, b) -> int:
-    """Dearer unit first by current net per unit (exact, by cross-multiplying), then line order."""
-    left = a[2].net * b[2].n
-    right = b[2].net * a[2].n
-    if left != right:
-        return -1 if left > right else 1
-    return -1 if a[3] < b[3] else (1 if a[3] > b[3] else 0)
+def _by_unit_net(dearest_first: bool):
+    """Sort key over (line, line object, segment, order): net per unit compared exactly by
+    cross-multiplying, ties by line order."""
+    def cmp(a, b) -> int:
+        left = a[2].net * b[2].n
+        right = b[2].net * a[2].n
+        if left != right:
+            return (-1 if left > right else 1) if dearest_first else (-1 if left < right else 1)
+        return a[3] - b[3]
+    return cmp_to_key(cmp)
 
 
-def _unit_cmp_asc(a, b) -> int:
-    left = a[2].net * b[2].n
-    right = b[2].net * a[2].n
-    if left != right:
-        return -1 if left < right else 1
-    return -1 if a[3] < b[3] else (1 if a[3] > b[3] else 0)
-
-
-_DESC = cmp_to_key(_unit_cmp)
-_ASC = cmp_to_key(_unit_cmp_asc)
+_DESC = _by_unit_net(True)
+_ASC = _by_unit_net(False)
 
 
 class PromoEngine:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import _alerts, _errors as E, _master
 from ._errors import Refused
 from ._localtime import days_between, local_parts, today
-from ._select import ledger
+from ._select import ledger, promo
 from ._store import lot_key, split_lot_key, u64
 
 PAYMENT_METHODS = ("cash", "card", "insurance", "points")
@@ -115,7 +115,6 @@ def check_lots(tx, resolved: list[dict], day: str, *, request_id: str, record: b
 
 def engine_for(tx, version: int | None = None):
     """The promotion engine of rule-set `version` (default: the one in force), built once per store."""
-    from ._select import promo
     if version is None:
         version = _master.version(tx, "promotions")
     cache = tx.store.cache
@@ -148,13 +147,16 @@ def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
-    priced = engine.price(
-        [{"sku": r["sku"], "qty": r["qty"], "unit_cents": r["item"]["unit_cents"], "category": r["item"]["category"]}
-         for r in resolved],
-        member={"id": member_id, "tier": member.get("tier")} if member else None,
-        coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
-        ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
-    )
+    try:
+        priced = engine.price(
+            [{"sku": r["sku"], "qty": r["qty"], "unit_cents": r["item"]["unit_cents"],
+              "category": r["item"]["category"]} for r in resolved],
+            member={"id": member_id, "tier": member.get("tier")} if member else None,
+            coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
+            ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
+        )
+    except promo.PromoInputError as exc:
+        raise _bad(str(exc)) from None
     for line, r in zip(priced["lines"], resolved):
         line["lot"] = r["lot"]
         line["serial"] = r["serial"]
@@ -320,7 +322,7 @@ def _sold_by_lot(sale: dict) -> dict:
 
 
 def handle_return(tx, request, ctx) -> dict:
-    from ._returns import plan_return
+    from ._returns import ReturnPlanError, plan_return
     body = request.body
     orig = body.get("orig")
     if not isinstance(orig, str) or not orig:
@@ -382,10 +384,13 @@ def handle_return(tx, request, ctx) -> dict:
         out_lines.append({"sku": sku, "lot": lot, "qty": qty})
     engine = engine_for(tx, sale["ruleset"])
     before = {int(k): v for k, v in state["lines"].items()}
-    plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in l["promos"]]}
-                                          for l in sale["lines"]],
-                        "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
-                        "points_restored_before": state["points_restored"]}, before, take, engine)
+    try:
+        plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]}
+                                                               for p in l["promos"]]} for l in sale["lines"]],
+                            "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
+                            "points_restored_before": state["points_restored"]}, before, take, engine)
+    except ReturnPlanError as exc:
+        raise Refused(E.RETURN_EXCEEDS_SALE, str(exc)) from None
     refund_by_index = {p["index"]: p["refund_cents"] for p in plan["lines"]}
     # Spread each sale line's refund over the return lines that drew on it, in order.
     per_line = [0] * len(out_lines)
@@ -403,15 +408,18 @@ def handle_return(tx, request, ctx) -> dict:
     state["points_reversed"] += plan["points_reversed"]
     state["points_restored"] += plan["points_restored"]
     tx.put("returns", sale_key, state)
-    answer = {"refund_cents": plan["refund_cents"], "lines": out_lines}
+    # Lines carry the value given back; what was paid in points comes back as points, the rest as money.
+    answer = {"refund_cents": plan["money_refund_cents"], "lines": out_lines}
     doc = {"type": "return", "id": f"{request.source}:{body['id']}", "source": request.source, "orig": sale_key,
-           "ts_ms": ctx.now_ms, "reason": body.get("reason"), "lines": out_lines, "refund_cents": plan["refund_cents"],
+           "ts_ms": ctx.now_ms, "reason": body.get("reason"), "lines": out_lines,
+           "refund_cents": plan["money_refund_cents"], "value_cents": plan["refund_cents"],
            "member": sale.get("member"), "moves": moves}
     if sale.get("member"):
         delta = plan["points_restored"] - plan["points_reversed"]
         balance = _master.add_points(tx, sale["member"], delta, ctx.now_ms)
         doc["points"] = {"reversed": plan["points_reversed"], "restored": plan["points_restored"]}
         answer["points_reversed"] = plan["points_reversed"]
+        answer["points_restored"] = plan["points_restored"]
         answer["points_balance"] = balance
     answer["seq"] = tx.append_event(doc)
     _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)

@@ -1,17 +1,19 @@
 """The gateway process: one store, one core loop, and every listener and device task around it."""
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import signal
+import socket
 
 import trio
 from prometheus_client import CollectorRegistry
 
 import upstream
-from core_ext import Request, Settings, Store
-from upstream._handlers import read_next_activation
+from core_ext import GatewayError, Refused, Request, Settings, Store, StoreError
+from upstream._handlers import BAD_SIGNATURE, read_next_activation
 
 from ._app_core import build_core
 from ._config import Config
@@ -21,6 +23,36 @@ from ._metrics import LedgerCollector, make_app as make_metrics_app, make_regist
 log = logging.getLogger("gateway")
 
 ALERT_REFRESH_S = 3600.0  # expiry windows move with the calendar even when no stock moves
+
+
+class StartError(GatewayError):
+    """The gateway could not start: `key` is the configuration key at fault, `problem` says why."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _start_error(exc: BaseException) -> StartError | None:
+    """The StartError `exc` carries, when it is nothing else (nurseries wrap it in groups)."""
+    leaves = list(_leaves(exc))
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], StartError) else None
+
+
+def _refuse_unsigned(path: str):
+    def handler(tx, request, ctx) -> dict:
+        raise Refused(BAD_SIGNATURE, f"no ERP public key is installed ({path}): documents from the ERP "
+                                     "cannot be verified and are refused")
+    return handler
 
 
 class Gateway:
@@ -34,35 +66,68 @@ class Gateway:
         self.urls: dict[str, list[str]] = {}
         self.device_tasks: dict[str, str] = {}
         self.erp_key_present = False
+        self.started = False  # every listener and device task is up
         self._device_metrics: dict = {}  # one metrics family per device kind; the device name is a label
 
     def _read(self):
-        return self.store.read()
+        # None while the store is closed: the metrics collector then reports it closed.
+        return None if self.store is None else self.store.read()
 
     def health(self):
         running = self.core is not None and self.core.running
         return running, {"core_loop": "running" if running else "stopped"}
 
     def ready(self):
-        ok = self.store is not None and self.core is not None and self.core.running
-        return ok, {"store": "open" if self.store is not None else "closed",
-                    "core_loop": "running" if ok else "not started", "listeners": self.urls,
+        # Ready only once every listener is bound: a probe that passes must mean POS/1 answers.
+        running = self.store is not None and self.core is not None and self.core.running
+        return running and self.started, {
+                    "store": "open" if self.store is not None else "closed",
+                    "core_loop": "running" if running else "not started",
+                    "listeners": self.urls, "started": self.started,
                     "erp_public_key": "present" if self.erp_key_present else "absent: master data is refused"}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(self)` once every listener and device is up.
+
+        Raises StartError (alone, not in a group) naming the configuration key at fault when a key
+        cannot be used, the data directory cannot be opened or a listener cannot be bound.
+        """
+        try:
+            await self._run(task_status)
+        except BaseExceptionGroup as group:
+            error = _start_error(group)
+            if error is None:
+                raise
+            raise error from error.__cause__
+
+    async def _run(self, task_status) -> None:
         cfg = self.config
-        self.store = Store(cfg.store.data_dir)
+        # The keys first: a key that cannot be used must stop the start before the store is touched.
         try:
             signing_key = upstream.load_private_key(cfg.keys.signing_key)
-            # Without the ERP's key the gateway still sells; master documents are refused (403).
-            erp_key = None
-            if os.path.exists(cfg.keys.erp_public_key):
+        except upstream.KeyFileError as exc:
+            raise StartError("keys.signing_key", str(exc)) from exc
+        # Without the ERP's key the gateway still sells; master documents are refused (403).
+        erp_key = None
+        if os.path.exists(cfg.keys.erp_public_key):
+            try:
                 erp_key = upstream.load_public_key(cfg.keys.erp_public_key)
-            self.erp_key_present = erp_key is not None
+            except upstream.KeyFileError as exc:
+                raise StartError("keys.erp_public_key", str(exc)) from exc
+        self.erp_key_present = erp_key is not None
+        try:
+            self.store = Store(cfg.store.data_dir)
+        except (StoreError, OSError) as exc:  # OSError: the directory cannot even be made
+            raise StartError("store.data_dir", str(exc)) from exc
+        try:
             seal_signal = upstream.SealSignal()
             up_metrics = upstream.Metrics(self.registry, self.store)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
                                               config=cfg.upstream, signal=seal_signal)
+            if erp_key is None:
+                # Nothing to verify the ERP's signature with: refuse its documents as unsigned (403).
+                for kind in ("master", "movements"):
+                    handlers[kind] = _refuse_unsigned(cfg.keys.erp_public_key)
             self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone),
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))
@@ -71,13 +136,12 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
-                self.urls["metrics"] = await nursery.start(serve_asgi, make_metrics_app(self.registry, self.health,
-                                                                                        self.ready), cfg.metrics.listen)
+                self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
+                    self.registry, self.health, self.ready), cfg.metrics.listen)
                 up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
                                            public_key=signing_key, signal=seal_signal)
-                self.urls["upstream"] = await nursery.start(
-                    lambda task_status: serve_asgi(up_app, cfg.upstream.listen, certfile=cfg.upstream.tls_cert,
-                                                   keyfile=cfg.upstream.tls_key, task_status=task_status))
+                self.urls["upstream"] = await _listen(nursery, "upstream.listen", up_app, cfg.upstream.listen,
+                                                      certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key)
                 await nursery.start(lambda task_status: upstream.run_sealer(
                     submit, lambda: upstream.read_backlog(self.store, up_settings), self.core.wait_commit,
                     metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s, task_status=task_status))
@@ -88,16 +152,18 @@ class Gateway:
                         submit, self.store, cfg.upstream, seal_signal, up_metrics, task_status=task_status))
                 from device_plugins import pos_api
                 pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry))
-                self.urls["pos_api"] = await nursery.start(serve_asgi, pos_app, cfg.pos_api.listen)
+                self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen)
                 for device in cfg.devices:
                     await self._start_device(nursery, device, submit)
                 nursery.start_soon(self._refresh_alerts, submit)
                 log.info("gateway %s ready: %s", cfg.store.id,
                          ", ".join(f"{k} {' '.join(v)}" for k, v in self.urls.items()))
+                self.started = True
                 task_status.started(self)
         finally:
-            self.store.close()
-            self.store = None
+            self.started = False
+            store, self.store = self.store, None
+            store.close()
 
     async def _start_device(self, nursery, device: dict, submit) -> None:
         plugin = importlib.import_module(f"device_plugins.{device['kind']}")
@@ -113,13 +179,56 @@ class Gateway:
             await trio.sleep(ALERT_REFRESH_S)
 
 
+def _bind(key: str, listen: str) -> socket.socket:
+    """A listening TCP socket on `listen` ("host:port", IPv6 in brackets), as hypercorn would make it.
+
+    Bound here rather than by hypercorn so that a port already taken is a StartError naming `key`,
+    and the socket that failed to bind is closed at once instead of left for the collector.
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise StartError(key, f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+    return sock
+
+
+async def _listen(nursery, key: str, app, listen: str, **tls) -> list[str]:
+    """Serve `app` on `listen`; returns the bound URLs (port 0 becomes the port the system chose)."""
+    sock = _bind(key, listen)
+    fd = sock.detach()  # hypercorn's listener owns the descriptor from here on
+    try:
+        return await nursery.start(functools.partial(serve_asgi, app, f"fd://{fd}", **tls))
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # hypercorn had taken it and closed it already
+        raise
+
+
 async def run_until_signal(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly (what is committed stays committed)."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            gateway = Gateway(config)
-            nursery.start_soon(gateway.run)
-            async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    """Serve until SIGTERM or SIGINT, then stop cleanly (what is committed stays committed).
+
+    Raises StartError (alone, not in a group) when the gateway cannot start.
+    """
+    try:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                gateway = Gateway(config)
+                nursery.start_soon(gateway.run)
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+    except BaseExceptionGroup as group:
+        error = _start_error(group)
+        if error is None:
+            raise
+        raise error from error.__cause__

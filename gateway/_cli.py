@@ -31,9 +31,10 @@ COMMANDS = {
     "verify-ledger": ("gateway._cmd_ledger", "replay the ledger and check every balance",
                       "Replay every ledger event and compare each stock balance with the replay; "
                       "exits 0 only when all are equal."),
-    "price": ("gateway._cmd_price", "price a basket against the promotions in force",
-              "Price a basket with the catalog and promotions of the store, committing nothing."),
-    "erp": ("upstream._erp_cli", "reference ERP client: pull batches, push master documents and movements",
+    "price": ("gateway._cmd_price", "price a basket file against a promotions rules file, offline",
+              "Price a basket file against a promotions rules file and explain every cent, committing "
+              "nothing: a promotions manager checks a rule set before the ERP sends it."),
+    "erp": ("upstream._erp_cli", "reference ERP client: pull batches, push master data and movements, close counts",
             "A reference ERP client for the upstream API (UP/1)."),
 }
 

@@ -196,3 +196,22 @@ async def test_a_scanned_gs1_code_names_its_lot(core):
     assert res.body["lines"][0]["allocations"] == [{"lot": "C3", "expiry": "2028-01-31", "qty": 2}]
     bad = await sale(core, "L1-gs1b", [{"code": f"]d201{GTIN_STRIPS[:-1]}0" + "10C3", "qty": 1}], 1990)
     assert bad.body["err"] == "UNKNOWN_ITEM"  # a wrong check digit is never guessed at
+
+
+async def test_return_of_a_sale_paid_partly_in_points_gives_points_back_not_money(core):
+    s = await core.request("sale", {"id": "PP1", "member": "M1", "lines": [{"code": "SKU-2", "qty": 2}],
+                                    "payments": [{"method": "points", "cents": 990}, {"method": "cash", "cents": 8990}]})
+    assert s.ok, s.body
+    after_sale = s.body["points_balance"]
+    r = await core.request("return", {"id": "PR1", "orig": "PP1", "lines": [{"sku": "SKU-2", "qty": 2}]})
+    assert r.ok, r.body
+    assert r.body["refund_cents"] == 8990                       # the money paid, back as money
+    assert r.body["points_restored"] == 990                     # the points paid, back as points
+    assert r.body["points_reversed"] == s.body["points_earned"]  # what the sale earned is taken back
+    assert r.body["points_balance"] == after_sale + 990 - s.body["points_earned"] == 1000
+    assert sum(l["refund_cents"] for l in r.body["lines"]) == 2 * 4990  # the value of the goods returned
+
+
+async def test_an_absurd_quantity_is_a_bad_request_not_an_internal_error(core):
+    res = await core.request("quote", {"id": "Q", "lines": [{"code": "SKU-4", "qty": 10**6}] * 2000})
+    assert res.body["err"] == "BAD_REQUEST", res.body

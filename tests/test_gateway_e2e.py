@@ -15,12 +15,15 @@ import msgpack
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from core_ext import Store
 from core_ext._store import lot_key
 from core_ext._verify import verify
-from gateway._app import Gateway
+from gateway._app import Gateway, StartError
 from gateway._config import load_config
+from gateway._metrics import LedgerCollector
 from upstream import load_public_key, write_keypair
 
 from ._data import CATALOG, GTIN_STRIPS, MEMBERS
@@ -258,7 +261,12 @@ async def test_a_day_at_the_store_from_config_file_to_verified_batches(tmp_path)
 
         status, headers, text = await probes.call("GET", "/metrics")
         assert status == 200 and headers["content-type"].startswith("text/plain")
-        assert b"gateway_core_requests_total" in text
+        core = {(sample.labels["kind"], sample.labels["outcome"]): sample.value
+                for family in text_string_to_metric_families(text.decode())
+                for sample in family.samples if sample.name == "gateway_core_requests_total"}
+        assert core[("sale", "ok")] == 1 and core[("sale", "replayed")] == 1
+        assert core[("master", "ok")] == 3 and core[("master", "refused")] == 2
+        assert core[("csv_file", "ok")] == 1
         sold = gateway.registry.get_sample_value("gateway_pos_requests_total",
                                                  {"terminal": TILL, "route": "sales", "status": "201"})
         assert sold == 1
@@ -329,19 +337,93 @@ async def test_a_terminal_on_a_serial_line_sells_through_the_whole_gateway(tmp_p
         store.close()
 
 
-@pytest.mark.parametrize("section", ["pos_api", "upstream", "metrics"])
-async def test_a_listener_that_cannot_bind_stops_the_start_and_closes_the_store(tmp_path, section):
+@pytest.mark.parametrize("key", ["pos_api.listen", "upstream.listen", "metrics.listen"])
+async def test_a_port_already_taken_stops_the_start_naming_the_key(tmp_path, key):
     make_keys(tmp_path)
     with trio.socket.socket() as taken:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        config = load_config(write_config(tmp_path, **{"pos" if section == "pos_api" else section:
-                                                       f"127.0.0.1:{port}"}))
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = load_config(write_config(tmp_path, **{key.split(".")[0].replace("pos_api", "pos"): listen}))
         gateway = Gateway(config)
-        with pytest.raises(OSError):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(gateway.run)
-    assert gateway.store is None
-    store = Store(config.store.data_dir)
-    store.close()
+        with pytest.raises(StartError) as caught:
+            await gateway.run()
+    error = caught.value
+    assert error.key == key and listen in error.problem and "in use" in error.problem
+    assert isinstance(error.__cause__, OSError)
+    # Stopped before it started: nothing is left open, the store reopens at once.
+    assert gateway.store is None and not gateway.started
+    Store(config.store.data_dir).close()
+
+
+@pytest.mark.parametrize("key", ["keys.signing_key", "keys.erp_public_key"])
+async def test_a_key_file_that_is_not_a_key_stops_the_start_before_the_store_is_touched(tmp_path, key):
+    make_keys(tmp_path)
+    config = load_config(write_config(tmp_path))
+    path = config.keys.signing_key if key == "keys.signing_key" else config.keys.erp_public_key
+    with open(path, "wb") as f:
+        f.write(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(StartError) as caught:
+        await Gateway(config).run()
+    assert caught.value.key == key and path in caught.value.problem
+    assert not os.path.exists(config.store.data_dir)
+
+
+async def test_a_data_dir_that_cannot_be_opened_stops_the_start_naming_the_key(tmp_path):
+    make_keys(tmp_path)
+    config = load_config(write_config(tmp_path))
+    (tmp_path / "data").write_bytes(b"not a directory")
+    with pytest.raises(StartError) as caught:
+        await Gateway(config).run()
+    assert caught.value.key == "store.data_dir" and "data" in caught.value.problem
+
+
+async def test_without_the_erp_key_documents_are_refused_and_the_store_still_sells(tmp_path):
+    _store_key, erp_key = make_keys(tmp_path)
+    os.unlink(tmp_path / "keys" / "erp.pub.pem")
+    config = load_config(write_config(tmp_path))
+
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(Gateway(config).run)
+        erp = Erp(gateway.urls["upstream"][0], load_public_key(config.keys.public_key))
+        till = Client(gateway.urls["pos_api"][0], TILL_TOKEN)
+        status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", signed("catalog", 1, CATALOG, erp_key))
+        assert status == 403 and answer["error"] == "BAD_SIGNATURE" and "erp.pub.pem" in answer["message"]
+        status, _h, answer = await erp.call("POST", "/upstream/v1/movements",
+                                            signed("movements", 1, {"movements": RECEIPTS}, erp_key))
+        assert status == 403 and answer["error"] == "BAD_SIGNATURE"
+        # No catalog: the till is told the item is unknown, which is a business answer, not an outage.
+        status, _h, answer = await till.call("POST", "/pos/v1/quote", {"id": "Q-1", "lines": [{"code": "SKU-1", "qty": 1}]})
+        assert status == 404 and answer["err"] == "UNKNOWN_ITEM", answer
+        status, _h, ready = await Client(gateway.urls["metrics"][0], None).call("GET", "/readyz")
+        assert status == 200 and ready["details"]["erp_public_key"].startswith("absent")
+        nursery.cancel_scope.cancel()
+    with Store(config.store.data_dir).read() as tx:
+        assert [e for e in tx.events() if e["type"] == "master_applied"] == []
+
+
+async def test_ready_only_once_every_listener_is_up_and_not_after_the_stop(tmp_path):
+    make_keys(tmp_path)
+    config = load_config(write_config(tmp_path, devices=CSV_DEVICE))
+    gateway = Gateway(config)
+    ready_with = []
+
+    async def watch():
+        while True:
+            if gateway.ready()[0]:
+                ready_with.append((set(gateway.urls), dict(gateway.device_tasks)))
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await nursery.start(gateway.run)
+        await trio.sleep(0)
+        nursery.cancel_scope.cancel()
+    # Each time it said ready, POS/1, UP/1 and the devices were already there.
+    assert ready_with and all(seen == ({"metrics", "upstream", "pos_api"}, {LEGACY: "csv_drop"})
+                              for seen in ready_with)
+    assert gateway.ready()[0] is False
+    # The ledger's gauges are read from the store at scrape time: after the stop it says closed.
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(gateway._read))
+    assert registry.get_sample_value("gateway_store_open") == 0

@@ -477,3 +477,123 @@ def test_refund_share_orders(steps, refunds):
 def test_refund_share_refuses_too_many():
     with pytest.raises(ReturnPlanError, match="cannot return 2 of 3"):
         refund_share(1000, 3, 2, 2)
+
+
+# --- gateway price ---------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HARNESS = ("import argparse, sys; from gateway import _cmd_price as c; p = argparse.ArgumentParser(); "
+           "c.add_arguments(p); sys.exit(c.run(p.parse_args()))")
+
+RULES_TOML = """
+version = 3
+[body.ceiling]
+default_max_pct_bp = 3000
+[body.ceiling.by_category]
+implant = 0
+[body.points]
+earn_per_cents = 100
+earn_points = 1
+[body.points.tier_multiplier_bp]
+gold = 20000
+[[body.rules]]
+id = "P-7"
+version = 2
+kind = "percent_off"
+params = { pct_bp = 1000 }
+target = { skus = ["SKU-1"] }
+when = { weekdays = [2], minutes = [[1080, 1140]] }
+[[body.rules]]
+id = "P-9"
+version = 1
+kind = "percent_off"
+params = { pct_bp = 5000 }
+target = { categories = ["implant"] }
+"""
+
+# 2026-11-24 is a Tuesday (2); 18:30 is minute 1110, inside [1080, 1140).
+BASKET = {"lines": [{"sku": "SKU-1", "qty": 2, "unit_cents": 1990, "category": "consumable"},
+                    {"sku": "IMP-1", "qty": 1, "unit_cents": 50000, "category": "implant"}],
+          "member": "M00042", "tier": "gold", "time": "2026-11-24T18:30:00", "timezone": "Asia/Shanghai"}
+
+
+def run_price(tmp_path, rules_text: str, basket, *extra):
+    import json
+    import subprocess
+    import sys
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(rules_text)
+    basket_file = tmp_path / "basket.json"
+    basket_file.write_text(basket if isinstance(basket, str) else json.dumps(basket))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = ROOT
+    return subprocess.run([sys.executable, "-c", HARNESS, "--rules", str(rules), "--basket", str(basket_file), *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+def test_price_command_explains(tmp_path):
+    # P-7: 10% of 3980 = 398 in its Tuesday 18:00-19:00 window. P-9: 50% of the implant = 25000, all
+    # clipped (ceiling 0). Total 3582 + 50000 = 53582; points floor(53582 / 100) * 2 = 1070.
+    done = run_price(tmp_path, RULES_TOML, BASKET)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "rule set version 3, member M00042 (gold)" in text
+    assert "P-7 (v2): -3.98" in text
+    assert "P-9 (v1): clipped by the category's discount ceiling on [1], 250.00 not given" in text
+    assert "gross 539.80, discount 3.98, total 535.82" in text
+    assert "points earned if paid in cash: 1070" in text
+
+
+def test_price_command_json_matches_the_engine(tmp_path):
+    import json
+    import tomllib
+
+    done = run_price(tmp_path, RULES_TOML, {**BASKET, "time": "2026-11-24T19:00:00+08:00"}, "--json")
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    # 19:00 is outside [1080, 1140): P-7 does not apply.
+    engine = _promo_py.PromoEngine(tomllib.loads(RULES_TOML)["body"], 3)
+    expected = engine.price(BASKET["lines"], member={"id": "M00042", "tier": "gold"}, ts_ms=1_795_518_000_000,
+                            weekday=2, minute=1140)
+    assert got == {**expected, "points_earned": 1078}  # floor(53980 / 100) = 539, x 2
+    assert got["lines"][0]["promos"] == []
+
+
+def test_price_command_refuses_bad_files(tmp_path):
+    done = run_price(tmp_path, RULES_TOML.replace("pct_bp = 1000", "pct_bp = 20000"), BASKET)
+    assert done.returncode == 2
+    assert "price: rules: rules[0] (id 'P-7'): params.pct_bp must be an integer 0..10000" in done.stderr
+    done = run_price(tmp_path, RULES_TOML, '{"lines": [}')
+    assert done.returncode == 2
+    assert "not valid JSON" in done.stderr and "line 1 column 12" in done.stderr
+
+
+@pytest.mark.parametrize("basket, fragment", [
+    ({"lines": [{"sku": "A", "qty": 0, "unit_cents": 1}]}, "basket: lines[0].qty must be an integer"),
+    ({"items": []}, "basket: unknown key 'items'"),
+    ({"lines": [], "time": "yesterday"}, "basket.time: 'yesterday' is not an ISO 8601"),
+    ({"lines": [], "time": "2026-11-24T10:00:00", "timezone": "Mars/Base"}, "unknown timezone 'Mars/Base'"),
+    ({"lines": [], "tier": "gold"}, "basket.tier needs basket.member"),
+    ({"lines": [], "coupons": "X"}, "basket.coupons must be a list of strings"),
+    ([], "basket: must be a map with lines"),
+])
+def test_price_basket_problems(tmp_path, basket, fragment):
+    import json
+
+    from gateway._cmd_price import PriceInputError, price_files
+
+    rules = tmp_path / "r.json"
+    rules.write_text(json.dumps({"rules": []}))
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(basket))
+    with pytest.raises(PriceInputError) as info:
+        price_files(str(rules), str(path))
+    assert any(fragment in p for p in info.value.problems), info.value.problems
+
+
+def test_price_missing_file(tmp_path):
+    from gateway._cmd_price import PriceInputError, price_files
+
+    with pytest.raises(PriceInputError, match=r"rules file .*nope\.json: No such file"):
+        price_files(str(tmp_path / "nope.json"), str(tmp_path / "b.json"))
