@@ -79,11 +79,20 @@ def resolve_lines(tx, lines: list[dict]) -> list[dict]:
         item, facts = resolve_code(tx, code)
         if item is None or not item.get("active", True):
             raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
-        lot = line.get("lot") or facts.get("lot")
+        serial = line.get("serial") or facts.get("serial")
+        lot = (line.get("lot") or facts.get("lot")) if item.get("lot_tracked") else None
+        if lot is None and serial and item.get("lot_tracked"):
+            lot = _lot_holding(tx, item["sku"], serial)  # a serial names its unit, and so its lot
         out.append({"index": i, "code": code, "sku": item["sku"], "item": item, "qty": line["qty"],
-                    "lot": lot if item.get("lot_tracked") else None, "serial": line.get("serial") or facts.get("serial"),
-                    "expiry": line.get("expiry") or facts.get("expiry")})
+                    "lot": lot, "serial": serial, "expiry": line.get("expiry") or facts.get("expiry")})
     return out
+
+
+def _lot_holding(tx, sku: str, serial: str) -> str | None:
+    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
+        if serial in row.get("serials", ()):
+            return split_lot_key(key)[1]
+    return None
 
 
 def check_lots(tx, resolved: list[dict], day: str, *, request_id: str, record: bool) -> list[str]:

@@ -215,3 +215,13 @@ async def test_return_of_a_sale_paid_partly_in_points_gives_points_back_not_mone
 async def test_an_absurd_quantity_is_a_bad_request_not_an_internal_error(core):
     res = await core.request("quote", {"id": "Q", "lines": [{"code": "SKU-4", "qty": 10**6}] * 2000})
     assert res.body["err"] == "BAD_REQUEST", res.body
+
+
+async def test_a_serial_names_its_lot_and_leaves_the_ledger(core):
+    await core.request("receipt", {"id": "r-l2", "sku": "SKU-3", "lot": "L2", "expiry": "2029-01-01", "qty": 2,
+                                   "serials": ["S8", "S9"]}, source="erp")
+    # FEFO alone would take L2 (2029 before 2030), but S2 sits in L1.
+    res = await sale(core, "SER-2", [{"code": "SKU-3", "qty": 1, "serial": "S2"}], 120000)
+    assert res.body["lines"][0]["allocations"] == [{"lot": "L1", "expiry": "2030-01-01", "qty": 1}]
+    with core.store.read() as tx:
+        assert tx.get("lots", b"SKU-3\x00L1")["serials"] == ["S1", "S3"]
