@@ -201,16 +201,10 @@ def _bind(key: str, listen: str) -> socket.socket:
 
 async def _listen(nursery, key: str, app, listen: str, **tls) -> list[str]:
     """Serve `app` on `listen`; returns the bound URLs (port 0 becomes the port the system chose)."""
-    sock = _bind(key, listen)
-    fd = sock.detach()  # hypercorn's listener owns the descriptor from here on
-    try:
-        return await nursery.start(functools.partial(serve_asgi, app, f"fd://{fd}", **tls))
-    except BaseException:
-        try:
-            os.close(fd)
-        except OSError:
-            pass  # hypercorn had taken it and closed it already
-        raise
+    # hypercorn's listener owns the descriptor from here on. Not closed here if the start fails: by
+    # then hypercorn may have closed it and the number may already name another file.
+    fd = _bind(key, listen).detach()
+    return await nursery.start(functools.partial(serve_asgi, app, f"fd://{fd}", **tls))
 
 
 async def run_until_signal(config: Config) -> None:
