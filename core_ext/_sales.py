@@ -322,12 +322,47 @@ def _sale_for(tx, request, orig: str):
     raise Refused(E.UNKNOWN_SALE, f"no committed sale {orig!r}")
 
 
-def _sold_by_lot(sale: dict) -> dict:
-    sold = {}
+def _returnable(sale: dict, state: dict) -> dict:
+    """(line index, lot) -> [units still returnable, expiry, sku], in line order."""
+    out = {}
     for index, line in enumerate(sale["lines"]):
         for a in line["allocations"]:
-            sold.setdefault((line["sku"], a["lot"]), []).append((index, a["qty"], a["expiry"]))
-    return sold
+            back = state["units"].get(f"{index}\x00{a['lot'] or ''}", 0)
+            out[(index, a["lot"])] = [a["qty"] - back, a["expiry"], line["sku"]]
+    return out
+
+
+def _draw(returnable: dict, sale_id: str, i: int, line) -> tuple[str, str | None, int, str | None, list]:
+    """Which sale lines and lot a return line gives back: (sku, lot, qty, expiry, [(index, units)])."""
+    if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
+        raise _bad(f"lines[{i}].sku must be a string")
+    sku, qty = line["sku"], line.get("qty")
+    if not _is_int(qty) or qty <= 0:
+        raise _bad(f"lines[{i}].qty must be a positive integer")
+    lots = sorted({lot for (_ix, lot), (_l, _e, s) in returnable.items() if s == sku}, key=lambda x: (x is None, x or ""))
+    if not lots:
+        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} was not in sale {sale_id!r}")
+    lot = line.get("lot")
+    if lot is not None and lot not in lots:
+        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {sale_id!r} sold no {sku} from lot {lot}")
+    if lot is None:
+        if len(lots) > 1:
+            raise _bad(f"lines[{i}]: sale {sale_id!r} took {sku} from several lots ({', '.join(map(str, lots))}); "
+                       "name the lot")
+        lot = lots[0]
+    need, draws, expiry = qty, [], None
+    for (index, l), entry in returnable.items():
+        if l != lot or entry[2] != sku or not entry[0] or not need:
+            continue
+        units = min(entry[0], need)
+        entry[0] -= units
+        need -= units
+        draws.append((index, units))
+        expiry = entry[1]
+    if need:
+        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: returning {qty} {sku} (lot {lot}) exceeds what "
+                                             f"sale {sale_id!r} sold less earlier returns")
+    return sku, lot, qty, expiry, draws
 
 
 def handle_return(tx, request, ctx) -> dict:
@@ -340,79 +375,42 @@ def handle_return(tx, request, ctx) -> dict:
     if not isinstance(lines, list) or not lines:
         raise _bad("lines must be a non-empty list")
     sale_key, sale = _sale_for(tx, request, orig)
-    state = tx.get("returns", sale_key) or {"lines": {}, "lots": {}, "refunded_cents": 0,
-                                            "points_reversed": 0, "points_restored": 0}
-    sold = _sold_by_lot(sale)
-    returned_lots = {tuple(k.split("\x00", 1)) if "\x00" in k else (k, None): v for k, v in state["lots"].items()}
-    returned_lots = {(k[0], k[1] or None): v for k, v in returned_lots.items()}
-    line_left = {}
-    for (sku, lot), parts in sold.items():
-        for index, qty, _exp in parts:
-            line_left[(index, sku, lot)] = qty
-    for key, qty in returned_lots.items():
-        # Units already returned from a lot come off its sale lines in line order.
-        for (index, sku, lot), left in list(line_left.items()):
-            if (sku, lot) == key and qty:
-                used = min(left, qty)
-                line_left[(index, sku, lot)] = left - used
-                qty -= used
-    take, moves, out_lines = {}, [], []
-    for i, line in enumerate(lines):
-        if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
-            raise _bad(f"lines[{i}].sku must be a string")
-        sku, qty = line["sku"], line.get("qty")
-        if not _is_int(qty) or qty <= 0:
-            raise _bad(f"lines[{i}].qty must be a positive integer")
-        lots = sorted({lot for (s, lot) in sold if s == sku}, key=lambda x: (x is None, x or ""))
-        if not lots:
-            raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} was not in sale {orig!r}")
-        if "lot" in line and line["lot"] is not None:
-            lot = line["lot"]
-            if lot not in lots:
-                raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {orig!r} sold no {sku} from lot {lot}")
-        elif len(lots) == 1:
-            lot = lots[0]
-        else:
-            raise _bad(f"lines[{i}]: sale {orig!r} took {sku} from several lots; name the lot")
-        need = qty
-        expiry = None
-        for (index, s, l), left in line_left.items():
-            if (s, l) != (sku, lot) or not left or not need:
-                continue
-            use = min(left, need)
-            line_left[(index, s, l)] = left - use
-            take[index] = take.get(index, 0) + use
-            need -= use
-            expiry = next(e for ix, _q, e in sold[(sku, lot)] if ix == index)
-        if need:
-            raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: returning {qty} {sku} (lot {lot}) exceeds what "
-                                                 f"sale {orig!r} sold less earlier returns")
-        returned_lots[(sku, lot)] = returned_lots.get((sku, lot), 0) + qty
-        serials = [line["serial"]] if line.get("serial") else []
-        moves.append([sku, lot, qty, expiry, serials])
-        out_lines.append({"sku": sku, "lot": lot, "qty": qty})
-    engine = engine_for(tx, sale["ruleset"])
-    before = {int(k): v for k, v in state["lines"].items()}
+    state = tx.get("returns", sale_key) or {"units": {}, "refunded_cents": 0, "points_reversed": 0,
+                                            "points_restored": 0}
+    before = {}
+    for key, units in state["units"].items():
+        index = int(key.split("\x00", 1)[0])
+        before[index] = before.get(index, 0) + units
+    returnable = _returnable(sale, state)
+    drawn = [_draw(returnable, orig, i, line) for i, line in enumerate(lines)]
+    take = {}
+    for _sku, lot, _qty, _exp, draws in drawn:
+        for index, units in draws:
+            take[index] = take.get(index, 0) + units
+            key = f"{index}\x00{lot or ''}"
+            state["units"][key] = state["units"].get(key, 0) + units
     try:
         plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]}
                                                                for p in l["promos"]]} for l in sale["lines"]],
                             "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
-                            "points_restored_before": state["points_restored"]}, before, take, engine)
+                            "points_restored_before": state["points_restored"]},
+                           before, take, engine_for(tx, sale["ruleset"]))
     except ReturnPlanError as exc:
         raise Refused(E.RETURN_EXCEEDS_SALE, str(exc)) from None
-    refund_by_index = {p["index"]: p["refund_cents"] for p in plan["lines"]}
-    # Spread each sale line's refund over the return lines that drew on it, in order.
-    per_line = [0] * len(out_lines)
-    for index, units in take.items():
-        cents = refund_by_index.get(index, 0)
-        owners = [j for j, l in enumerate(out_lines) if l["sku"] == sale["lines"][index]["sku"]]
-        per_line[owners[0]] += cents
-    for j, cents in enumerate(per_line):
-        out_lines[j]["refund_cents"] = cents
+    # A sale line's refund is shared by the return lines that drew on it, by units, exactly.
+    refund_of = {p["index"]: p["refund_cents"] for p in plan["lines"]}
+    given = {index: [0, 0] for index in take}  # units and cents handed out so far
+    moves, out_lines = [], []
+    for (sku, lot, qty, expiry, draws), line in zip(drawn, lines):
+        cents = 0
+        for index, units in draws:
+            done_units, done_cents = given[index]
+            share = refund_of.get(index, 0) * (done_units + units) // take[index] - done_cents
+            given[index] = [done_units + units, done_cents + share]
+            cents += share
+        moves.append([sku, lot, qty, expiry, [line["serial"]] if line.get("serial") else []])
+        out_lines.append({"sku": sku, "lot": lot, "qty": qty, "refund_cents": cents})
     ledger.apply_moves(tx, moves)
-    for index, units in take.items():
-        state["lines"][str(index)] = state["lines"].get(str(index), 0) + units
-    state["lots"] = {f"{s}\x00{l or ''}": v for (s, l), v in returned_lots.items()}
     state["refunded_cents"] += plan["refund_cents"]
     state["points_reversed"] += plan["points_reversed"]
     state["points_restored"] += plan["points_restored"]

@@ -2,7 +2,9 @@
 
 `open_serial(port, ...)` returns a plain `trio.abc.Stream`: for a device path, pyserial opens and
 configures it (raw mode, baud rate, parity, stop bits) and the stream reads and writes a duplicate
-of its file descriptor; for `socket://host:port` (a serial server on the network) a TCP stream.
+of its file descriptor; for `socket://host:port` (a serial server on the network) a TCP stream; for
+the other pyserial URLs (`loop://`, `rfc2217://host:port`, `spy://...`), which have no descriptor to
+hand over, a stream whose reads and writes run pyserial's own calls in a worker thread.
 """
 from __future__ import annotations
 
@@ -40,12 +42,37 @@ async def open_serial(port: str, *, baudrate: int = 115200, bytesize: int = 8, p
             return await trio.open_tcp_stream(host, int(number))
         except OSError as exc:
             raise SerialPortError(port, f"cannot connect: {exc}") from None
-    if "://" in port:
-        raise SerialPortError(port, "only device paths and socket://host:port are supported")
     settings = _settings(port, baudrate, bytesize, parity, stopbits)
+    if "://" in port:
+        problem = port_problem(port)
+        if problem:
+            raise SerialPortError(port, problem)
+        ser = await trio.to_thread.run_sync(_open_url, port, settings)
+        return _PyserialStream(ser, port)
     # Opening a tty is quick but is a blocking system call: keep it off the event loop.
     fd = await trio.to_thread.run_sync(_open_fd, port, settings)
     return trio.lowlevel.FdStream(fd)
+
+
+def port_problem(port) -> str | None:
+    """Why `port` can never be opened (None when it may be): a check for the configuration."""
+    if not isinstance(port, str) or not port:
+        return "the port must be a device path or a pyserial URL"
+    scheme, sep, _rest = port.partition("://")
+    if not sep:
+        return None
+    if scheme == "socket":
+        host, sep, number = _rest.rpartition(":")
+        if not sep or not host or not number.isdigit():
+            return "a socket URL is socket://host:port"
+        return None
+    try:
+        serial.serial_for_url(port, do_not_open=True)
+    except ValueError as exc:  # an unknown protocol, or a URL its protocol cannot read
+        return f"not a pyserial URL pyserial can open: {exc}"
+    except serial.SerialException:
+        return None  # a known protocol whose target is missing now (hwgrep://): it may appear
+    return None
 
 
 def _settings(port: str, baudrate, bytesize, parity, stopbits) -> dict:
@@ -83,6 +110,77 @@ def _open_fd(port: str, settings: dict) -> int:
         os.close(fd)
         raise SerialPortError(port, f"cannot set the line up: {exc}") from None
     return fd
+
+
+# How long one read of a descriptor-less pyserial port waits in its thread: the longest a
+# cancellation (an ACK deadline, an unplug) waits for it.
+URL_READ_WAIT_S = 0.05
+
+
+def _open_url(port: str, settings: dict):
+    try:
+        return serial.serial_for_url(port, timeout=URL_READ_WAIT_S, write_timeout=5.0, **settings)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SerialPortError(port, str(exc)) from None
+
+
+class _PyserialStream(trio.abc.Stream):
+    """A pyserial port without a file descriptor (loop://, rfc2217://), as a trio stream.
+
+    Reads wait at most URL_READ_WAIT_S in a thread that is never abandoned: bytes a cancelled read
+    already took are returned, not lost (the ECR/1 reader is cancelled at every ACK deadline).
+    """
+
+    def __init__(self, ser, port: str):
+        self._ser = ser
+        self._port = port
+        self._closed = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = 4096 if max_bytes is None else max_bytes
+        if size < 1:
+            raise ValueError("max_bytes must be at least 1")
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._closed:
+                raise trio.ClosedResourceError("the port is closed")
+            data = await trio.to_thread.run_sync(self._read, size)
+            if data:
+                return data
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self._ser.read(1)
+            waiting = self._ser.in_waiting if data else 0
+            if waiting and size > 1:
+                data += self._ser.read(min(waiting, size - 1))
+            return data
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise trio.BrokenResourceError(f"{self._port}: {exc}") from None
+
+    async def send_all(self, data) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the port is closed")
+        if data:
+            await trio.to_thread.run_sync(self._write, bytes(data))
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._ser.write(data)
+            self._ser.flush()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise trio.BrokenResourceError(f"{self._port}: {exc}") from None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._ser.close()
+        await trio.lowlevel.checkpoint()
 
 
 def port_settings(device: dict) -> dict:

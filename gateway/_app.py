@@ -153,8 +153,13 @@ class Gateway:
                 from device_plugins import pos_api
                 pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry))
                 self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen)
-                for device in cfg.devices:
-                    await self._start_device(nursery, device, submit)
+                for i, device in enumerate(cfg.devices):
+                    try:
+                        await self._start_device(nursery, device, submit)
+                    except Exception as exc:  # groups too; a cancellation is not an Exception
+                        leaf = next(_leaves(exc))
+                        raise StartError(f"devices[{i}]", f"the {device['kind']} device {device['name']!r} "
+                                                          f"cannot start: {leaf}") from leaf
                 nursery.start_soon(self._refresh_alerts, submit)
                 log.info("gateway %s ready: %s", cfg.store.id,
                          ", ".join(f"{k} {' '.join(v)}" for k, v in self.urls.items()))

@@ -225,3 +225,27 @@ async def test_a_serial_names_its_lot_and_leaves_the_ledger(core):
     assert res.body["lines"][0]["allocations"] == [{"lot": "L1", "expiry": "2030-01-01", "qty": 1}]
     with core.store.read() as tx:
         assert tx.get("lots", b"SKU-3\x00L1")["serials"] == ["S1", "S3"]
+
+
+async def test_return_lines_of_two_lots_each_get_their_own_refund(core):
+    # One sale line FEFO-split over B2 (5) and A1 (2); a 10 % rule makes the cents uneven.
+    apply_master(core.store, "promotions", {"ceiling": {"default_max_pct_bp": 10000, "by_category": {}},
+                                            "points": {"earn_per_cents": 100, "earn_points": 1, "tier_multiplier_bp": {}},
+                                            "rules": [{"id": "P1", "version": 1, "name": "ten off", "kind": "percent_off",
+                                                       "params": {"pct_bp": 1000}, "target": {"skus": ["SKU-1"]},
+                                                       "priority": 1}]}, version=3)
+    q = await core.request("quote", {"id": "q", "lines": [{"code": "SKU-1", "qty": 7}]})
+    s = await sale(core, "TL-1", [{"code": "SKU-1", "qty": 7}], q.body["total_cents"])
+    assert s.ok, s.body
+    paid = s.body["lines"][0]["net_cents"]
+    r = await core.request("return", {"id": "TR-1", "orig": "TL-1", "lines": [{"sku": "SKU-1", "qty": 2, "lot": "A1"},
+                                                                             {"sku": "SKU-1", "qty": 3, "lot": "B2"}]})
+    assert r.ok, r.body
+    parts = [l["refund_cents"] for l in r.body["lines"]]
+    assert all(p > 0 for p in parts) and sum(parts) == r.body["refund_cents"]
+    r2 = await core.request("return", {"id": "TR-2", "orig": "TL-1", "lines": [{"sku": "SKU-1", "qty": 2, "lot": "B2"}]})
+    assert r.body["refund_cents"] + r2.body["refund_cents"] == paid  # every unit back: exactly what was paid
+    with core.store.read() as tx:
+        assert tx.get("lots", b"SKU-1\x00B2")["qty"] == 5 and tx.get("lots", b"SKU-1\x00A1")["qty"] == 10
+    again = await core.request("return", {"id": "TR-3", "orig": "TL-1", "lines": [{"sku": "SKU-1", "qty": 1, "lot": "A1"}]})
+    assert again.body["err"] == "RETURN_EXCEEDS_SALE"

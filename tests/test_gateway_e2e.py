@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import textwrap
 import time
 
@@ -29,6 +30,7 @@ from upstream import load_public_key, write_keypair
 from ._data import CATALOG, GTIN_STRIPS, MEMBERS
 from .ecr_terminal import Cable, Terminal
 from .erp_test_client import ChainChecker, load_public, request
+from .test_upstream_api import self_signed
 
 STORE_ID = "S042"
 ERP_TOKEN = "erp-token-7f3a"
@@ -55,7 +57,8 @@ def make_keys(root) -> tuple[Ed25519PrivateKey, Ed25519PrivateKey]:
     return store_key, erp_key
 
 
-def config_text(*, pos="127.0.0.1:0", upstream="127.0.0.1:0", metrics="127.0.0.1:0", devices="") -> str:
+def config_text(*, pos="127.0.0.1:0", upstream="127.0.0.1:0", metrics="127.0.0.1:0", devices="",
+                tls=("", "")) -> str:
     """A store's configuration; paths are relative to the file, as an installer would write them."""
     return textwrap.dedent(f"""\
         [store]
@@ -75,6 +78,8 @@ def config_text(*, pos="127.0.0.1:0", upstream="127.0.0.1:0", metrics="127.0.0.1
         [upstream]
         listen = "{upstream}"
         token = "{ERP_TOKEN}"
+        tls_cert = "{tls[0]}"
+        tls_key = "{tls[1]}"
         batch_max_events = 4
         batch_max_age_s = 0.2
 
@@ -145,10 +150,11 @@ class Erp(Client):
 
     async def pull_through(self, last_event: int) -> None:
         """Pull and check batches until every event up to `last_event` is sealed and received."""
-        while self.checker.last_event < last_event:
-            status, _h, page = await self.call("GET", f"/upstream/v1/batches?after={self.checker.seq}&wait=5")
-            assert status == 200, page
-            self.bodies += self.checker.accept_all(page["batches"])
+        with trio.fail_after(15):
+            while self.checker.last_event < last_event:
+                status, _h, page = await self.call("GET", f"/upstream/v1/batches?after={self.checker.seq}&wait=5")
+                assert status == 200, page
+                self.bodies += self.checker.accept_all(page["batches"])
 
     @property
     def docs(self) -> list[dict]:
@@ -157,10 +163,11 @@ class Erp(Client):
 
 async def wait_for(predicate, what: str, timeout: float = 10.0):
     """Poll a fact of the file system or a listener that no event of ours announces."""
-    with trio.fail_after(timeout):
+    with trio.move_on_after(timeout):
         while not (found := await predicate()):
             await trio.sleep(0.02)
-    return found
+        return found
+    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 # --- the tests -------------------------------------------------------------------------------------
@@ -183,7 +190,8 @@ async def test_a_day_at_the_store_from_config_file_to_verified_batches(tmp_path)
         for kind, body in (("catalog", CATALOG), ("members", MEMBERS), ("policy", POLICY)):
             status, _h, answer = await erp.call("PUT", f"/upstream/v1/master/{kind}", signed(kind, 1, body, erp_key))
             assert (status, answer) == (200, {"applied": 1}), (kind, answer)
-        status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", signed("catalog", 1, CATALOG, erp_key))
+        catalog = signed("catalog", 1, CATALOG, erp_key)
+        status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", catalog)
         assert status == 409 and answer["error"] == "VERSION_NOT_NEWER"
         forged = signed("members", 2, MEMBERS, Ed25519PrivateKey.generate())
         status, _h, answer = await erp.call("PUT", "/upstream/v1/master/members", forged)
@@ -369,6 +377,47 @@ async def test_a_key_file_that_is_not_a_key_stops_the_start_before_the_store_is_
     assert not os.path.exists(config.store.data_dir)
 
 
+async def test_a_device_that_cannot_start_stops_the_start_naming_it(tmp_path):
+    make_keys(tmp_path)
+    (tmp_path / "drop").write_bytes(b"a file where the drop directory should be")
+    config = load_config(write_config(tmp_path, devices=CSV_DEVICE))
+    gateway = Gateway(config)
+    with pytest.raises(StartError) as caught:
+        await gateway.run()
+    assert caught.value.key == "devices[0]" and repr(LEGACY) in caught.value.problem
+    assert isinstance(caught.value.__cause__, OSError)
+    assert gateway.store is None and gateway.device_tasks == {}
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_listeners_over_tls_and_ipv6_as_configured(tmp_path):
+    make_keys(tmp_path)
+    certfile, keyfile = self_signed(tmp_path)
+    metrics = "[::1]:0" if ipv6_loopback() else "127.0.0.1:0"
+    config = load_config(write_config(tmp_path, tls=(certfile, keyfile), metrics=metrics))
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(Gateway(config).run)
+        [up_url] = gateway.urls["upstream"]
+        assert up_url.startswith("https://127.0.0.1:")
+        status, _h, head = await trio.to_thread.run_sync(functools.partial(
+            request, up_url, "GET", "/upstream/v1/status", token=ERP_TOKEN, cafile=certfile))
+        assert status == 200 and head["store"] == STORE_ID
+        [metrics_url] = gateway.urls["metrics"]
+        if metrics.startswith("["):
+            assert metrics_url.startswith("http://[::1]:")
+        status, _h, _body = await Client(metrics_url, None).call("GET", "/readyz")
+        assert status == 200
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_data_dir_that_cannot_be_opened_stops_the_start_naming_the_key(tmp_path):
     make_keys(tmp_path)
     config = load_config(write_config(tmp_path))
@@ -387,13 +436,15 @@ async def test_without_the_erp_key_documents_are_refused_and_the_store_still_sel
         gateway = await nursery.start(Gateway(config).run)
         erp = Erp(gateway.urls["upstream"][0], load_public_key(config.keys.public_key))
         till = Client(gateway.urls["pos_api"][0], TILL_TOKEN)
-        status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", signed("catalog", 1, CATALOG, erp_key))
+        catalog = signed("catalog", 1, CATALOG, erp_key)
+        status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", catalog)
         assert status == 403 and answer["error"] == "BAD_SIGNATURE" and "erp.pub.pem" in answer["message"]
         status, _h, answer = await erp.call("POST", "/upstream/v1/movements",
                                             signed("movements", 1, {"movements": RECEIPTS}, erp_key))
         assert status == 403 and answer["error"] == "BAD_SIGNATURE"
         # No catalog: the till is told the item is unknown, which is a business answer, not an outage.
-        status, _h, answer = await till.call("POST", "/pos/v1/quote", {"id": "Q-1", "lines": [{"code": "SKU-1", "qty": 1}]})
+        quote = {"id": "Q-1", "lines": [{"code": "SKU-1", "qty": 1}]}
+        status, _h, answer = await till.call("POST", "/pos/v1/quote", quote)
         assert status == 404 and answer["err"] == "UNKNOWN_ITEM", answer
         status, _h, ready = await Client(gateway.urls["metrics"][0], None).call("GET", "/readyz")
         assert status == 200 and ready["details"]["erp_public_key"].startswith("absent")

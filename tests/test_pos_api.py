@@ -381,3 +381,37 @@ async def test_real_queries_answer_from_the_ledger(core, serve_pos):
     assert status == 200 and (member["tier"], member["points_balance"]) == ("gold", 1000)
     status, head, raw = await call(url, "GET", "/pos/v1/lanes/1/basket", None, AUTH)
     assert status == 200 and json.loads(raw)["lines"] == []
+
+
+@pytest.mark.parametrize("message, words", [
+    ({"lines": [{"code": "SKU-1", "qty": 1}]}, "no id"),
+    ({"id": "", "lines": [{"code": "SKU-1", "qty": 1}]}, "not 0"),
+    ({"id": "x" * 65, "lines": [{"code": "SKU-1", "qty": 1}]}, "not 65"),
+    ({"id": 17, "lines": [{"code": "SKU-1", "qty": 1}]}, "not int"),
+])
+@pytest.mark.parametrize("path", ["/pos/v1/quote", "/pos/v1/sales", "/pos/v1/returns"])
+async def test_a_post_without_a_usable_id_is_400_and_reaches_nothing(serve_pos, registry, path,
+                                                                      message, words):
+    core = FakeCore()
+    url = await serve_pos(core)
+    status, answer = await post_json(url, path, message)
+    assert status == 400 and answer["err"] == "BAD_REQUEST" and answer["ok"] is False
+    assert "id" in answer["msg"] and words in answer["msg"]
+    assert core.requests == []
+    # An id of exactly 64 characters is fine.
+    status, _ = await post_json(url, path, {**message, "id": "y" * 64})
+    assert status in (200, 201) and len(core.requests) == 1
+
+
+async def test_a_real_return_is_201_then_200_and_applied_once(core, serve_pos):
+    url = await serve_pos(core.submit)
+    sale = await priced_sale(url, "P-6", [{"code": "4711", "qty": 2}])
+    assert (await post_json(url, "/pos/v1/sales", sale))[0] == 201
+    before = on_hand(core.store, "SKU-2")
+    ret = {"id": "P-6R", "orig": "P-6", "lines": [{"sku": "SKU-2", "qty": 1}], "reason": "defect"}
+    status, first = await post_json(url, "/pos/v1/returns", ret)
+    assert status == 201 and first["ok"] and first["refund_cents"] > 0
+    assert on_hand(core.store, "SKU-2") == (first["seq"], before[1] + 1)
+    status, again = await post_json(url, "/pos/v1/returns", ret)
+    assert status == 200 and again == first
+    assert on_hand(core.store, "SKU-2") == (first["seq"], before[1] + 1)

@@ -9,6 +9,7 @@ import trio
 from core_ext._errors import BAD_REQUEST, UNAVAILABLE
 from core_ext._types import Request
 
+from .._messages import id_problem
 from .._serial_port import serve_port
 from ._events import (
     Ack, AckTimeout, ConnectionClosed, FrameRejected, GarbageSkipped, LinkError, Message, Nak,
@@ -127,6 +128,11 @@ class _Link:
             return {"t": "res", "re": rid if isinstance(rid, str) else None, "ok": False,
                     "err": BAD_REQUEST,
                     "msg": f"the request {what}; expected one of {', '.join(REQUEST_TYPES)}"}
+        problem = id_problem(body)
+        if problem:
+            self.metrics.rejects.labels(self.name, "bad_request").inc()
+            return {"t": "res", "re": rid if isinstance(rid, str) else None, "ok": False,
+                    "err": BAD_REQUEST, "msg": problem}
         try:
             response = await self.submit(Request(kind=kind, body=body, source=self.name,
                                                   channel="ecr"))

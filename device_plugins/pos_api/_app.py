@@ -17,6 +17,7 @@ import msgpack
 
 from core_ext import Request, Submit, errors
 
+from .._messages import id_problem
 from ._metrics import Metrics
 
 log = logging.getLogger("gateway.pos_api")
@@ -117,6 +118,9 @@ class PosApp:
                 if message.get("t", route.kind) != route.kind:
                     raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but "
                                                      f"{scope['path']} takes {route.kind!r}")
+                problem = id_problem(message)
+                if problem:
+                    raise _Refusal(400, BAD_REQUEST, problem)
                 body = {**message, "t": route.kind}
             else:
                 body = _query_body(route)
