@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import trio
 
-    from ._app import run_until_signal
+    from ._app import StartError, run_until_signal
     from ._cmd_config import prepare
     from ._config import ConfigError, load_config
 
@@ -36,5 +36,10 @@ def run(args) -> int:
         for key, problem in problems:
             print(f"{key}: {problem}", file=sys.stderr)
         return 2
-    trio.run(run_until_signal, config)
+    try:
+        trio.run(run_until_signal, config)
+    except StartError as exc:
+        print(f"{exc.key}: {exc.problem}", file=sys.stderr)
+        print("gateway: could not start; nothing is running", file=sys.stderr)
+        return 1
     return 0

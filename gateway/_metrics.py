@@ -112,7 +112,7 @@ def make_app(registry: CollectorRegistry, health: Probe, ready: Probe):
 
     `health()` and `ready()` return `(ok, details)`; ok answers 200, otherwise 503, with the details
     as JSON. /healthz says the process and the core loop run (restart it if not); /readyz says the
-    store is open and the core loop started (send it traffic).
+    store is open, the core loop runs and every listener and device task is up (send it traffic).
     """
 
     async def app(scope, receive, send):
