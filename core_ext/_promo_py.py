@@ -705,46 +705,46 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
         net = 0
         for li, _line, seg, _o in segs:
             net += seg.net
+        # Every eligible unit takes a share of the amount (step 5 names only buy-X-get-Y and bundles
+        # as exceptions), so a fixed price too is spread by net over all of them.
+        for li, _line, seg, _o in segs:
+            pieces.append((li, seg, seg.n, seg.net, True))
         if kind == FIXED_PRICE:
-            # Only units above the fixed price are discounted; the rule never raises a price.
+            # The amount counts only units above the fixed price: the rule never raises a price.
             for li, _line, seg, _o in segs:
                 over = seg.net - rule.a * seg.n
                 if over > 0:
                     amount += over
-                    pieces.append((li, seg, seg.n, seg.net, True))
-        else:
+        elif kind == PERCENT_OFF:
+            amount = half_up(net * rule.a)
+        elif kind == AMOUNT_OFF:
             for li, _line, seg, _o in segs:
-                pieces.append((li, seg, seg.n, seg.net, True))
-            if kind == PERCENT_OFF:
-                amount = half_up(net * rule.a)
-            elif kind == AMOUNT_OFF:
-                for li, _line, seg, _o in segs:
-                    amount += min(rule.a * seg.n, seg.net)
-            elif kind == QTY_TIER:
-                amount = _qty_tier(rule, segs, net)
-                if amount < 0:
-                    plan.reason = "qty_tier_not_reached"
-                    return plan
-            elif kind == THRESHOLD:
-                if rule.steps:
-                    amount = -1
-                    for least, off in rule.steps:
-                        if net >= least:
-                            amount = off
-                else:
-                    times = net // rule.a
-                    if rule.c and times > rule.c:
-                        times = rule.c
-                    amount = times * rule.b if times else -1
-                if amount < 0:
-                    plan.reason = "threshold_not_reached"
-                    return plan
-                amount = min(amount, net)
-            elif kind == ORDER_PERCENT_OFF:
-                if net < rule.b:
-                    plan.reason = "below_min_cents"
-                    return plan
-                amount = half_up(net * rule.a)
+                amount += min(rule.a * seg.n, seg.net)
+        elif kind == QTY_TIER:
+            amount = _qty_tier(rule, segs, net)
+            if amount < 0:
+                plan.reason = "qty_tier_not_reached"
+                return plan
+        elif kind == THRESHOLD:
+            if rule.steps:
+                amount = -1
+                for least, off in rule.steps:
+                    if net >= least:
+                        amount = off
+            else:
+                times = net // rule.a
+                if rule.c and times > rule.c:
+                    times = rule.c
+                amount = times * rule.b if times else -1
+            if amount < 0:
+                plan.reason = "threshold_not_reached"
+                return plan
+            amount = min(amount, net)
+        elif kind == ORDER_PERCENT_OFF:
+            if net < rule.b:
+                plan.reason = "below_min_cents"
+                return plan
+            amount = half_up(net * rule.a)
     if amount == 0:
         plan.reason = "no_saving"
         return plan
@@ -752,14 +752,13 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
         plan.trace.append(trace_entry(rule, "capped", cents=amount - rule.cap))
         amount = rule.cap
     # Spread over the lines of the discounted units, weighted by their current net, then the ceiling.
-    order: list[int] = []
+    # Lines go in basket order whatever order the units were drawn in, so remainder ties go to the
+    # earlier line.
     weight: dict[int, int] = {}
     for li, _seg, _k, net, discounted in pieces:
         if discounted:
-            if li not in weight:
-                order.append(li)
-                weight[li] = 0
-            weight[li] += net
+            weight[li] = weight.get(li, 0) + net
+    order = sorted(weight)
     shares = spread(amount, [weight[li] for li in order])
     for li, share in zip(order, shares):
         line = state[li]

@@ -1,24 +1,14 @@
 """The ledger's arithmetic: FEFO order, move application and replay, identical in both flavours."""
 from __future__ import annotations
 
-import importlib
-import os
-
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from core_ext import _ledger_py
+from ._twins import twins
 
-try:
-    _ledger_c = importlib.import_module("core_ext._ledger_c")
-except ImportError:  # only acceptable when the pure-Python run was asked for
-    _ledger_c = None
-
-FLAVOURS = [pytest.param(_ledger_py, id="python")]
-if _ledger_c is not None:
-    FLAVOURS.append(pytest.param(_ledger_c, id="cython"))
-elif os.environ.get("GATEWAY_PURE_PYTHON") != "1":
-    raise RuntimeError("the compiled ledger is missing; build it with `pip install -e .`")
+FLAVOURS = twins("ledger")
+_ledger_py = FLAVOURS[0].values[0]
+_ledger_c = FLAVOURS[1].values[0] if len(FLAVOURS) > 1 else None
 
 
 @pytest.fixture(params=FLAVOURS)
