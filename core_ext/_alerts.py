@@ -11,7 +11,7 @@ from ._localtime import days_between
 from ._store import split_lot_key
 
 
-def _key(sku: str, kind: str, lot: str | None) -> bytes:
+def alert_key(sku: str, kind: str, lot: str | None) -> bytes:
     return f"{sku}\x00{kind}\x00{lot or ''}".encode()
 
 
@@ -22,24 +22,24 @@ def wanted(tx, sku: str, today: str, warn_days: int) -> dict:
     on_hand = tx.get("skus", sku, 0)
     if item and item.get("reorder_point", 0) > 0 and on_hand <= item["reorder_point"]:
         suggested = item["reorder_point"] - on_hand + max(item.get("reorder_qty", 0), 1)
-        out[_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
+        out[alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
                                              "reorder_point": item["reorder_point"], "suggested_qty": suggested}
     for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
         _sku, lot = split_lot_key(key)
         qty = row["qty"]
         if lot is None and qty < 0:
-            out[_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": qty}
+            out[alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": qty}
         if qty <= 0:
             continue
         expiry = row.get("expiry")
         if expiry is not None:
             left = days_between(today, expiry)
             if left <= warn_days:
-                out[_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
+                out[alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
                                                    "days_left": left, "qty": qty}
         recall = _master.recall_of(tx, sku, lot)
         if recall is not None:
-            out[_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
+            out[alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
                                                "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
     return out
 

@@ -136,7 +136,7 @@ cdef class Piece:
 @cython.no_gc
 cdef class Plan:
     cdef CRule rule
-    cdef list pieces, trace, applied   # applied: [(line, cents)] in line order of first piece
+    cdef list pieces, trace, applied   # applied: [(line, cents)] in basket order
     cdef long long saving
     cdef object reason
 
@@ -345,52 +345,49 @@ cdef object plan_rule(CRule rule, list state, list lines):
     else:
         for seg in segs:
             net += seg.net
+        for i in range(n):
+            seg = segs[i]
+            pieces.append(_piece(lis[i], seg, seg.n, seg.net, True))
         if kind == FIXED_PRICE:
-            for i in range(n):
-                seg = segs[i]
+            for seg in segs:
                 if pm_cmp(rule.a, seg.n, seg.net, 1) < 0:
                     amount += seg.net - rule.a * seg.n
-                    pieces.append(_piece(lis[i], seg, seg.n, seg.net, True))
-        else:
-            for i in range(n):
-                seg = segs[i]
-                pieces.append(_piece(lis[i], seg, seg.n, seg.net, True))
-            if kind == PERCENT_OFF:
-                amount = half_up(net * rule.a)
-            elif kind == AMOUNT_OFF:
-                for seg in segs:
-                    amount += seg.net if pm_cmp(rule.a, seg.n, seg.net, 1) >= 0 else rule.a * seg.n
-            elif kind == QTY_TIER:
-                amount = qty_tier(rule, segs, net)
-                if amount < 0:
-                    plan.reason = "qty_tier_not_reached"
-                    return plan
-            elif kind == THRESHOLD:
-                if rule.steps:
+        elif kind == PERCENT_OFF:
+            amount = half_up(net * rule.a)
+        elif kind == AMOUNT_OFF:
+            for seg in segs:
+                amount += seg.net if pm_cmp(rule.a, seg.n, seg.net, 1) >= 0 else rule.a * seg.n
+        elif kind == QTY_TIER:
+            amount = qty_tier(rule, segs, net)
+            if amount < 0:
+                plan.reason = "qty_tier_not_reached"
+                return plan
+        elif kind == THRESHOLD:
+            if rule.steps:
+                amount = -1
+                for least, off in rule.steps:
+                    if net >= <long long>least:
+                        amount = off
+            else:
+                times = net // rule.a
+                if rule.c and times > rule.c:
+                    times = rule.c
+                if times == 0:
                     amount = -1
-                    for least, off in rule.steps:
-                        if net >= <long long>least:
-                            amount = off
-                else:
-                    times = net // rule.a
-                    if rule.c and times > rule.c:
-                        times = rule.c
-                    if times == 0:
-                        amount = -1
-                    elif pm_cmp(times, rule.b, net, 1) >= 0:
-                        amount = net
-                    else:
-                        amount = times * rule.b
-                if amount < 0:
-                    plan.reason = "threshold_not_reached"
-                    return plan
-                if amount > net:
+                elif pm_cmp(times, rule.b, net, 1) >= 0:
                     amount = net
-            elif kind == ORDER_PERCENT_OFF:
-                if net < rule.b:
-                    plan.reason = "below_min_cents"
-                    return plan
-                amount = half_up(net * rule.a)
+                else:
+                    amount = times * rule.b
+            if amount < 0:
+                plan.reason = "threshold_not_reached"
+                return plan
+            if amount > net:
+                amount = net
+        elif kind == ORDER_PERCENT_OFF:
+            if net < rule.b:
+                plan.reason = "below_min_cents"
+                return plan
+            amount = half_up(net * rule.a)
     if amount == 0:
         plan.reason = "no_saving"
         return plan
@@ -399,18 +396,13 @@ cdef object plan_rule(CRule rule, list state, list lines):
         entry["cents"] = amount - rule.cap
         plan.trace.append(entry)
         amount = rule.cap
-    cdef list order = [], weights = []
-    cdef dict slot = {}
+    # Lines in basket order, whatever order the units were drawn in (remainder ties: the earlier line).
+    cdef dict weight = {}
     for piece in pieces:
         if piece.discounted:
-            if piece.li in slot:
-                i = slot[piece.li]
-                weights[i] = <long long>weights[i] + piece.net
-            else:
-                slot[piece.li] = len(order)
-                order.append(piece.li)
-                weights.append(piece.net)
-    cdef list shares = spread(amount, weights)
+            weight[piece.li] = <long long>weight.get(piece.li, 0) + piece.net
+    cdef list order = sorted(weight)
+    cdef list shares = spread(amount, [weight[li] for li in order])
     for i in range(len(order)):
         li = order[i]
         line = state[li]

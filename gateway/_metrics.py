@@ -61,6 +61,8 @@ class LedgerCollector(Collector):
                 f["gateway_ledger_alerts"].add_metric([kind], n)
             f["gateway_store_size_bytes"].add_metric([], figures["size"])
             f["gateway_store_free_bytes"].add_metric([], figures["free"])
+            for kind, version in sorted(figures["versions"].items()):
+                f["gateway_master_version"].add_metric([kind], version)
         return [family for family in f.values() if family.samples]
 
     def _read(self) -> tuple[bool, dict]:
@@ -74,8 +76,9 @@ class LedgerCollector(Collector):
         try:
             last_seq = tx.last_seq()
             last = tx.event(last_seq) if last_seq else None
-            # Key = kind \0 sku \0 lot: the kind is read from the key, no value is decoded twice.
-            alerts = Counter(key.split(b"\x00", 1)[0].decode("utf-8", "replace") for key, _ in tx.items("alerts"))
+            # Key = sku \0 kind \0 lot (core_ext._alerts.alert_key); the label is the kind, never the SKU.
+            alerts = Counter(key.split(b"\x00")[1].decode("utf-8", "replace") for key, _ in tx.items("alerts"))
+            versions = {key.decode(): row.get("version", 0) for key, row in tx.items("master")}
             figures = {
                 "last_seq": last_seq,
                 "last_ts_ms": last.get("ts_ms") if isinstance(last, dict) else None,
@@ -83,6 +86,7 @@ class LedgerCollector(Collector):
                 "alerts": alerts,
                 "size": tx.store.file_size(),
                 "free": max(0, tx.store.space_left()),
+                "versions": versions,
             }
         except lmdb.Error as exc:
             log.warning("metrics: the store cannot be read: %s", exc)
@@ -98,6 +102,8 @@ _LEDGER_GAUGES = (
     ("gateway_ledger_last_event_timestamp_seconds", "When the last ledger event was recorded (Unix time)", None),
     ("gateway_ledger_skus", "SKUs with a stock balance in the ledger", None),
     ("gateway_ledger_alerts", "Open alerts, by kind", ["kind"]),
+    ("gateway_master_version", "Version in force of each master-data kind (promotions: the rule set pricing sales)",
+     ["kind"]),
     ("gateway_store_size_bytes", "Size of the LMDB data file", None),
     ("gateway_store_free_bytes", "Bytes the store can still grow by (the smaller of map and file system)", None),
 )

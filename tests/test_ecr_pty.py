@@ -221,3 +221,79 @@ async def test_gateway_resends_an_unacknowledged_response(rig):
     await rig.wait_metric("gateway_ecr_retransmits_total", 1)
     assert rig.metric("gateway_ecr_frames_total", direction="out") == 2
     assert rig.metric("gateway_ecr_link_errors_total") == 0
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _iso_or_none(value) -> bool:
+    import datetime as dt
+    return value is None or (isinstance(value, str) and dt.date.fromisoformat(value).isoformat() == value)
+
+
+PRICED_LINE = {"sku", "qty", "unit_cents", "gross_cents", "discount_cents", "net_cents", "promos",
+               "lot", "serial"}
+
+
+def check_priced(answer: dict, *, member: bool) -> None:
+    """The `quote` response of ecr-serial.md, field by field."""
+    assert answer["ok"] is True and answer["t"] == "res"
+    assert _is_int(answer["ruleset"])
+    for key in ("gross_cents", "discount_cents", "total_cents"):
+        assert _is_int(answer[key]), key
+    assert isinstance(answer["warnings"], list) and all(isinstance(w, str) for w in answer["warnings"])
+    assert answer["total_cents"] == sum(line["net_cents"] for line in answer["lines"])
+    for line in answer["lines"]:
+        assert PRICED_LINE <= set(line), line
+        assert isinstance(line["sku"], str)
+        for key in ("qty", "unit_cents", "gross_cents", "discount_cents", "net_cents"):
+            assert _is_int(line[key]), key
+        assert all(set(p) == {"id", "cents"} and _is_int(p["cents"]) for p in line["promos"])
+        assert line["lot"] is None or isinstance(line["lot"], str)
+        assert line["serial"] is None or isinstance(line["serial"], str)
+    if member:
+        assert _is_int(answer["points_earned"]) and _is_int(answer["points_balance"])
+    else:
+        assert "points_earned" not in answer and "points_balance" not in answer
+
+
+async def test_every_response_has_the_shape_the_spec_shows(rig):
+    lines = [{"code": "SKU-1", "qty": 2}, {"code": "4711", "qty": 1}]
+    [quote] = await rig.request({"t": "quote", "id": "SH-Q", "lane": "1", "member": "M1",
+                                 "lines": lines})
+    check_priced(quote, member=True)
+    [plain] = await rig.request({"t": "quote", "id": "SH-Q2", "lines": lines})
+    check_priced(plain, member=False)
+
+    [sold] = await rig.request(sale("SH-S", lines, quote["total_cents"], member="M1"))
+    check_priced(sold, member=True)
+    assert _is_int(sold["seq"])
+    for line in sold["lines"]:
+        assert sum(a["qty"] for a in line["allocations"]) == line["qty"]
+        for alloc in line["allocations"]:
+            assert set(alloc) == {"lot", "expiry", "qty"} and _is_int(alloc["qty"])
+            assert _iso_or_none(alloc["expiry"])
+    assert {a["lot"] for a in sold["lines"][1]["allocations"]} == {None}  # not tracked by lot
+
+    [returned] = await rig.request({"t": "return", "id": "SH-R", "orig": "SH-S",
+                                    "lines": [{"sku": "SKU-2", "qty": 1}], "reason": "defect"})
+    assert returned["ok"] is True
+    assert _is_int(returned["seq"]) and _is_int(returned["refund_cents"])
+    assert returned["lines"] == [{"sku": "SKU-2", "lot": None, "qty": 1,
+                                  "refund_cents": returned["lines"][0]["refund_cents"]}]
+    assert _is_int(returned["lines"][0]["refund_cents"])
+    assert _is_int(returned["points_reversed"]) and _is_int(returned["points_balance"])
+
+    [member] = await rig.request({"t": "member", "id": "SH-M", "member": "M1"})
+    assert (member["tier"], member["name"]) == ("gold", "Li Wei")
+    assert member["points_balance"] == returned["points_balance"]
+
+    [stock] = await rig.request({"t": "stock", "id": "SH-K", "code": "SKU-1"})
+    assert _is_int(stock["on_hand"]) and stock["lots"]
+    for lot in stock["lots"]:
+        assert set(lot) == {"lot", "expiry", "qty", "recalled"}
+        assert _is_int(lot["qty"]) and isinstance(lot["recalled"], bool) and _iso_or_none(lot["expiry"])
+
+    [pong] = await rig.request({"t": "ping", "id": "SH-P"})
+    assert _is_int(pong["time_ms"]) and pong["re"] == "SH-P"

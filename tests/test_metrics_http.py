@@ -11,6 +11,7 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
+from core_ext._alerts import alert_key
 from core_ext._store import Store, lot_key
 from gateway._http import serve_asgi
 from gateway._metrics import LedgerCollector, make_app, make_registry
@@ -32,7 +33,7 @@ def fill(store: Store, *, events: int, skus: list[str], alerts: list[tuple[str, 
             tx.put("skus", sku, 5)
             tx.put("lots", lot_key(sku, "L1"), {"qty": 5, "expiry": None, "serials": []})
         for kind, sku, lot in alerts:
-            tx.put("alerts", f"{kind}\x00{sku}\x00{lot}", {"kind": kind, "sku": sku, "lot": lot})
+            tx.put("alerts", alert_key(sku, kind, lot), {"kind": kind, "sku": sku, "lot": lot})
 
 
 def test_ledger_collector_reads_the_store_at_scrape_time(store):
@@ -50,6 +51,11 @@ def test_ledger_collector_reads_the_store_at_scrape_time(store):
     assert registry.get_sample_value("gateway_ledger_skus") == 3
     assert registry.get_sample_value("gateway_ledger_alerts", {"kind": "recall"}) == 2
     assert registry.get_sample_value("gateway_ledger_alerts", {"kind": "expiry"}) == 1
+    assert registry.get_sample_value("gateway_ledger_alerts", {"kind": "A"}) is None  # never a SKU as a label
+    assert registry.get_sample_value("gateway_master_version", {"kind": "promotions"}) is None
+    with store.begin(write=True) as tx:
+        tx.put("master", "promotions", {"version": 17, "issued_ms": 0, "effective_ms": None})
+    assert registry.get_sample_value("gateway_master_version", {"kind": "promotions"}) == 17
     assert registry.get_sample_value("gateway_store_size_bytes") == os.path.getsize(
         os.path.join(store.path, "data.mdb"))
     free = registry.get_sample_value("gateway_store_free_bytes")

@@ -169,7 +169,8 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         if ctype.startswith("application/json"):
             try:
                 return _from_json_doc(json.loads(raw))
-            except ValueError:
+            except (ValueError, RecursionError):
+                # RecursionError: nesting deeper than the parser's stack, from "[[[[..." alone.
                 raise HttpError(400, errors.BAD_REQUEST, "the body is not valid JSON") from None
         try:
             return unpack(raw, "the body")

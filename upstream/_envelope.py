@@ -55,8 +55,16 @@ class DocumentError(UpstreamError):
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
+# What MessagePack (and so the signed bytes) can carry; JSON can say more and must be refused.
+MAX_UINT = 2 ** 64 - 1
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_uint(value) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_UINT
 
 
 def unpack(raw: bytes, what: str):
@@ -126,6 +134,8 @@ def check_envelope(env) -> None:
     for name in ints:
         if not _is_int(env.get(name)):
             raise EnvelopeError(f"field {name!r} is missing or not an integer", seq=seq)
+        if not _is_uint(env[name]):
+            raise EnvelopeError(f"field {name!r} is not between 0 and 2**64-1", seq=seq)
     if env["v"] != VERSION:
         raise EnvelopeError(f"version {env['v']} is not {VERSION}", seq=seq)
     if not isinstance(env.get("store"), str):
@@ -246,11 +256,12 @@ def check_document(doc) -> None:
         raise DocumentError(f"version of the format {doc['v']} is not {VERSION}")
     if doc.get("kind") not in DOCUMENT_KINDS:
         raise DocumentError(f"kind {doc.get('kind')!r} is not one of {', '.join(DOCUMENT_KINDS)}")
-    if doc["version"] < 0 or doc["issued_ms"] < 0:
-        raise DocumentError("version and issued_ms must not be negative")
+    for name in ("version", "issued_ms"):
+        if not _is_uint(doc[name]):
+            raise DocumentError(f"field {name!r} must be between 0 and 2**64-1")
     eff = doc.get("effective_ms")
-    if eff is not None and (not _is_int(eff) or eff < 0):
-        raise DocumentError("field 'effective_ms' is not a non-negative integer")
+    if eff is not None and not _is_uint(eff):
+        raise DocumentError("field 'effective_ms' must be an integer between 0 and 2**64-1")
     if not isinstance(doc.get("body"), bytes):
         raise DocumentError("field 'body' is missing or not bytes")
     sig = doc.get("sig")
