@@ -11,7 +11,6 @@ and while the disk syncs the event loop keeps reading devices, so the next group
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -58,7 +57,8 @@ def refusal(request: Request, code: str, message: str, details=None) -> dict:
 
 class CoreLoop:
     def __init__(self, store: Store, handlers: dict, *, settings=None, clock: Callable[[], float] = time.time,
-                 max_group: int = 512, metrics=None, disk_pressure: Callable[[], bool] | None = None):
+                 max_group: int = 512, queue_limit: int = 10_000, metrics=None,
+                 disk_pressure: Callable[[], bool] | None = None):
         self.store = store
         self.handlers = {k: (h if isinstance(h, Handler) else Handler(h)) for k, h in handlers.items()}
         self.settings = settings
@@ -66,7 +66,8 @@ class CoreLoop:
         self.max_group = max_group
         self.metrics = metrics
         self.disk_pressure = disk_pressure or (lambda: store.space_left() < store.min_free_bytes)
-        self._send, self._receive = trio.open_memory_channel(math.inf)
+        # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing.
+        self._send, self._receive = trio.open_memory_channel(queue_limit)
         self._commit_event = trio.Event()
         self.running = False
         self.commits = 0

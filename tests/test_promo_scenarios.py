@@ -79,10 +79,12 @@ SCENARIOS = [
      [line("A", 2, 1000), line("B", 1, 100)], None,
      [(381, [("P", 381)]), (19, [("P", 19)])], []),
 
-    # Fixed 800: A 2x1000 is 400 over; B 1x700 is under and untouched (never raises a price).
+    # Fixed 800: A 2x1000 is 400 over; B 1x700 is under, so adds nothing (never raises a price). The
+    # 400 is spread over every eligible unit (step 5), B's too: LR 2000:700 -> 296.30 / 103.70 -> 296 +
+    # 103, 1 left; remainders 800000 mod 2700 = 800 vs 280000 mod 2700 = 1900 -> B. A 296, B 104.
     ("fixed_price", [rule("P", "fixed_price", {"unit_cents": 800})],
      [line("A", 2, 1000), line("B", 1, 700)], None,
-     [(400, [("P", 400)]), (0, [])], []),
+     [(296, [("P", 296)]), (104, [("P", 104)])], []),
 
     # Fixed price at or below every unit: nothing to take off.
     ("fixed_price_no_saving", [rule("P", "fixed_price", {"unit_cents": 800})],
@@ -118,6 +120,13 @@ SCENARIOS = [
      [line("A", 3, 1200), line("B", 5, 500), line("C", 1, 999)], None,
      [(218, [("P", 218)]), (182, [("P", 182)]), (0, [])], []),
 
+    # Remainder ties go to the earlier line even when the rule names the later line's SKU first:
+    # B + A for 1999 on A 1000, B 1000 -> 1 over, LR 0.5 / 0.5 -> line A.
+    ("bundle_tie_to_earlier_line",
+     [rule("P", "bundle", {"items": [["B", 1], ["A", 1]], "price_cents": 1999})],
+     [line("A", 1, 1000), line("B", 1, 1000)], None,
+     [(1, [("P", 1)]), (0, [])], []),
+
     ("bundle_incomplete",
      [rule("P", "bundle", {"items": [["A", 1], ["B", 2]], "price_cents": 2000})],
      [line("A", 3, 1200), line("B", 1, 500)], None,
@@ -136,6 +145,14 @@ SCENARIOS = [
      [rule("P", "buy_x_get_y", {"buy": 1, "get": 1, "pct_bp": 5000})],
      [line("X", 1, 500), line("Y", 1, 500)], None,
      [(0, []), (250, [("P", 250)])], []),
+
+    # Buy 1 get 2 at 50% on A 7, B 3, C 1000: qualifying C; rewarded from the cheapest up, B then A
+    # (drawn in that order); half_up(10 * 50%) = 5, LR by net A 7 : B 3 -> 3.5 / 1.5, tie -> the
+    # earlier line, A. A 4, B 1.
+    ("buy_x_get_y_tie_to_earlier_line",
+     [rule("P", "buy_x_get_y", {"buy": 1, "get": 2, "pct_bp": 5000})],
+     [line("A", 1, 7), line("B", 1, 3), line("C", 1, 1000)], None,
+     [(4, [("P", 4)]), (1, [("P", 1)]), (0, [])], []),
 
     # Buy 1 get 1 free at most once on 5 units of one line: 1 unit rewarded = 300.
     ("buy_x_get_y_max_applications",

@@ -144,10 +144,10 @@ async def test_document_numbers_beyond_64_bits_are_named(served, field):
 
 
 @pytest.mark.parametrize("bad,problem", [
-    ({"id": "é" * 128, "type": "receipt", "sku": "SKU-2", "qty": 1}, "id"),
+    ({"id": "\U0001F600" * 128, "type": "receipt", "sku": "SKU-2", "qty": 1}, "id"),
     ({"id": "X", "type": "receipt", "sku": "S" * 600, "qty": 1}, "sku"),
     ({"id": "X", "type": "receipt", "sku": "SKU-1", "lot": "L" * 600, "expiry": "2029-01-31", "qty": 1}, "lot"),
-    ({"id": "X", "type": "adjustment", "sku": "SKU-2", "qty": 2 ** 40}, "qty"),
+    ({"id": "X", "type": "adjustment", "sku": "SKU-2", "qty": 2 ** 63}, "qty"),
 ])
 async def test_movement_fields_the_store_cannot_hold_are_named(served, bad, problem):
     up = served.up
@@ -162,7 +162,8 @@ async def test_movement_fields_the_store_cannot_hold_are_named(served, bad, prob
 async def test_a_refused_movement_does_not_take_down_its_group(served):
     # Requests committed in the same group as a bad document are still applied.
     up = served.up
-    bad = sign_document("movements", 1, {"movements": [{"id": "X", "type": "receipt", "sku": "S" * 600, "qty": 1}]},
+    bad = sign_document("movements", 1, {"movements": [{"id": "X", "type": "receipt", "sku": "SKU-1",
+                                                        "lot": "L" * 600, "expiry": "2029-01-31", "qty": 1}]},
                         up.erp_key, issued_ms=NOW_MS)
     good = sign_document("movements", 2, {"movements": [{"id": "G", "type": "receipt", "sku": "SKU-2", "qty": 1}]},
                          up.erp_key, issued_ms=NOW_MS)

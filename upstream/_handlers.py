@@ -26,6 +26,10 @@ STATUS = {
 }
 
 MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
+# Ids, SKUs and lots become LMDB keys (511 bytes at most, "sku\0lot" among them): bounded well below.
+MAX_ID_BYTES = 128
+# Far beyond any real stock, and balances summed from such quantities stay within 64 bits.
+MAX_QTY = 10 ** 9
 
 
 def _is_int(v) -> bool:
@@ -59,17 +63,18 @@ def _check_movements(body) -> list[str]:
         if not isinstance(m, dict):
             problems.append(f"{where}: must be a map")
             continue
-        if isinstance(m.get("id"), str) and 0 < len(m["id"]) <= 128:
+        if isinstance(m.get("id"), str) and 0 < len(m["id"].encode()) <= MAX_ID_BYTES:
             where = f"movements[{i}] (id {m['id']!r})"
         else:
-            problems.append(f"{where}: id must be a string of 1 to 128 characters")
+            problems.append(f"{where}: id must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
         kind = m.get("type")
         if kind not in MOVEMENT_TYPES:
             problems.append(f"{where}: type must be one of {', '.join(MOVEMENT_TYPES)}")
-        if not isinstance(m.get("sku"), str) or not m["sku"]:
-            problems.append(f"{where}: sku must be a non-empty string")
-        if m.get("lot") is not None and (not isinstance(m["lot"], str) or not m["lot"]):
-            problems.append(f"{where}: lot must be a non-empty string or null")
+        if not isinstance(m.get("sku"), str) or not 0 < len(m["sku"].encode()) <= MAX_ID_BYTES:
+            problems.append(f"{where}: sku must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
+        if m.get("lot") is not None and (not isinstance(m["lot"], str)
+                                         or not 0 < len(m["lot"].encode()) <= MAX_ID_BYTES):
+            problems.append(f"{where}: lot must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8) or null")
         expiry = m.get("expiry")
         if expiry is not None:
             try:
@@ -85,6 +90,8 @@ def _check_movements(body) -> list[str]:
         qty = m.get("qty")
         if not _is_int(qty):
             problems.append(f"{where}: qty must be an integer")
+        elif abs(qty) > MAX_QTY:
+            problems.append(f"{where}: qty {qty} is beyond {MAX_QTY} units")
         elif kind == "adjustment" and qty == 0:
             problems.append(f"{where}: an adjustment's qty must not be 0")
         elif kind in ("receipt", "transfer_out", "opening") and qty <= 0:
@@ -151,8 +158,17 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
     def _apply(tx, ctx, kind: str, version: int, issued_ms: int, effective_ms, body) -> None:
         _master.apply(tx, kind, version, body, issued_ms)
         row = tx.get("master", kind) or {}
+        # An older version still waiting for its time is superseded by this one: were it kept, its
+        # effective_ms would bring it back over a newer version in force. Never in force, it priced
+        # no sale, so its body goes too.
+        pending = []
+        for p in row.get("pending", []):
+            if p["version"] > version:
+                pending.append(p)
+            else:
+                tx.delete("master_docs", _doc_key(kind, p["version"]))
         tx.put("master", kind, {"version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
-                                "pending": row.get("pending", [])})
+                                "pending": pending})
         tx.append_event({"type": "master_applied", "id": f"erp:{kind}:{version}", "kind": kind,
                          "version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
                          "ts_ms": ctx.now_ms, "moves": []})
