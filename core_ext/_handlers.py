@@ -1,6 +1,9 @@
 """The request kinds the core answers, with whether each remembers its id (a repeat is a replay)."""
 from . import _sales, _stock
 
+# The ECR/1 messages: each must carry an id, remembered or not (ecr-serial.md, Messages).
+ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping"})
+
 # kind -> (handler, idempotent)
 HANDLERS = {
     "quote": (_sales.handle_quote, False),

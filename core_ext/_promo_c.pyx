@@ -7,7 +7,7 @@ Money fits in 64 bits (the reference bounds it); products of two amounts go thro
 """
 from core_ext._promo_py import (
     AMOUNT_OFF, BUNDLE, BUY_X_GET_Y, FIXED_PRICE, ORDER_PERCENT_OFF, PERCENT_OFF, QTY_TIER, THRESHOLD,
-    PromoInputError, PromoRuleError, check_lines, coupon_key, load_rules, points_earned, validate_promotions,
+    PromoInputError, PromoRuleError, check_lines, coupon_codes, load_rules, points_earned, validate_promotions,
 )
 
 cimport cython
@@ -510,7 +510,7 @@ cdef class PromoEngine:
             for rule in self._by_category.get(line.category, ()):
                 found[rule.rank] = rule
         tier = member.get("tier") if member else None
-        codes = {coupon_key(c) for c in coupons}
+        codes = coupon_codes(coupons)
         cdef list out = []
         cdef bint hit
         for rank in sorted(found):

@@ -167,6 +167,13 @@ def _check_steps(steps, key: str, first: tuple, second: tuple, errors: list) -> 
         errors.append((key, "must be in strictly increasing order of its first element"))
 
 
+def _scope(r: dict, key: str):
+    # Absent or null is "no restriction"; any other non-map (a stray [] or false) is an error, never
+    # read as "no restriction", which would widen a promotion to every item, time or customer.
+    value = r.get(key)
+    return {} if value is None else value
+
+
 def _check_rule(r: dict) -> list:
     """(key, problem) pairs for one rule."""
     errs: list = []
@@ -186,7 +193,7 @@ def _check_rule(r: dict) -> list:
         errs.append(("params", "must be a map"))
     elif isinstance(kind, str) and kind in KIND_CODES:
         _check_params(kind, params, errs)
-    target = r.get("target") or {}
+    target = _scope(r, "target")
     if not isinstance(target, dict):
         errs.append(("target", "must be a map"))
     else:
@@ -195,7 +202,7 @@ def _check_rule(r: dict) -> list:
         for key in ("skus", "categories", "exclude_skus"):
             if key in target and not _str_list(target[key]):
                 errs.append((f"target.{key}", "must be a list of non-empty strings"))
-    when = r.get("when") or {}
+    when = _scope(r, "when")
     if not isinstance(when, dict):
         errs.append(("when", "must be a map"))
     else:
@@ -214,7 +221,7 @@ def _check_rule(r: dict) -> list:
                 isinstance(m, list) and len(m) == 2 and _int_in(m[0], 0, 1440) and _int_in(m[1], 0, 1440)
                 and m[0] != m[1] for m in mins)):
             errs.append(("when.minutes", "must be a list of [start, end] minutes 0..1440 with start != end"))
-    where = r.get("where") or {}
+    where = _scope(r, "where")
     if not isinstance(where, dict):
         errs.append(("where", "must be a map"))
     else:
@@ -225,7 +232,7 @@ def _check_rule(r: dict) -> list:
         ch = where.get("channels")
         if ch is not None and not (isinstance(ch, list) and all(c in SALE_CHANNELS for c in ch)):
             errs.append(("where.channels", "must be a list of " + ", ".join(SALE_CHANNELS)))
-    who = r.get("who") or {}
+    who = _scope(r, "who")
     if not isinstance(who, dict):
         errs.append(("who", "must be a map"))
     else:
@@ -374,6 +381,16 @@ class Rule:
 def coupon_key(code: str) -> str:
     # Cashiers type coupons; "spring10" and " SPRING10" are the same coupon.
     return code.strip().upper()
+
+
+def coupon_codes(coupons) -> set[str]:
+    """The coupon keys a basket carries; PromoInputError for anything but a list of strings."""
+    if isinstance(coupons, str) or not isinstance(coupons, (list, tuple, set, frozenset)):
+        raise PromoInputError("coupons must be a list of strings")
+    for i, c in enumerate(coupons):
+        if not isinstance(c, str):
+            raise PromoInputError(f"coupons[{i}] must be a string, got {type(c).__name__}")
+    return {coupon_key(c) for c in coupons}
 
 
 def load_rules(body: dict | None):
@@ -549,7 +566,7 @@ class PromoEngine:
             for rule in self._by_category.get(line.category, ()):
                 found[rule.rank] = rule
         tier = member.get("tier") if member else None
-        codes = {coupon_key(c) for c in coupons}
+        codes = coupon_codes(coupons)
         out = []
         for rank in sorted(found):
             rule = found[rank]

@@ -6,13 +6,15 @@ import time
 from prometheus_client import CollectorRegistry
 
 from core_ext import HANDLERS, Settings, Store
+from core_ext._handlers import ECR_KINDS
 from ._core_loop import CoreLoop, Handler
 from ._core_metrics import CoreMetrics
 
 
 def build_core(store: Store, settings: Settings, *, extra_handlers: dict | None = None,
                registry: CollectorRegistry | None = None, clock=time.time, disk_pressure=None) -> CoreLoop:
-    handlers = {kind: Handler(fn, idempotent=idem) for kind, (fn, idem) in HANDLERS.items()}
+    handlers = {kind: Handler(fn, idempotent=idem, requires_id=kind in ECR_KINDS)
+                for kind, (fn, idem) in HANDLERS.items()}
     for kind, fn in (extra_handlers or {}).items():
         handlers[kind] = fn if isinstance(fn, Handler) else Handler(fn)
     metrics = CoreMetrics(registry) if registry is not None else None

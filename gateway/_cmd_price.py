@@ -16,6 +16,8 @@ import sys
 import tomllib
 from datetime import datetime, timezone
 
+from core_ext._promo_py import SALE_CHANNELS
+
 EXIT_OK, EXIT_USAGE = 0, 2
 
 REASONS = {
@@ -97,9 +99,11 @@ def basket_context(basket) -> dict:
     coupons = basket.get("coupons", [])
     if not (isinstance(coupons, list) and all(isinstance(c, str) for c in coupons)):
         problems.append("basket.coupons must be a list of strings")
-    for key in ("store", "channel"):
-        if not isinstance(basket.get(key, ""), str):
-            problems.append(f"basket.{key} must be a string")
+    if not isinstance(basket.get("store", ""), str):
+        problems.append("basket.store must be a string")
+    if basket.get("channel", "ecr") not in SALE_CHANNELS:
+        # A misspelt channel would silently miss every rule limited to channels.
+        problems.append(f"basket.channel must be one of {', '.join(SALE_CHANNELS)}, got {basket['channel']!r}")
     ts_ms, weekday, minute = 0, 1, 0
     if "time" in basket:
         try:

@@ -440,8 +440,11 @@ class _Loader:
 def _check_serial(loader: _Loader, key: str, device: dict) -> None:
     if "port" not in device:
         loader.problem(f"{key}.port", "is required: a device path such as /dev/ttyUSB0 or a pyserial URL")
-    else:
-        loader.string(f"{key}.port", device["port"], empty_ok=False)
+    elif loader.string(f"{key}.port", device["port"], empty_ok=False):
+        from device_plugins._serial_port import port_problem
+        problem = port_problem(device["port"])
+        if problem:
+            loader.problem(f"{key}.port", problem)
     loader.positive_int(f"{key}.baudrate", device["baudrate"], maximum=4_000_000)
     if device["bytesize"] not in (5, 6, 7, 8) or isinstance(device["bytesize"], bool):
         loader.problem(f"{key}.bytesize", f"must be 5, 6, 7 or 8, got {device['bytesize']!r}")

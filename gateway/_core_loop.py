@@ -33,6 +33,8 @@ class Handler:
     fn: Callable
     # Remember the request id after a commit; a repeat gets the first response again.
     idempotent: bool = False
+    # The request must carry an ECR/1 id (a string of 1 to 64 characters), remembered or not.
+    requires_id: bool = False
 
 
 @dataclass(slots=True)
@@ -177,10 +179,10 @@ class CoreLoop:
         if handler is None or not isinstance(body, dict):
             return Response(refusal(request, errors.BAD_REQUEST, f"unknown request type {request.kind!r}"))
         key = digest = None
+        rid = body.get("id")
+        if (handler.idempotent or handler.requires_id) and (not isinstance(rid, str) or not 1 <= len(rid) <= 64):
+            return Response(refusal(request, errors.BAD_REQUEST, "id must be a string of 1 to 64 characters"))
         if handler.idempotent:
-            rid = body.get("id")
-            if not isinstance(rid, str) or not 1 <= len(rid) <= 64:
-                return Response(refusal(request, errors.BAD_REQUEST, "id must be a string of 1 to 64 characters"))
             key = f"{request.source}:{rid}"
             digest = body_hash(body)
             first = tx.get("ids", key)

@@ -407,3 +407,20 @@ def test_arbitrary_documents_give_a_config_or_a_config_error(tmp_path, doc):
         assert exc.problems and all(isinstance(k, str) and isinstance(p, str) and p for k, p in exc.problems)
     else:
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.store.id)
+
+
+def test_a_serial_port_url_that_can_never_open_is_refused_at_check_time(tmp_path):
+    path = write(tmp_path, '''
+        [[devices]]
+        name = "lane1"
+        kind = "ecr_serial"
+        port = "foo://nowhere"
+
+        [[devices]]
+        name = "lane2"
+        kind = "ecr_serial"
+        port = "loop://"
+        ''')
+    found = dict(problems_of(path))
+    assert "devices[0].port" in found and "foo" in found["devices[0].port"]
+    assert "devices[1].port" not in found  # loop:// is a pyserial URL the gateway opens

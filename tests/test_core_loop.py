@@ -70,3 +70,11 @@ async def test_shutdown_answers_waiting_requests_unavailable(seeded_store):
     core = build_core(seeded_store, STORE)
     res = await core.submit(sale(1))  # not running yet
     assert res.body["err"] == "UNAVAILABLE"
+
+
+async def test_every_ecr_message_needs_an_id_even_when_not_remembered(core):
+    for kind, body in (("quote", {"lines": [{"code": "SKU-4", "qty": 1}]}), ("ping", {"id": 7}),
+                       ("member", {"id": "", "member": "M1"}), ("stock", {"id": "x" * 65, "code": "SKU-4"})):
+        res = await core.request(kind, body)
+        assert res.body["err"] == "BAD_REQUEST" and "id" in res.body["msg"], (kind, res.body)
+    assert (await core.request("ping", {"id": "x" * 64})).ok

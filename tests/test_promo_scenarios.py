@@ -438,6 +438,11 @@ def test_points(promo, cash, tier, member, expected):
                 rule("Q", "threshold", {"ladder": [[1, 1]]}, exclusive_group="G")]},
      "rules[1] (id 'Q'): exclusive_group 'G' mixes item-layer and order-layer rules"),
     ({"rules": [rule("P", "percent_off", {"pct_bp": 1}, max_discount=5)]}, "rules[0] (id 'P'): max_discount"),
+    # A stray non-map scope must not read as "no restriction" (every item, time or customer).
+    ({"rules": [rule("P", "percent_off", {"pct_bp": 1}, target=[])]}, "rules[0] (id 'P'): target must be a map"),
+    ({"rules": [rule("P", "percent_off", {"pct_bp": 1}, who=False)]}, "rules[0] (id 'P'): who must be a map"),
+    ({"rules": [rule("P", "percent_off", {"pct_bp": 1}, when=0)]}, "rules[0] (id 'P'): when must be a map"),
+    ({"rules": [rule("P", "percent_off", {"pct_bp": 1}, where="")]}, "rules[0] (id 'P'): where must be a map"),
     ({"ceiling": {"default_max_pct_bp": -1}, "rules": []}, "ceiling.default_max_pct_bp"),
     ({"points": {"earn_per_cents": 0, "earn_points": 1}, "rules": []}, "points.earn_per_cents"),
     ({"rules": "all"}, "rules must be a list"),
@@ -471,6 +476,33 @@ def test_valid_body_has_no_errors(promo):
 def test_bad_basket(promo, bad, fragment):
     with pytest.raises(promo.PromoInputError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         promo.PromoEngine(None).price(bad)
+
+
+@pytest.mark.parametrize("coupons, fragment", [("SPRING", "coupons must be a list"), ([5], r"coupons\[0\] must be")])
+def test_bad_coupons(promo, coupons, fragment):
+    engine = promo.PromoEngine({"rules": [rule("P", "percent_off", {"pct_bp": 1000}, coupon="SPRING")]})
+    with pytest.raises(promo.PromoInputError, match=fragment):
+        engine.price([line("A", 1, 1000)], coupons=coupons)
+
+
+def test_null_scopes_mean_no_restriction(promo):
+    r = rule("P", "percent_off", {"pct_bp": 1000}, target=None, when=None, where=None, who=None, coupon=None)
+    assert price(promo, [r], [line("A", 1, 1000)])["total_cents"] == 900
+
+
+@pytest.mark.skipif(_promo_c is None, reason="pure-Python run")
+def test_the_compiled_engine_is_compiled_and_selected():
+    import importlib.machinery
+    import types
+
+    from core_ext import _select
+
+    assert _promo_c.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    # The per-basket work is C: `price` is no Python function and its helpers are not even visible.
+    assert not isinstance(_promo_c.PromoEngine.price, types.FunctionType)
+    assert not hasattr(_promo_c, "plan_rule") and not hasattr(_promo_c, "settle")
+    if not _select.PURE:
+        assert _select.promo is _promo_c
 
 
 # --- returns ---------------------------------------------------------------------------------
@@ -593,6 +625,7 @@ def test_price_command_refuses_bad_files(tmp_path):
     ({"lines": [], "time": "2026-11-24T10:00:00", "timezone": "Mars/Base"}, "unknown timezone 'Mars/Base'"),
     ({"lines": [], "tier": "gold"}, "basket.tier needs basket.member"),
     ({"lines": [], "coupons": "X"}, "basket.coupons must be a list of strings"),
+    ({"lines": [], "channel": "ECR"}, "basket.channel must be one of ecr, pos, csv, got 'ECR'"),
     ([], "basket: must be a map with lines"),
 ])
 def test_price_basket_problems(tmp_path, basket, fragment):

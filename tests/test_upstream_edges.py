@@ -194,3 +194,27 @@ async def test_ack_bodies_that_are_not_a_count_are_named(served):
         assert status == 400 and answer["error"] == "BAD_REQUEST", (body, answer)
     status, _h, answer = await served.call("POST", "/upstream/v1/ack", body=b"\xc1")
     assert status == 400 and "MessagePack" in answer["message"]
+
+
+# --- the reference client --------------------------------------------------------------------
+
+async def test_push_master_defaults_above_a_version_sent_ahead(served, tmp_path, capsys):
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway._cli import main
+
+    up = served.up
+    erp_pem = tmp_path / "erp.pem"
+    erp_pem.write_bytes(up.erp_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(new_catalog()))
+    argv = ["erp", "push-master", "catalog", str(catalog), "--key", str(erp_pem), "--url", served.url,
+            "--token", TOKEN]
+    assert await trio.to_thread.run_sync(main, argv + ["--effective", "2099-01-01T00:00:00+00:00"]) == 0
+    assert "catalog version 2 accepted" in capsys.readouterr().out
+    # Version 2 waits for 2099; with no --version the next document is 3, not a refused 2.
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    assert "catalog version 3 accepted" in capsys.readouterr().out
+    with up.store.read() as tx:
+        assert tx.get("master", "catalog")["version"] == 3

@@ -174,9 +174,16 @@ def _signed(kind: str, args, default_version) -> dict:
     return sign_document(kind, version, body, key, issued_ms=int(time.time() * 1000), effective_ms=effective)
 
 
+def _next_version(status: dict, kind: str) -> int:
+    """One above the newest version the gateway holds: in force, or sent ahead and still waiting
+    (the gateway refuses anything not above both)."""
+    waiting = [version for version, _effective in (status.get("pending") or {}).get(kind, [])]
+    return max([status["versions"].get(kind, 0)] + waiting) + 1
+
+
 def run_push_master(args) -> int:
     with _client(args) as client:
-        doc = _signed(args.kind, args, lambda: client.status()["versions"].get(args.kind, 0) + 1)
+        doc = _signed(args.kind, args, lambda: _next_version(client.status(), args.kind))
         answer = client.put_master(doc)
     when = f", effective {answer['effective_ms']}" if answer.get("effective_ms") else ""
     print(f"{args.kind} version {answer.get('applied')} accepted{when}")
