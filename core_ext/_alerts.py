@@ -57,8 +57,9 @@ def refresh(tx, skus, today: str, now_ms: int) -> int:
             old = tx.get("alerts", key)
             if old is None:
                 raised += 1
-                tx.append_event({"type": "alert", "id": "alert:" + key.decode().replace("\x00", ":"),
-                                 "ts_ms": now_ms, "moves": [], **alert})
+                # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.
+                tx.append_event({"type": "alert", "id": f"alert:{sku}:{alert['kind']}:{alert['lot'] or ''}:"
+                                                        f"{tx.last_seq() + 1}", "ts_ms": now_ms, "moves": [], **alert})
             if old != alert:
                 tx.put("alerts", key, alert)
     return raised

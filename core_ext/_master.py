@@ -33,6 +33,14 @@ def gtin14(code: str) -> str | None:
     return code if (10 - total % 10) % 10 == int(code[13]) else None
 
 
+# Keys of the store are at most 511 bytes; a SKU, code, member id or lot is part of one.
+MAX_KEY_BYTES = 128
+
+
+def _too_long(v) -> bool:
+    return isinstance(v, str) and len(v.encode()) > MAX_KEY_BYTES
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -53,6 +61,9 @@ def _validate_catalog(body) -> list[str]:
             errors.append(f"{where}: must be a map")
             continue
         sku = item.get("sku")
+        if _too_long(sku):
+            errors.append(f"{where}: sku is longer than {MAX_KEY_BYTES} bytes")
+            continue
         if isinstance(sku, str) and sku:
             where = f"items[{i}] (sku {sku!r})"
             if sku in seen_sku:
@@ -78,6 +89,9 @@ def _validate_catalog(body) -> list[str]:
                 errors.append(f"{where}: {list_key} must be a list of non-empty strings")
                 continue
             for code in values:
+                if _too_long(code):
+                    errors.append(f"{where}: {list_key} entry {code[:20]!r}... is longer than {MAX_KEY_BYTES} bytes")
+                    continue
                 if list_key == "gtins" and gtin14(code) is None:
                     errors.append(f"{where}: gtin {code!r} is not a valid GTIN-8/12/13/14")
                     continue
@@ -97,8 +111,8 @@ def _validate_members(body) -> list[str]:
         return ["members: must be a list"]
     errors = []
     for i, m in enumerate(members):
-        if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not m.get("id"):
-            errors.append(f"members[{i}]: id must be a non-empty string")
+        if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not m.get("id") or _too_long(m.get("id")):
+            errors.append(f"members[{i}]: id must be a non-empty string of at most {MAX_KEY_BYTES} bytes")
             continue
         where = f"members[{i}] (id {m['id']!r})"
         if m.get("tier") is not None and not isinstance(m.get("tier"), str):
@@ -124,6 +138,9 @@ def _validate_recalls(body) -> list[str]:
             where = f"recalls[{i}] (recall_id {r['recall_id']!r})"
         else:
             errors.append(f"{where}: recall_id must be a non-empty string")
+        if _too_long(r.get("sku")) or _too_long(r.get("lot")):
+            errors.append(f"{where}: sku and lot must be at most {MAX_KEY_BYTES} bytes")
+            continue
         has_gtin, has_sku = isinstance(r.get("gtin"), str), isinstance(r.get("sku"), str)
         if has_gtin == has_sku:
             errors.append(f"{where}: give exactly one of gtin and sku")

@@ -144,7 +144,8 @@ class Gateway:
                                                       certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key)
                 await nursery.start(lambda task_status: upstream.run_sealer(
                     submit, lambda: upstream.read_backlog(self.store, up_settings), self.core.wait_commit,
-                    metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s, task_status=task_status))
+                    metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s,
+                    pressure=lambda: upstream.disk_pressure(self.store), task_status=task_status))
                 await nursery.start(lambda task_status: upstream.run_master_activation(
                     submit, lambda: read_next_activation(self.store), seal_signal, task_status=task_status))
                 if cfg.upstream.push_url:

@@ -205,18 +205,23 @@ class CoreLoop:
             child.abort()
             del ctx._after_commit[callbacks_before:]
             if exc.record is not None:
-                record = tx.child()
                 doc = dict(exc.record)
                 doc.setdefault("type", "refusal")
-                doc.setdefault("id", key or f"{request.source}:{body.get('id')}")
+                # Its own id: the request's may still be committed later, and ids are unique upstream.
+                doc["request_id"] = key or f"{request.source}:{body.get('id')}"
+                doc["id"] = f"{doc['request_id']}#refused-{tx.last_seq() + 1}"
                 doc.setdefault("source", request.source)
                 doc.setdefault("err", exc.code)
                 doc.setdefault("msg", exc.message)
                 doc.setdefault("moves", [])
                 doc["ts_ms"] = ctx.now_ms
-                record.append_event(doc)
-                record.commit()
+                tx.append_event(doc)
             return Response(refusal(request, exc.code, exc.message, exc.details))
+        except lmdb.BadValsizeError as exc:
+            # A key or value this request brought is beyond what LMDB stores: its fault alone.
+            child.abort()
+            del ctx._after_commit[callbacks_before:]
+            return Response(refusal(request, errors.BAD_REQUEST, f"a field is too long to be stored ({exc})"))
         except lmdb.Error:
             child.abort()
             raise

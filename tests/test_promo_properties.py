@@ -193,6 +193,7 @@ def test_returns_in_any_order_refund_what_was_paid(body, lines, data):
             "refunded_cents": 0, "points_reversed_before": 0, "points_restored_before": 0}
     before: dict[int, int] = {}
     money = restored_cents = 0
+    per_line = [0] * len(lines)
     for take in data.draw(return_orders(lines)):
         plan = plan_return(sale, before, take, engine)
         assert plan["refund_cents"] >= 0 and plan["money_refund_cents"] >= 0
@@ -203,9 +204,14 @@ def test_returns_in_any_order_refund_what_was_paid(body, lines, data):
         sale["points_restored_before"] += plan["points_restored"]
         money += plan["money_refund_cents"]
         restored_cents += plan["points_restored_cents"]
+        for p in plan["lines"]:
+            per_line[p["index"]] += p["refund_cents"]
         for i, k in take.items():
             before[i] = before.get(i, 0) + k
     assert sale["refunded_cents"] == total
+    if not any(p["id"] in engine.clawback_ids for l in sale["lines"] for p in l["promos"]):
+        # Without a clawback every line, not only the basket, gives back exactly its net.
+        assert per_line == [l["net_cents"] for l in sale["lines"]]
     assert sale["points_reversed_before"] == earned
     assert sale["points_restored_before"] == redeemed
     assert restored_cents == redeemed_cents and money == total - redeemed_cents

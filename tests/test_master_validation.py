@@ -1,0 +1,68 @@
+"""Master-data content checks name each bad entry; what the store cannot hold is refused, not crashed on."""
+from __future__ import annotations
+
+import copy
+
+from core_ext import _master
+
+from ._data import CATALOG, MEMBERS
+
+
+def test_a_valid_catalog_members_recalls_and_policy_pass():
+    assert _master.validate("catalog", CATALOG) == []
+    assert _master.validate("members", MEMBERS) == []
+    assert _master.validate("recalls", {"recalls": [{"recall_id": "R", "sku": "SKU-1", "lot": None}]}) == []
+    assert _master.validate("policy", {"negative_stock": "refuse", "expiry_warn_days": 10}) == []
+
+
+def test_each_bad_catalog_entry_is_named():
+    bad = copy.deepcopy(CATALOG)
+    bad["items"][0]["unit_cents"] = -1
+    bad["items"][1]["gtins"] = ["12345678"]           # wrong check digit
+    bad["items"][2]["sku"] = "S" * 200                # longer than a store key may be
+    bad["items"][3]["pos_codes"] = ["4711"]           # already SKU-2's
+    errors = _master.validate("catalog", bad)
+    assert any("items[0] (sku 'SKU-1'): unit_cents" in e for e in errors)
+    assert any("items[1]" in e and "12345678" in e for e in errors)
+    assert any("items[2]" in e and "longer than 128 bytes" in e for e in errors)
+    assert any("items[3]" in e and "'4711' already belongs to sku 'SKU-2'" in e for e in errors)
+
+
+def test_members_recalls_policy_problems_are_named():
+    assert _master.validate("members", {"mode": "full", "members": [{"id": "M" * 129}]}) == [
+        "members[0]: id must be a non-empty string of at most 128 bytes"]
+    errors = _master.validate("recalls", {"recalls": [{"recall_id": "R1", "sku": "A", "gtin": "06901234567892"},
+                                                      {"recall_id": "R2", "sku": "A", "lot": "L" * 300}]})
+    assert errors == ["recalls[0] (recall_id 'R1'): give exactly one of gtin and sku",
+                      "recalls[1] (recall_id 'R2'): sku and lot must be at most 128 bytes"]
+    assert _master.validate("policy", {"negative_stock": "maybe", "colour": "red"}) == [
+        "colour: unknown policy key", "negative_stock: must be 'allow' or 'refuse'"]
+
+
+async def test_a_field_too_long_for_the_store_refuses_only_its_request(core):
+    import trio
+    from core_ext import Request
+    results = {}
+
+    async def send(name, body):
+        results[name] = await core.submit(Request("receipt", body, source="erp"))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(send, "long", {"id": "r-long", "sku": "SKU-1", "lot": "L" * 600, "expiry": None, "qty": 1})
+        n.start_soon(send, "fine", {"id": "r-fine", "sku": "SKU-4", "qty": 1})
+    assert results["long"].body["err"] == "BAD_REQUEST" and "too long" in results["long"].body["msg"]
+    assert results["fine"].ok
+
+
+async def test_refusal_documents_have_ids_of_their_own(core):
+    from ._data import apply_master
+    apply_master(core.store, "recalls", {"recalls": [{"recall_id": "R", "sku": "SKU-1", "lot": "A1"}]})
+    body = {"id": "X1", "lines": [{"code": "SKU-1", "qty": 1, "lot": "A1"}], "payments": [{"method": "cash", "cents": 1990}]}
+    for _ in range(2):
+        assert (await core.request("sale", body)).body["err"] == "RECALLED_LOT"
+    ok = await core.request("sale", {**body, "lines": [{"code": "SKU-1", "qty": 1}]})
+    assert ok.ok
+    with core.store.read() as tx:
+        docs = [e for e in tx.events() if e.get("request_id") == "lane1:X1" or e["id"].startswith("lane1:X1")]
+    ids = [d["id"] for d in docs]
+    assert len(ids) == 3 and len(set(ids)) == 3 and "lane1:X1" in ids
