@@ -12,8 +12,8 @@ import trio
 from prometheus_client import CollectorRegistry
 
 import upstream
-from core_ext import GatewayError, Refused, Request, Settings, Store, StoreError
-from upstream._handlers import BAD_SIGNATURE, read_next_activation
+from core_ext import GatewayError, Request, Settings, Store, StoreError
+from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
 from ._config import Config
@@ -46,13 +46,6 @@ def _start_error(exc: BaseException) -> StartError | None:
     """The StartError `exc` carries, when it is nothing else (nurseries wrap it in groups)."""
     leaves = list(_leaves(exc))
     return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], StartError) else None
-
-
-def _refuse_unsigned(path: str):
-    def handler(tx, request, ctx) -> dict:
-        raise Refused(BAD_SIGNATURE, f"no ERP public key is installed ({path}): documents from the ERP "
-                                     "cannot be verified and are refused")
-    return handler
 
 
 class Gateway:
@@ -124,10 +117,6 @@ class Gateway:
             up_metrics = upstream.Metrics(self.registry, self.store)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
                                               config=cfg.upstream, signal=seal_signal)
-            if erp_key is None:
-                # Nothing to verify the ERP's signature with: refuse its documents as unsigned (403).
-                for kind in ("master", "movements"):
-                    handlers[kind] = _refuse_unsigned(cfg.keys.erp_public_key)
             self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone),
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))

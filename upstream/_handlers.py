@@ -41,6 +41,9 @@ def _doc_key(kind: str, version: int) -> bytes:
 
 
 def _verified_body(doc, erp_public_key, kind: str):
+    if erp_public_key is None:
+        raise Refused(BAD_SIGNATURE, "no ERP public key is installed on this gateway (keys.erp_public_key): "
+                                     "documents from the ERP cannot be verified and are refused")
     try:
         body = verify_document(doc, erp_public_key)
     except DocumentError as exc:
