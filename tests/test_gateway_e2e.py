@@ -438,7 +438,7 @@ async def test_without_the_erp_key_documents_are_refused_and_the_store_still_sel
         till = Client(gateway.urls["pos_api"][0], TILL_TOKEN)
         catalog = signed("catalog", 1, CATALOG, erp_key)
         status, _h, answer = await erp.call("PUT", "/upstream/v1/master/catalog", catalog)
-        assert status == 403 and answer["error"] == "BAD_SIGNATURE" and "erp.pub.pem" in answer["message"]
+        assert status == 403 and answer["error"] == "BAD_SIGNATURE" and "keys.erp_public_key" in answer["message"]
         status, _h, answer = await erp.call("POST", "/upstream/v1/movements",
                                             signed("movements", 1, {"movements": RECEIPTS}, erp_key))
         assert status == 403 and answer["error"] == "BAD_SIGNATURE"
