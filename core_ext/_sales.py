@@ -95,7 +95,7 @@ def _lot_holding(tx, sku: str, serial: str) -> str | None:
     return None
 
 
-def check_lots(tx, resolved: list[dict], day: str, *, request_id: str, record: bool) -> list[str]:
+def check_lots(tx, resolved: list[dict], day: str, *, record: bool) -> list[str]:
     """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
     warnings = []
     warn_days = _master.policy(tx)["expiry_warn_days"]
@@ -152,7 +152,7 @@ def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
         raise _bad("coupons must be a list of strings")
     member_id, member = _member(tx, body)
     weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
-    warnings = check_lots(tx, resolved, day, request_id=body.get("id"), record=request.kind == "sale")
+    warnings = check_lots(tx, resolved, day, record=request.kind == "sale")
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
