@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core_ext._asgi import lifespan, respond
 from core_ext._errors import StoreError
 
 log = logging.getLogger("gateway.metrics")
@@ -123,7 +124,7 @@ def make_app(registry: CollectorRegistry, health: Probe, ready: Probe):
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -167,17 +168,4 @@ def _header(scope, name: bytes) -> str:
 
 
 async def _respond(send, method: str, status: int, content_type: str, body: bytes, extra=()) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store"), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-async def _lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    await respond(send, status, content_type, body, extra=extra, head=method == "HEAD")

@@ -19,6 +19,7 @@ import msgpack
 import trio
 
 from core_ext import Request, errors, u64
+from core_ext._asgi import lifespan, respond
 
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
 from ._handlers import PRUNED, STATUS
@@ -234,13 +235,8 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         headers = {}
@@ -261,17 +257,14 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             answer = {"error": exc.code, "message": exc.message, **exc.extra}
         extra_headers = [(b"www-authenticate", b"Bearer")] if status_code == 401 else []
         if isinstance(answer, bytes):
-            payload, ctype = answer, b"application/msgpack"
+            payload, ctype = answer, "application/msgpack"
         elif as_json:
-            payload, ctype = json.dumps(to_jsonable(answer)).encode(), b"application/json"
+            payload, ctype = json.dumps(to_jsonable(answer)).encode(), "application/json"
         else:
-            payload, ctype = _packb(answer), b"application/msgpack"
+            payload, ctype = _packb(answer), "application/msgpack"
         if metrics is not None:
             metrics.request(route_name, status_code)
-        await send({"type": "http.response.start", "status": status_code,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(payload)).encode()),
-                                *extra_headers]})
-        await send({"type": "http.response.body", "body": payload})
+        await respond(send, status_code, ctype, payload, extra=extra_headers)
 
     return app
 

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import msgpack
 
 from core_ext import Request, Submit, errors
+from core_ext._asgi import lifespan, respond
 
 from .._messages import id_problem
 from ._metrics import Metrics
@@ -88,7 +89,7 @@ class PosApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
         elif scope["type"] == "websocket":
             await receive()
             await send({"type": "websocket.close", "code": 1008})
@@ -354,17 +355,4 @@ async def _send(send, status: int, answer: dict, fmt: str, extra: tuple) -> None
         status, fmt = 500, JSON
         payload = json.dumps({"t": "res", "re": None, "ok": False, "err": UNAVAILABLE,
                               "msg": "the answer could not be encoded"}).encode()
-    headers = [(b"content-type", fmt.encode()), (b"content-length", str(len(payload)).encode()),
-               (b"cache-control", b"no-store"), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def _lifespan(receive, send) -> None:
-    while True:
-        event = await receive()
-        if event["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif event["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    await respond(send, status, fmt, payload, extra=extra)
