@@ -130,6 +130,9 @@ def engine_for(tx, version: int | None = None):
     engine = cache.get(("promotions", version))
     if engine is None:
         body = tx.get("master_docs", b"promotions\x00" + u64(version)) if version else None
+        if version and body is None:
+            # Pricing with no rules while recording this version would mis-state every sale.
+            raise Refused(E.UNAVAILABLE, f"promotions rule set {version} is not in the store")
         engine = promo.PromoEngine(body, version)
         cache[("promotions", version)] = engine
     return engine

@@ -249,3 +249,10 @@ async def test_return_lines_of_two_lots_each_get_their_own_refund(core):
         assert tx.get("lots", b"SKU-1\x00B2")["qty"] == 5 and tx.get("lots", b"SKU-1\x00A1")["qty"] == 10
     again = await core.request("return", {"id": "TR-3", "orig": "TL-1", "lines": [{"sku": "SKU-1", "qty": 1, "lot": "A1"}]})
     assert again.body["err"] == "RETURN_EXCEEDS_SALE"
+
+
+async def test_a_rule_set_missing_from_the_store_refuses_rather_than_prices_without_it(core):
+    with core.store.begin(write=True) as tx:
+        tx.put("master", "promotions", {"version": 9, "issued_ms": 0, "effective_ms": None})
+    res = await core.request("quote", {"id": "q9", "lines": [{"code": "SKU-4", "qty": 1}]})
+    assert res.body["err"] == "UNAVAILABLE" and "rule set 9" in res.body["msg"]
