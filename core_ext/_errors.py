@@ -36,3 +36,8 @@ class Refused(GatewayError):
 
 class StoreError(GatewayError):
     """The store cannot be opened or is not what this version expects."""
+
+
+def bad_request(message: str) -> Refused:
+    """A `BAD_REQUEST` refusal: a field missing, of the wrong type, or out of range."""
+    return Refused(BAD_REQUEST, message)

@@ -1,5 +1,5 @@
 """The request kinds the core answers, with whether each remembers its id (a repeat is a replay)."""
-from . import _sales, _stock
+from . import _queries, _sale_returns, _sales, _stock
 
 # The ECR/1 messages: each must carry an id, remembered or not (ecr-serial.md, Messages).
 ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping"})
@@ -8,10 +8,10 @@ ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping"})
 HANDLERS = {
     "quote": (_sales.handle_quote, False),
     "sale": (_sales.handle_sale, True),
-    "return": (_sales.handle_return, True),
-    "member": (_sales.handle_member, False),
-    "stock": (_sales.handle_stock, False),
-    "ping": (_sales.handle_ping, False),
+    "return": (_sale_returns.handle_return, True),
+    "member": (_queries.handle_member, False),
+    "stock": (_queries.handle_stock, False),
+    "ping": (_queries.handle_ping, False),
     "receipt": (_stock.handle_receipt, True),
     "scan": (_stock.handle_scan, True),
     "count_close": (_stock.handle_count_close, True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ._store import lot_key
+from ._types import is_int
 
 KINDS = ("catalog", "promotions", "members", "recalls", "policy")
 
@@ -41,9 +42,6 @@ def _too_long(v) -> bool:
     return isinstance(v, str) and len(v.encode()) > MAX_KEY_BYTES
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 def _str_list(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
@@ -75,13 +73,13 @@ def _validate_catalog(body) -> list[str]:
             errors.append(f"{where}: name must be a string")
         if not isinstance(item.get("category"), str) or not item.get("category"):
             errors.append(f"{where}: category must be a non-empty string")
-        if not _is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
+        if not is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
             errors.append(f"{where}: unit_cents must be an integer >= 0")
         for flag in ("lot_tracked", "serial_tracked", "active"):
             if flag in item and not isinstance(item[flag], bool):
                 errors.append(f"{where}: {flag} must be true or false")
         for num in ("reorder_point", "reorder_qty"):
-            if num in item and (not _is_int(item[num]) or item[num] < 0):
+            if num in item and (not is_int(item[num]) or item[num] < 0):
                 errors.append(f"{where}: {num} must be an integer >= 0")
         for list_key, prefix in (("gtins", "g"), ("hibc", "h"), ("pos_codes", "p")):
             values = item.get(list_key, [])
@@ -117,7 +115,7 @@ def _validate_members(body) -> list[str]:
         where = f"members[{i}] (id {m['id']!r})"
         if m.get("tier") is not None and not isinstance(m.get("tier"), str):
             errors.append(f"{where}: tier must be a string or null")
-        if not _is_int(m.get("points", 0)) or m.get("points", 0) < 0:
+        if not is_int(m.get("points", 0)) or m.get("points", 0) < 0:
             errors.append(f"{where}: points must be an integer >= 0")
         if not isinstance(m.get("name", ""), (str, type(None))):
             errors.append(f"{where}: name must be a string")
@@ -163,11 +161,11 @@ def _validate_policy(body) -> list[str]:
     if "negative_stock" in body and body["negative_stock"] not in ("allow", "refuse"):
         errors.append("negative_stock: must be 'allow' or 'refuse'")
     for key in ("expiry_warn_days", "points_offline_cap", "batch_max_events"):
-        if key in body and (not _is_int(body[key]) or body[key] < 0):
+        if key in body and (not is_int(body[key]) or body[key] < 0):
             errors.append(f"{key}: must be an integer >= 0")
-    if "points_value_cents" in body and (not _is_int(body["points_value_cents"]) or body["points_value_cents"] < 1):
+    if "points_value_cents" in body and (not is_int(body["points_value_cents"]) or body["points_value_cents"] < 1):
         errors.append("points_value_cents: must be an integer >= 1")
-    if "batch_max_events" in body and _is_int(body["batch_max_events"]) and body["batch_max_events"] < 1:
+    if "batch_max_events" in body and is_int(body["batch_max_events"]) and body["batch_max_events"] < 1:
         errors.append("batch_max_events: must be an integer >= 1")
     if "batch_max_age_s" in body and (not isinstance(body["batch_max_age_s"], (int, float))
                                       or isinstance(body["batch_max_age_s"], bool) or body["batch_max_age_s"] <= 0):

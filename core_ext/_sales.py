@@ -6,20 +6,15 @@ with every effect written, or raises `Refused` and the core loop rolls everythin
 from __future__ import annotations
 
 from . import _alerts, _errors as E, _master
-from ._errors import Refused
-from ._localtime import days_between, local_parts, today
+from ._errors import Refused, bad_request
+from ._localtime import days_between, local_parts
 from ._select import ledger, promo
 from ._store import lot_key, split_lot_key, u64
+from ._types import is_int
 
 PAYMENT_METHODS = ("cash", "card", "insurance", "points")
 
 
-def _bad(message: str) -> Refused:
-    return Refused(E.BAD_REQUEST, message)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # --- resolving what a line names -------------------------------------------------------------
@@ -56,19 +51,19 @@ def item_for_scan(tx, gtin: str | None, hibc: str | None):
 def _lines(body: dict, *, allow_negative: bool = False) -> list[dict]:
     lines = body.get("lines")
     if not isinstance(lines, list) or not lines:
-        raise _bad("lines must be a non-empty list")
+        raise bad_request("lines must be a non-empty list")
     for i, line in enumerate(lines):
         if not isinstance(line, dict):
-            raise _bad(f"lines[{i}] must be a map")
+            raise bad_request(f"lines[{i}] must be a map")
         code = line.get("code", line.get("sku"))
         if not isinstance(code, str) or not code:
-            raise _bad(f"lines[{i}].code must be a non-empty string")
+            raise bad_request(f"lines[{i}].code must be a non-empty string")
         qty = line.get("qty")
-        if not _is_int(qty) or qty == 0 or (qty < 0 and not allow_negative) or abs(qty) > 1_000_000:
-            raise _bad(f"lines[{i}].qty must be a positive integer, got {qty!r}")
+        if not is_int(qty) or qty == 0 or (qty < 0 and not allow_negative) or abs(qty) > 1_000_000:
+            raise bad_request(f"lines[{i}].qty must be a positive integer, got {qty!r}")
         for opt in ("lot", "serial"):
             if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
-                raise _bad(f"lines[{i}].{opt} must be a non-empty string")
+                raise bad_request(f"lines[{i}].{opt} must be a non-empty string")
     return lines
 
 
@@ -143,7 +138,7 @@ def _member(tx, body: dict):
     if member_id is None:
         return None, None
     if not isinstance(member_id, str) or not member_id:
-        raise _bad("member must be a non-empty string")
+        raise bad_request("member must be a non-empty string")
     return member_id, tx.get("members", member_id)
 
 
@@ -152,7 +147,7 @@ def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
     resolved = resolve_lines(tx, _lines(body, allow_negative=allow_negative))
     coupons = body.get("coupons") or []
     if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
-        raise _bad("coupons must be a list of strings")
+        raise bad_request("coupons must be a list of strings")
     member_id, member = _member(tx, body)
     weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
     warnings = check_lots(tx, resolved, day, record=request.kind == "sale")
@@ -168,7 +163,7 @@ def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
             ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
         )
     except promo.PromoInputError as exc:
-        raise _bad(str(exc)) from None
+        raise bad_request(str(exc)) from None
     for line, r in zip(priced["lines"], resolved):
         line["lot"] = r["lot"]
         line["serial"] = r["serial"]
@@ -239,15 +234,15 @@ def _payments(body: dict, total: int, *, implicit: bool) -> list[dict]:
         # A legacy POS file says at most how a basket was paid, never how much: the priced total.
         method = body.get("payment") or "cash"
         if method not in PAYMENT_METHODS or method == "points":
-            raise _bad(f"payment {method!r} cannot settle a file's basket (use cash, card or insurance)")
+            raise bad_request(f"payment {method!r} cannot settle a file's basket (use cash, card or insurance)")
         return [{"method": method, "cents": total}]
     if not isinstance(payments, list) or not payments:
-        raise _bad("payments must be a non-empty list")
+        raise bad_request("payments must be a non-empty list")
     for i, p in enumerate(payments):
         if not isinstance(p, dict) or p.get("method") not in PAYMENT_METHODS:
-            raise _bad(f"payments[{i}].method must be one of {', '.join(PAYMENT_METHODS)}")
-        if not _is_int(p.get("cents")) or p["cents"] < 0:
-            raise _bad(f"payments[{i}].cents must be an integer >= 0")
+            raise bad_request(f"payments[{i}].method must be one of {', '.join(PAYMENT_METHODS)}")
+        if not is_int(p.get("cents")) or p["cents"] < 0:
+            raise bad_request(f"payments[{i}].cents must be an integer >= 0")
     paid = sum(p["cents"] for p in payments)
     if paid != total:
         raise Refused(E.PAYMENT_MISMATCH, f"payments add up to {paid} cents, the basket totals {total}")
@@ -266,7 +261,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         if member is None:
             raise Refused(E.POINTS_INSUFFICIENT, "points can only be redeemed by a known member")
         if points_cents % value:
-            raise _bad(f"the points payment must be a multiple of {value} cents (one point)")
+            raise bad_request(f"the points payment must be a multiple of {value} cents (one point)")
         redeemed = points_cents // value
         if redeemed > member["points"]:
             raise Refused(E.POINTS_INSUFFICIENT, f"{redeemed} points asked, the member has {member['points']}")
@@ -311,161 +306,3 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
 
 def handle_sale(tx, request, ctx) -> dict:
     return sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
-
-
-# --- return ----------------------------------------------------------------------------------
-
-def _sale_for(tx, request, orig: str):
-    for key in (f"{request.source}:{orig}", orig):
-        first = tx.get("ids", key)
-        if first is not None and first.get("seq"):
-            sale = tx.event(first["seq"])
-            if sale is not None and sale.get("type") == "sale":
-                return key, sale
-    raise Refused(E.UNKNOWN_SALE, f"no committed sale {orig!r}")
-
-
-def _returnable(sale: dict, state: dict) -> dict:
-    """(line index, lot) -> [units still returnable, expiry, sku], in line order."""
-    out = {}
-    for index, line in enumerate(sale["lines"]):
-        for a in line["allocations"]:
-            back = state["units"].get(f"{index}\x00{a['lot'] or ''}", 0)
-            out[(index, a["lot"])] = [a["qty"] - back, a["expiry"], line["sku"]]
-    return out
-
-
-def _draw(returnable: dict, sale_id: str, i: int, line) -> tuple[str, str | None, int, str | None, list]:
-    """Which sale lines and lot a return line gives back: (sku, lot, qty, expiry, [(index, units)])."""
-    if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
-        raise _bad(f"lines[{i}].sku must be a string")
-    sku, qty = line["sku"], line.get("qty")
-    if not _is_int(qty) or qty <= 0:
-        raise _bad(f"lines[{i}].qty must be a positive integer")
-    lots = sorted({lot for (_ix, lot), (_l, _e, s) in returnable.items() if s == sku}, key=lambda x: (x is None, x or ""))
-    if not lots:
-        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} was not in sale {sale_id!r}")
-    lot = line.get("lot")
-    if lot is not None and lot not in lots:
-        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {sale_id!r} sold no {sku} from lot {lot}")
-    if lot is None:
-        if len(lots) > 1:
-            raise _bad(f"lines[{i}]: sale {sale_id!r} took {sku} from several lots ({', '.join(map(str, lots))}); "
-                       "name the lot")
-        lot = lots[0]
-    need, draws, expiry = qty, [], None
-    for (index, l), entry in returnable.items():
-        if l != lot or entry[2] != sku or not entry[0] or not need:
-            continue
-        units = min(entry[0], need)
-        entry[0] -= units
-        need -= units
-        draws.append((index, units))
-        expiry = entry[1]
-    if need:
-        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: returning {qty} {sku} (lot {lot}) exceeds what "
-                                             f"sale {sale_id!r} sold less earlier returns")
-    return sku, lot, qty, expiry, draws
-
-
-def handle_return(tx, request, ctx) -> dict:
-    from ._returns import ReturnPlanError, plan_return
-    body = request.body
-    orig = body.get("orig")
-    if not isinstance(orig, str) or not orig:
-        raise _bad("orig must name the sale being returned")
-    lines = body.get("lines")
-    if not isinstance(lines, list) or not lines:
-        raise _bad("lines must be a non-empty list")
-    sale_key, sale = _sale_for(tx, request, orig)
-    state = tx.get("returns", sale_key) or {"units": {}, "refunded_cents": 0, "points_reversed": 0,
-                                            "points_restored": 0}
-    before = {}
-    for key, units in state["units"].items():
-        index = int(key.split("\x00", 1)[0])
-        before[index] = before.get(index, 0) + units
-    returnable = _returnable(sale, state)
-    drawn = [_draw(returnable, orig, i, line) for i, line in enumerate(lines)]
-    take = {}
-    for _sku, lot, _qty, _exp, draws in drawn:
-        for index, units in draws:
-            take[index] = take.get(index, 0) + units
-            key = f"{index}\x00{lot or ''}"
-            state["units"][key] = state["units"].get(key, 0) + units
-    try:
-        plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]}
-                                                               for p in l["promos"]]} for l in sale["lines"]],
-                            "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
-                            "points_restored_before": state["points_restored"]},
-                           before, take, engine_for(tx, sale["ruleset"]))
-    except ReturnPlanError as exc:
-        raise Refused(E.RETURN_EXCEEDS_SALE, str(exc)) from None
-    # A sale line's refund is shared by the return lines that drew on it, by units, exactly.
-    refund_of = {p["index"]: p["refund_cents"] for p in plan["lines"]}
-    given = {index: [0, 0] for index in take}  # units and cents handed out so far
-    moves, out_lines = [], []
-    for (sku, lot, qty, expiry, draws), line in zip(drawn, lines):
-        cents = 0
-        for index, units in draws:
-            done_units, done_cents = given[index]
-            share = refund_of.get(index, 0) * (done_units + units) // take[index] - done_cents
-            given[index] = [done_units + units, done_cents + share]
-            cents += share
-        moves.append([sku, lot, qty, expiry, [line["serial"]] if line.get("serial") else []])
-        out_lines.append({"sku": sku, "lot": lot, "qty": qty, "refund_cents": cents})
-    ledger.apply_moves(tx, moves)
-    state["refunded_cents"] += plan["refund_cents"]
-    state["points_reversed"] += plan["points_reversed"]
-    state["points_restored"] += plan["points_restored"]
-    tx.put("returns", sale_key, state)
-    # Lines carry the value given back; what was paid in points comes back as points, the rest as money.
-    answer = {"refund_cents": plan["money_refund_cents"], "lines": out_lines}
-    doc = {"type": "return", "id": f"{request.source}:{body['id']}", "source": request.source, "orig": sale_key,
-           "ts_ms": ctx.now_ms, "reason": body.get("reason"), "lines": out_lines,
-           "refund_cents": plan["money_refund_cents"], "value_cents": plan["refund_cents"],
-           "member": sale.get("member"), "moves": moves}
-    if sale.get("member"):
-        delta = plan["points_restored"] - plan["points_reversed"]
-        balance = _master.add_points(tx, sale["member"], delta, ctx.now_ms)
-        doc["points"] = {"reversed": plan["points_reversed"], "restored": plan["points_restored"]}
-        answer["points_reversed"] = plan["points_reversed"]
-        answer["points_restored"] = plan["points_restored"]
-        answer["points_balance"] = balance
-    answer["seq"] = tx.append_event(doc)
-    _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
-    return answer
-
-
-# --- queries ---------------------------------------------------------------------------------
-
-def handle_member(tx, request, ctx) -> dict:
-    member_id = request.body.get("member")
-    if not isinstance(member_id, str) or not member_id:
-        raise _bad("member must be a non-empty string")
-    row = tx.get("members", member_id)
-    if row is None:
-        raise Refused(E.UNKNOWN_ITEM, f"no member {member_id!r}")
-    answer = {"member": member_id, "tier": row.get("tier"), "points_balance": row["points"]}
-    if row.get("name"):
-        answer["name"] = row["name"]
-    return answer
-
-
-def handle_stock(tx, request, ctx) -> dict:
-    code = request.body.get("code")
-    if not isinstance(code, str) or not code:
-        raise _bad("code must be a non-empty string")
-    item, _facts = resolve_code(tx, code)
-    if item is None:
-        raise Refused(E.UNKNOWN_ITEM, f"{code!r} matches nothing in the catalog")
-    sku = item["sku"]
-    lots = []
-    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        lot = split_lot_key(key)[1]
-        lots.append({"lot": lot, "expiry": row.get("expiry"), "qty": row["qty"],
-                     "recalled": _master.recall_of(tx, sku, lot) is not None})
-    return {"sku": sku, "on_hand": tx.get("skus", sku, 0), "lots": lots}
-
-
-def handle_ping(tx, request, ctx) -> dict:
-    return {"time_ms": ctx.now_ms}

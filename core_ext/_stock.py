@@ -3,7 +3,7 @@ baskets, legacy CSV files, and the periodic alert refresh."""
 from __future__ import annotations
 
 from . import _alerts, _errors as E, _master, _sales
-from ._errors import Refused
+from ._errors import Refused, bad_request
 from ._ids import body_hash
 from ._localtime import today
 from ._select import ledger
@@ -11,9 +11,6 @@ from ._store import lot_key, split_lot_key
 
 MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
 
-
-def _bad(message: str) -> Refused:
-    return Refused(E.BAD_REQUEST, message)
 
 
 def _day(ctx) -> str:
@@ -38,16 +35,16 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     """Apply one ERP stock movement (receipt, transfer_out, adjustment, opening); returns its seq."""
     kind = movement.get("type")
     if kind not in MOVEMENT_TYPES:
-        raise _bad(f"movement {event_id}: type must be one of {', '.join(MOVEMENT_TYPES)}")
+        raise bad_request(f"movement {event_id}: type must be one of {', '.join(MOVEMENT_TYPES)}")
     sku, qty = movement.get("sku"), movement.get("qty")
     item = tx.get("catalog", sku) if isinstance(sku, str) else None
     if item is None:
         raise Refused(E.UNKNOWN_ITEM, f"movement {event_id}: sku {sku!r} is not in the catalog")
     if not isinstance(qty, int) or isinstance(qty, bool) or (kind != "adjustment" and qty < 0) or qty == 0 and kind != "opening":
-        raise _bad(f"movement {event_id}: qty {qty!r} is not valid for a {kind}")
+        raise bad_request(f"movement {event_id}: qty {qty!r} is not valid for a {kind}")
     lot = movement.get("lot") if item.get("lot_tracked") else None
     if item.get("lot_tracked") and not lot:
-        raise _bad(f"movement {event_id}: {sku} is tracked by lot, give its lot")
+        raise bad_request(f"movement {event_id}: {sku} is tracked by lot, give its lot")
     expiry = movement.get("expiry")
     serials = movement.get("serials") or []
     have = (tx.get("lots", lot_key(sku, lot)) or {"qty": 0})["qty"]
@@ -101,7 +98,7 @@ def handle_scan(tx, request, ctx) -> dict:
                               "recall_id": recall["recall_id"], "device": request.source})
     if role == "receive":
         if item.get("lot_tracked") and not lot:
-            raise _bad(f"{sku} is tracked by lot and the barcode carries none")
+            raise bad_request(f"{sku} is tracked by lot and the barcode carries none")
         seq = post_movement(tx, ctx, {"type": "receipt", "sku": sku, "lot": lot, "expiry": expiry,
                                       "serials": [serial] if serial else [], "qty": qty, "reason": "scan"},
                             f"{request.source}:{body.get('id')}")
@@ -115,12 +112,12 @@ def handle_scan(tx, request, ctx) -> dict:
     if role == "lane":
         lane = str(body.get("lane") or "")
         if not lane:
-            raise _bad("a lane scanner needs its lane")
+            raise bad_request("a lane scanner needs its lane")
         basket = tx.get("baskets", lane) or []
         basket.append({"sku": sku, "code": body.get("code"), "qty": qty, "lot": lot, "expiry": expiry, "serial": serial})
         tx.put("baskets", lane, basket)
         return {"lane": lane, "sku": sku, "lines": len(basket)}
-    raise _bad(f"unknown scanner role {role!r}")
+    raise bad_request(f"unknown scanner role {role!r}")
 
 
 def handle_count_close(tx, request, ctx) -> dict:
@@ -137,7 +134,7 @@ def handle_count_close(tx, request, ctx) -> dict:
         counted[(sku, lot or None)] = row
         tx.delete("counts", key)
     if not counted:
-        raise _bad(f"device {device!r} has no open count")
+        raise bad_request(f"device {device!r} has no open count")
     skus = sorted({sku for sku, _lot in counted})
     rows, moves = [], []
     for sku in skus:
@@ -159,7 +156,7 @@ def handle_count_close(tx, request, ctx) -> dict:
 def handle_lane_basket(tx, request, ctx) -> dict:
     lane = request.body.get("lane")
     if not isinstance(lane, str) or not lane:
-        raise _bad("lane must be a non-empty string")
+        raise bad_request("lane must be a non-empty string")
     return {"lane": lane, "lines": tx.get("baskets", lane) or []}
 
 
@@ -189,13 +186,13 @@ def handle_csv_file(tx, request, ctx) -> dict:
     """A whole POS file: every basket in it applied, or none (the errors name each basket's rows)."""
     docs = request.body.get("docs")
     if not isinstance(docs, list) or not docs:
-        raise _bad("docs must be a non-empty list")
+        raise bad_request("docs must be a non-empty list")
     errors, applied, duplicates, seqs = [], 0, 0, []
     for index, doc in enumerate(docs):
         rows = doc.get("rows", []) if isinstance(doc, dict) else []
         try:
             if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
-                raise _bad("each basket needs an id")
+                raise bad_request("each basket needs an id")
             key = f"{request.source}:{doc['id']}"
             digest = body_hash(doc)
             first = tx.get("ids", key)
@@ -206,7 +203,7 @@ def handle_csv_file(tx, request, ctx) -> dict:
                 continue
             lines = doc.get("lines")
             if not isinstance(lines, list) or not lines:
-                raise _bad("a basket needs lines")
+                raise bad_request("a basket needs lines")
             child = tx.child()
             try:
                 sales = [l for l in lines if isinstance(l, dict) and isinstance(l.get("qty"), int) and l["qty"] > 0]

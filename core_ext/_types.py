@@ -49,3 +49,8 @@ class Settings:
 
     store_id: str = "S001"
     timezone: str = "UTC"
+
+
+def is_int(value) -> bool:
+    """An integer that is not a bool (MessagePack and JSON both give bools that `isinstance(int)` accepts)."""
+    return isinstance(value, int) and not isinstance(value, bool)

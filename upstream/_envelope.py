@@ -15,7 +15,7 @@ import zstandard
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from core_ext import GatewayError
+from core_ext import GatewayError, is_int
 
 VERSION = 1
 ZERO_DIGEST = bytes(32)
@@ -59,12 +59,9 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 MAX_UINT = 2 ** 64 - 1
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _is_uint(value) -> bool:
-    return _is_int(value) and 0 <= value <= MAX_UINT
+    return is_int(value) and 0 <= value <= MAX_UINT
 
 
 def unpack(raw: bytes, what: str):
@@ -129,10 +126,10 @@ def check_envelope(env) -> None:
     """Raise EnvelopeError unless `env` has every field of the spec with the right type."""
     if not isinstance(env, dict):
         raise EnvelopeError(f"is a {type(env).__name__}, not a map")
-    seq = env.get("seq") if _is_int(env.get("seq")) else None
+    seq = env.get("seq") if is_int(env.get("seq")) else None
     ints = ("v", "seq", "created_ms", "first_event", "last_event", "count")
     for name in ints:
-        if not _is_int(env.get(name)):
+        if not is_int(env.get(name)):
             raise EnvelopeError(f"field {name!r} is missing or not an integer", seq=seq)
         if not _is_uint(env[name]):
             raise EnvelopeError(f"field {name!r} is not between 0 and 2**64-1", seq=seq)
@@ -250,7 +247,7 @@ def check_document(doc) -> None:
     if not isinstance(doc, dict):
         raise DocumentError(f"the document is a {type(doc).__name__}, not a map")
     for name in ("v", "version", "issued_ms"):
-        if not _is_int(doc.get(name)):
+        if not is_int(doc.get(name)):
             raise DocumentError(f"field {name!r} is missing or not an integer")
     if doc["v"] != VERSION:
         raise DocumentError(f"version of the format {doc['v']} is not {VERSION}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from core_ext import Refused, errors, u64
+from core_ext import Refused, errors, is_int, u64
 
 from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
 from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head, seal_pending
@@ -31,9 +31,6 @@ MAX_ID_BYTES = 128
 # Far beyond any real stock, and balances summed from such quantities stay within 64 bits.
 MAX_QTY = 10 ** 9
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _doc_key(kind: str, version: int) -> bytes:
@@ -91,7 +88,7 @@ def _check_movements(body) -> list[str]:
                                     or not all(isinstance(s, str) and s for s in serials)):
             problems.append(f"{where}: serials must be a list of non-empty strings")
         qty = m.get("qty")
-        if not _is_int(qty):
+        if not is_int(qty):
             problems.append(f"{where}: qty must be an integer")
         elif abs(qty) > MAX_QTY:
             problems.append(f"{where}: qty {qty} is beyond {MAX_QTY} units")
@@ -126,7 +123,7 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
 
     def ack(tx, request, ctx) -> dict:
         through = request.body.get("through")
-        if not _is_int(through) or through < 0:
+        if not is_int(through) or through < 0:
             raise Refused(errors.BAD_REQUEST, f"through must be an integer >= 0, got {through!r}")
         last = read_head(tx).seq
         if through > last:
