@@ -46,7 +46,7 @@ def _flavour_child(n: int, clients: int) -> dict:
     import trio
 
     import core_ext
-    from core_ext import Request, Store, _ledger_py
+    from core_ext import Request, Store
     from gateway._app_core import build_core
     from tests._data import STORE, seed
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import trio
 
 from core_ext import Request, Store
 from gateway._app_core import build_core
@@ -67,3 +66,7 @@ def make_core(nursery, clock):
 @pytest.fixture
 async def core(make_core, seeded_store):
     return await make_core(seeded_store)
+
+
+# The upstream fixtures (keys made here, a core with the upstream handlers, UP/1 on loopback).
+from ._upstream import erp_key, served, store_key, upstream, upstream_settings  # noqa: E402,F401

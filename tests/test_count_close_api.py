@@ -10,8 +10,7 @@ import trio
 from core_ext import Request
 from upstream._erp_cli import add_arguments, run
 
-from .test_sealing import append_sales, erp_key, store_key, upstream, upstream_settings  # noqa: F401 (fixtures)
-from .test_upstream_api import TOKEN, served  # noqa: F401 (fixtures)
+from ._upstream import TOKEN
 
 
 async def count(up, lot, n):

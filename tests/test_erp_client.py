@@ -11,10 +11,7 @@ from core_ext import u64
 from gateway._cli import main
 from upstream import decode_envelope, encode_envelope, load_private_key, write_keypair
 
-from .test_sealing import (  # noqa: F401  (fixtures)
-    erp_key, store_key, upstream, upstream_settings,
-)
-from .test_upstream_api import TOKEN, sales_and_seal, served  # noqa: F401
+from ._upstream import TOKEN, sales_and_seal
 
 
 @pytest.fixture

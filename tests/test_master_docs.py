@@ -12,10 +12,7 @@ from upstream import SealSignal, Settings, encode_envelope, run_master_activatio
 from upstream._handlers import read_next_activation
 
 from ._data import CATALOG, NOW
-from .test_sealing import (  # noqa: F401  (fixtures)
-    erp_key, handlers_for, store_key, upstream, upstream_settings,
-)
-from .test_upstream_api import served  # noqa: F401
+from ._upstream import handlers_for
 
 NOW_MS = int(NOW * 1000)
 

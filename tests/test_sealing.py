@@ -9,77 +9,16 @@ import textwrap
 
 import pytest
 import trio
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core_ext import Request, Store, ledger
-from upstream import SealSignal, Settings, decode_envelope, make_handlers, read_backlog, run_sealer
+from upstream import SealSignal, Settings, read_backlog, run_sealer
 
 from gateway._app_core import build_core
 
 from ._data import NOW, STORE, seed
+from ._upstream import Upstream, append_sales, handlers_for
 from .conftest import RunningCore
 from .erp_test_client import ChainChecker, body_of
-
-
-# --- shared by the upstream tests ----------------------------------------------------------
-
-class Upstream:
-    """A running core loop with the upstream handlers, and what a test needs around it."""
-
-    def __init__(self, core, store_key, erp_key, settings, signal):
-        self.core = core
-        self.store = core.store
-        self.submit = core.submit
-        self.store_key = store_key
-        self.erp_key = erp_key
-        self.settings = settings
-        self.signal = signal
-
-    async def sale(self, sid: str, sku: str = "SKU-2", qty: int = 1, unit: int = 4990):
-        res = await self.core.request("sale", {"id": sid, "lines": [{"code": sku, "qty": qty}],
-                                               "payments": [{"method": "cash", "cents": unit * qty}]})
-        assert res.ok, res.body
-        return res
-
-    async def seal(self, *, flush: bool = True) -> dict:
-        res = await self.submit(Request("seal", {"flush": flush}, source="sealer"))
-        assert res.ok, res.body
-        return res.body
-
-    def envelopes(self) -> list[dict]:
-        with self.store.read() as tx:
-            return [decode_envelope(bytes(v)) for _k, v in tx.txn.cursor(db=tx.db["batches"])]
-
-    def events(self, first: int = 1, last: int | None = None) -> list[dict]:
-        with self.store.read() as tx:
-            return list(tx.events(first, last))
-
-
-def handlers_for(store_key, erp_key, settings, signal):
-    return make_handlers(store_id="S001", signing_key=store_key, erp_public_key=erp_key.public_key(),
-                         config=settings, signal=signal)
-
-
-@pytest.fixture
-def store_key():
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def erp_key():
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture
-def upstream_settings():
-    return Settings(token="t0ken", batch_max_events=4, batch_max_age_s=5.0)
-
-
-@pytest.fixture
-async def upstream(make_core, seeded_store, store_key, erp_key, upstream_settings):
-    sig = SealSignal()
-    core = await make_core(seeded_store, extra_handlers=handlers_for(store_key, erp_key, upstream_settings, sig))
-    return Upstream(core, store_key, erp_key, upstream_settings, sig)
 
 
 def balances_at(events, last_event: int) -> dict:
@@ -234,15 +173,6 @@ async def test_sigkill_between_sealing_and_answering_keeps_the_chain(tmp_path, s
 
 
 # --- the backlog -----------------------------------------------------------------------------
-
-def append_sales(store, n: int, *, sku: str = "SKU-4") -> None:
-    """`n` ledger events straight into the store, as a long day of sales would leave them."""
-    with store.begin(write=True) as tx:
-        for i in range(n):
-            moves = [[sku, None, -1 if i % 3 else 2, None, []]]
-            ledger.apply_moves(tx, moves)
-            tx.append_event({"type": "sale", "id": f"bulk:{i}", "ts_ms": int(NOW * 1000) + i, "moves": moves})
-
 
 async def test_a_backlog_of_20000_events_is_sealed_in_order(make_core, seeded_store, store_key, erp_key):
     append_sales(seeded_store, 20_000)

@@ -15,50 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from core_ext import Request
 from gateway._http import serve_asgi
-from upstream import Metrics, Settings, disk_pressure, make_app, raw_public_key, run_push
+from upstream import Metrics, Settings, disk_pressure, raw_public_key, run_push
 from upstream._erp_client import ChainVerifier, ErpClient, pull
 
-from .erp_test_client import ChainChecker, from_json, request
-from .test_sealing import (  # noqa: F401  (fixtures)
-    append_sales, erp_key, store_key, upstream, upstream_settings,
-)
-
-TOKEN = "t0ken"
-
-
-class Served:
-    def __init__(self, url, up, registry):
-        self.url = url
-        self.up = up
-        self.registry = registry
-
-    async def call(self, method, path, *, token=TOKEN, body=None, headers=None, cafile=None):
-        raw = msgpack.packb(body, use_bin_type=True) if body is not None and not isinstance(body, bytes) else body
-        return await trio.to_thread.run_sync(functools.partial(
-            request, self.url, method, path, token=token, body=raw, headers=headers, cafile=cafile))
-
-    def metric(self, name, labels=None):
-        return self.registry.get_sample_value(name, labels or {})
-
-
-async def serve(nursery, up, *, certfile="", keyfile="", settings=None):
-    registry = CollectorRegistry()
-    app = make_app(up.submit, up.store.read, settings or up.settings, Metrics(registry, up.store),
-                   store_id="S001", public_key=up.store_key.public_key(), signal=up.signal)
-    urls = await nursery.start(functools.partial(serve_asgi, app, "127.0.0.1:0", certfile=certfile, keyfile=keyfile))
-    return Served(urls[0], up, registry)
-
-
-@pytest.fixture
-async def served(upstream, nursery):
-    return await serve(nursery, upstream)
-
-
-async def sales_and_seal(up, n: int, prefix: str = "s"):
-    for i in range(n):
-        await up.sale(f"{prefix}{i}")
-    await up.seal()
-
+from .erp_test_client import ChainChecker, from_json
+from ._upstream import TOKEN, Upstream, append_sales, handlers_for, sales_and_seal, serve
 
 # --- reads -----------------------------------------------------------------------------------
 
@@ -270,7 +231,6 @@ async def _catch_up(served, events: int, *, limit: int):
 
 
 async def test_a_backlog_of_20000_events_catches_up_in_order(make_core, seeded_store, store_key, erp_key, nursery):
-    from .test_sealing import Upstream, handlers_for
     settings = Settings(token=TOKEN, batch_max_events=500)
     core = await make_core(seeded_store, extra_handlers=handlers_for(store_key, erp_key, settings, None))
     served = await serve(nursery, Upstream(core, store_key, erp_key, settings, None))
@@ -286,7 +246,6 @@ async def test_a_backlog_of_a_million_events_catches_up_in_order(make_core, tmp_
     from core_ext import Store
 
     from ._data import seed
-    from .test_sealing import Upstream, handlers_for
     store = Store(str(tmp_path / "big"), map_size=8 << 30)
     seed(store)
     settings = Settings(token=TOKEN, batch_max_events=500, seal_max_events=50_000)

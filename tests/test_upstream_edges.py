@@ -9,14 +9,11 @@ import pytest
 import trio
 
 from core_ext import Request
-from upstream import Settings, encode_envelope, sign_document
+from upstream import Settings, sign_document
 
 from ._data import CATALOG, NOW
 from .test_master_docs import new_catalog, post_movements, put_master, snapshot
-from .test_sealing import (  # noqa: F401  (fixtures)
-    erp_key, store_key, upstream, upstream_settings,
-)
-from .test_upstream_api import TOKEN, sales_and_seal, serve, served  # noqa: F401
+from ._upstream import TOKEN, sales_and_seal, serve
 
 NOW_MS = int(NOW * 1000)
 
