@@ -5,24 +5,17 @@ must reach the same numbers. Notation: a line is SKU qty x unit; "LR" is the lar
 """
 from __future__ import annotations
 
-import importlib
 import os
 
 import pytest
 
-from core_ext import _promo_py
 from core_ext._returns import ReturnPlanError, refund_share
 
-try:
-    _promo_c = importlib.import_module("core_ext._promo_c")
-except ImportError:  # only acceptable when the pure-Python run was asked for
-    _promo_c = None
+from ._twins import twins
 
-FLAVOURS = [pytest.param(_promo_py, id="python")]
-if _promo_c is not None:
-    FLAVOURS.append(pytest.param(_promo_c, id="cython"))
-elif os.environ.get("GATEWAY_PURE_PYTHON") != "1":
-    raise RuntimeError("the compiled promotion engine is missing; build it with `pip install -e .`")
+FLAVOURS = twins("promo")
+_promo_py = FLAVOURS[0].values[0]
+_promo_c = FLAVOURS[1].values[0] if len(FLAVOURS) > 1 else None
 
 
 @pytest.fixture(params=FLAVOURS)
