@@ -57,6 +57,10 @@ def apply_moves(tx, moves):
                 for s in serials:
                     if s in held:
                         held.remove(s)
+        if row["qty"] <= 0 and row["serials"]:
+            # A lot with no units left holds none of the serials it listed (units sold or counted
+            # without naming theirs), so a serial can never be taken from it again.
+            row["serials"] = []
         if row["qty"] == 0 and not row["serials"]:
             tx.delete("lots", key)
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import today
-from ._sales import engine_for
+from ._sales import engine_for, serial_holders
 from ._select import ledger
 from ._types import is_int
 
@@ -68,6 +68,21 @@ def _draw(returnable: dict, sale_id: str, i: int, line) -> tuple[str, str | None
     return sku, lot, qty, expiry, draws
 
 
+def _check_serial(tx, sale: dict, sale_id: str, i: int, serial, sku: str, qty: int) -> None:
+    """A returned serial names one unit that this sale took and that is not back in stock."""
+    if serial is None:
+        return
+    if not isinstance(serial, str) or not serial:
+        raise bad_request(f"lines[{i}].serial must be a non-empty string")
+    if qty != 1:
+        raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {qty}")
+    sold = {s for m in sale.get("moves", ()) if m[0] == sku and m[2] < 0 for s in (m[4] or ())}
+    if serial not in sold:
+        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {sale_id!r} sold no {sku} with serial {serial}")
+    if serial in serial_holders(tx, sku):
+        raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} serial {serial} is already back in stock")
+
+
 def handle_return(tx, request, ctx) -> dict:
     from ._returns import ReturnPlanError, plan_return
     body = request.body
@@ -86,6 +101,8 @@ def handle_return(tx, request, ctx) -> dict:
         before[index] = before.get(index, 0) + units
     returnable = _returnable(sale, state)
     drawn = [_draw(returnable, orig, i, line) for i, line in enumerate(lines)]
+    for i, (line, (sku, lot, qty, _exp, _draws)) in enumerate(zip(lines, drawn)):
+        _check_serial(tx, sale, orig, i, line.get("serial"), sku, qty)
     take = {}
     for _sku, lot, _qty, _exp, draws in drawn:
         for index, units in draws:

@@ -76,18 +76,30 @@ def resolve_lines(tx, lines: list[dict]) -> list[dict]:
             raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
         serial = line.get("serial") or facts.get("serial")
         lot = (line.get("lot") or facts.get("lot")) if item.get("lot_tracked") else None
-        if lot is None and serial and item.get("lot_tracked"):
-            lot = _lot_holding(tx, item["sku"], serial)  # a serial names its unit, and so its lot
+        if serial and abs(line["qty"]) != 1:
+            raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {line['qty']}")
+        if serial and item.get("lot_tracked"):
+            holder = _lot_holding(tx, item["sku"], serial)  # a serial names its unit, and so its lot
+            if holder is not None and lot is not None and holder != lot:
+                raise bad_request(f"lines[{i}].lot: serial {serial} of {item['sku']} is in lot {holder}, not {lot}")
+            lot = lot if holder is None else holder
         out.append({"index": i, "code": code, "sku": item["sku"], "item": item, "qty": line["qty"],
                     "lot": lot, "serial": serial, "expiry": line.get("expiry") or facts.get("expiry")})
     return out
 
 
 def _lot_holding(tx, sku: str, serial: str) -> str | None:
+    return serial_holders(tx, sku).get(serial)
+
+
+def serial_holders(tx, sku: str) -> dict:
+    """{serial: lot} of the units of `sku` the ledger holds (lot None outside any lot)."""
+    out = {}
     for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        if serial in row.get("serials", ()):
-            return split_lot_key(key)[1]
-    return None
+        lot = split_lot_key(key)[1]
+        for serial in row.get("serials", ()):
+            out[serial] = lot
+    return out
 
 
 def check_lots(tx, resolved: list[dict], day: str, *, record: bool) -> list[str]:
@@ -96,8 +108,10 @@ def check_lots(tx, resolved: list[dict], day: str, *, record: bool) -> list[str]
     warn_days = _master.policy(tx)["expiry_warn_days"]
     for line in resolved:
         sku, lot = line["sku"], line["lot"]
+        # With no lot named, only a recall of every lot matches: then whatever lot the unit came
+        # from is recalled, so it must not go out (not even as unallocated stock).
         recall = _master.recall_of(tx, sku, lot)
-        if recall is not None and (lot is not None or not line["item"].get("lot_tracked")):
+        if recall is not None:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
                    "reason": recall.get("reason", "")} if record else None
             raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']}): "
@@ -204,6 +218,12 @@ def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
     sku, qty, item = line["sku"], line["qty"], line["item"]
     serials = [line["serial"]] if line.get("serial") else []
+    if serials and item.get("serial_tracked") and serials[0] not in serial_holders(tx, sku):
+        # The ledger does not hold this unit (sold already, or never received with its serial):
+        # no lot can give it, so it is all shortfall, for the policy to decide.
+        if refuse_negative:
+            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
+        return [[sku, None, -qty, None, serials]]
     if not item.get("lot_tracked"):
         have = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
         if refuse_negative and have < qty:

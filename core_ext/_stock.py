@@ -31,6 +31,27 @@ def _receipt_moves(tx, sku: str, lot, qty: int, expiry, serials) -> list[list]:
     return [[sku, lot, qty, expiry, list(serials)]]
 
 
+def _check_serials(tx, event_id: str, kind: str, sku: str, lot, qty: int, serials) -> None:
+    """Serials name units: a unit comes in only when not already held, and goes out only from
+    the lot that holds it; there are never more serials than units moved."""
+    if not isinstance(serials, list) or not all(isinstance(x, str) and x for x in serials):
+        raise bad_request(f"movement {event_id}: serials must be a list of non-empty strings")
+    if not serials:
+        return
+    if len(set(serials)) != len(serials):
+        raise bad_request(f"movement {event_id}: serials name a unit twice")
+    if len(serials) > abs(qty):
+        raise bad_request(f"movement {event_id}: {len(serials)} serials for {abs(qty)} units")
+    held = _sales.serial_holders(tx, sku)
+    incoming = kind in ("receipt", "opening") or (kind == "adjustment" and qty > 0)
+    for serial in serials:
+        if incoming and serial in held and not (kind == "opening" and held[serial] == lot):
+            raise bad_request(f"movement {event_id}: {sku} serial {serial} is already in stock "
+                              f"(lot {held[serial] or '-'})")
+        if not incoming and held.get(serial, object()) != lot:
+            raise bad_request(f"movement {event_id}: {sku} serial {serial} is not in lot {lot or '-'}")
+
+
 def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     """Apply one ERP stock movement (receipt, transfer_out, adjustment, opening); returns its seq."""
     kind = movement.get("type")
@@ -48,6 +69,7 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     expiry = movement.get("expiry")
     serials = movement.get("serials") or []
     have = (tx.get("lots", lot_key(sku, lot)) or {"qty": 0})["qty"]
+    _check_serials(tx, event_id, kind, sku, lot, qty, serials)
     if kind == "receipt":
         moves = _receipt_moves(tx, sku, lot, qty, expiry, serials)
     elif kind == "opening":

@@ -108,11 +108,13 @@ class CoreLoop:
                 with trio.CancelScope(shield=True):
                     started = time.perf_counter()
                     callbacks = await trio.to_thread.run_sync(self._apply_group, pending)
-                    if self.metrics:
-                        self.metrics.observe_group(len(pending), time.perf_counter() - started)
+                    # Committed (or rolled back whole and answered so): wake the callers first, so
+                    # nothing after this point can leave a committed request unanswered.
                     for slot in pending:
                         slot[2].set()
-                    pending = []
+                    group_size, pending = len(pending), []
+                    if self.metrics:
+                        self.metrics.observe_group(group_size, time.perf_counter() - started)
                     for callback in callbacks:
                         try:
                             callback()
@@ -124,8 +126,10 @@ class CoreLoop:
         finally:
             self.running = False
             # Whatever is still queued was never applied: say so rather than leave callers hanging.
+            # A slot of an unfinished group may hold an answer from its rolled-back transaction:
+            # that answer was never committed, so it is replaced.
             for slot in pending:
-                if slot[1] is None:
+                if not slot[2].is_set():
                     slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
                     slot[2].set()
             while True:
@@ -160,10 +164,15 @@ class CoreLoop:
                 slot[1] = self._apply_one(tx, request, ctx)
                 self._count(request, slot[1])
             tx.commit()
-        except lmdb.Error as exc:
-            # MapFullError and friends: the group is rolled back whole, so nothing is half-applied.
+        except Exception as exc:
+            # MapFullError and friends, or a failure outside any one handler (the disk check, the
+            # metrics): the group is rolled back whole, so nothing is half-applied, and the loop
+            # goes on serving the next group.
             tx.abort()
-            log.error("group of %d rolled back: %s", len(slots), exc)
+            if isinstance(exc, lmdb.Error):
+                log.error("group of %d rolled back: %s", len(slots), exc)
+            else:
+                log.exception("group of %d rolled back", len(slots))
             for slot in slots:
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE,
                                           "the store cannot take more now; nothing was applied, retry later"))
