@@ -23,19 +23,29 @@ COMMANDS = {
             "Without --config it runs on the embedded default (data/ and keys/ in the current directory, "
             "making the store's key pair on first start)."),
     "check-config": ("gateway._cmd_config", "validate a configuration file",
-                     "Validate FILE and the files it names. Prints each problem as 'KEY: PROBLEM' and exits 2, "
-                     "or 'OK: <store id>, N devices' and exits 0."),
+                     "Validate FILE and the files it names (signing key, TLS files, data directory). Prints "
+                     "each problem as 'KEY: PROBLEM' and exits 2, or any notes ('note: KEY: ...', e.g. no ERP "
+                     "public key yet) and 'OK: <store id>, N devices' and exits 0. Secrets written "
+                     "\"env:NAME\" need their environment variables set. Start from "
+                     "configs/example-store.toml; every key is in docs/configuration.md."),
     "keygen": ("gateway._cmd_config", "write the store's Ed25519 signing key pair",
                "Write DIR/NAME.pem (the private key, mode 0600) and DIR/NAME.pub.pem (the public key to "
-               "give the ERP). Never overwrites an existing key."),
+               "give the ERP). Never overwrites an existing key. To try the ERP's side on one machine, "
+               "'gateway keygen --out erp --name erp' makes a pair standing in for the ERP's: its "
+               "erp.pub.pem goes where keys.erp_public_key points, erp.pem is the --key of 'gateway erp'."),
     "verify-ledger": ("gateway._cmd_ledger", "replay the ledger and check every balance",
                       "Replay every ledger event and compare each stock balance with the replay; "
-                      "exits 0 only when all are equal."),
+                      "exits 0 only when all are equal, 1 when one differs. It only reads, so it may run "
+                      "beside a running gateway."),
     "price": ("gateway._cmd_price", "price a basket file against a promotions rules file, offline",
               "Price a basket file against a promotions rules file and explain every cent, committing "
               "nothing: a promotions manager checks a rule set before the ERP sends it."),
     "erp": ("upstream._erp_cli", "reference ERP client: pull batches, push master data and movements, close counts",
-            "A reference ERP client for the upstream API (UP/1)."),
+            "A reference ERP client for the upstream API (UP/1), for trying and checking a store from a "
+            "shell. Every subcommand needs --url (the gateway's upstream.listen, e.g. http://127.0.0.1:8700) "
+            "and the ERP's token (--token, or the ERP_TOKEN environment variable); pushes need --key, the "
+            "ERP's private key. Exits 0 done, 1 the gateway refused or a batch failed verification, 2 bad "
+            "usage or input."),
 }
 
 
@@ -50,7 +60,8 @@ def build_parser(command: str | None) -> tuple[argparse.ArgumentParser, object]:
     """The parser, with the arguments of `command` alone (its module imported), if one is given."""
     parser = argparse.ArgumentParser(
         prog="gateway", description="Edge gateway for medical-device stores.",
-        epilog="Run 'gateway COMMAND --help' for the options of each command.")
+        epilog="Run 'gateway COMMAND --help' for the options of each command. Exit codes: 0 done, "
+               "1 failed, 2 bad usage or an invalid configuration. A walk-through: docs/quickstart-store.md.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     module = None
