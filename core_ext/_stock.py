@@ -156,7 +156,8 @@ def handle_count_close(tx, request, ctx) -> dict:
         counted[(sku, lot or None)] = row
         tx.delete("counts", key)
     if not counted:
-        raise bad_request(f"device {device!r} has no open count")
+        raise bad_request(f"device {device!r} has no open count (is it a scanner with role \"count\", "
+                          "and has it scanned since its last close?)")
     skus = sorted({sku for sku, _lot in counted})
     rows, moves = [], []
     for sku in skus:

@@ -52,7 +52,10 @@ def run_keygen(args) -> int:
         print(f"keygen: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {private_path} (private key, mode 0600: keep it on this machine)")
-    print(f"wrote {public_path} (public key: give it to the ERP to verify this store's batches)")
+    if args.name == "store":
+        print(f"wrote {public_path} (public key: give it to the ERP to verify this store's batches)")
+    else:
+        print(f"wrote {public_path} (public key: give it to whoever verifies what {args.name}.pem signs)")
     return 0
 
 

@@ -19,7 +19,8 @@ def run(args) -> int:
     else:
         from ._config import ConfigError, load_config
         try:
-            path = load_config(args.config).store.data_dir
+            # Only the data directory is needed: the tokens' env: variables need not be set here.
+            path = load_config(args.config, resolve_secrets=False).store.data_dir
         except ConfigError as exc:
             for key, problem in exc.problems:
                 print(f"{key}: {problem}", file=sys.stderr)

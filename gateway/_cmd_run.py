@@ -35,6 +35,8 @@ def run(args) -> int:
     if problems:
         for key, problem in problems:
             print(f"{key}: {problem}", file=sys.stderr)
+        print("gateway: files the configuration names are missing or unusable; nothing was started",
+              file=sys.stderr)
         return 2
     try:
         trio.run(run_until_signal, config)

@@ -101,8 +101,12 @@ def default_text() -> str:
     return resources.files("gateway").joinpath("default.toml").read_text(encoding="utf-8")
 
 
-def load_config(path: str | None, *, environ: dict | None = None) -> Config:
-    """Read and validate the file at `path` (None: the embedded default); raise ConfigError."""
+def load_config(path: str | None, *, environ: dict | None = None, resolve_secrets: bool = True) -> Config:
+    """Read and validate the file at `path` (None: the embedded default); raise ConfigError.
+
+    `resolve_secrets=False` leaves every `env:` secret empty instead of reading it: for commands
+    such as verify-ledger that need the data directory, not the tokens.
+    """
     environ = os.environ if environ is None else environ
     if path is None:
         text, where, base = default_text(), "default.toml", os.getcwd()
@@ -125,7 +129,7 @@ def load_config(path: str | None, *, environ: dict | None = None) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(where, f"not valid TOML: {exc}")]) from None
-    return _Loader(base, environ).build(doc, config_path)
+    return _Loader(base, environ, resolve_secrets=resolve_secrets).build(doc, config_path)
 
 
 # Defaults of keys a file may leave out; `store.id` alone has none (it names the store upstream).
@@ -159,9 +163,10 @@ def _did_you_mean(word: str, choices) -> str:
 class _Loader:
     """One pass over the document, collecting problems instead of stopping at the first."""
 
-    def __init__(self, base: str, environ):
+    def __init__(self, base: str, environ, *, resolve_secrets: bool = True):
         self.base = base
         self.environ = environ
+        self.resolve_secrets = resolve_secrets
         self.problems: list[tuple[str, str]] = []
 
     def problem(self, key: str, text: str) -> None:
@@ -246,6 +251,8 @@ class _Loader:
         name = value[len(ENV_PREFIX):]
         if not name:
             self.problem(key, "names no environment variable after 'env:'")
+            return ""
+        if not self.resolve_secrets:
             return ""
         if name not in self.environ:
             self.problem(key, f"environment variable {name} is not set")
@@ -493,13 +500,16 @@ def check_files(config: Config) -> list[tuple[str, str]]:
     """
     problems = []
     if not os.path.isfile(config.keys.signing_key):
+        folder, stem = os.path.split(config.keys.signing_key)
+        name = "" if stem == "store.pem" else f" --name {stem.removesuffix('.pem')}"
         problems.append(("keys.signing_key", f"{config.keys.signing_key} does not exist "
-                         f"(`gateway keygen --out {os.path.dirname(config.keys.signing_key)}` writes one)"))
+                         f"(`gateway keygen --out {folder}{name}` writes one)"))
     elif not os.access(config.keys.signing_key, os.R_OK):
         problems.append(("keys.signing_key", f"{config.keys.signing_key} cannot be read by this user"))
     for key, path in (("upstream.tls_cert", config.upstream.tls_cert), ("upstream.tls_key", config.upstream.tls_key)):
         if path and not os.path.isfile(path):
-            problems.append((key, f"{path} does not exist"))
+            problems.append((key, f"{path} does not exist (give the path of the PEM file, or set tls_cert "
+                                  "and tls_key to \"\" for plain HTTP)"))
         elif path and not os.access(path, os.R_OK):
             problems.append((key, f"{path} cannot be read by this user"))
     data_dir = config.store.data_dir
@@ -520,4 +530,9 @@ def notes(config: Config) -> list[tuple[str, str]]:
         found.append(("upstream.token", "is empty: the upstream API will refuse every request (401)"))
     if not config.pos_api.tokens:
         found.append(("pos_api.tokens", "names no terminal: POS/1 will refuse every request (401)"))
+    for i, device in enumerate(config.devices):
+        if device.get("name") in config.pos_api.tokens:
+            # Ids are known upstream as "<source>:<id>": one name for two sources mixes their ids.
+            found.append((f"devices[{i}].name", f"{device['name']!r} is also a POS/1 terminal name: a sale id "
+                          "used by both would be taken for a repeat; give them different names"))
     return found

@@ -94,9 +94,11 @@ def test_check_config_ok(tmp_path, capsys, monkeypatch):
     assert main(["check-config", path]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "OK: S042, 2 devices"
-    # The ERP key is absent: allowed, and said.
+    # The ERP key is absent, and a device shares a terminal's name: allowed, and said.
     assert out[:-1] == [f"note: keys.erp_public_key: {tmp_path / 'keys' / 'erp.pub.pem'} does not exist: "
-                        "master documents will be refused (403) until it is installed"]
+                        "master documents will be refused (403) until it is installed",
+                        "note: devices[0].name: 'lane1' is also a POS/1 terminal name: a sale id used by both "
+                        "would be taken for a repeat; give them different names"]
 
 
 def test_check_config_lists_each_problem_and_exits_2(tmp_path, capsys):
@@ -192,3 +194,16 @@ def test_the_entry_point_exit_code_in_a_real_process(tmp_path):
                           timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == "store.id: must be a string, got 5\n"
+
+
+def test_verify_ledger_reads_the_config_without_needing_its_secrets(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TEST_CLI_ERP_TOKEN", raising=False)  # the upstream token's env: is unset
+    path = write(tmp_path, GOOD)
+    assert main(["verify-ledger", "--config", path]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_keygen_for_another_party_does_not_call_it_the_stores_key(tmp_path, capsys):
+    assert main(["keygen", "--out", str(tmp_path), "--name", "erp"]) == 0
+    out = capsys.readouterr().out
+    assert "erp.pub.pem" in out and "this store's batches" not in out

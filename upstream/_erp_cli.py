@@ -37,12 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description="Pull every batch after N, check each signature and the hash chain, "
                                    "decode the bodies and print a summary per batch and in total.")
     _connection_arguments(p)
-    p.add_argument("--store-key", required=True, help="the store's public key (PEM) that signs its batches")
+    p.add_argument("--store-key", required=True, metavar="PUB.pem",
+                   help="the store's public key (PEM) that signs its batches")
     p.add_argument("--verify", action="store_true",
                    help="also check that each batch's documents cover exactly its events, in order")
     p.add_argument("--ack", action="store_true", help="acknowledge what was received and verified")
-    p.add_argument("--after", type=int, default=None, help="pull batches after this seq (default 0, or the state file's)")
-    p.add_argument("--state", default=None,
+    p.add_argument("--after", type=int, default=None, metavar="N", help="pull batches after this seq (default 0, or the state file's)")
+    p.add_argument("--state", default=None, metavar="FILE",
                    help="a file keeping the last verified seq and digest, so the next pull checks the chain from there")
     p.add_argument("--limit", type=int, default=500, help="batches per request (default 500, at most 1000)")
     p.add_argument("--wait", type=float, default=0, help="long-poll up to this many seconds when nothing is new")
@@ -214,6 +215,8 @@ def run(args) -> int:
         return commands[args.erp_command](args)
     except ErpError as exc:
         _say(f"gateway erp {args.erp_command}: {exc}")
+        if exc.status == 401:
+            _say("  check --token (or ERP_TOKEN) against the gateway's upstream.token")
         for problem in exc.body.get("errors") or ():
             _say(f"  - {problem}")
         return EXIT_FAILED
