@@ -262,6 +262,11 @@ def version(tx, kind: str) -> int:
     return row["version"] if row else 0
 
 
+def recalls_of(tx, sku: str) -> dict:
+    """{lot: recall} of every recall of this SKU in one scan; lot None = every lot."""
+    return {(key.split(b"\x00", 1)[1].decode() or None): r for key, r in tx.items("recalls", prefix=sku.encode() + b"\x00")}
+
+
 def recall_of(tx, sku: str, lot: str | None):
     """The recall blocking this SKU and lot (a recall of every lot counts), or None."""
     if lot is not None:

@@ -149,5 +149,5 @@ def handle_return(tx, request, ctx) -> dict:
         answer["points_restored"] = plan["points_restored"]
         answer["points_balance"] = balance
     answer["seq"] = tx.append_event(doc)
-    _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
+    _alerts.after_moves(tx, moves, today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
     return answer

@@ -204,34 +204,25 @@ def handle_quote(tx, request, ctx) -> dict:
 
 # --- stock allocation ------------------------------------------------------------------------
 
-def _lots_of(tx, sku: str, day: str, *, unrecorded_only: bool = False):
-    """FEFO's view of a SKU's lots; `unrecorded_only` counts only units no recorded serial accounts
-    for (stock received without serials may hold a serial the ledger has not seen)."""
+def _lots_of(tx, sku: str):
+    """FEFO's view of a SKU's lots: (lot, expiry, on hand, recalled)."""
     out = []
+    recalls = _master.recalls_of(tx, sku)
     for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
         lot = split_lot_key(key)[1]
         if lot is None:
             continue
-        units = row["qty"] - len(row.get("serials", ())) if unrecorded_only else row["qty"]
-        out.append((lot, row.get("expiry"), units, _master.recall_of(tx, sku, lot) is not None))
+        out.append((lot, row.get("expiry"), row["qty"], lot in recalls or None in recalls))
     return out
-
-
-def _units_without_serial(tx, sku: str, lot) -> int:
-    """Units on hand that no recorded serial accounts for (received before serials were kept)."""
-    rows = [tx.get("lots", lot_key(sku, lot))] if lot is not None else [r for _k, r in tx.items(
-        "lots", prefix=sku.encode() + b"\x00")]
-    return sum(max(0, r["qty"] - len(r.get("serials", ()))) for r in rows if r)
 
 
 def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
     sku, qty, item = line["sku"], line["qty"], line["item"]
     serials = [line["serial"]] if line.get("serial") else []
-    unrecorded = bool(serials) and item.get("serial_tracked") and serials[0] not in serial_holders(tx, sku)
-    if unrecorded and not _units_without_serial(tx, sku, line["lot"]):
-        # The ledger holds no unit this serial could be (sold already, or never received): no lot
-        # can give it, so it is all shortfall, for the policy to decide.
+    if serials and item.get("serial_tracked") and serials[0] not in serial_holders(tx, sku):
+        # The ledger does not hold this unit (sold already, or never received with its serial):
+        # no lot can give it, so it is all shortfall, for the policy to decide.
         if refuse_negative:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
         return [[sku, None, -qty, None, serials]]
@@ -246,7 +237,7 @@ def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
         chosen = [(line["lot"], row.get("expiry"), take)] if take else []
         short = qty - take
     else:
-        chosen, short = ledger.fefo_allocate(_lots_of(tx, sku, day, unrecorded_only=unrecorded), qty, day)
+        chosen, short = ledger.fefo_allocate(_lots_of(tx, sku), qty, day)
     if short and refuse_negative:
         raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
     moves = [[sku, lot, -take, expiry, serials if i == 0 else []] for i, (lot, expiry, take) in enumerate(chosen)]
@@ -325,7 +316,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
     seq = tx.append_event(doc)
-    _alerts.refresh(tx, list(dict.fromkeys(m[0] for m in moves)), day, ctx.now_ms)
+    _alerts.after_moves(tx, moves, day, ctx.now_ms)
     answer = {"seq": seq, "ruleset": priced["ruleset"], "lines": _answer_lines(priced),
               "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
               "total_cents": priced["total_cents"], "warnings": warnings}

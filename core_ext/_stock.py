@@ -88,7 +88,7 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     if kind == "opening":
         doc["set_to"] = qty
     seq = tx.append_event(doc)
-    _alerts.refresh(tx, [sku], _day(ctx), ctx.now_ms)
+    _alerts.after_moves(tx, moves, _day(ctx), ctx.now_ms)
     return seq
 
 
@@ -201,7 +201,7 @@ def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> dict:
     ledger.apply_moves(tx, moves)
     seq = tx.append_event({"type": "return", "id": doc_id, "source": request.source, "orig": None, "ts_ms": ctx.now_ms,
                            "lines": out, "refund_cents": sum(l["refund_cents"] for l in out), "moves": moves})
-    _alerts.refresh(tx, [l["sku"] for l in lines], _day(ctx), ctx.now_ms)
+    _alerts.after_moves(tx, moves, _day(ctx), ctx.now_ms)
     return {"seq": seq}
 
 

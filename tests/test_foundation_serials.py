@@ -126,14 +126,3 @@ async def test_a_recall_of_every_lot_refuses_a_sale_naming_no_lot_and_records_it
     assert [(e["type"], e["recall_id"]) for e in events] == [("refusal", "R-ALL")]
     assert lot_qty(core.store, "SKU-1", "A1") == 10
 
-
-async def test_stock_received_without_serials_can_still_sell_a_scanned_serial(core):
-    # Lot L7 came in before serials were recorded: 2 units, no serials known.
-    res = await core.request("receipt", {"id": "old", "sku": "SKU-3", "lot": "L7", "expiry": "2029-06-30", "qty": 2},
-                             source="erp")
-    assert res.ok, res.body
-    sold = await core.request("sale", {"id": "u1", "lines": [{"code": "SKU-3", "qty": 1, "serial": "NEW-1"}],
-                                       "payments": [{"method": "cash", "cents": 120000}]})
-    assert sold.ok, sold.body
-    # FEFO among units without a recorded serial: L7 (2029) has them, L1's three units are all S1..S3.
-    assert sold.body["lines"][0]["allocations"] == [{"lot": "L7", "expiry": "2029-06-30", "qty": 1}]
