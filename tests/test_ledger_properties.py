@@ -146,3 +146,50 @@ def test_repeats_get_the_first_response_and_apply_once(stores, ops, data):
 
 
 _tags = iter(range(10**9))
+
+
+# Serial-tracked stock (SKU-3): sales with and without serials, receipts with serials, counts.
+SERIALS = [f"S{i}" for i in range(1, 9)]
+SERIAL_LOTS = ["L1", "L2", "L3"]
+
+serial_op = st.one_of(
+    st.builds(lambda serial, lot: ("sale", {"lines": [{"code": "SKU-3", "qty": 1, "serial": serial,
+                                                       **({"lot": lot} if lot else {})}]}),
+              st.sampled_from(SERIALS), st.sampled_from(SERIAL_LOTS + [None, None, None])),
+    st.builds(lambda qty: ("sale", {"lines": [{"code": "SKU-3", "qty": qty}]}), st.integers(1, 3)),
+    st.builds(lambda lot, serials: ("receipt", {"sku": "SKU-3", "lot": lot, "expiry": "2031-01-01",
+                                                "qty": max(len(serials), 1), "serials": serials}),
+              st.sampled_from(SERIAL_LOTS), st.lists(st.sampled_from(SERIALS), max_size=3, unique=True)),
+    st.builds(lambda lot, qty: ("count", {"sku": "SKU-3", "lot": lot, "qty": qty}),
+              st.sampled_from(SERIAL_LOTS), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(serial_op, max_size=20))
+def test_serials_stay_single_units(stores, ops):
+    """Serial-tracked stock: no unit held by two lots, and a serial leaves a lot at most once."""
+    allow, refuse = stores
+    for store, strict in ((allow, False), (refuse, True)):
+        tx = store.begin(write=True)
+        try:
+            first = tx.last_seq() + 1
+            run_ops(tx, ops)
+            check_consistent(tx, never_negative=strict)
+            holders = {}
+            for key, row in tx.items("lots", prefix=b"SKU-3\x00"):
+                for serial in row["serials"]:
+                    assert serial not in holders, f"{serial} held by two lots"
+                    holders[serial] = key
+            # Between receipts of a serial, it leaves a lot at most once.
+            out = {}
+            for event in tx.events(first):
+                for sku, lot, delta, _expiry, serials in event["moves"]:
+                    for serial in serials or ():
+                        if delta > 0:
+                            out[serial] = 0
+                        elif lot is not None and event["type"] == "sale":
+                            out[serial] = out.get(serial, 0) + 1
+                            assert out[serial] == 1, f"{serial} sold from a lot twice"
+        finally:
+            tx.abort()
