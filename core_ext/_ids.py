@@ -6,14 +6,17 @@ import hashlib
 import msgpack
 
 
-def _canonical(obj) -> bytes:
-    # Key order and the transport's `t` must not make a repeat look different.
+def _sorted(obj):
+    # Key order must not make a repeat look different; MessagePack keeps maps and arrays apart and
+    # every item length-delimited, so no two different bodies share an encoding.
     if isinstance(obj, dict):
-        return b"{" + b",".join(_canonical(k) + b":" + _canonical(obj[k]) for k in sorted(obj, key=str)) + b"}"
+        return {k: _sorted(obj[k]) for k in sorted(obj, key=lambda k: (type(k).__name__, str(k)))}
     if isinstance(obj, (list, tuple)):
-        return b"[" + b",".join(_canonical(v) for v in obj) + b"]"
-    return msgpack.packb(obj, use_bin_type=True)
+        return [_sorted(v) for v in obj]
+    return obj
 
 
 def body_hash(body: dict) -> bytes:
-    return hashlib.sha256(_canonical({k: v for k, v in body.items() if k != "t"})).digest()[:16]
+    """A digest of the request's content, the transport's `t` left out."""
+    return hashlib.sha256(msgpack.packb(_sorted({k: v for k, v in body.items() if k != "t"}),
+                                        use_bin_type=True)).digest()[:16]

@@ -169,6 +169,8 @@ class CoreLoop:
             # metrics): the group is rolled back whole, so nothing is half-applied, and the loop
             # goes on serving the next group.
             tx.abort()
+            # Objects built from what the group wrote (a rule set's engine) were never committed.
+            self.store.cache.clear()
             if isinstance(exc, lmdb.Error):
                 log.error("group of %d rolled back: %s", len(slots), exc)
             else:
@@ -179,6 +181,7 @@ class CoreLoop:
             return []
         except BaseException:
             tx.abort()
+            self.store.cache.clear()
             raise
         return ctx._after_commit
 
