@@ -7,7 +7,7 @@ document so the ERP hears of it; a cleared one simply disappears from the open a
 from __future__ import annotations
 
 from . import _master
-from ._localtime import days_between
+from ._select import ledger
 from ._store import lot_key, split_lot_key
 
 
@@ -27,25 +27,6 @@ def _sku_alerts(tx, sku: str) -> dict:
     unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
     if unallocated < 0:
         out[alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
-    return out
-
-
-def _lot_alerts(sku: str, lot, row, today: str, warn_days: int, recalls: dict) -> dict:
-    """The alerts of one lot with stock: expiring within the window, recalled."""
-    out = {}
-    qty = row["qty"] if row else 0
-    if qty <= 0:
-        return out
-    expiry = row.get("expiry")
-    if expiry is not None:
-        left = days_between(today, expiry)
-        if left <= warn_days:
-            out[alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
-                                                    "days_left": left, "qty": qty}
-    recall = recalls.get(lot) or recalls.get(None)
-    if recall is not None:
-        out[alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
-                                                "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
     return out
 
 
@@ -74,8 +55,8 @@ def refresh(tx, skus, today: str, now_ms: int) -> int:
     for sku in skus:
         recalls = _master.recalls_of(tx, sku)
         want = _sku_alerts(tx, sku)
-        for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-            want.update(_lot_alerts(sku, split_lot_key(key)[1], row, today, warn_days, recalls))
+        # The lots' alerts (expiring, recalled) are evaluated by the ledger core, every lot here.
+        want.update(ledger.lot_alerts(tx, sku, None, today, warn_days, recalls))
         have = [key for key, _ in tx.items("alerts", prefix=sku.encode() + b"\x00")]
         raised += _sync(tx, want, have, now_ms)
     return raised
@@ -92,12 +73,14 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
     for move in moves:
         touched.setdefault(move[0], set()).add(move[1])
     for sku, lots in touched.items():
-        raised += _sync(tx, _sku_alerts(tx, sku), [alert_key(sku, "low_stock", None),
-                                                   alert_key(sku, "unallocated", None)], now_ms)
-        recalls = _master.recalls_of(tx, sku)
+        want = _sku_alerts(tx, sku)
+        want.update(ledger.lot_alerts(tx, sku, lots, today, warn_days, _master.recalls_of(tx, sku)))
+        have = [alert_key(sku, "low_stock", None), alert_key(sku, "unallocated", None)]
         for lot in lots:
-            want = _lot_alerts(sku, lot, tx.get("lots", lot_key(sku, lot)), today, warn_days, recalls)
-            raised += _sync(tx, want, [alert_key(sku, "expiring", lot), alert_key(sku, "recalled", lot)], now_ms)
+            have += [alert_key(sku, "expiring", lot), alert_key(sku, "recalled", lot)]
+        # One sync per SKU: the keys are distinct per lot and kind, so the alerts and the `alert`
+        # events come out as they would lot by lot (SKU-wide first, then each lot in turn).
+        raised += _sync(tx, want, have, now_ms)
     return raised
 
 

@@ -7,9 +7,25 @@ A move is `[sku, lot, delta, expiry, serials]`; `lot` None is the SKU's balance 
 """
 from __future__ import annotations
 
-from ._store import lot_key
+from ._localtime import days_between
+from ._store import lot_key, split_lot_key
 
 FLAVOUR = "python"
+
+
+def lots_of(tx, sku, recalls):
+    """FEFO's view of a SKU's lots: `[(lot, expiry, on_hand, recalled), ...]` in key order.
+
+    `recalls` is `{lot: recall}` of the SKU (lot None = every lot). The SKU's balance outside any
+    lot is not a lot: FEFO never takes from it.
+    """
+    out = []
+    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
+        lot = split_lot_key(key)[1]
+        if lot is None:
+            continue
+        out.append((lot, row.get("expiry"), row["qty"], lot in recalls or None in recalls))
+    return out
 
 
 def fefo_allocate(lots, qty, today):
@@ -73,6 +89,39 @@ def apply_moves(tx, moves):
         if sku not in touched:
             touched.append(sku)
     return touched
+
+
+def lot_alerts(tx, sku, lots, today, warn_days, recalls):
+    """The alerts the lots of `sku` call for now, `{alert key: alert}` (key as `_alerts.alert_key`).
+
+    `lots` names the lots to evaluate (None: every lot the ledger holds of the SKU); each with
+    stock gets `expiring` when it expires within `warn_days` of `today` and `recalled` when
+    `recalls` (`{lot: recall}`, lot None = every lot) covers it.
+    """
+    if lots is None:
+        rows = ((split_lot_key(key)[1], row) for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"))
+    else:
+        rows = ((lot, tx.get("lots", lot_key(sku, lot))) for lot in lots)
+    want = {}
+    for lot, row in rows:
+        qty = row["qty"] if row else 0
+        if qty <= 0:
+            continue
+        expiry = row.get("expiry")
+        if expiry is not None:
+            left = days_between(today, expiry)
+            if left <= warn_days:
+                want[_alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
+                                                          "days_left": left, "qty": qty}
+        recall = recalls.get(lot) or recalls.get(None)
+        if recall is not None:
+            want[_alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
+                                                      "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
+    return want
+
+
+def _alert_key(sku, kind, lot):
+    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
 
 
 def replay(events):

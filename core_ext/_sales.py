@@ -204,18 +204,6 @@ def handle_quote(tx, request, ctx) -> dict:
 
 # --- stock allocation ------------------------------------------------------------------------
 
-def _lots_of(tx, sku: str):
-    """FEFO's view of a SKU's lots: (lot, expiry, on hand, recalled)."""
-    out = []
-    recalls = _master.recalls_of(tx, sku)
-    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        lot = split_lot_key(key)[1]
-        if lot is None:
-            continue
-        out.append((lot, row.get("expiry"), row["qty"], lot in recalls or None in recalls))
-    return out
-
-
 def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
     sku, qty, item = line["sku"], line["qty"], line["item"]
@@ -237,7 +225,7 @@ def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
         chosen = [(line["lot"], row.get("expiry"), take)] if take else []
         short = qty - take
     else:
-        chosen, short = ledger.fefo_allocate(_lots_of(tx, sku), qty, day)
+        chosen, short = ledger.fefo_allocate(ledger.lots_of(tx, sku, _master.recalls_of(tx, sku)), qty, day)
     if short and refuse_negative:
         raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
     moves = [[sku, lot, -take, expiry, serials if i == 0 else []] for i, (lot, expiry, take) in enumerate(chosen)]

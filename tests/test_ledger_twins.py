@@ -4,6 +4,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from core_ext import Store, split_lot_key
+from core_ext._alerts import alert_key
+
 from ._twins import twins
 
 FLAVOURS = twins("ledger")
@@ -96,3 +99,80 @@ def test_fefo_flavours_agree_and_never_overdraw(lots, qty):
         assert 0 < take <= on_hand and not recalled and (exp is None or exp >= TODAY)
     expiries = [(a[1] is None, a[1] or "") for a in allocations]
     assert expiries == sorted(expiries)
+
+
+# --- the store-walking twins: same LMDB contents in, same answers and the same tables out ----------
+
+SKUS = ["S1", "S2", "S3"]
+store_moves = st.lists(
+    st.tuples(st.sampled_from(SKUS), st.sampled_from([None, "L1", "L2", "L3"]), st.integers(-20, 20),
+              st.sampled_from([None, "2026-11-20", "2026-12-10", "2027-06-01"]),
+              st.lists(st.sampled_from(["s1", "s2", "s3"]), max_size=2, unique=True)),
+    max_size=25,
+)
+recall_sets = st.dictionaries(st.sampled_from([None, "L1", "L2", "L3"]),
+                              st.builds(lambda i, r: {"recall_id": f"R{i}", **({"reason": r} if r else {})},
+                                        st.integers(1, 9), st.sampled_from(["", "sterility"])), max_size=2)
+
+
+def _tables(store):
+    with store.read() as tx:
+        return {table: list(tx.items(table)) for table in ("lots", "skus")}
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(store_moves, min_size=1, max_size=4), recalls=recall_sets,
+       lots=st.one_of(st.none(), st.sets(st.sampled_from([None, "L1", "L2", "L3", "NEVER"]))),
+       warn_days=st.integers(-10, 400))
+def test_store_twins_agree_on_real_lmdb(tmp_path_factory, batches, recalls, lots, warn_days):
+    if _ledger_c is None:
+        pytest.skip("the compiled twin is not built (pure-Python run)")
+    root = tmp_path_factory.mktemp("twins")
+    stores = [Store(str(root / "py")), Store(str(root / "c"))]
+    try:
+        for moves in batches:
+            touched = []
+            for flavour, store in zip((_ledger_py, _ledger_c), stores):
+                with store.begin(write=True) as tx:
+                    touched.append(flavour.apply_moves(tx, [[*m[:4], list(m[4])] for m in moves]))
+            assert touched[0] == touched[1] == list(dict.fromkeys(m[0] for m in moves))
+        assert _tables(stores[0]) == _tables(stores[1])
+        for sku in SKUS:
+            answers = []
+            for flavour, store in zip((_ledger_py, _ledger_c), stores):
+                with store.read() as tx:
+                    answers.append((flavour.lots_of(tx, sku, recalls),
+                                    flavour.lot_alerts(tx, sku, lots, TODAY, warn_days, recalls)))
+            assert answers[0] == answers[1]
+            view, alerts = answers[0]
+            with stores[0].read() as tx:
+                held = {split_lot_key(k)[1]: row for k, row in tx.items("lots", prefix=sku.encode() + b"\x00")}
+            assert view == [(lot, row.get("expiry"), row["qty"], lot in recalls or None in recalls)
+                            for lot, row in held.items() if lot is not None]
+            for key, alert in alerts.items():
+                assert key == alert_key(sku, alert["kind"], alert["lot"])
+                assert alert["qty"] == held[alert["lot"]]["qty"] > 0
+                assert lots is None or alert["lot"] in lots
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_lot_alerts_expiring_and_recalled(led, store):
+    with store.begin(write=True) as tx:
+        led.apply_moves(tx, [["S", "SOON", 4, "2026-12-01", []], ["S", "LATER", 2, "2027-12-01", []],
+                             ["S", "GONE", 1, "2026-11-30", []], ["S", "GONE", -1, None, []], ["S", None, 3, None, []]])
+        recalls = {"LATER": {"recall_id": "R7", "reason": "label"}}
+        want = led.lot_alerts(tx, "S", None, TODAY, 30, recalls)
+        assert want == {
+            alert_key("S", "expiring", "SOON"): {"kind": "expiring", "sku": "S", "lot": "SOON", "expiry": "2026-12-01",
+                                                 "days_left": 7, "qty": 4},
+            alert_key("S", "recalled", "LATER"): {"kind": "recalled", "sku": "S", "lot": "LATER", "qty": 2,
+                                                  "recall_id": "R7", "reason": "label"},
+        }
+        # Naming lots limits the evaluation to them; a recall of every lot covers the unlotted balance too.
+        assert led.lot_alerts(tx, "S", {"LATER"}, TODAY, 30, {}) == {}
+        every = led.lot_alerts(tx, "S", [None], TODAY, 30, {None: {"recall_id": "R8"}})
+        assert every == {alert_key("S", "recalled", None): {"kind": "recalled", "sku": "S", "lot": None, "qty": 3,
+                                                            "recall_id": "R8", "reason": ""}}
+        assert led.lots_of(tx, "S", {None: {}}) == [("LATER", "2027-12-01", 2, True), ("SOON", "2026-12-01", 4, True)]
