@@ -6,6 +6,7 @@ returns the data is on disk and survives `kill -9` and power loss.
 """
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -42,8 +43,7 @@ _U64 = struct.Struct(">Q")
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def _unpack(raw):
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+_unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 def u64(n: int) -> bytes:
@@ -64,7 +64,7 @@ def split_lot_key(key: bytes) -> tuple[str, str | None]:
 
 
 def _key(k) -> bytes:
-    return k if isinstance(k, bytes) else str(k).encode()
+    return k if type(k) is bytes else str(k).encode()
 
 
 class Store:
