@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("bench_ledger", "bench_promo", "bench_upstream")
+BENCHMARKS = ("bench_ledger", "bench_promo", "bench_pos")
 
 
 def main() -> int:
