@@ -83,12 +83,24 @@ def _listing(directory: str) -> dict[str, tuple[int, int]]:
     return listing
 
 
-def _read(path: str, max_bytes: int) -> tuple[bytes | None, tuple[int, int]]:
-    """The file's bytes (None when over `max_bytes`) and the (size, mtime_ns) they were read at."""
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _read(path: str, max_bytes: int) -> tuple[bytes | None, tuple[int, int, int, int]]:
+    """The file's bytes (None when over `max_bytes`) and the (size, mtime_ns, inode, device) read."""
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         data = None if st.st_size > max_bytes else f.read(max_bytes + 1)
-    return data, (st.st_size, st.st_mtime_ns)
+    return data, _identity(st)
+
+
+def _same_file(path: str, identity: tuple) -> bool:
+    """Whether `path` is still the file that was read: the POS may have written a new one meanwhile."""
+    try:
+        return _identity(os.stat(path, follow_symlinks=False)) == identity
+    except FileNotFoundError:
+        return False
 
 
 def _free_path(directory: str, name: str) -> str:
@@ -102,13 +114,18 @@ def _free_path(directory: str, name: str) -> str:
     return os.path.join(directory, candidate)
 
 
-def _move(src: str, directory: str, name: str) -> str:
+def _move(src: str, directory: str, name: str, identity: tuple) -> str | None:
+    """Move `src` away, or return None when it is no longer the file read (it is taken anew)."""
+    if not _same_file(src, identity):
+        return None
     dst = _free_path(directory, name)
     os.replace(src, dst)
     return dst
 
 
-def _reject(src: str, directory: str, name: str, errors: list[RowError]) -> str:
+def _reject(src: str, directory: str, name: str, errors: list[RowError], identity: tuple) -> str | None:
+    if not _same_file(src, identity):
+        return None
     dst = _free_path(directory, name)
     text = "".join(e.line() + "\n" for e in sorted(errors, key=lambda e: e.row))
     tmp = dst + ".errors.tmp"
@@ -192,16 +209,16 @@ class CsvDrop:
         if data is None:
             errors = [RowError(0, "too_large", f"the file is {stat[0]} bytes, over max_bytes "
                                                f"{self.max_bytes}")]
-            return await self._rejected(name, errors)
+            return await self._rejected(name, errors, stat)
         if len(data) != stat[0]:
             # Still being written after all: start its settle time again.
             self.tracker.forget(name)
             return "unsettled"
         result = await trio.to_thread.run_sync(map_csv, data, self.mapping)
         if result.errors:
-            return await self._rejected(name, list(result.errors))
+            return await self._rejected(name, list(result.errors), stat)
         if not result.docs:
-            return await self._done(name, "empty", 0)
+            return await self._done(name, "empty", 0, stat)
         request = Request(kind="csv_file", source=self.name, channel="csv",
                           body={"file": name, "hash": result.hash, "docs": list(result.docs)})
         try:
@@ -214,10 +231,10 @@ class CsvDrop:
             # Taken again after a crash (or dropped twice): every basket is already in the ledger.
             replayed = response.replayed or (body.get("applied") == 0 and bool(body.get("duplicates")))
             outcome = "replayed" if replayed else "applied"
-            return await self._done(name, outcome, 0 if replayed else result.rows)
+            return await self._done(name, outcome, 0 if replayed else result.rows, stat)
         if body.get("err") == codes.UNAVAILABLE:
             return self._retry(name, f"the core is unavailable: {body.get('msg')}")
-        return await self._rejected(name, core_errors(body, result.docs))
+        return await self._rejected(name, core_errors(body, result.docs), stat)
 
     def _retry(self, name: str, why: str) -> str:
         delay = self.tracker.hold(name, trio.current_time())
@@ -225,26 +242,34 @@ class CsvDrop:
         self.metrics.files.labels(self.name, "retry").inc()
         return "retry"
 
-    async def _done(self, name: str, outcome: str, rows: int) -> str:
+    async def _done(self, name: str, outcome: str, rows: int, identity: tuple) -> str:
         src = os.path.join(self.dir, name)
         try:
-            dst = await trio.to_thread.run_sync(_move, src, os.path.join(self.dir, DONE), name)
+            dst = await trio.to_thread.run_sync(_move, src, os.path.join(self.dir, DONE), name, identity)
         except OSError as exc:
             # Committed but not moved: taking it again later is answered as a replay.
             return self._retry(name, f"cannot move it to {DONE}/: {exc}")
+        if dst is None:
+            # What was read is committed; the new file of that name settles and is taken on its own.
+            self.tracker.forget(name)
+            dst = "(left: the file was replaced meanwhile)"
         log.info("csv_drop %s: %s %s -> %s", self.name, outcome, name, dst)
         self.metrics.files.labels(self.name, outcome).inc()
         if rows:
             self.metrics.rows.labels(self.name).inc(rows)
         return outcome
 
-    async def _rejected(self, name: str, errors: list[RowError]) -> str:
+    async def _rejected(self, name: str, errors: list[RowError], identity: tuple) -> str:
         src = os.path.join(self.dir, name)
         try:
             dst = await trio.to_thread.run_sync(
-                _reject, src, os.path.join(self.dir, REJECTED), name, errors)
+                _reject, src, os.path.join(self.dir, REJECTED), name, errors, identity)
         except OSError as exc:
             return self._retry(name, f"cannot move it to {REJECTED}/: {exc}")
+        if dst is None:
+            # These reasons were for content that is gone; the new file is judged on its own.
+            self.tracker.forget(name)
+            dst = "(left: the file was replaced meanwhile)"
         log.warning("csv_drop %s: rejected %s -> %s (%d errors)", self.name, name, dst, len(errors))
         self.metrics.files.labels(self.name, "rejected").inc()
         for error in errors:

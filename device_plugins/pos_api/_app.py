@@ -248,6 +248,9 @@ def _not_plain(value) -> str:
                 stack.append((sub, depth + 1))
         elif isinstance(item, list):
             stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, int) and not isinstance(item, bool) and not -2**63 <= item < 2**64:
+            # JSON has no limit, MessagePack (the ids' digest, the store) stops at 64 bits.
+            return f"the integer {item} does not fit in 64 bits"
         elif not (item is None or isinstance(item, (bool, int, float, str))):
             return f"{_type_name(item)} values are not part of ECR/1"
     return ""
