@@ -5,6 +5,8 @@ import hashlib
 
 import msgpack
 
+from ._errors import bad_request
+
 
 def _sorted(obj):
     # Key order must not make a repeat look different; MessagePack keeps maps and arrays apart and
@@ -17,6 +19,9 @@ def _sorted(obj):
 
 
 def body_hash(body: dict) -> bytes:
-    """A digest of the request's content, the transport's `t` left out."""
-    return hashlib.sha256(msgpack.packb(_sorted({k: v for k, v in body.items() if k != "t"}),
-                                        use_bin_type=True)).digest()[:16]
+    """A digest of the request's content, the transport's `t` left out; refuses what cannot be stored."""
+    try:
+        packed = msgpack.packb(_sorted({k: v for k, v in body.items() if k != "t"}), use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise bad_request(f"the request holds a value that cannot be stored ({exc}); numbers must fit in 64 bits") from None
+    return hashlib.sha256(packed).digest()[:16]

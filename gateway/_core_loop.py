@@ -196,7 +196,10 @@ class CoreLoop:
             return Response(refusal(request, errors.BAD_REQUEST, "id must be a string of 1 to 64 characters"))
         if handler.idempotent:
             key = f"{request.source}:{rid}"
-            digest = body_hash(body)
+            try:
+                digest = body_hash(body)
+            except Refused as exc:
+                return Response(refusal(request, exc.code, exc.message))
             first = tx.get("ids", key)
             if first is not None:
                 if first["h"] != digest:

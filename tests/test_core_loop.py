@@ -78,3 +78,9 @@ async def test_every_ecr_message_needs_an_id_even_when_not_remembered(core):
         res = await core.request(kind, body)
         assert res.body["err"] == "BAD_REQUEST" and "id" in res.body["msg"], (kind, res.body)
     assert (await core.request("ping", {"id": "x" * 64})).ok
+
+
+async def test_a_number_beyond_64_bits_is_a_bad_request_not_a_retry(core):
+    res = await core.request("sale", {"id": "big", "lines": [{"code": "SKU-4", "qty": 1}],
+                                      "payments": [{"method": "cash", "cents": 2**70}]})
+    assert res.body["err"] == "BAD_REQUEST" and "64 bits" in res.body["msg"]
