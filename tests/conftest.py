@@ -70,3 +70,5 @@ async def core(make_core, seeded_store):
 
 # The upstream fixtures (keys made here, a core with the upstream handlers, UP/1 on loopback).
 from ._upstream import erp_key, served, store_key, upstream, upstream_settings  # noqa: E402,F401
+# An ECR/1 terminal on a real pty, wired to the core through the ecr_serial plugin.
+from ._ecr_rig import rig  # noqa: E402,F401

@@ -1,7 +1,6 @@
 """Second-round attacks on the device plugins: CSV drops and ECR/1 on real pseudo-terminals."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -13,11 +12,10 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from device_plugins import ecr_serial
 from device_plugins.csv_drop import CsvDrop, Metrics
 from device_plugins.ecr_serial import _protocol as ecr
 
-from .ecr_terminal import ACK, NAK, STX, Cable, Terminal, build_frame
+from .ecr_terminal import ACK, NAK, STX, build_frame
 
 HEADER = "TicketNo,ItemCode,Qty,Lot\n"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,38 +226,6 @@ async def test_a_refused_file_replaced_while_it_commits_leaves_the_new_one_to_be
 
 
 # --- ECR/1 on a real pseudo-terminal -----------------------------------------------------------
-
-class Rig:
-    def __init__(self, core, cable, terminal, registry):
-        self.core, self.cable, self.terminal, self.registry = core, cable, terminal, registry
-
-    async def run(self, fn, *args, **kwargs):
-        return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-
-    def metric(self, name, **labels):
-        return self.registry.get_sample_value(name, {"device": "lane1", **labels}) or 0.0
-
-    def events_with_id(self, doc_id):
-        with self.core.store.read() as tx:
-            return [e for e in tx.events() if e.get("id") == doc_id]
-
-
-@pytest.fixture
-async def rig(core, tmp_path, nursery):
-    cable = Cable(str(tmp_path / "ttyECR0"))
-    await cable.plug(nursery)
-    registry = CollectorRegistry()
-    device = {"name": "lane1", "kind": "ecr_serial", "port": cable.path, "baudrate": 115200}
-    await nursery.start(ecr_serial.serve, device, core.submit, ecr_serial.Metrics(registry))
-    terminal = await trio.to_thread.run_sync(Terminal, cable.terminal_path)
-    rig = Rig(core, cable, terminal, registry)
-    with trio.fail_after(10):
-        while rig.metric("gateway_ecr_connected") != 1:
-            await trio.sleep(0.01)
-    yield rig
-    terminal.close()
-    await cable.aclose()
-
 
 def sale(rid, qty=1):
     return {"t": "sale", "id": rid, "lane": "1", "lines": [{"sku": "SKU-4", "qty": qty}],
