@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from ._flavours import run_both
 
 def _raw_lmdb(n: int, path: str) -> dict:
     """The ceiling: msgpack puts in one transaction, and durable one-put commits."""
@@ -128,18 +126,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         print("  raw LMDB ...", file=sys.stderr)
         raw = _raw_lmdb(args.events * 5, os.path.join(tmp, "raw"))
-    results = {}
-    for name, env in (("cython", {"GATEWAY_REQUIRE_EXTENSIONS": "1"}), ("python", {"GATEWAY_PURE_PYTHON": "1"})):
-        print(f"  {name} ...", file=sys.stderr)
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        child_env.update(env, PYTHONPATH=ROOT)
-        done = subprocess.run([sys.executable, "-m", "benchmarks.bench_ledger", "--child", "--events", str(args.events),
-                               "--clients", str(args.clients)], cwd=ROOT, env=child_env, capture_output=True, text=True)
-        if done.returncode:
-            print(done.stderr, file=sys.stderr)
-            return 1
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-
+    results = run_both("benchmarks.bench_ledger", ["--events", str(args.events), "--clients", str(args.clients)])
+    if results is None:
+        return 1
     c, p = results["cython"], results["python"]
     print(f"{'figure':38} {'cython':>12} {'python':>12} {'ratio':>7}")
     for key, label in (("handler_events_per_s", "ledger events/s (handlers, no sync)"),

@@ -12,13 +12,12 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ._flavours import run_both
 
 CONFIG = """
 [store]
@@ -113,18 +112,9 @@ def main(argv=None) -> int:
         print(json.dumps(_child(args.sales, args.terminals)))
         return 0
     print(f"POS/1 benchmark: {args.sales} sales from {args.terminals} terminals per flavour", file=sys.stderr)
-    results = {}
-    for name, env in (("cython", {"GATEWAY_REQUIRE_EXTENSIONS": "1"}), ("python", {"GATEWAY_PURE_PYTHON": "1"})):
-        print(f"  {name} ...", file=sys.stderr)
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        child_env.update(env, PYTHONPATH=ROOT)
-        done = subprocess.run([sys.executable, "-m", "benchmarks.bench_pos", "--child", "--sales", str(args.sales),
-                               "--terminals", str(args.terminals)], cwd=ROOT, env=child_env, capture_output=True,
-                              text=True)
-        if done.returncode:
-            print(done.stderr, file=sys.stderr)
-            return 1
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    results = run_both("benchmarks.bench_pos", ["--sales", str(args.sales), "--terminals", str(args.terminals)])
+    if results is None:
+        return 1
     c, p = results["cython"], results["python"]
     print(f"{'figure':30} {'cython':>10} {'python':>10} {'ratio':>7}")
     print(f"{'sales/s (durable, over HTTP)':30} {c['sales_per_s']:10,.0f} {p['sales_per_s']:10,.0f} "
