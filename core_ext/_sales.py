@@ -5,6 +5,8 @@ with every effect written, or raises `Refused` and the core loop rolls everythin
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import days_between, local_parts
@@ -48,7 +50,7 @@ def item_for_scan(tx, gtin: str | None, hibc: str | None):
     return tx.get("catalog", sku) if sku else None
 
 
-def _lines(body: dict, *, allow_negative: bool = False) -> list[dict]:
+def _lines(body: dict) -> list[dict]:
     lines = body.get("lines")
     if not isinstance(lines, list) or not lines:
         raise bad_request("lines must be a non-empty list")
@@ -59,7 +61,7 @@ def _lines(body: dict, *, allow_negative: bool = False) -> list[dict]:
         if not isinstance(code, str) or not code:
             raise bad_request(f"lines[{i}].code must be a non-empty string")
         qty = line.get("qty")
-        if not is_int(qty) or qty == 0 or (qty < 0 and not allow_negative) or abs(qty) > 1_000_000:
+        if not is_int(qty) or not 0 < qty <= 1_000_000:
             raise bad_request(f"lines[{i}].qty must be a positive integer, got {qty!r}")
         for opt in ("lot", "serial"):
             if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
@@ -102,10 +104,9 @@ def serial_holders(tx, sku: str) -> dict:
     return out
 
 
-def check_lots(tx, resolved: list[dict], day: str, *, record: bool) -> list[str]:
+def check_lots(tx, resolved: list[dict], day: str, warn_days: int, *, record: bool) -> list[str]:
     """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
     warnings = []
-    warn_days = _master.policy(tx)["expiry_warn_days"]
     for line in resolved:
         sku, lot = line["sku"], line["lot"]
         # With no lot named, only a recall of every lot matches: then whatever lot the unit came
@@ -156,15 +157,33 @@ def _member(tx, body: dict):
     return member_id, tx.get("members", member_id)
 
 
-def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
-    """Resolve and price a basket; returns (priced, resolved lines, member id, member row, engine, warnings)."""
-    resolved = resolve_lines(tx, _lines(body, allow_negative=allow_negative))
+@dataclass(slots=True)
+class Basket:
+    """A resolved and priced basket, with what the sale then needs of the moment it was priced."""
+
+    priced: dict            # the engine's answer; its lines also carry lot and serial
+    resolved: list          # the lines as the catalog resolved them
+    member_id: str | None
+    member: dict | None     # None for no member and for an unknown one
+    engine: object
+    warnings: list
+    policy: dict
+    weekday: int
+    minute: int
+    day: str                # store-local ISO date
+
+
+def price(tx, ctx, request, body: dict) -> Basket:
+    """Resolve and price a basket; refuse recalled and expired lots it names."""
+    resolved = resolve_lines(tx, _lines(body))
     coupons = body.get("coupons") or []
     if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
         raise bad_request("coupons must be a list of strings")
     member_id, member = _member(tx, body)
     weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
-    warnings = check_lots(tx, resolved, day, record=request.kind == "sale")
+    policy = _master.policy(tx)
+    # A sale (also one from a POS file) offering a recalled or expired lot is recorded; a quote is not.
+    warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], record=request.kind != "quote")
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
@@ -181,7 +200,19 @@ def price(tx, ctx, request, body: dict, *, allow_negative: bool = False):
     for line, r in zip(priced["lines"], resolved):
         line["lot"] = r["lot"]
         line["serial"] = r["serial"]
-    return priced, resolved, member_id, member, engine, warnings, (weekday, minute, day)
+    return Basket(priced, resolved, member_id, member, engine, warnings, policy, weekday, minute, day)
+
+
+def _answer(basket: Basket, *, points_earned: int, points_balance: int | None) -> dict:
+    """The ECR/1 answer of a quote or a sale (a sale's lines carry their allocations)."""
+    priced = basket.priced
+    answer = {"ruleset": priced["ruleset"], "lines": _answer_lines(priced), "gross_cents": priced["gross_cents"],
+              "discount_cents": priced["discount_cents"], "total_cents": priced["total_cents"],
+              "warnings": basket.warnings}
+    if basket.member is not None:
+        answer["points_earned"] = points_earned
+        answer["points_balance"] = points_balance
+    return answer
 
 
 def _answer_lines(priced: dict) -> list[dict]:
@@ -193,13 +224,11 @@ def _answer_lines(priced: dict) -> list[dict]:
 
 
 def handle_quote(tx, request, ctx) -> dict:
-    priced, _resolved, member_id, member, engine, warnings, _local = price(tx, ctx, request, request.body)
-    answer = {"ruleset": priced["ruleset"], "lines": _answer_lines(priced), "gross_cents": priced["gross_cents"],
-              "discount_cents": priced["discount_cents"], "total_cents": priced["total_cents"], "warnings": warnings}
-    if member is not None:
-        answer["points_earned"] = engine.points_earned(priced["total_cents"], member.get("tier"), True)
-        answer["points_balance"] = member["points"]
-    return answer
+    basket = price(tx, ctx, request, request.body)
+    member = basket.member
+    # What the basket would earn if paid in cash (PROMO/1, Points).
+    earned = basket.engine.points_earned(basket.priced["total_cents"], member.get("tier"), True) if member else 0
+    return _answer(basket, points_earned=earned, points_balance=member["points"] if member else None)
 
 
 # --- stock allocation ------------------------------------------------------------------------
@@ -259,42 +288,49 @@ def _payments(body: dict, total: int, *, implicit: bool) -> list[dict]:
     return [{"method": p["method"], "cents": p["cents"]} for p in payments]
 
 
+def _redeemed(basket: Basket, points_cents: int) -> int:
+    """Points a payment of `points_cents` redeems, within the member's balance and the offline cap."""
+    if not points_cents:
+        return 0
+    policy, member = basket.policy, basket.member
+    value = policy["points_value_cents"]
+    if member is None:
+        raise Refused(E.POINTS_INSUFFICIENT, "points can only be redeemed by a known member")
+    if points_cents % value:
+        raise bad_request(f"the points payment must be a multiple of {value} cents (one point)")
+    redeemed = points_cents // value
+    if redeemed > member["points"]:
+        raise Refused(E.POINTS_INSUFFICIENT, f"{redeemed} points asked, the member has {member['points']}")
+    if redeemed > policy["points_offline_cap"]:
+        raise Refused(E.POINTS_INSUFFICIENT,
+                      f"{redeemed} points asked, at most {policy['points_offline_cap']} may be redeemed per sale")
+    return redeemed
+
+
 def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False) -> dict:
-    priced, resolved, member_id, member, engine, warnings, local = price(tx, ctx, request, body)
-    weekday, minute, day = local
+    basket = price(tx, ctx, request, body)
+    priced, member = basket.priced, basket.member
     payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
-    policy = _master.policy(tx)
     points_cents = sum(p["cents"] for p in payments if p["method"] == "points")
-    redeemed = 0
-    if points_cents:
-        value = policy["points_value_cents"]
-        if member is None:
-            raise Refused(E.POINTS_INSUFFICIENT, "points can only be redeemed by a known member")
-        if points_cents % value:
-            raise bad_request(f"the points payment must be a multiple of {value} cents (one point)")
-        redeemed = points_cents // value
-        if redeemed > member["points"]:
-            raise Refused(E.POINTS_INSUFFICIENT, f"{redeemed} points asked, the member has {member['points']}")
-        if redeemed > policy["points_offline_cap"]:
-            raise Refused(E.POINTS_INSUFFICIENT,
-                          f"{redeemed} points asked, at most {policy['points_offline_cap']} may be redeemed per sale")
-    refuse = policy["negative_stock"] == "refuse"
+    redeemed = _redeemed(basket, points_cents)
+    refuse = basket.policy["negative_stock"] == "refuse"
     moves = []
-    for line, priced_line in zip(resolved, priced["lines"]):
-        line_moves = allocate(tx, line, day, refuse)
+    for line, priced_line in zip(basket.resolved, priced["lines"]):
+        line_moves = allocate(tx, line, basket.day, refuse)
         ledger.apply_moves(tx, line_moves)  # now, so a later line of the same SKU sees what this one took
         moves.extend(line_moves)
         priced_line["category"] = line["item"]["category"]
         priced_line["allocations"] = [{"lot": m[1], "expiry": m[3], "qty": -m[2]} for m in line_moves]
-    earned = engine.points_earned(priced["total_cents"] - points_cents, member.get("tier") if member else None,
-                                  member is not None)
+    tier = member.get("tier") if member else None
+    earned = basket.engine.points_earned(priced["total_cents"] - points_cents, tier, member is not None)
     points_balance = None
     if member is not None:
-        points_balance = _master.add_points(tx, member_id, earned - redeemed, ctx.now_ms)
+        points_balance = _master.add_points(tx, basket.member_id, earned - redeemed, ctx.now_ms)
     doc = {"type": "sale", "id": doc_id, "source": request.source, "channel": request.channel,
-           "store": ctx.settings.store_id, "ts_ms": ctx.now_ms, "local": {"weekday": weekday, "minute": minute},
-           "ruleset": priced["ruleset"], "member": member_id if member else None,
-           "tier": member.get("tier") if member else None, "coupons": list(body.get("coupons") or []),
+           "store": ctx.settings.store_id, "ts_ms": ctx.now_ms,
+           "local": {"weekday": basket.weekday, "minute": basket.minute},
+           "ruleset": priced["ruleset"], "member": basket.member_id if member else None, "tier": tier,
+           "coupons": list(body.get("coupons") or []),
            "lines": [{**l, "promos": [[p["id"], p["version"], p["cents"]] for p in l["promos"]]} for l in priced["lines"]],
            "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
            "total_cents": priced["total_cents"], "payments": payments,
@@ -304,14 +340,8 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
     seq = tx.append_event(doc)
-    _alerts.after_moves(tx, moves, day, ctx.now_ms)
-    answer = {"seq": seq, "ruleset": priced["ruleset"], "lines": _answer_lines(priced),
-              "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
-              "total_cents": priced["total_cents"], "warnings": warnings}
-    if member is not None:
-        answer["points_earned"] = earned
-        answer["points_balance"] = points_balance
-    return answer
+    _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
+    return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
 
 
 def handle_sale(tx, request, ctx) -> dict:

@@ -210,7 +210,7 @@ def handle_csv_file(tx, request, ctx) -> dict:
     docs = request.body.get("docs")
     if not isinstance(docs, list) or not docs:
         raise bad_request("docs must be a non-empty list")
-    errors, applied, duplicates, seqs = [], 0, 0, []
+    errors, records, applied, duplicates, seqs = [], [], 0, 0, []
     for index, doc in enumerate(docs):
         rows = doc.get("rows", []) if isinstance(doc, dict) else []
         try:
@@ -246,7 +246,13 @@ def handle_csv_file(tx, request, ctx) -> dict:
             seqs.append(result.get("seq"))
         except Refused as exc:
             errors.append({"doc": index, "rows": rows, "err": exc.code, "msg": exc.message})
+            if exc.record is not None:
+                records.append({**exc.record, "basket": doc.get("id"), "rows": rows})
     if errors:
+        # The file's sales already happened at the counter: a recalled or expired lot among them is
+        # recorded for the ERP even though the file is refused whole.
+        record = {"type": "refusal", "request": "csv_file", "file": request.body.get("file"),
+                  "refused": records} if records else None
         raise Refused(E.BAD_REQUEST, f"{len(errors)} of {len(docs)} baskets refused; nothing in the file was applied",
-                      details=errors)
+                      details=errors, record=record)
     return {"applied": applied, "duplicates": duplicates, "seqs": seqs}

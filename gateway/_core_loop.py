@@ -80,9 +80,9 @@ class CoreLoop:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
         done = trio.Event()
         slot = [request, None, done]
-        await self._send.send(slot)
         if self.metrics:
-            self.metrics.queue_depth.inc()
+            self.metrics.queue_depth.inc()  # before the send: the loop may take it at once and count it off
+        await self._send.send(slot)
         await done.wait()
         return slot[1]
 

@@ -43,3 +43,18 @@ async def test_lane_scans_fill_the_basket_that_a_sale_of_that_lane_empties(core)
     assert sold.ok, sold.body
     after = await core.request("lane_basket", {"id": "b2", "lane": "4"}, channel="pos")
     assert after.body["lines"] == []
+
+
+async def test_a_pos_file_selling_a_recalled_lot_is_refused_whole_and_recorded(core):
+    apply_master(core.store, "recalls", {"recalls": [{"recall_id": "R-7", "sku": "SKU-1", "lot": "A1"}]})
+    docs = [{"t": "sale", "id": "f:1", "rows": [2], "lines": [{"code": "SKU-4", "qty": 1}]},
+            {"t": "sale", "id": "f:2", "rows": [3], "lines": [{"code": "SKU-1", "qty": 1, "lot": "A1"}]}]
+    res = await core.request("csv_file", {"file": "day.csv", "hash": "ab", "docs": docs}, source="legacy", channel="csv")
+    assert res.body["err"] == "BAD_REQUEST"
+    assert [(e["doc"], e["err"]) for e in res.body["errors"]] == [(1, "RECALLED_LOT")]
+    with core.store.read() as tx:
+        events = list(tx.events())
+        assert tx.get("ids", "legacy:f:1") is None  # the good basket was not applied either
+    refusal = events[-1]
+    assert refusal["type"] == "refusal" and refusal["file"] == "day.csv"
+    assert [(r["recall_id"], r["basket"], r["rows"]) for r in refusal["refused"]] == [("R-7", "f:2", [3])]
