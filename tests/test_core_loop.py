@@ -66,7 +66,7 @@ async def test_a_full_map_rolls_the_group_back_and_says_unavailable(make_core, t
     store.close()
 
 
-async def test_shutdown_answers_waiting_requests_unavailable(seeded_store):
+async def test_a_loop_not_running_refuses_at_once(seeded_store):
     core = build_core(seeded_store, STORE)
     res = await core.submit(sale(1))  # not running yet
     assert res.body["err"] == "UNAVAILABLE"
