@@ -47,6 +47,7 @@ class Terminal:
         self.naks = 0
         self.received: list[dict] = []  # every response frame, duplicates too
         self._pending = bytearray()
+        self._early: list[dict] = []  # response frames that came while an ACK was awaited
 
     def close(self) -> None:
         self.ser.close()
@@ -79,7 +80,7 @@ class Terminal:
         out = []
         deadline = time.monotonic() + self.response_timeout
         while len(out) < responses:
-            got = self._read_frame(deadline)
+            got = self._early.pop(0) if self._early else self._read_frame(deadline)
             if got.get("re") == body.get("id"):
                 out.append(got)
         return out
@@ -96,7 +97,10 @@ class Terminal:
             if byte in (ACK, NAK):
                 return byte
             if byte == STX:
-                raise TerminalError("a frame arrived while waiting for an ACK")
+                # The gateway answered the first send before the ACK of a resend came back (the two
+                # crossed on the line): take the frame, ACK it, and go on waiting.
+                self._pending.insert(0, STX)
+                self._early.append(self._read_frame(time.monotonic() + self.response_timeout))
         return None
 
     def _byte(self, deadline: float) -> int | None:
