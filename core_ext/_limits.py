@@ -1,0 +1,50 @@
+"""The limits of ECR/1 ("Limits" in ecr-serial.md), defined once and applied on every way in.
+
+Every string a device or the ERP sends must be valid Unicode (no lone surrogate: it could never be
+encoded back into an answer) and free of control characters (they hide in logs and break CSV and
+terminals), except the GS (0x1D) a scanned GS1 `code` carries between its fields.
+"""
+from __future__ import annotations
+
+import re
+
+from ._errors import bad_request
+
+MAX_LINES = 500          # lines per basket
+MAX_COUPONS = 20         # coupons per basket
+MAX_ID = 64              # a request id, in characters
+MAX_CODE = 256           # a line's code (SKU, GTIN or a raw scan)
+MAX_TEXT = 64            # lot, serial, member id, a coupon, a lane
+
+GS = "\x1d"
+
+# C0 and C1 controls, DEL, the bidirectional overrides and isolates (they reorder what a person reads
+# in a log or on a page), and lone surrogates.
+_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_BAD_EXCEPT_GS = re.compile("[\x00-\x1c\x1e\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def text_problem(value, max_len: int, *, allow_gs: bool = False) -> str | None:
+    """Why `value` is not an acceptable string of at most `max_len` characters, or None."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    if len(value) > max_len:
+        return f"is {len(value)} characters long, at most {max_len} are allowed"
+    bad = (_BAD_EXCEPT_GS if allow_gs else _BAD).search(value)
+    if bad is not None:
+        return f"holds the character U+{ord(bad.group()):04X} at position {bad.start()}, which is not allowed"
+    return None
+
+
+def check_text(field: str, value, max_len: int, *, allow_gs: bool = False) -> str:
+    """`value` if it is acceptable, else a `BAD_REQUEST` naming `field` and what is wrong."""
+    problem = text_problem(value, max_len, allow_gs=allow_gs)
+    if problem is not None:
+        raise bad_request(f"{field} {problem}")
+    return value
+
+
+def check_id(value, field: str = "id") -> str:
+    return check_text(field, value, MAX_ID)
