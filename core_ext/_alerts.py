@@ -18,12 +18,12 @@ def alert_key(sku: str, kind: str, lot: str | None) -> bytes:
 def _sku_alerts(tx, sku: str) -> dict:
     """The alerts of the SKU as a whole: low stock, units sold beyond the ledger's stock."""
     out = {}
-    item = tx.get("catalog", sku)
+    item = _master.item(tx, sku)
     on_hand = tx.get("skus", sku, 0)
-    if item and item.get("reorder_point", 0) > 0 and on_hand <= item["reorder_point"]:
-        suggested = item["reorder_point"] - on_hand + max(item.get("reorder_qty", 0), 1)
+    if item is not None and item.reorder_point > 0 and on_hand <= item.reorder_point:
+        suggested = item.reorder_point - on_hand + max(item.reorder_qty, 1)
         out[alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
-                                                  "reorder_point": item["reorder_point"], "suggested_qty": suggested}
+                                                  "reorder_point": item.reorder_point, "suggested_qty": suggested}
     unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
     if unallocated < 0:
         out[alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
@@ -71,7 +71,7 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
     raised = 0
     touched = {}
     for move in moves:
-        touched.setdefault(move[0], set()).add(move[1])
+        touched.setdefault(move.sku, set()).add(move.lot)
     for sku, lots in touched.items():
         want = _sku_alerts(tx, sku)
         want.update(ledger.lot_alerts(tx, sku, lots, today, warn_days, _master.recalls_of(tx, sku)))
@@ -91,7 +91,7 @@ def refresh_all(tx, now_ms: int, timezone: str) -> int:
 
 
 def all_skus(tx) -> list[str]:
-    skus = {k.decode() for k, _ in tx.items("catalog")}
+    skus = set(_master.view(tx).items)
     skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))
     skus.update(k.decode().split("\x00", 1)[0] for k, _ in tx.items("alerts"))
     return sorted(skus)

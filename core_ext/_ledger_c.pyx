@@ -174,10 +174,9 @@ def replay(events):
         moves = event.get("moves")
         if not moves:
             continue
-        for move in moves:
-            sku = move[0]
-            key = (sku, move[1])
-            delta = move[2]
+        for sku, lot, delta_obj, _expiry, _serials in moves:
+            key = (sku, lot)
+            delta = delta_obj
             lots[key] = <Py_ssize_t>lots.get(key, 0) + delta
             skus[sku] = <Py_ssize_t>skus.get(sku, 0) + delta
     return ({k: v for k, v in lots.items() if v}, {k: v for k, v in skus.items() if v})

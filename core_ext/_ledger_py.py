@@ -129,10 +129,7 @@ def replay(events):
     lots = {}
     skus = {}
     for event in events:
-        for move in event.get("moves") or ():
-            sku = move[0]
-            lot = move[1]
-            delta = move[2]
+        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
             lots[(sku, lot)] = lots.get((sku, lot), 0) + delta
             skus[sku] = skus.get(sku, 0) + delta
     return ({k: v for k, v in lots.items() if v}, {k: v for k, v in skus.items() if v})

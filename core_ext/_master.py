@@ -6,8 +6,11 @@ one by one and every error names the entry, so the ERP can fix them all at once.
 """
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 
+from ._records import Item
 from ._store import lot_key
 from ._types import is_int
 
@@ -199,6 +202,8 @@ def _code_key(prefix: str, code: str) -> str:
 
 def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
     """Make a validated document the one in force (the caller checked signature, version, content)."""
+    if kind in VIEW_KINDS:
+        new_generation(tx)
     if kind == "catalog":
         tx.clear("catalog")
         tx.clear("codes")
@@ -252,9 +257,8 @@ def add_points(tx, member_id: str, delta: int, ts_ms: int) -> int:
 
 
 def policy(tx) -> dict:
-    merged = dict(POLICY_DEFAULTS)
-    merged.update(tx.meta("policy") or {})
-    return merged
+    """The store policy in force, defaults filled in (shared: read it, never change it)."""
+    return view(tx).policy
 
 
 def version(tx, kind: str) -> int:
@@ -263,14 +267,79 @@ def version(tx, kind: str) -> int:
 
 
 def recalls_of(tx, sku: str) -> dict:
-    """{lot: recall} of every recall of this SKU in one scan; lot None = every lot."""
-    return {(key.split(b"\x00", 1)[1].decode() or None): r for key, r in tx.items("recalls", prefix=sku.encode() + b"\x00")}
+    """{lot: recall} of every recall of this SKU; lot None = every lot (shared: never change it)."""
+    return view(tx).recalls.get(sku, _NO_RECALLS)
 
 
 def recall_of(tx, sku: str, lot: str | None):
     """The recall blocking this SKU and lot (a recall of every lot counts), or None."""
-    if lot is not None:
-        hit = tx.get("recalls", lot_key(sku, lot))
-        if hit is not None:
-            return hit
-    return tx.get("recalls", lot_key(sku, None))
+    return view(tx).recall_of(sku, lot)
+
+
+def item(tx, sku) -> Item | None:
+    """The catalog item `sku` names, or None."""
+    return view(tx).items.get(sku)
+
+
+# --- master data decoded once per version ----------------------------------------------------------
+
+# The kinds a `MasterView` holds; applying one of them gives the master data a new generation.
+VIEW_KINDS = ("catalog", "recalls", "policy")
+_NO_RECALLS: dict = {}
+
+
+@dataclass(frozen=True, slots=True)
+class MasterView:
+    """Catalog, codes, recalls and policy in force, decoded from the store once per generation.
+
+    Handlers read master data for every line of every sale; unpacking it from LMDB each time cost
+    more than the sale itself. The view is rebuilt only when `apply` gave the master data a new
+    generation (a random token, so a rolled-back apply can never be mistaken for a later one).
+    """
+
+    generation: bytes
+    items: dict          # sku -> Item
+    codes: dict          # "g:<gtin14>" | "h:<HIBC>" | "p:<pos code>" -> sku
+    recalls: dict        # sku -> {lot or None: recall {"recall_id", "reason"}}
+    policy: dict
+
+    def recall_of(self, sku: str, lot: str | None):
+        lots = self.recalls.get(sku)
+        if not lots:
+            return None
+        if lot is not None:
+            hit = lots.get(lot)
+            if hit is not None:
+                return hit
+        return lots.get(None)
+
+    def item_for_code(self, prefix: str, code: str) -> Item | None:
+        sku = self.codes.get(prefix + code)
+        return None if sku is None else self.items.get(sku)
+
+
+def new_generation(tx) -> None:
+    tx.set_meta("master_generation", os.urandom(8))  # compared packed, never unpacked
+
+
+def view(tx) -> MasterView:
+    """The master data in force as `tx` sees it, decoded once per generation."""
+    generation = tx.get_raw("meta", "master_generation") or b""
+    cached = tx.store.cache.get("master_view")
+    if cached is not None and cached.generation == generation:
+        return cached
+    built = _build_view(tx, generation)
+    tx.store.cache["master_view"] = built
+    return built
+
+
+def _build_view(tx, generation: bytes) -> MasterView:
+    items = {k.decode(): Item.of(row) for k, row in tx.items("catalog")}
+    codes = {k.decode(): sku for k, sku in tx.items("codes")}
+    recalls: dict = {}
+    for key, row in tx.items("recalls"):
+        sku, _, lot = key.decode().partition("\x00")
+        recalls.setdefault(sku, {})[lot or None] = row
+    merged = dict(POLICY_DEFAULTS)
+    merged.update(tx.meta("policy") or {})
+    return MasterView(generation, items, codes, recalls, merged)

@@ -27,7 +27,7 @@ def handle_stock(tx, request, ctx) -> dict:
     item, _facts = resolve_code(tx, code)
     if item is None:
         raise Refused(E.UNKNOWN_ITEM, f"{code!r} matches nothing in the catalog")
-    sku = item["sku"]
+    sku = item.sku
     lots = []
     for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
         lot = split_lot_key(key)[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import today
+from ._records import Move, moves_of
 from ._sales import engine_for, serial_holders
 from ._select import ledger
 from ._types import is_int
@@ -76,7 +77,7 @@ def _check_serial(tx, sale: dict, sale_id: str, i: int, serial, sku: str, qty: i
         raise bad_request(f"lines[{i}].serial must be a non-empty string")
     if qty != 1:
         raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {qty}")
-    sold = {s for m in sale.get("moves", ()) if m[0] == sku and m[2] < 0 for s in (m[4] or ())}
+    sold = {s for m in moves_of(sale) if m.sku == sku and m.delta < 0 for s in m.serials}
     if serial not in sold:
         raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {sale_id!r} sold no {sku} with serial {serial}")
     if serial in serial_holders(tx, sku):
@@ -128,7 +129,7 @@ def handle_return(tx, request, ctx) -> dict:
             share = refund_of.get(index, 0) * (done_units + units) // take[index] - done_cents
             given[index] = [done_units + units, done_cents + share]
             cents += share
-        moves.append([sku, lot, qty, expiry, [line["serial"]] if line.get("serial") else []])
+        moves.append(Move(sku, lot, qty, expiry, (line["serial"],) if line.get("serial") else ()))
         out_lines.append({"sku": sku, "lot": lot, "qty": qty, "refund_cents": cents})
     ledger.apply_moves(tx, moves)
     state["refunded_cents"] += plan["refund_cents"]

@@ -11,6 +11,7 @@ from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import days_between, local_parts
 from ._select import ledger, promo
+from ._records import Allocation, Item, Move, SaleLine
 from ._store import lot_key, split_lot_key, u64
 from ._types import is_int
 
@@ -23,31 +24,33 @@ PAYMENT_METHODS = ("cash", "card", "insurance", "points")
 
 def resolve_code(tx, code: str):
     """(catalog item, facts from the code: lot/expiry/serial) for a SKU, GTIN, scan or POS code."""
-    item = tx.get("catalog", code)
+    view = _master.view(tx)
+    item = view.items.get(code)
     if item is not None:
-        return item, {}
+        return item, _NO_FACTS
     gtin = _master.gtin14(code)
     if gtin is not None:
-        sku = tx.get("codes", "g:" + gtin)
-        return (tx.get("catalog", sku) if sku else None), {}
-    sku = tx.get("codes", "p:" + code)
-    if sku is not None:
-        return tx.get("catalog", sku), {}
+        return view.item_for_code("g:", gtin), _NO_FACTS
+    item = view.item_for_code("p:", code)
+    if item is not None:
+        return item, _NO_FACTS
     from ._barcodes import ScanError, parse_scan
     try:
         scan = parse_scan(code)
     except ScanError:
-        return None, {}
+        return None, _NO_FACTS
     return item_for_scan(tx, scan.gtin, scan.hibc), {"lot": scan.lot, "expiry": scan.expiry, "serial": scan.serial}
 
 
-def item_for_scan(tx, gtin: str | None, hibc: str | None):
-    sku = None
-    if gtin:
-        sku = tx.get("codes", "g:" + gtin)
-    if sku is None and hibc:
-        sku = tx.get("codes", "h:" + hibc.upper())
-    return tx.get("catalog", sku) if sku else None
+_NO_FACTS: dict = {}
+
+
+def item_for_scan(tx, gtin: str | None, hibc: str | None) -> Item | None:
+    view = _master.view(tx)
+    item = view.item_for_code("g:", gtin) if gtin else None
+    if item is None and hibc:
+        item = view.item_for_code("h:", hibc.upper())
+    return item
 
 
 def _lines(body: dict) -> list[dict]:
@@ -69,24 +72,24 @@ def _lines(body: dict) -> list[dict]:
     return lines
 
 
-def resolve_lines(tx, lines: list[dict]) -> list[dict]:
+def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
     out = []
     for i, line in enumerate(lines):
         code = line.get("code", line.get("sku"))
         item, facts = resolve_code(tx, code)
-        if item is None or not item.get("active", True):
+        if item is None or not item.active:
             raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
+        qty = line["qty"]
         serial = line.get("serial") or facts.get("serial")
-        lot = (line.get("lot") or facts.get("lot")) if item.get("lot_tracked") else None
-        if serial and abs(line["qty"]) != 1:
-            raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {line['qty']}")
-        if serial and item.get("lot_tracked"):
-            holder = _lot_holding(tx, item["sku"], serial)  # a serial names its unit, and so its lot
+        lot = (line.get("lot") or facts.get("lot")) if item.lot_tracked else None
+        if serial and abs(qty) != 1:
+            raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {qty}")
+        if serial and item.lot_tracked:
+            holder = _lot_holding(tx, item.sku, serial)  # a serial names its unit, and so its lot
             if holder is not None and lot is not None and holder != lot:
-                raise bad_request(f"lines[{i}].lot: serial {serial} of {item['sku']} is in lot {holder}, not {lot}")
+                raise bad_request(f"lines[{i}].lot: serial {serial} of {item.sku} is in lot {holder}, not {lot}")
             lot = lot if holder is None else holder
-        out.append({"index": i, "code": code, "sku": item["sku"], "item": item, "qty": line["qty"],
-                    "lot": lot, "serial": serial, "expiry": line.get("expiry") or facts.get("expiry")})
+        out.append(SaleLine(i, code, item, qty, lot, serial, line.get("expiry") or facts.get("expiry")))
     return out
 
 
@@ -104,14 +107,15 @@ def serial_holders(tx, sku: str) -> dict:
     return out
 
 
-def check_lots(tx, resolved: list[dict], day: str, warn_days: int, *, record: bool) -> list[str]:
+def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool) -> list[str]:
     """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
     warnings = []
+    view = _master.view(tx)
     for line in resolved:
-        sku, lot = line["sku"], line["lot"]
+        sku, lot = line.sku, line.lot
         # With no lot named, only a recall of every lot matches: then whatever lot the unit came
         # from is recalled, so it must not go out (not even as unallocated stock).
-        recall = _master.recall_of(tx, sku, lot)
+        recall = view.recall_of(sku, lot)
         if recall is not None:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
                    "reason": recall.get("reason", "")} if record else None
@@ -120,8 +124,8 @@ def check_lots(tx, resolved: list[dict], day: str, warn_days: int, *, record: bo
         if lot is None:
             continue
         row = tx.get("lots", lot_key(sku, lot))
-        expiry = (row or {}).get("expiry") or line["expiry"]
-        line["expiry"] = expiry
+        expiry = (row or {}).get("expiry") or line.expiry
+        line.expiry = expiry
         if expiry is not None and expiry < day:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
             raise Refused(E.EXPIRED_LOT, f"{sku} lot {lot} expired on {expiry}: it must not be sold", record=doc)
@@ -162,7 +166,7 @@ class Basket:
     """A resolved and priced basket, with what the sale then needs of the moment it was priced."""
 
     priced: dict            # the engine's answer; its lines also carry lot and serial
-    resolved: list          # the lines as the catalog resolved them
+    resolved: list          # SaleLine: the lines as the catalog resolved them
     member_id: str | None
     member: dict | None     # None for no member and for an unknown one
     engine: object
@@ -189,8 +193,8 @@ def price(tx, ctx, request, body: dict) -> Basket:
     engine = engine_for(tx)
     try:
         priced = engine.price(
-            [{"sku": r["sku"], "qty": r["qty"], "unit_cents": r["item"]["unit_cents"],
-              "category": r["item"]["category"]} for r in resolved],
+            [{"sku": r.sku, "qty": r.qty, "unit_cents": r.item.unit_cents, "category": r.item.category}
+             for r in resolved],
             member={"id": member_id, "tier": member.get("tier")} if member else None,
             coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
             ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
@@ -198,8 +202,8 @@ def price(tx, ctx, request, body: dict) -> Basket:
     except promo.PromoInputError as exc:
         raise bad_request(str(exc)) from None
     for line, r in zip(priced["lines"], resolved):
-        line["lot"] = r["lot"]
-        line["serial"] = r["serial"]
+        line["lot"] = r.lot
+        line["serial"] = r.serial
     return Basket(priced, resolved, member_id, member, engine, warnings, policy, weekday, minute, day)
 
 
@@ -233,35 +237,35 @@ def handle_quote(tx, request, ctx) -> dict:
 
 # --- stock allocation ------------------------------------------------------------------------
 
-def allocate(tx, line: dict, day: str, refuse_negative: bool) -> list[list]:
+def allocate(tx, line: SaleLine, day: str, refuse_negative: bool) -> list[Move]:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
-    sku, qty, item = line["sku"], line["qty"], line["item"]
-    serials = [line["serial"]] if line.get("serial") else []
-    if serials and item.get("serial_tracked") and serials[0] not in serial_holders(tx, sku):
+    sku, qty, item = line.sku, line.qty, line.item
+    serials = (line.serial,) if line.serial else ()
+    if serials and item.serial_tracked and serials[0] not in serial_holders(tx, sku):
         # The ledger does not hold this unit (sold already, or never received with its serial):
         # no lot can give it, so it is all shortfall, for the policy to decide.
         if refuse_negative:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
-        return [[sku, None, -qty, None, serials]]
-    if not item.get("lot_tracked"):
+        return [Move(sku, None, -qty, None, serials)]
+    if not item.lot_tracked:
         have = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
         if refuse_negative and have < qty:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
-        return [[sku, None, -qty, None, serials]]
-    if line["lot"] is not None:
-        row = tx.get("lots", lot_key(sku, line["lot"])) or {"qty": 0, "expiry": line.get("expiry")}
+        return [Move(sku, None, -qty, None, serials)]
+    if line.lot is not None:
+        row = tx.get("lots", lot_key(sku, line.lot)) or {"qty": 0, "expiry": line.expiry}
         take = min(max(row["qty"], 0), qty)
-        chosen = [(line["lot"], row.get("expiry"), take)] if take else []
+        chosen = [(line.lot, row.get("expiry"), take)] if take else []
         short = qty - take
     else:
         chosen, short = ledger.fefo_allocate(ledger.lots_of(tx, sku, _master.recalls_of(tx, sku)), qty, day)
     if short and refuse_negative:
         raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
-    moves = [[sku, lot, -take, expiry, serials if i == 0 else []] for i, (lot, expiry, take) in enumerate(chosen)]
+    moves = [Move(sku, lot, -take, expiry, serials if i == 0 else ()) for i, (lot, expiry, take) in enumerate(chosen)]
     if short:
         # Policy `allow`: the goods left the store, so the ledger is what is wrong; the uncovered
         # units wait on the SKU's unallocated balance until a receipt or count reconciles them.
-        moves.append([sku, None, -short, None, [] if chosen else serials])
+        moves.append(Move(sku, None, -short, None, () if chosen else serials))
     return moves
 
 
@@ -319,8 +323,8 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         line_moves = allocate(tx, line, basket.day, refuse)
         ledger.apply_moves(tx, line_moves)  # now, so a later line of the same SKU sees what this one took
         moves.extend(line_moves)
-        priced_line["category"] = line["item"]["category"]
-        priced_line["allocations"] = [{"lot": m[1], "expiry": m[3], "qty": -m[2]} for m in line_moves]
+        priced_line["category"] = line.item.category
+        priced_line["allocations"] = [Allocation.of_move(m).to_doc() for m in line_moves]
     tier = member.get("tier") if member else None
     earned = basket.engine.points_earned(priced["total_cents"] - points_cents, tier, member is not None)
     points_balance = None

@@ -6,6 +6,7 @@ from . import _alerts, _errors as E, _master, _sales
 from ._errors import Refused, bad_request
 from ._ids import body_hash
 from ._localtime import today
+from ._records import Move
 from ._select import ledger
 from ._store import lot_key, split_lot_key
 
@@ -17,18 +18,15 @@ def _day(ctx) -> str:
     return today(ctx.now_ms, ctx.settings.timezone)
 
 
-def _receipt_moves(tx, sku: str, lot, qty: int, expiry, serials) -> list[list]:
+def _receipt_moves(tx, sku: str, lot, qty: int, expiry, serials) -> list[Move]:
     """A receipt first settles units sold beyond stock (the unallocated balance below zero)."""
-    moves = []
     if lot is not None:
         unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
         settle = min(qty, -unallocated) if unallocated < 0 else 0
         if settle:
-            moves.append([sku, None, settle, None, []])
-            moves.append([sku, lot, qty, expiry, list(serials)])
-            moves.append([sku, lot, -settle, expiry, []])
-            return moves
-    return [[sku, lot, qty, expiry, list(serials)]]
+            return [Move(sku, None, settle), Move(sku, lot, qty, expiry, tuple(serials)),
+                    Move(sku, lot, -settle, expiry)]
+    return [Move(sku, lot, qty, expiry, tuple(serials))]
 
 
 def _check_serials(tx, event_id: str, kind: str, sku: str, lot, qty: int, serials) -> None:
@@ -58,13 +56,13 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     if kind not in MOVEMENT_TYPES:
         raise bad_request(f"movement {event_id}: type must be one of {', '.join(MOVEMENT_TYPES)}")
     sku, qty = movement.get("sku"), movement.get("qty")
-    item = tx.get("catalog", sku) if isinstance(sku, str) else None
+    item = _master.item(tx, sku) if isinstance(sku, str) else None
     if item is None:
         raise Refused(E.UNKNOWN_ITEM, f"movement {event_id}: sku {sku!r} is not in the catalog")
     if not isinstance(qty, int) or isinstance(qty, bool) or (kind != "adjustment" and qty < 0) or qty == 0 and kind != "opening":
         raise bad_request(f"movement {event_id}: qty {qty!r} is not valid for a {kind}")
-    lot = movement.get("lot") if item.get("lot_tracked") else None
-    if item.get("lot_tracked") and not lot:
+    lot = movement.get("lot") if item.lot_tracked else None
+    if item.lot_tracked and not lot:
         raise bad_request(f"movement {event_id}: {sku} is tracked by lot, give its lot")
     expiry = movement.get("expiry")
     serials = movement.get("serials") or []
@@ -73,15 +71,13 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
     if kind == "receipt":
         moves = _receipt_moves(tx, sku, lot, qty, expiry, serials)
     elif kind == "opening":
-        moves = [[sku, lot, qty - have, expiry, list(serials)]] if qty != have or serials else []
+        moves = [Move(sku, lot, qty - have, expiry, tuple(serials))] if qty != have or serials else []
     else:
         delta = -qty if kind == "transfer_out" else qty
         if have + delta < 0:
             raise Refused(E.INSUFFICIENT_STOCK, f"movement {event_id}: {kind} of {abs(delta)} {sku} lot {lot} "
                                                 f"would leave {have + delta} (transfers and adjustments never go below zero)")
-        moves = [[sku, lot, delta, expiry, list(serials) if delta > 0 else []]]
-        if delta < 0 and serials:
-            moves[0][4] = list(serials)
+        moves = [Move(sku, lot, delta, expiry, tuple(serials))]
     ledger.apply_moves(tx, moves)
     doc = {"type": kind, "id": event_id, "ts_ms": ctx.now_ms, "sku": sku, "lot": lot, "expiry": expiry,
            "qty": qty, "reason": movement.get("reason"), "moves": moves}
@@ -108,18 +104,18 @@ def handle_scan(tx, request, ctx) -> dict:
     item = _sales.item_for_scan(tx, body.get("gtin"), body.get("hibc"))
     if item is None:
         raise Refused(E.UNKNOWN_ITEM, f"scan {body.get('code')!r} matches nothing in the catalog")
-    sku = item["sku"]
-    lot = body.get("lot") if item.get("lot_tracked") else None
+    sku = item.sku
+    lot = body.get("lot") if item.lot_tracked else None
     expiry = body.get("expiry")
     serial = body.get("serial")
     qty = body.get("quantity") or 1
     recall = _master.recall_of(tx, sku, lot)
-    if recall is not None and role in ("receive", "lane") and (lot is not None or not item.get("lot_tracked")):
+    if recall is not None and role in ("receive", "lane") and (lot is not None or not item.lot_tracked):
         raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']})",
                       record={"type": "alert", "kind": "recalled_scan", "role": role, "sku": sku, "lot": lot,
                               "recall_id": recall["recall_id"], "device": request.source})
     if role == "receive":
-        if item.get("lot_tracked") and not lot:
+        if item.lot_tracked and not lot:
             raise bad_request(f"{sku} is tracked by lot and the barcode carries none")
         seq = post_movement(tx, ctx, {"type": "receipt", "sku": sku, "lot": lot, "expiry": expiry,
                                       "serials": [serial] if serial else [], "qty": qty, "reason": "scan"},
@@ -168,7 +164,7 @@ def handle_count_close(tx, request, ctx) -> dict:
             expiry = counted.get((sku, lot), {}).get("expiry") or ledger_lots.get(lot, {}).get("expiry")
             rows.append([sku, lot, figure, figure - have])
             if figure != have:
-                moves.append([sku, lot, figure - have, expiry, []])
+                moves.append(Move(sku, lot, figure - have, expiry))
     ledger.apply_moves(tx, moves)
     seq = tx.append_event({"type": "count", "id": f"{request.source}:{request.body.get('id')}", "ts_ms": ctx.now_ms,
                            "device": device, "counted": rows, "moves": moves})
@@ -195,9 +191,8 @@ def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> dict:
     lines = _sales.resolve_lines(tx, [{**l, "qty": -l["qty"]} for l in doc["lines"]])
     moves, out = [], []
     for line in lines:
-        moves.append([line["sku"], line["lot"], line["qty"], line.get("expiry"), [line["serial"]] if line["serial"] else []])
-        out.append({"sku": line["sku"], "lot": line["lot"], "qty": line["qty"],
-                    "refund_cents": line["qty"] * line["item"]["unit_cents"]})
+        moves.append(Move(line.sku, line.lot, line.qty, line.expiry, (line.serial,) if line.serial else ()))
+        out.append({"sku": line.sku, "lot": line.lot, "qty": line.qty, "refund_cents": line.qty * line.item.unit_cents})
     ledger.apply_moves(tx, moves)
     seq = tx.append_event({"type": "return", "id": doc_id, "source": request.source, "orig": None, "ts_ms": ctx.now_ms,
                            "lines": out, "refund_cents": sum(l["refund_cents"] for l in out), "moves": moves})

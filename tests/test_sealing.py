@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import trio
 
-from core_ext import Request, Store, ledger
+from core_ext import Request, Store, _master, ledger
 from upstream import SealSignal, Settings, read_backlog, run_sealer
 
 from gateway._app_core import build_core
@@ -78,7 +78,7 @@ async def test_nothing_waiting_seals_nothing(upstream):
 
 async def test_policy_overrides_the_batch_size(upstream):
     with upstream.store.begin(write=True) as tx:
-        tx.set_meta("policy", {"batch_max_events": 2})
+        _master.apply(tx, "policy", 1, {"batch_max_events": 2})
     await upstream.seal(flush=False)
     assert {e["last_event"] - e["first_event"] + 1 for e in upstream.envelopes()} == {2}
 

@@ -107,9 +107,8 @@ def _net_deltas(events) -> dict:
     """{(sku, lot): net delta} over `events`, in first-touched order."""
     net = {}
     for event in events:
-        for move in event.get("moves") or ():
-            key = (move[0], move[1])
-            net[key] = net.get(key, 0) + move[2]
+        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
+            net[(sku, lot)] = net.get((sku, lot), 0) + delta
     return net
 
 
