@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _master
 from ._select import ledger
-from ._store import lot_key, split_lot_key
+from ._store import split_lot_key
 
 
 def alert_key(sku: str, kind: str, lot: str | None) -> bytes:
@@ -19,12 +19,12 @@ def _sku_alerts(tx, sku: str) -> dict:
     """The alerts of the SKU as a whole: low stock, units sold beyond the ledger's stock."""
     out = {}
     item = _master.item(tx, sku)
-    on_hand = tx.get("skus", sku, 0)
+    on_hand = ledger.on_hand(tx, sku)
     if item is not None and item.reorder_point > 0 and on_hand <= item.reorder_point:
         suggested = item.reorder_point - on_hand + max(item.reorder_qty, 1)
         out[alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
                                                   "reorder_point": item.reorder_point, "suggested_qty": suggested}
-    unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
+    unallocated = ledger.lot_qty(tx, sku, None)
     if unallocated < 0:
         out[alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
     return out

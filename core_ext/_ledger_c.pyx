@@ -1,21 +1,170 @@
 # cython: language_level=3
-"""The stock ledger's arithmetic, compiled: mirrors `_ledger_py.py` (the reference) function by function.
+"""The stock ledger, compiled: mirrors `_ledger_py.py` (the reference) function by function.
 
-Where the reference goes through `Tx.get`/`Tx.put`/`Tx.items`, this one calls the LMDB transaction
-and MessagePack directly with the same encoding (`_store._pack`, `unpackb(raw=False,
-strict_map_key=False)`): on the sale and receipt paths those wrappers cost as much as the work.
+The balances live in `cdef` classes with C integers: a `SkuBalances` per SKU (its on-hand total and
+its lots) and a `LotRow` per lot. A move changes C fields; only the rows written through to LMDB
+are packed. The undo log keeps what each change replaced, so an aborted transaction puts the
+memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
-from msgpack import unpackb
-
-from ._store import _pack
+from ._store import _pack, split_lot_key
 
 FLAVOUR = "cython"
 
 
-cdef inline object _unpack(bytes raw):
-    return unpackb(raw, raw=False, strict_map_key=False)
+cdef class LotRow:
+    """One lot's balance: units on hand, expiry, and the serials of the units it holds."""
+
+    cdef public long long qty
+    cdef public object expiry
+    cdef public list serials
+
+    def __init__(self, long long qty, expiry, list serials):
+        self.qty = qty
+        self.expiry = expiry
+        self.serials = serials
+
+    def to_doc(self):
+        return {"qty": self.qty, "expiry": self.expiry, "serials": list(self.serials)}
+
+
+cdef class SkuBalances:
+    cdef public long long total
+    cdef public dict lots       # lot (None: outside any lot) -> LotRow, in the table's key order
+
+    def __init__(self):
+        self.total = 0
+        self.lots = {}
+
+
+cdef object _lot_order(item):
+    return (item[0] or "").encode()
+
+
+# Undo entries: (LotRow or None, sku, lot, qty, expiry, serials) for a lot;
+# (SkuBalances, total) for a total.
+cdef class Balances:
+    """Every SKU's lots and on-hand total, in memory, with an undo log for rollbacks."""
+
+    cdef public dict skus       # sku -> SkuBalances
+    cdef list _undo
+    cdef public long long seq   # the last event these balances include (kept by `Tx`)
+
+    def __init__(self):
+        self.skus = {}
+        self._undo = []
+        self.seq = 0
+
+    @classmethod
+    def load(cls, tx):
+        cdef Balances state = cls()
+        cdef SkuBalances bal
+        for key, row in tx.items("lots"):
+            sku, lot = split_lot_key(key)
+            bal = state._sku(sku)
+            bal.lots[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
+        for key, total in tx.items("skus"):
+            state._sku(key.decode()).total = total
+        return state
+
+    cdef SkuBalances _sku(self, str sku):
+        cdef SkuBalances bal = self.skus.get(sku)
+        if bal is None:
+            bal = SkuBalances()
+            self.skus[sku] = bal
+        return bal
+
+    def mark(self):
+        return len(self._undo)
+
+    def rollback(self, Py_ssize_t mark):
+        cdef list undo = self._undo
+        cdef SkuBalances bal
+        cdef LotRow row
+        while len(undo) > mark:
+            entry = undo.pop()
+            if len(entry) == 2:
+                bal = entry[0]
+                bal.total = entry[1]
+                continue
+            row_obj, sku, lot, qty, expiry, serials = entry
+            bal = self._sku(sku)
+            if row_obj is None:
+                bal.lots.pop(lot, None)
+            else:
+                row = row_obj
+                row.qty = qty
+                row.expiry = expiry
+                row.serials = serials
+                if lot not in bal.lots:
+                    bal.lots[lot] = row
+                    bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
+
+    def forget(self):
+        self._undo.clear()
+
+    cpdef LotRow row(self, str sku, lot):
+        cdef SkuBalances bal = self.skus.get(sku)
+        return None if bal is None else bal.lots.get(lot)
+
+    cpdef long long qty(self, str sku, lot):
+        cdef LotRow row = self.row(sku, lot)
+        return 0 if row is None else row.qty
+
+    cpdef dict lots_of_sku(self, str sku):
+        cdef SkuBalances bal = self.skus.get(sku)
+        return _NO_LOTS if bal is None else bal.lots
+
+    cpdef long long on_hand(self, str sku):
+        cdef SkuBalances bal = self.skus.get(sku)
+        return 0 if bal is None else bal.total
+
+    cdef tuple apply_one(self, str sku, lot, long long delta, expiry, serials):
+        cdef SkuBalances bal = self._sku(sku)
+        cdef LotRow row = bal.lots.get(lot)
+        cdef list held
+        if row is None:
+            self._undo.append((None, sku, lot, 0, None, None))
+            row = LotRow(0, expiry, [])
+            bal.lots[lot] = row
+            if len(bal.lots) > 1:
+                bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
+        else:
+            self._undo.append((row, sku, lot, row.qty, row.expiry, list(row.serials)))
+        row.qty += delta
+        if expiry is not None and row.expiry is None:
+            row.expiry = expiry
+        if serials:
+            held = row.serials
+            if delta > 0:
+                for s in serials:
+                    if s not in held:
+                        held.append(s)
+            else:
+                for s in serials:
+                    if s in held:
+                        held.remove(s)
+        if row.qty <= 0 and row.serials:
+            # A lot with no units left holds none of the serials it listed.
+            row.serials = []
+        self._undo.append((bal, bal.total))
+        bal.total += delta
+        if row.qty == 0 and not row.serials:
+            del bal.lots[lot]
+            row = None
+        return row, bal.total
+
+
+cdef dict _NO_LOTS = {}
+
+
+cdef inline Balances _balances(tx):
+    return tx.state(Balances)
+
+
+def balances(tx):
+    return _balances(tx)
 
 
 cdef inline bytes _lot_key(sku, lot):
@@ -23,25 +172,39 @@ cdef inline bytes _lot_key(sku, lot):
 
 
 def lots_of(tx, str sku, recalls):
-    cdef bytes prefix = sku.encode() + b"\x00"
     cdef list out = []
     cdef bint every = None in recalls
-    cdef bytes k
-    cdef dict row
-    cur = tx.txn.cursor(db=tx.db["lots"])
-    try:
-        if not cur.set_range(prefix):
-            return out
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            lot = k.decode().partition("\x00")[2] or None
-            if lot is None:
-                continue
-            row = _unpack(v)
-            out.append((lot, row.get("expiry"), row["qty"], lot in recalls or every))
-    finally:
-        cur.close()
+    cdef LotRow row
+    for lot, row in _balances(tx).lots_of_sku(sku).items():
+        if lot is None:
+            continue
+        out.append((lot, row.expiry, row.qty, lot in recalls or every))
+    return out
+
+
+def lot_rows(tx, str sku):
+    return _balances(tx).lots_of_sku(sku)
+
+
+def lot_qty(tx, str sku, lot):
+    return _balances(tx).qty(sku, lot)
+
+
+def lot_expiry(tx, str sku, lot):
+    cdef LotRow row = _balances(tx).row(sku, lot)
+    return None if row is None else row.expiry
+
+
+def on_hand(tx, str sku):
+    return _balances(tx).on_hand(sku)
+
+
+def serial_holders(tx, str sku):
+    cdef dict out = {}
+    cdef LotRow row
+    for lot, row in _balances(tx).lots_of_sku(sku).items():
+        for serial in row.serials:
+            out[serial] = lot
     return out
 
 
@@ -70,45 +233,20 @@ def fefo_allocate(lots, Py_ssize_t qty, str today):
 
 def apply_moves(tx, moves):
     cdef list touched = []
-    cdef Py_ssize_t delta, total
-    cdef dict row
-    cdef list held
-    cdef bytes key, sku_key
+    cdef Balances state = _balances(tx)
+    cdef LotRow row
+    cdef long long total
     txn = tx.txn
     lots_db = tx.db["lots"]
     skus_db = tx.db["skus"]
-    for sku, lot, delta_obj, expiry, serials in moves:
-        delta = delta_obj
+    for sku, lot, delta, expiry, serials in moves:
+        row, total = state.apply_one(sku, lot, delta, expiry, serials)
         key = _lot_key(sku, lot)
-        raw = txn.get(key, db=lots_db)
-        if raw is None:
-            row = {"qty": 0, "expiry": expiry, "serials": []}
-        else:
-            row = _unpack(raw)
-        row["qty"] = <Py_ssize_t>row["qty"] + delta
-        if expiry is not None and row.get("expiry") is None:
-            row["expiry"] = expiry
-        if serials:
-            held = row["serials"]
-            if delta > 0:
-                for s in serials:
-                    if s not in held:
-                        held.append(s)
-            else:
-                for s in serials:
-                    if s in held:
-                        held.remove(s)
-        if row["qty"] <= 0 and row["serials"]:
-            # A lot with no units left holds none of the serials it listed (units sold or counted
-            # without naming theirs), so a serial can never be taken from it again.
-            row["serials"] = []
-        if row["qty"] == 0 and not row["serials"]:
+        if row is None:
             txn.delete(key, db=lots_db)
         else:
-            txn.put(key, _pack(row), db=lots_db)
-        sku_key = sku if isinstance(sku, bytes) else str(sku).encode()
-        raw = txn.get(sku_key, db=skus_db)
-        total = (0 if raw is None else <Py_ssize_t>_unpack(raw)) + delta
+            txn.put(key, _pack(row.to_doc()), db=lots_db)
+        sku_key = sku.encode()
         if total == 0:
             txn.delete(sku_key, db=skus_db)
         else:
@@ -120,34 +258,24 @@ def apply_moves(tx, moves):
 
 def lot_alerts(tx, str sku, lots, str today, Py_ssize_t warn_days, dict recalls):
     cdef dict want = {}
-    cdef dict row
-    cdef bytes prefix, k
-    cdef Py_ssize_t qty, left
-    cdef list rows = []
-    txn = tx.txn
-    lots_db = tx.db["lots"]
+    cdef dict held = _balances(tx).lots_of_sku(sku)
+    cdef LotRow row
+    cdef long long qty
+    cdef Py_ssize_t left
     if lots is None:
-        prefix = sku.encode() + b"\x00"
-        cur = txn.cursor(db=lots_db)
-        try:
-            if cur.set_range(prefix):
-                for k, v in cur:
-                    if not k.startswith(prefix):
-                        break
-                    rows.append((k.decode().partition("\x00")[2] or None, _unpack(v)))
-        finally:
-            cur.close()
+        rows = list(held.items())
     else:
-        for lot in lots:
-            raw = txn.get(_lot_key(sku, lot), db=lots_db)
-            rows.append((lot, None if raw is None else _unpack(raw)))
+        rows = [(lot, held.get(lot)) for lot in lots]
     first = None
     every = recalls.get(None)
-    for lot, row in rows:
-        qty = row["qty"] if row else 0
+    for lot, row_obj in rows:
+        if row_obj is None:
+            continue
+        row = row_obj
+        qty = row.qty
         if qty <= 0:
             continue
-        expiry = row.get("expiry")
+        expiry = row.expiry
         if expiry is not None:
             if first is None:
                 first = date.fromisoformat(today)

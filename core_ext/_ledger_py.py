@@ -1,8 +1,13 @@
 """The stock ledger's arithmetic, pure Python: the readable reference of `_ledger_c.pyx`.
 
-Balances live in two tables: `lots` (per SKU and lot, with expiry and serials) and `skus` (per SKU).
-Both only ever change through `apply_moves`, and both must always equal `replay` of the event log.
-A move is `[sku, lot, delta, expiry, serials]`; `lot` None is the SKU's balance outside any lot
+The balances per SKU and lot (with expiry and serials) live in memory in a `Balances`, loaded once
+from the store and kept equal to it: every change goes through `apply_moves`, which updates the
+memory and writes the changed rows through to the `lots` and `skus` tables of the same transaction.
+A transaction that aborts rolls the memory back with it (`mark` / `rollback`, driven by `Tx`), so
+what the handlers read is always what LMDB holds for their transaction. Both tables must always
+equal `replay` of the event log (`gateway verify-ledger`).
+
+A move is `Move(sku, lot, delta, expiry, serials)`; `lot` None is the SKU's balance outside any lot
 (items not tracked by lot, and units sold beyond the ledger's stock).
 """
 from __future__ import annotations
@@ -13,19 +18,178 @@ from ._store import lot_key, split_lot_key
 FLAVOUR = "python"
 
 
+class LotRow:
+    """One lot's balance: units on hand, expiry, and the serials of the units it holds."""
+
+    __slots__ = ("qty", "expiry", "serials")
+
+    def __init__(self, qty: int, expiry, serials: list):
+        self.qty = qty
+        self.expiry = expiry
+        self.serials = serials
+
+    def to_doc(self) -> dict:
+        return {"qty": self.qty, "expiry": self.expiry, "serials": list(self.serials)}
+
+
+class Balances:
+    """Every SKU's lots and on-hand total, in memory, with an undo log for rollbacks.
+
+    `lots[sku]` maps lot (None: outside any lot) to its `LotRow`, in lot order as the `lots` table
+    keeps them (FEFO and the alerts walk them in that order); `totals[sku]` is the on-hand total.
+    """
+
+    def __init__(self):
+        self.lots: dict = {}
+        self.totals: dict = {}
+        self._undo: list = []
+        self.seq = 0  # the last event these balances include (kept by `Tx`)
+
+    @classmethod
+    def load(cls, tx) -> "Balances":
+        state = cls()
+        for key, row in tx.items("lots"):
+            sku, lot = split_lot_key(key)
+            state.lots.setdefault(sku, {})[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
+        for key, total in tx.items("skus"):
+            state.totals[key.decode()] = total
+        return state
+
+    # Transactions: the undo log holds what each change replaced, newest last.
+    def mark(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        undo = self._undo
+        while len(undo) > mark:
+            entry = undo.pop()
+            if entry[0] == "total":
+                _kind, sku, old = entry
+                if old is None:
+                    self.totals.pop(sku, None)
+                else:
+                    self.totals[sku] = old
+            else:
+                _kind, sku, lot, row, qty, expiry, serials = entry
+                lots = self.lots.setdefault(sku, {})
+                if row is None:
+                    lots.pop(lot, None)
+                else:
+                    row.qty, row.expiry, row.serials = qty, expiry, serials
+                    if lot not in lots:
+                        lots[lot] = row
+                        # Keep the table's key order (`lot_key` bytes) for the walks that rely on it.
+                        self.lots[sku] = dict(sorted(lots.items(), key=_lot_order))
+                if not self.lots[sku]:
+                    del self.lots[sku]
+
+    def forget(self) -> None:
+        """The transaction committed: nothing to undo any more."""
+        self._undo.clear()
+
+    # Reading.
+    def row(self, sku: str, lot):
+        lots = self.lots.get(sku)
+        return None if lots is None else lots.get(lot)
+
+    def qty(self, sku: str, lot) -> int:
+        row = self.row(sku, lot)
+        return 0 if row is None else row.qty
+
+    def lots_of_sku(self, sku: str) -> dict:
+        return self.lots.get(sku) or {}
+
+    def on_hand(self, sku: str) -> int:
+        return self.totals.get(sku, 0)
+
+    # Changing.
+    def apply(self, sku: str, lot, delta: int, expiry, serials):
+        """Apply one move; returns the lot's row (None when emptied and dropped) and the new total."""
+        lots = self.lots.get(sku)
+        if lots is None:
+            lots = self.lots[sku] = {}
+        row = lots.get(lot)
+        if row is None:
+            self._undo.append(("lot", sku, lot, None, 0, None, None))
+            row = LotRow(0, expiry, [])
+            lots[lot] = row
+            if len(lots) > 1:
+                self.lots[sku] = lots = dict(sorted(lots.items(), key=_lot_order))
+        else:
+            self._undo.append(("lot", sku, lot, row, row.qty, row.expiry, list(row.serials)))
+        row.qty += delta
+        if expiry is not None and row.expiry is None:
+            row.expiry = expiry
+        if serials:
+            held = row.serials
+            if delta > 0:
+                for s in serials:
+                    if s not in held:
+                        held.append(s)
+            else:
+                for s in serials:
+                    if s in held:
+                        held.remove(s)
+        if row.qty <= 0 and row.serials:
+            # A lot with no units left holds none of the serials it listed (units sold or counted
+            # without naming theirs), so a serial can never be taken from it again.
+            row.serials = []
+        if row.qty == 0 and not row.serials:
+            del lots[lot]
+            if not lots:
+                del self.lots[sku]
+            row = None
+        old_total = self.totals.get(sku)
+        self._undo.append(("total", sku, old_total))
+        total = (old_total or 0) + delta
+        if total == 0:
+            self.totals.pop(sku, None)
+        else:
+            self.totals[sku] = total
+        return row, total
+
+
+def _lot_order(item) -> bytes:
+    return (item[0] or "").encode()
+
+
+def balances(tx) -> Balances:
+    """The balances as `tx` sees them (loaded on first use; see `Tx.state`)."""
+    return tx.state(Balances)
+
+
 def lots_of(tx, sku, recalls):
     """FEFO's view of a SKU's lots: `[(lot, expiry, on_hand, recalled), ...]` in key order.
 
     `recalls` is `{lot: recall}` of the SKU (lot None = every lot). The SKU's balance outside any
     lot is not a lot: FEFO never takes from it.
     """
-    out = []
-    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        lot = split_lot_key(key)[1]
-        if lot is None:
-            continue
-        out.append((lot, row.get("expiry"), row["qty"], lot in recalls or None in recalls))
-    return out
+    every = None in recalls
+    return [(lot, row.expiry, row.qty, lot in recalls or every)
+            for lot, row in balances(tx).lots_of_sku(sku).items() if lot is not None]
+
+
+def lot_rows(tx, sku) -> dict:
+    """{lot: LotRow} of the SKU, in key order (read them, never change them)."""
+    return balances(tx).lots_of_sku(sku)
+
+
+def lot_qty(tx, sku, lot) -> int:
+    return balances(tx).qty(sku, lot)
+
+
+def lot_expiry(tx, sku, lot):
+    row = balances(tx).row(sku, lot)
+    return None if row is None else row.expiry
+
+
+def on_hand(tx, sku) -> int:
+    return balances(tx).on_hand(sku)
+
+
+def serial_holders(tx, sku) -> dict:
+    """{serial: lot} of the units of `sku` the ledger holds (lot None outside any lot)."""
+    return {serial: lot for lot, row in balances(tx).lots_of_sku(sku).items() for serial in row.serials}
 
 
 def fefo_allocate(lots, qty, today):
@@ -53,35 +217,17 @@ def fefo_allocate(lots, qty, today):
 
 
 def apply_moves(tx, moves):
-    """Apply `moves` to the balance tables; returns the SKUs touched, in first-touched order."""
+    """Apply `moves` to the balances, writing the changed rows through to the store; returns the
+    SKUs touched, in first-touched order."""
+    state = balances(tx)
     touched = []
     for sku, lot, delta, expiry, serials in moves:
+        row, total = state.apply(sku, lot, delta, expiry, serials)
         key = lot_key(sku, lot)
-        row = tx.get("lots", key)
         if row is None:
-            row = {"qty": 0, "expiry": expiry, "serials": []}
-        row["qty"] += delta
-        if expiry is not None and row.get("expiry") is None:
-            row["expiry"] = expiry
-        if serials:
-            held = row["serials"]
-            if delta > 0:
-                for s in serials:
-                    if s not in held:
-                        held.append(s)
-            else:
-                for s in serials:
-                    if s in held:
-                        held.remove(s)
-        if row["qty"] <= 0 and row["serials"]:
-            # A lot with no units left holds none of the serials it listed (units sold or counted
-            # without naming theirs), so a serial can never be taken from it again.
-            row["serials"] = []
-        if row["qty"] == 0 and not row["serials"]:
             tx.delete("lots", key)
         else:
-            tx.put("lots", key, row)
-        total = tx.get("skus", sku, 0) + delta
+            tx.put("lots", key, row.to_doc())
         if total == 0:
             tx.delete("skus", sku)
         else:
@@ -98,16 +244,14 @@ def lot_alerts(tx, sku, lots, today, warn_days, recalls):
     stock gets `expiring` when it expires within `warn_days` of `today` and `recalled` when
     `recalls` (`{lot: recall}`, lot None = every lot) covers it.
     """
-    if lots is None:
-        rows = ((split_lot_key(key)[1], row) for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"))
-    else:
-        rows = ((lot, tx.get("lots", lot_key(sku, lot))) for lot in lots)
+    held = balances(tx).lots_of_sku(sku)
+    rows = held.items() if lots is None else ((lot, held.get(lot)) for lot in lots)
     want = {}
     for lot, row in rows:
-        qty = row["qty"] if row else 0
+        qty = row.qty if row is not None else 0
         if qty <= 0:
             continue
-        expiry = row.get("expiry")
+        expiry = row.expiry
         if expiry is not None:
             left = days_between(today, expiry)
             if left <= warn_days:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import _errors as E, _master
 from ._errors import Refused, bad_request
 from ._sales import resolve_code
-from ._store import split_lot_key
+from ._select import ledger
 
 
 def handle_member(tx, request, ctx) -> dict:
@@ -29,11 +29,10 @@ def handle_stock(tx, request, ctx) -> dict:
         raise Refused(E.UNKNOWN_ITEM, f"{code!r} matches nothing in the catalog")
     sku = item.sku
     lots = []
-    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        lot = split_lot_key(key)[1]
-        lots.append({"lot": lot, "expiry": row.get("expiry"), "qty": row["qty"],
+    for lot, row in ledger.lot_rows(tx, sku).items():
+        lots.append({"lot": lot, "expiry": row.expiry, "qty": row.qty,
                      "recalled": _master.recall_of(tx, sku, lot) is not None})
-    return {"sku": sku, "on_hand": tx.get("skus", sku, 0), "lots": lots}
+    return {"sku": sku, "on_hand": ledger.on_hand(tx, sku), "lots": lots}
 
 
 def handle_ping(tx, request, ctx) -> dict:

@@ -9,7 +9,7 @@ from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import today
 from ._records import Move, moves_of
-from ._sales import engine_for, serial_holders
+from ._sales import engine_for
 from ._select import ledger
 from ._types import is_int
 
@@ -80,7 +80,7 @@ def _check_serial(tx, sale: dict, sale_id: str, i: int, serial, sku: str, qty: i
     sold = {s for m in moves_of(sale) if m.sku == sku and m.delta < 0 for s in m.serials}
     if serial not in sold:
         raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: sale {sale_id!r} sold no {sku} with serial {serial}")
-    if serial in serial_holders(tx, sku):
+    if serial in ledger.serial_holders(tx, sku):
         raise Refused(E.RETURN_EXCEEDS_SALE, f"lines[{i}]: {sku} serial {serial} is already back in stock")
 
 

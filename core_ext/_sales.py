@@ -12,7 +12,7 @@ from ._errors import Refused, bad_request
 from ._localtime import days_between, local_parts
 from ._select import ledger, promo
 from ._records import Allocation, Item, Move, SaleLine
-from ._store import lot_key, split_lot_key, u64
+from ._store import u64
 from ._types import is_int
 
 PAYMENT_METHODS = ("cash", "card", "insurance", "points")
@@ -94,17 +94,7 @@ def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
 
 
 def _lot_holding(tx, sku: str, serial: str) -> str | None:
-    return serial_holders(tx, sku).get(serial)
-
-
-def serial_holders(tx, sku: str) -> dict:
-    """{serial: lot} of the units of `sku` the ledger holds (lot None outside any lot)."""
-    out = {}
-    for key, row in tx.items("lots", prefix=sku.encode() + b"\x00"):
-        lot = split_lot_key(key)[1]
-        for serial in row.get("serials", ()):
-            out[serial] = lot
-    return out
+    return ledger.serial_holders(tx, sku).get(serial)
 
 
 def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool) -> list[str]:
@@ -123,8 +113,7 @@ def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record
                                           "it must not be sold", record=doc)
         if lot is None:
             continue
-        row = tx.get("lots", lot_key(sku, lot))
-        expiry = (row or {}).get("expiry") or line.expiry
+        expiry = ledger.lot_expiry(tx, sku, lot) or line.expiry
         line.expiry = expiry
         if expiry is not None and expiry < day:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
@@ -241,21 +230,20 @@ def allocate(tx, line: SaleLine, day: str, refuse_negative: bool) -> list[Move]:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
     sku, qty, item = line.sku, line.qty, line.item
     serials = (line.serial,) if line.serial else ()
-    if serials and item.serial_tracked and serials[0] not in serial_holders(tx, sku):
+    if serials and item.serial_tracked and serials[0] not in ledger.serial_holders(tx, sku):
         # The ledger does not hold this unit (sold already, or never received with its serial):
         # no lot can give it, so it is all shortfall, for the policy to decide.
         if refuse_negative:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
         return [Move(sku, None, -qty, None, serials)]
     if not item.lot_tracked:
-        have = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
+        have = ledger.lot_qty(tx, sku, None)
         if refuse_negative and have < qty:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
         return [Move(sku, None, -qty, None, serials)]
     if line.lot is not None:
-        row = tx.get("lots", lot_key(sku, line.lot)) or {"qty": 0, "expiry": line.expiry}
-        take = min(max(row["qty"], 0), qty)
-        chosen = [(line.lot, row.get("expiry"), take)] if take else []
+        take = min(max(ledger.lot_qty(tx, sku, line.lot), 0), qty)
+        chosen = [(line.lot, ledger.lot_expiry(tx, sku, line.lot), take)] if take else []
         short = qty - take
     else:
         chosen, short = ledger.fefo_allocate(ledger.lots_of(tx, sku, _master.recalls_of(tx, sku)), qty, day)

@@ -8,7 +8,6 @@ from ._ids import body_hash
 from ._localtime import today
 from ._records import Move
 from ._select import ledger
-from ._store import lot_key, split_lot_key
 
 MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
 
@@ -21,7 +20,7 @@ def _day(ctx) -> str:
 def _receipt_moves(tx, sku: str, lot, qty: int, expiry, serials) -> list[Move]:
     """A receipt first settles units sold beyond stock (the unallocated balance below zero)."""
     if lot is not None:
-        unallocated = (tx.get("lots", lot_key(sku, None)) or {"qty": 0})["qty"]
+        unallocated = ledger.lot_qty(tx, sku, None)
         settle = min(qty, -unallocated) if unallocated < 0 else 0
         if settle:
             return [Move(sku, None, settle), Move(sku, lot, qty, expiry, tuple(serials)),
@@ -40,7 +39,7 @@ def _check_serials(tx, event_id: str, kind: str, sku: str, lot, qty: int, serial
         raise bad_request(f"movement {event_id}: serials name a unit twice")
     if len(serials) > abs(qty):
         raise bad_request(f"movement {event_id}: {len(serials)} serials for {abs(qty)} units")
-    held = _sales.serial_holders(tx, sku)
+    held = ledger.serial_holders(tx, sku)
     incoming = kind in ("receipt", "opening") or (kind == "adjustment" and qty > 0)
     for serial in serials:
         if incoming and serial in held and not (kind == "opening" and held[serial] == lot):
@@ -66,7 +65,7 @@ def post_movement(tx, ctx, movement: dict, event_id: str) -> int:
         raise bad_request(f"movement {event_id}: {sku} is tracked by lot, give its lot")
     expiry = movement.get("expiry")
     serials = movement.get("serials") or []
-    have = (tx.get("lots", lot_key(sku, lot)) or {"qty": 0})["qty"]
+    have = ledger.lot_qty(tx, sku, lot)
     _check_serials(tx, event_id, kind, sku, lot, qty, serials)
     if kind == "receipt":
         moves = _receipt_moves(tx, sku, lot, qty, expiry, serials)
@@ -157,11 +156,12 @@ def handle_count_close(tx, request, ctx) -> dict:
     skus = sorted({sku for sku, _lot in counted})
     rows, moves = [], []
     for sku in skus:
-        ledger_lots = {split_lot_key(k)[1]: r for k, r in tx.items("lots", prefix=sku.encode() + b"\x00")}
+        ledger_lots = ledger.lot_rows(tx, sku)
         for lot in sorted(set(ledger_lots) | {l for s, l in counted if s == sku}, key=lambda x: (x is None, x or "")):
-            have = ledger_lots.get(lot, {"qty": 0})["qty"]
+            held = ledger_lots.get(lot)
+            have = held.qty if held is not None else 0
             figure = counted.get((sku, lot), {"qty": 0})["qty"]
-            expiry = counted.get((sku, lot), {}).get("expiry") or ledger_lots.get(lot, {}).get("expiry")
+            expiry = counted.get((sku, lot), {}).get("expiry") or (held.expiry if held is not None else None)
             rows.append([sku, lot, figure, figure - have])
             if figure != have:
                 moves.append(Move(sku, lot, figure - have, expiry))

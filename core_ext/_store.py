@@ -84,6 +84,9 @@ class Store:
         self.min_free_bytes = min_free_bytes
         self.db = {name: self.env.open_db(name.encode()) for name in TABLES}
         self.cache = {}  # objects built from stored documents (promotion engines by version)
+        # In-memory state kept equal to the tables it mirrors (the ledger's balances), by class;
+        # changed only inside write transactions, which roll it back when they abort.
+        self.states = {}
         with self.env.begin(write=True) as txn:
             schema = txn.get(b"schema", db=self.db["meta"])
             if schema is None:
@@ -96,7 +99,19 @@ class Store:
 
     def begin(self, *, write: bool = False, parent: "Tx | None" = None) -> "Tx":
         txn = self.env.begin(write=write, parent=parent.txn if parent else None)
-        return Tx(self, txn)
+        if write and parent is None and self.states:
+            self._drop_stale_states(txn)
+        return Tx(self, txn, parent, write)
+
+    def _drop_stale_states(self, txn) -> None:
+        """Forget states another writer of the same files has made stale (a second process on one
+        data directory): each state knows the event it was last equal to, and every change to what
+        it mirrors comes with an event."""
+        raw = txn.get(b"last_seq", db=self.db["meta"])
+        last = 0 if raw is None else _unpack(raw)
+        for cls, state in list(self.states.items()):
+            if state.seq != last:
+                del self.states[cls]
 
     def read(self) -> "Tx":
         return self.begin(write=False)
@@ -119,27 +134,58 @@ class Store:
 class Tx:
     """A transaction with MessagePack values; also a context manager (commit on success)."""
 
-    __slots__ = ("store", "txn", "db")
+    __slots__ = ("store", "txn", "db", "parent", "write", "_marks")
 
-    def __init__(self, store: Store, txn: lmdb.Transaction):
+    def __init__(self, store: Store, txn: lmdb.Transaction, parent: "Tx | None" = None, write: bool = False):
         self.store = store
         self.txn = txn
         self.db = store.db
+        self.parent = parent
+        self.write = write
+        # Where each in-memory state's undo log stood when this transaction began.
+        self._marks = {state: state.mark() for state in store.states.values()} if write else None
 
     def __enter__(self) -> "Tx":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.txn.commit()
+            self.commit()
         else:
-            self.txn.abort()
+            self.abort()
 
     def commit(self) -> None:
+        if self.write and self.parent is None and self.store.states:
+            last = self.last_seq()
+            self.txn.commit()
+            for state in self.store.states.values():
+                state.forget()
+                state.seq = last
+            return
         self.txn.commit()
 
     def abort(self) -> None:
         self.txn.abort()
+        if self.write:
+            for state, mark in self._marks.items():
+                state.rollback(mark)
+
+    def state(self, cls):
+        """The store's in-memory `cls` (loaded from this transaction on first use), which this
+        transaction's commit keeps and its abort rolls back."""
+        state = self.store.states.get(cls)
+        if state is None:
+            if not self.write:
+                raise StoreError(f"{cls.__name__} is kept by the writer: read it in a write transaction")
+            # Loaded before this transaction changed anything it mirrors (every change goes through
+            # it), so it holds what is committed; every open transaction rolls back to empty-log.
+            state = self.store.states[cls] = cls.load(self)
+            state.seq = self.last_seq()
+            tx = self
+            while tx is not None:
+                tx._marks[state] = 0
+                tx = tx.parent
+        return state
 
     def child(self) -> "Tx":
         return self.store.begin(write=True, parent=self)

@@ -1,0 +1,102 @@
+"""The balances kept in memory by the writer always equal the `lots` and `skus` tables of the
+transaction that reads them: after commits, aborted requests (nested transactions), aborted groups,
+and a second writer of the same files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from hypothesis import given, settings, strategies as st
+
+from core_ext import Store, split_lot_key
+
+from ._twins import twins
+
+FLAVOURS = twins("ledger")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SKUS = ["S1", "S2"]
+LOTS = [None, "L1", "L2", "L3"]
+
+moves = st.lists(st.tuples(st.sampled_from(SKUS), st.sampled_from(LOTS), st.integers(-4, 6),
+                           st.sampled_from([None, "2027-01-01", "2026-12-01"]),
+                           st.lists(st.sampled_from(["a", "b", "c"]), max_size=2, unique=True).map(tuple)),
+                 min_size=1, max_size=6)
+# A group: several requests, each committed or aborted; then the group is committed or aborted.
+groups = st.lists(st.tuples(st.lists(st.tuples(moves, st.booleans()), min_size=1, max_size=4), st.booleans()),
+                  min_size=1, max_size=5)
+
+
+def _memory(led, tx, state=None) -> tuple[dict, dict]:
+    state = state or led.balances(tx)
+    lots, totals = {}, {}
+    for sku in SKUS:
+        for lot, row in state.lots_of_sku(sku).items():
+            lots[(sku, lot)] = (row.qty, row.expiry, list(row.serials))
+        if state.on_hand(sku):
+            totals[sku] = state.on_hand(sku)
+    return lots, totals
+
+
+def _tables(tx) -> tuple[dict, dict]:
+    lots = {split_lot_key(k): (row["qty"], row["expiry"], row["serials"]) for k, row in tx.items("lots")}
+    totals = {k.decode(): v for k, v in tx.items("skus")}
+    return lots, totals
+
+
+def _fresh(led, tx) -> tuple[dict, dict]:
+    """What a gateway starting on these files would load."""
+    return _memory(led, tx, led.Balances.load(tx))
+
+
+@settings(max_examples=40, deadline=None)
+@given(script=groups, flavour=st.sampled_from([p.values[0] for p in FLAVOURS]))
+def test_memory_equals_the_tables_through_commits_and_rollbacks(tmp_path_factory, script, flavour):
+    path = str(tmp_path_factory.mktemp("state") / "data")
+    store = Store(path)
+    try:
+        for requests, group_commits in script:
+            tx = store.begin(write=True)
+            for request_moves, request_commits in requests:
+                child = tx.child()
+                flavour.apply_moves(child, request_moves)
+                assert _memory(flavour, child) == _tables(child)
+                if request_commits:
+                    child.commit()
+                else:
+                    child.abort()
+                assert _memory(flavour, tx) == _tables(tx)
+            if group_commits:
+                tx.commit()
+            else:
+                tx.abort()
+            with store.begin(write=True) as check:
+                assert _memory(flavour, check) == _tables(check)
+        with store.begin(write=True) as check:
+            assert _memory(flavour, check) == _fresh(flavour, check)
+    finally:
+        store.close()
+
+
+def test_a_second_writer_of_the_same_files_makes_the_memory_reload(tmp_path):
+    from core_ext import ledger
+    path = str(tmp_path / "data")
+    store = Store(path)
+    try:
+        with store.begin(write=True) as tx:
+            ledger.apply_moves(tx, [("S1", "L1", 5, None, ())])
+            tx.append_event({"type": "receipt", "moves": [["S1", "L1", 5, None, []]]})
+        # Another process writes the same files (a second gateway started on one data directory).
+        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from core_ext import Store, ledger
+            store = Store({path!r})
+            with store.begin(write=True) as tx:
+                ledger.apply_moves(tx, [("S1", "L1", -2, None, ())])
+                tx.append_event({{"type": "sale", "moves": [["S1", "L1", -2, None, []]]}})
+            """)], check=True, cwd=ROOT)
+        with store.begin(write=True) as tx:
+            assert ledger.lot_qty(tx, "S1", "L1") == 3
+    finally:
+        store.close()
