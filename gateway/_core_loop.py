@@ -20,6 +20,7 @@ import trio
 
 from core_ext import Request, Response, Refused, Store, errors
 from core_ext._ids import body_hash
+from core_ext._records import answer_ok, answer_refused
 
 log = logging.getLogger("gateway.core")
 
@@ -51,10 +52,7 @@ class Context:
 
 
 def refusal(request: Request, code: str, message: str, details=None) -> dict:
-    body = {"t": "res", "re": request.body.get("id"), "ok": False, "err": code, "msg": message}
-    if details is not None:
-        body["errors"] = details
-    return body
+    return answer_refused(request.body.get("id") if isinstance(request.body, dict) else None, code, message, details)
 
 
 class CoreLoop:
@@ -210,8 +208,7 @@ class CoreLoop:
         callbacks_before = len(ctx._after_commit)
         try:
             fields = handler.fn(child, request, ctx)
-            answer = {"t": "res", "re": body.get("id"), "ok": True}
-            answer.update(fields or {})
+            answer = answer_ok(body.get("id"), fields)
             if key is not None:
                 child.put("ids", key, {"h": digest, "seq": answer.get("seq"), "res": answer})
             child.commit()
