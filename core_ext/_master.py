@@ -6,7 +6,6 @@ one by one and every error names the entry, so the ERP can fix them all at once.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -202,8 +201,8 @@ def _code_key(prefix: str, code: str) -> str:
 
 def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
     """Make a validated document the one in force (the caller checked signature, version, content)."""
-    if kind in VIEW_KINDS:
-        new_generation(tx)
+    # Taken before the tables change, so a first load sees what is committed (see `Tx.state`).
+    master = tx.state(MasterState) if kind in VIEW_KINDS else None
     if kind == "catalog":
         tx.clear("catalog")
         tx.clear("codes")
@@ -233,6 +232,8 @@ def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
         pass  # kept in master_docs by version; the engine is built from there
     else:
         raise ValueError(f"unknown master-data kind {kind!r}")
+    if master is not None:
+        master.replace(_build_view(tx))
 
 
 def _apply_members(tx, body, issued_ms: int) -> None:
@@ -283,21 +284,19 @@ def item(tx, sku) -> Item | None:
 
 # --- master data decoded once per version ----------------------------------------------------------
 
-# The kinds a `MasterView` holds; applying one of them gives the master data a new generation.
+# The kinds a `MasterView` holds.
 VIEW_KINDS = ("catalog", "recalls", "policy")
 _NO_RECALLS: dict = {}
 
 
 @dataclass(frozen=True, slots=True)
 class MasterView:
-    """Catalog, codes, recalls and policy in force, decoded from the store once per generation.
+    """Catalog, codes, recalls and policy in force, decoded once per document applied.
 
     Handlers read master data for every line of every sale; unpacking it from LMDB each time cost
-    more than the sale itself. The view is rebuilt only when `apply` gave the master data a new
-    generation (a random token, so a rolled-back apply can never be mistaken for a later one).
+    more than the sale itself.
     """
 
-    generation: bytes
     items: dict          # sku -> Item
     codes: dict          # "g:<gtin14>" | "h:<HIBC>" | "p:<pos code>" -> sku
     recalls: dict        # sku -> {lot or None: recall {"recall_id", "reason"}}
@@ -318,22 +317,43 @@ class MasterView:
         return None if sku is None else self.items.get(sku)
 
 
-def new_generation(tx) -> None:
-    tx.set_meta("master_generation", os.urandom(8))  # compared packed, never unpacked
+class MasterState:
+    """The writer's `MasterView`, replaced when a document is applied and put back when the
+    transaction that applied it aborts (the protocol of `Tx.state`)."""
+
+    def __init__(self, view: MasterView):
+        self.view = view
+        self.seq = 0
+        self._undo: list = []
+
+    @classmethod
+    def load(cls, tx) -> "MasterState":
+        return cls(_build_view(tx))
+
+    def replace(self, view: MasterView) -> None:
+        self._undo.append(self.view)
+        self.view = view
+
+    def mark(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        while len(self._undo) > mark:
+            self.view = self._undo.pop()
+
+    def forget(self) -> None:
+        self._undo.clear()
 
 
 def view(tx) -> MasterView:
-    """The master data in force as `tx` sees it, decoded once per generation."""
-    generation = tx.get_raw("meta", "master_generation") or b""
-    cached = tx.store.cache.get("master_view")
-    if cached is not None and cached.generation == generation:
-        return cached
-    built = _build_view(tx, generation)
-    tx.store.cache["master_view"] = built
-    return built
+    """The master data in force as the transaction `tx` sees it (kept in memory by the writer;
+    decoded afresh for a reader, whose snapshot may be older)."""
+    if not tx.write:
+        return _build_view(tx)
+    return tx.state(MasterState).view
 
 
-def _build_view(tx, generation: bytes) -> MasterView:
+def _build_view(tx) -> MasterView:
     items = {k.decode(): Item.of(row) for k, row in tx.items("catalog")}
     codes = {k.decode(): sku for k, sku in tx.items("codes")}
     recalls: dict = {}
@@ -342,4 +362,4 @@ def _build_view(tx, generation: bytes) -> MasterView:
         recalls.setdefault(sku, {})[lot or None] = row
     merged = dict(POLICY_DEFAULTS)
     merged.update(tx.meta("policy") or {})
-    return MasterView(generation, items, codes, recalls, merged)
+    return MasterView(items, codes, recalls, merged)

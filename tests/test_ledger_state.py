@@ -100,3 +100,23 @@ def test_a_second_writer_of_the_same_files_makes_the_memory_reload(tmp_path):
             assert ledger.lot_qty(tx, "S1", "L1") == 3
     finally:
         store.close()
+
+
+def test_master_data_in_memory_follows_commits_and_rollbacks(seeded_store):
+    from core_ext import _master
+    from ._data import CATALOG
+    dearer = {"items": [{**item, "unit_cents": item["unit_cents"] + 1} for item in CATALOG["items"]]}
+    with seeded_store.begin(write=True) as tx:
+        before = _master.view(tx).items["SKU-1"].unit_cents
+        child = tx.child()
+        _master.apply(child, "catalog", 2, dearer)
+        assert _master.view(child).items["SKU-1"].unit_cents == before + 1
+        child.abort()
+        assert _master.view(tx).items["SKU-1"].unit_cents == before
+        _master.apply(tx, "recalls", 2, {"recalls": [{"recall_id": "R1", "sku": "SKU-1", "lot": "A1"}]})
+        assert _master.view(tx).recall_of("SKU-1", "A1")["recall_id"] == "R1"
+    tx = seeded_store.begin(write=True)
+    assert _master.view(tx).recall_of("SKU-1", "A1")["recall_id"] == "R1"
+    tx.abort()
+    with seeded_store.read() as tx:
+        assert _master.view(tx).items["SKU-1"].unit_cents == before
