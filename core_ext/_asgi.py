@@ -37,7 +37,15 @@ EDGE_REASONS = ("headers_too_large", "too_many_headers", "unauthorized", "not_fo
 
 
 class InvalidText(ValueError):
-    """A body that decodes, but to a string that is not valid Unicode (a lone surrogate)."""
+    """A body that decodes, but to a string that is not valid Unicode (a lone surrogate).
+
+    `value` is what was decoded (None for bytes that are not UTF-8): an answer may still name the
+    request by its id when that id itself is fine.
+    """
+
+    def __init__(self, problem: str, value=None):
+        super().__init__(problem)
+        self.value = value
 
 
 def header_problem(scope) -> tuple[str, str] | None:
@@ -51,8 +59,9 @@ def header_problem(scope) -> tuple[str, str] | None:
     if len(headers) > MAX_HEADERS:
         return "too_many_headers", f"the request has {len(headers)} header fields, at most {MAX_HEADERS} are allowed"
     # As on the wire: "METHOD target HTTP/1.1\r\n", "name: value\r\n" each, and the empty line.
-    target = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string") or b"")
-    size = len(scope.get("method", "")) + target + 13 + sum(len(n) + len(v) + 4 for n, v in headers) + 2
+    query = scope.get("query_string") or b""
+    target = len(scope.get("raw_path") or scope.get("path", "").encode()) + (len(query) + 1 if query else 0)
+    size = len(scope.get("method", "")) + target + 12 + sum(len(n) + len(v) + 4 for n, v in headers) + 2
     if size > MAX_HEADER_BYTES:
         return "headers_too_large", (f"the request line and headers are {size} bytes, "
                                      f"at most {MAX_HEADER_BYTES} are allowed")
@@ -69,7 +78,7 @@ def decode_json(raw: bytes, where: str = "the body"):
     value = json.loads(text, parse_constant=_no_constant)
     problem = invalid_text(value, where)
     if problem is not None:
-        raise InvalidText(problem)
+        raise InvalidText(problem, value)
     return value
 
 

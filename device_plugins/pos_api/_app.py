@@ -53,7 +53,7 @@ class _Refusal(Exception):
     """An answer decided before (or instead of) asking the core."""
 
     def __init__(self, status: int, err: str, msg: str, *, reason: str = "",
-                 headers: tuple = (), edge: str = ""):
+                 headers: tuple = (), edge: str = "", re: str | None = None):
         super().__init__(msg)
         self.status = status
         self.err = err
@@ -62,6 +62,8 @@ class _Refusal(Exception):
         self.headers = headers
         # The reason class (core_ext._asgi.EDGE_REASONS) of a refusal decided here, before the core.
         self.edge = edge
+        # The request's id when it is known and itself acceptable (the answer's `re`).
+        self.re = re
 
 
 class _Disconnected(Exception):
@@ -125,8 +127,7 @@ class PosApp:
             if route.method == "POST":
                 fmt = _body_format(headers)
                 message = await self._body(receive, headers, fmt)
-                # Repeated in the answer only when acceptable: a bad id may not even be encodable.
-                re = message.get("id") if limits.text_problem(message.get("id"), limits.MAX_ID) is None else None
+                re = _usable_id(message)
                 if message.get("t", route.kind) != route.kind:
                     raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but "
                                                      f"{scope['path']} takes {route.kind!r}",
@@ -145,7 +146,7 @@ class PosApp:
             return
         except _Refusal as refusal:
             status, reason, extra = refusal.status, refusal.reason, refusal.headers
-            answer = {"t": "res", "re": re, "ok": False, "err": refusal.err, "msg": refusal.msg}
+            answer = {"t": "res", "re": refusal.re or re, "ok": False, "err": refusal.err, "msg": refusal.msg}
             if refusal.edge:
                 self.edge(refusal.edge)
         # Counted before sending, so that a client which has its answer also sees it counted.
@@ -233,7 +234,8 @@ def decode_body(raw: bytes, fmt: str) -> dict:
             value = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext)
     except (InvalidText, UnicodeDecodeError) as exc:
         # MessagePack's decoder refuses invalid UTF-8 (a surrogate included) with UnicodeDecodeError.
-        raise _Refusal(400, BAD_REQUEST, f"the body holds invalid text: {exc}", edge="invalid_text") from None
+        raise _Refusal(400, BAD_REQUEST, f"the body holds invalid text: {exc}", edge="invalid_text",
+                       re=_usable_id(getattr(exc, "value", None))) from None
     # The decoders raise a zoo of errors on bad bytes (ValueError, RecursionError, msgpack's own);
     # all of them mean the same thing to the terminal.
     except Exception as exc:  # noqa: BLE001
@@ -246,6 +248,12 @@ def decode_body(raw: bytes, fmt: str) -> dict:
     if problem:
         raise _Refusal(400, BAD_REQUEST, problem, edge="malformed_body")
     return value
+
+
+def _usable_id(message) -> str | None:
+    """The message's id if it is acceptable, else None: a bad id may not even be encodable."""
+    rid = message.get("id") if isinstance(message, dict) else None
+    return rid if limits.text_problem(rid, limits.MAX_ID) is None else None
 
 
 def _no_ext(code: int, data: bytes):
