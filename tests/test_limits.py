@@ -5,7 +5,6 @@ line and POS/1 (one check in the single writer); header blocks are bounded on ev
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import socket
@@ -259,43 +258,6 @@ def test_a_scanned_lot_or_serial_over_the_limit_is_rejected(field):
     assert within_limits(fine) is fine
 
 
-# --- 3. UP/1: invalid text and cut signatures --------------------------------------------------------
-
-async def test_up1_json_with_invalid_text_is_a_400(served):
-    for path, raw in (("/upstream/v1/ack", b'{"through": "\\ud800"}'),
-                      ("/upstream/v1/counts/scan1/close", b'{"id": "C\\udc00"}'),
-                      ("/upstream/v1/master/catalog", b'{"v": 1, "kind": "catalog", "x": ["\\udfff"]}')):
-        status, _h, body = await served.call("POST" if "master" not in path else "PUT", path, body=raw,
-                                             headers={"Content-Type": "application/json"})
-        assert status == 400 and body["error"] == "BAD_REQUEST", (path, body)
-        assert "not valid text" in body["message"], body
-
-
-@pytest.mark.parametrize("how", ["cut", "missing", "empty", "not base64"])
-@pytest.mark.parametrize("path", ["/upstream/v1/master/catalog", "/upstream/v1/movements"])
-async def test_up1_a_cut_or_missing_signature_is_403(served, path, how):
-    from upstream import encode_envelope, sign_document
-    kind = "catalog" if "master" in path else "movements"
-    body = {"items": []} if kind == "catalog" else {"movements": []}
-    doc = sign_document(kind, 2, body, served.up.erp_key, issued_ms=1)
-    before = snapshot(served.up.store)
-    method = "PUT" if kind == "catalog" else "POST"
-    if how == "not base64":
-        wire = {**doc, "body": base64.b64encode(doc["body"]).decode(), "sig": "!!not base64!!"}
-        status, _h, answer = await served.call(method, path, body=json.dumps(wire).encode(),
-                                               headers={"Content-Type": "application/json"})
-    else:
-        if how == "cut":
-            doc["sig"] = doc["sig"][:32]
-        elif how == "missing":
-            del doc["sig"]
-        else:
-            doc["sig"] = b""
-        status, _h, answer = await served.call(method, path, body=encode_envelope(doc))
-    assert (status, answer["error"]) == (403, "BAD_SIGNATURE"), answer
-    assert snapshot(served.up.store) == before
-
-
 # --- 4. header blocks: size and count, on every listener ---------------------------------------------
 
 def exchange(url: str, data: bytes) -> tuple[int, bytes]:
@@ -418,6 +380,26 @@ async def test_refusals_at_the_edge_are_counted_by_listener_and_class(pos, regis
     await post_raw(pos, "/pos/v1/quote", json.dumps({"id": "Q", "lines": [{"code": "SKU-4", "qty": 1,
                                                                            "lot": LONG}]}).encode())
     assert refused(registry, "pos_api", "bad_request") == 0
+
+
+async def test_the_whole_gateway_counts_refusals_at_each_listener(tmp_path, nursery):
+    from gateway._app import Gateway
+    from gateway._config import load_config
+    from .test_gateway_e2e import make_keys, write_config
+    make_keys(tmp_path)
+    gateway = await nursery.start(Gateway(load_config(write_config(tmp_path))).run)
+    urls = {name: found[0] for name, found in gateway.urls.items()}
+    assert (await call(urls["pos_api"], "GET", "/pos/v1/lanes/1/basket"))[0] == 401
+    assert (await call(urls["upstream"], "GET", "/upstream/v1/status"))[0] == 401
+    many = get_with("/healthz", [(f"X-{i}", "v") for i in range(limits.MAX_HEADERS)])
+    assert (await trio.to_thread.run_sync(exchange, urls["metrics"], many))[0] == 431
+    status, _head, text = await call(urls["metrics"], "GET", "/metrics")
+    assert status == 200
+    for listener, reason in (("pos_api", "unauthorized"), ("upstream", "unauthorized"),
+                             ("metrics", "too_many_headers")):
+        assert (f'gateway_http_refused_total{{listener="{listener}",reason="{reason}"}} 1.0'
+                in text.decode()), listener
+    nursery.cancel_scope.cancel()
 
 
 # --- hypothesis: arbitrary bodies never make a 5xx, and a refused one commits nothing ----------------
