@@ -17,4 +17,7 @@ from ._barcodes import Scan, ScanError, parse_scan  # noqa: E402
 from ._handlers import HANDLERS  # noqa: E402  (after the names the handlers import)
 from ._types import Settings  # noqa: E402
 
-__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings"]
+from . import _limits as limits  # noqa: E402
+from ._request_checks import check_request  # noqa: E402
+
+__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "limits", "check_request"]

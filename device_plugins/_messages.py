@@ -1,20 +1,23 @@
 """What every ECR/1 request carries, checked the same way for the serial line and the LAN API."""
 from __future__ import annotations
 
-MAX_ID_CHARS = 64
+from core_ext import limits
+
+MAX_ID_CHARS = limits.MAX_ID
 
 
 def id_problem(body: dict) -> str | None:
-    """Why the request's `id` is not a string of 1 to 64 characters (None when it is).
+    """Why the request's `id` is not an acceptable string of 1 to `limits.MAX_ID` characters (None when it is).
 
     The core remembers ids only of the requests it commits; quotes and queries need one too, since
     the terminal matches each answer to its request by `re`.
     """
     rid = body.get("id")
     if rid is None:
-        return "the request has no id; every request needs a string id of 1 to 64 characters"
+        return f"the request has no id; every request needs a string id of 1 to {MAX_ID_CHARS} characters"
     if not isinstance(rid, str):
-        return f"id must be a string of 1 to 64 characters, not {type(rid).__name__}"
+        return f"id must be a string of 1 to {MAX_ID_CHARS} characters, not {type(rid).__name__}"
     if not 1 <= len(rid) <= MAX_ID_CHARS:
-        return f"id must be a string of 1 to 64 characters, not {len(rid)}"
-    return None
+        return f"id must be a string of 1 to {MAX_ID_CHARS} characters, not {len(rid)}"
+    problem = limits.text_problem(rid, MAX_ID_CHARS)
+    return None if problem is None else f"id {problem}"

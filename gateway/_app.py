@@ -18,7 +18,7 @@ from upstream._handlers import read_next_activation
 from ._app_core import build_core
 from ._config import Config
 from ._http import serve_asgi
-from ._metrics import LedgerCollector, make_app as make_metrics_app, make_registry
+from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
 
 log = logging.getLogger("gateway")
 
@@ -121,14 +121,15 @@ class Gateway:
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))
             self.registry.register(LedgerCollector(self._read))
+            edge = EdgeMetrics(self.registry)
             up_settings = upstream.Settings.from_config(cfg.upstream)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
                 self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
-                    self.registry, self.health, self.ready), cfg.metrics.listen)
+                    self.registry, self.health, self.ready, edge=edge.counter("metrics")), cfg.metrics.listen)
                 up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
-                                           public_key=signing_key, signal=seal_signal)
+                                           public_key=signing_key, signal=seal_signal, edge=edge.counter("upstream"))
                 self.urls["upstream"] = await _listen(nursery, "upstream.listen", up_app, cfg.upstream.listen,
                                                       certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key)
                 await nursery.start(lambda task_status: upstream.run_sealer(
@@ -141,7 +142,8 @@ class Gateway:
                     await nursery.start(lambda task_status: upstream.run_push(
                         submit, self.store, cfg.upstream, seal_signal, up_metrics, task_status=task_status))
                 from device_plugins import pos_api
-                pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry))
+                pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry),
+                                           edge=edge.counter("pos_api"))
                 self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen)
                 for i, device in enumerate(cfg.devices):
                     try:

@@ -19,8 +19,10 @@ import lmdb
 import trio
 
 from core_ext import Request, Response, Refused, Store, errors
+from core_ext._handlers import ECR_KINDS
 from core_ext._ids import body_hash
 from core_ext._records import answer_ok, answer_refused
+from core_ext._request_checks import request_refusal
 
 log = logging.getLogger("gateway.core")
 
@@ -188,6 +190,8 @@ class CoreLoop:
         body = request.body
         if handler is None or not isinstance(body, dict):
             return Response(refusal(request, errors.BAD_REQUEST, f"unknown request type {request.kind!r}"))
+        if request.kind in ECR_KINDS and (refused := request_refusal(request.kind, body)) is not None:
+            return Response(refused)  # the same limits for every way in (ecr-serial.md, Limits)
         key = digest = None
         rid = body.get("id")
         if (handler.idempotent or handler.requires_id) and (not isinstance(rid, str) or not 1 <= len(rid) <= 64):

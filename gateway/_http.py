@@ -7,6 +7,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from core_ext import limits
+
 
 def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "") -> HypercornConfig:
     config = HypercornConfig()
@@ -14,7 +16,11 @@ def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "") -> H
     config.accesslog = None
     config.errorlog = logging.getLogger("gateway.http")
     # Bodies are bounded by each app (POS/1 and UP/1 refuse what is too large with 413 themselves).
-    config.h11_max_incomplete_size = 64 * 1024
+    # A header block still arriving is cut off here (431); h11 lets one that came whole in a single
+    # read through whatever its size and counts no fields, so every app checks both again on what
+    # was parsed (`core_ext._asgi.header_problem`).
+    config.h11_max_incomplete_size = limits.MAX_HEADER_BYTES
+    config.h2_max_header_list_size = limits.MAX_HEADER_BYTES
     config.graceful_timeout = 2.0
     if certfile and keyfile:
         config.certfile = certfile

@@ -14,11 +14,12 @@ from typing import Callable
 import lmdb
 import trio
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import Counter as PromCounter
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from core_ext._asgi import lifespan, respond
+from core_ext._asgi import EDGE_REASONS, header_problem, lifespan, respond
 from core_ext._errors import StoreError
 
 log = logging.getLogger("gateway.metrics")
@@ -33,6 +34,32 @@ def make_registry() -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+# The listeners, by the name of their configuration section: the `listener` label's values.
+LISTENERS = ("pos_api", "upstream", "metrics")
+
+
+class EdgeMetrics:
+    """Requests every HTTP listener refused before the core: by listener and reason class.
+
+    Both labels come from fixed lists (LISTENERS, `core_ext._asgi.EDGE_REASONS`), never from what a
+    client sent, so the series stay few whatever arrives.
+    """
+
+    def __init__(self, registry: CollectorRegistry):
+        self.refused = PromCounter(
+            "gateway_http_refused", "HTTP requests refused at the edge, before the core, by listener "
+            "and reason class", ["listener", "reason"], registry=registry)
+
+    def counter(self, listener: str) -> Callable[[str], None]:
+        """`edge(reason)` for one listener's app."""
+        if listener not in LISTENERS:
+            raise ValueError(f"unknown listener {listener!r}")
+
+        def edge(reason: str) -> None:
+            self.refused.labels(listener, reason if reason in EDGE_REASONS else "bad_request").inc()
+        return edge
 
 
 class LedgerCollector(Collector):
@@ -114,13 +141,14 @@ def _ledger_families() -> dict[str, GaugeMetricFamily]:
     return {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _LEDGER_GAUGES}
 
 
-def make_app(registry: CollectorRegistry, health: Probe, ready: Probe):
-    """ASGI app: GET /metrics, /healthz and /readyz.
+def make_app(registry: CollectorRegistry, health: Probe, ready: Probe, *, edge=None):
+    """ASGI app: GET /metrics, /healthz and /readyz; `edge(reason)` counts what it refuses unanswered.
 
     `health()` and `ready()` return `(ok, details)`; ok answers 200, otherwise 503, with the details
     as JSON. /healthz says the process and the core loop run (restart it if not); /readyz says the
     store is open, the core loop runs and every listener and device task is up (send it traffic).
     """
+    count = edge or (lambda reason: None)
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -130,10 +158,18 @@ def make_app(registry: CollectorRegistry, health: Probe, ready: Probe):
             return
         path, method = scope["path"], scope["method"]
         routes = {"/metrics": None, "/healthz": health, "/readyz": ready}
+        problem = header_problem(scope)
+        if problem is not None:
+            count(problem[0])
+            await _respond(send, method, 431, "text/plain; charset=utf-8", problem[1].encode() + b"\n",
+                           extra=[(b"connection", b"close")])
+            return
         if path not in routes:
+            count("not_found")
             await _respond(send, method, 404, "text/plain; charset=utf-8", b"not found: /metrics, /healthz, /readyz\n")
             return
         if method not in ("GET", "HEAD"):
+            count("method_not_allowed")
             await _respond(send, method, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n",
                            extra=[(b"allow", b"GET, HEAD")])
             return

@@ -104,10 +104,10 @@ class Served:
         return self.registry.get_sample_value(name, labels or {})
 
 
-async def serve(nursery, up, *, certfile="", keyfile="", settings=None):
+async def serve(nursery, up, *, certfile="", keyfile="", settings=None, edge=None):
     registry = CollectorRegistry()
     app = make_app(up.submit, up.store.read, settings or up.settings, Metrics(registry, up.store),
-                   store_id="S001", public_key=up.store_key.public_key(), signal=up.signal)
+                   store_id="S001", public_key=up.store_key.public_key(), signal=up.signal, edge=edge)
     urls = await nursery.start(functools.partial(serve_asgi, app, "127.0.0.1:0", certfile=certfile, keyfile=keyfile))
     return Served(urls[0], up, registry)
 

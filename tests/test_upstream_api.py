@@ -1,9 +1,11 @@
 """UP/1 over real HTTP on loopback: batches, long polls, acknowledgement, pruning, auth, TLS, push."""
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import ipaddress
+import json
 
 import msgpack
 import pytest
@@ -15,11 +17,12 @@ from prometheus_client import CollectorRegistry
 
 from core_ext import Request
 from gateway._http import serve_asgi
-from upstream import Metrics, Settings, disk_pressure, raw_public_key, run_push
+from upstream import Metrics, Settings, disk_pressure, encode_envelope, raw_public_key, run_push, sign_document
 from upstream._erp_client import ChainVerifier, ErpClient, pull
 
 from .erp_test_client import ChainChecker, from_json
 from ._upstream import TOKEN, Upstream, append_sales, handlers_for, sales_and_seal, serve
+from .test_adversarial_core import snapshot
 
 # --- reads -----------------------------------------------------------------------------------
 
@@ -318,3 +321,39 @@ async def test_push_posts_each_batch_in_order_and_2xx_acknowledges(upstream, nur
             await upstream.signal.wait()
     assert msgpack.unpackb(received[-1][1], raw=False)["seq"] == total + 1
     assert state["calls"] == total + 3
+
+
+# --- invalid text and cut signatures ------------------------------------------------------------
+
+async def test_up1_json_with_invalid_text_is_a_400(served):
+    for path, raw in (("/upstream/v1/ack", b'{"through": "\\ud800"}'),
+                      ("/upstream/v1/counts/scan1/close", b'{"id": "C\\udc00"}'),
+                      ("/upstream/v1/master/catalog", b'{"v": 1, "kind": "catalog", "x": ["\\udfff"]}')):
+        status, _h, body = await served.call("POST" if "master" not in path else "PUT", path, body=raw,
+                                             headers={"Content-Type": "application/json"})
+        assert status == 400 and body["error"] == "BAD_REQUEST", (path, body)
+        assert "not valid text" in body["message"], body
+
+
+@pytest.mark.parametrize("how", ["cut", "missing", "empty", "not base64"])
+@pytest.mark.parametrize("path", ["/upstream/v1/master/catalog", "/upstream/v1/movements"])
+async def test_up1_a_cut_or_missing_signature_is_403(served, path, how):
+    kind = "catalog" if "master" in path else "movements"
+    body = {"items": []} if kind == "catalog" else {"movements": []}
+    doc = sign_document(kind, 2, body, served.up.erp_key, issued_ms=1)
+    before = snapshot(served.up.store)
+    method = "PUT" if kind == "catalog" else "POST"
+    if how == "not base64":
+        wire = {**doc, "body": base64.b64encode(doc["body"]).decode(), "sig": "!!not base64!!"}
+        status, _h, answer = await served.call(method, path, body=json.dumps(wire).encode(),
+                                               headers={"Content-Type": "application/json"})
+    else:
+        if how == "cut":
+            doc["sig"] = doc["sig"][:32]
+        elif how == "missing":
+            del doc["sig"]
+        else:
+            doc["sig"] = b""
+        status, _h, answer = await served.call(method, path, body=encode_envelope(doc))
+    assert (status, answer["error"]) == (403, "BAD_SIGNATURE"), answer
+    assert snapshot(served.up.store) == before

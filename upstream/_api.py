@@ -19,10 +19,10 @@ import msgpack
 import trio
 
 from core_ext import Request, errors, u64
-from core_ext._asgi import lifespan, respond
+from core_ext._asgi import InvalidText, decode_json, header_problem, lifespan, respond
 
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
-from ._handlers import PRUNED, STATUS
+from ._handlers import BAD_SIGNATURE, PRUNED, STATUS
 from ._keys import raw_public_key
 from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head
 
@@ -41,11 +41,13 @@ _packb = msgpack.Packer(use_bin_type=True).pack
 class HttpError(Exception):
     """An answer other than 200, with the spec's error body."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
+    def __init__(self, status: int, code: str, message: str, *, edge: str = "", **extra):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        # The reason class (core_ext._asgi.EDGE_REASONS) of a refusal decided before the core.
+        self.edge = edge
         self.extra = extra
 
 
@@ -57,7 +59,11 @@ def _from_json_doc(obj):
                 try:
                     obj[key] = base64.b64decode(obj[key], validate=True)
                 except ValueError:
-                    raise HttpError(400, errors.BAD_REQUEST, f"{key} is not valid base64") from None
+                    # A signature that is not even base64 is a bad signature (403), like a short one.
+                    if key == "sig":
+                        raise HttpError(403, BAD_SIGNATURE, "sig is not valid base64") from None
+                    raise HttpError(400, errors.BAD_REQUEST, f"{key} is not valid base64",
+                                    edge="malformed_body") from None
     return obj
 
 
@@ -68,20 +74,24 @@ def _int_param(query: dict, name: str, default: int, low: int, high: int) -> int
     try:
         value = int(values[-1])
     except ValueError:
-        raise HttpError(400, errors.BAD_REQUEST, f"{name} must be an integer, got {values[-1]!r}") from None
+        raise HttpError(400, errors.BAD_REQUEST, f"{name} must be an integer, got {values[-1]!r}",
+                        edge="bad_request") from None
     if not low <= value <= high:
-        raise HttpError(400, errors.BAD_REQUEST, f"{name} must be between {low} and {high}, got {value}")
+        raise HttpError(400, errors.BAD_REQUEST, f"{name} must be between {low} and {high}, got {value}",
+                        edge="bad_request")
     return value
 
 
 def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_key,
-             signal: SealSignal | None = None):
+             signal: SealSignal | None = None, edge=None):
     """The UP/1 ASGI app.
 
     `submit` hands requests to the core loop; `read_store()` opens a read transaction (Store.read);
     `config` is the [upstream] section (token, body limit); `metrics` an upstream Metrics or None;
-    `public_key` the store's (its raw bytes are in /status); `signal` wakes long polls after a seal.
+    `public_key` the store's (its raw bytes are in /status); `signal` wakes long polls after a seal;
+    `edge(reason)` counts a request refused before the core (one of `core_ext._asgi.EDGE_REASONS`).
     """
+    edge = edge or (lambda reason: None)
     settings = Settings.from_config(config)
     expected = f"Bearer {settings.token}".encode()
     raw_key = raw_public_key(public_key)
@@ -117,9 +127,11 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             try:
                 wait_s = float(query["wait"][-1])
             except ValueError:
-                raise HttpError(400, errors.BAD_REQUEST, f"wait must be a number of seconds, got {query['wait'][-1]!r}") from None
+                raise HttpError(400, errors.BAD_REQUEST, f"wait must be a number of seconds, got {query['wait'][-1]!r}",
+                                edge="bad_request") from None
             if not math.isfinite(wait_s) or wait_s < 0:
-                raise HttpError(400, errors.BAD_REQUEST, f"wait must be between 0 and {MAX_WAIT_S:g}")
+                raise HttpError(400, errors.BAD_REQUEST, f"wait must be between 0 and {MAX_WAIT_S:g}",
+                                edge="bad_request")
             wait_s = min(wait_s, MAX_WAIT_S)
         deadline = trio.current_time() + wait_s
         while True:
@@ -169,20 +181,25 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
         if ctype.startswith("application/json"):
             try:
-                return _from_json_doc(json.loads(raw))
+                value = decode_json(raw)
+            except InvalidText as exc:
+                # Decoded and checked here, once: the core and every answer see valid text only.
+                raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="invalid_text") from None
             except (ValueError, RecursionError):
                 # RecursionError: nesting deeper than the parser's stack, from "[[[[..." alone.
-                raise HttpError(400, errors.BAD_REQUEST, "the body is not valid JSON") from None
+                raise HttpError(400, errors.BAD_REQUEST, "the body is not valid JSON", edge="malformed_body") from None
+            return _from_json_doc(value)
+        # MessagePack's decoder refuses invalid UTF-8 (lone surrogates included) itself.
         try:
             return unpack(raw, "the body")
         except ValueError as exc:
-            raise HttpError(400, errors.BAD_REQUEST, str(exc)) from None
+            raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="malformed_body") from None
 
     async def read_body(receive, headers: dict) -> bytes:
         limit = settings.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes")
+            raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -191,7 +208,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes")
+                raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
@@ -209,7 +226,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             _only(method, "POST")
             body = decode_request(await read_body(receive, headers), headers)
             if not isinstance(body, dict):
-                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"through": N}')
+                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"through": N}', edge="malformed_body")
             return await through_core("ack", {"through": body.get("through")})
         if path == f"{PREFIX}/movements":
             _only(method, "POST")
@@ -220,7 +237,8 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             _only(method, "POST")
             body = decode_request(await read_body(receive, headers), headers)
             if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"id": "<close id>"}')
+                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"id": "<close id>"}',
+                                edge="malformed_body")
             return await through_core("count_close", {"id": body["id"], "device": match.group(1)})
         match = _MASTER_PATH.match(path)
         if match:
@@ -228,10 +246,10 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             kind = match.group(1)
             if kind not in MASTER_KINDS:
                 raise HttpError(404, "NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of "
-                                                  f"{', '.join(MASTER_KINDS)}")
+                                                  f"{', '.join(MASTER_KINDS)}", edge="not_found")
             doc = decode_request(await read_body(receive, headers), headers)
             return await through_core("master", {"kind": kind, "doc": doc})
-        raise HttpError(404, "NOT_FOUND", f"no such resource {path!r}")
+        raise HttpError(404, "NOT_FOUND", f"no such resource {path!r}", edge="not_found")
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -245,16 +263,21 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         as_json = b"application/json" in headers.get(b"accept", b"")
         route_name, status_code = "other", 200
         try:
+            problem = header_problem(scope)
+            if problem is not None:
+                raise HttpError(431, "HEADERS_TOO_LARGE", problem[1], edge=problem[0])
             if not authorized(headers):
                 # Nothing else is said: not whether the token was missing or wrong, not the route.
                 route_name = "unauthorized"
-                raise HttpError(401, "UNAUTHORIZED", "authentication required")
+                raise HttpError(401, "UNAUTHORIZED", "authentication required", edge="unauthorized")
             route_name = _route_name(scope["path"])
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             answer = await route(scope["method"], scope["path"], query, headers, receive, as_json)
         except HttpError as exc:
             status_code = exc.status
             answer = {"error": exc.code, "message": exc.message, **exc.extra}
+            if exc.edge:
+                edge(exc.edge)
         extra_headers = [(b"www-authenticate", b"Bearer")] if status_code == 401 else []
         if isinstance(answer, bytes):
             payload, ctype = answer, "application/msgpack"
@@ -279,4 +302,4 @@ def _route_name(path: str) -> str:
 
 def _only(method: str, allowed: str) -> None:
     if method != allowed:
-        raise HttpError(405, "METHOD_NOT_ALLOWED", f"use {allowed} here, not {method}")
+        raise HttpError(405, "METHOD_NOT_ALLOWED", f"use {allowed} here, not {method}", edge="method_not_allowed")

@@ -263,7 +263,8 @@ def check_document(doc) -> None:
         raise DocumentError("field 'body' is missing or not bytes")
     sig = doc.get("sig")
     if not isinstance(sig, bytes) or len(sig) != 64:
-        raise DocumentError("field 'sig' is missing or not 64 bytes")
+        # No signature, or a cut one, is a signature that does not verify (UP/1: 403), not a malformed document.
+        raise DocumentError("field 'sig' is missing or not 64 bytes", reason="signature")
 
 
 def verify_document(doc, public_key: Ed25519PublicKey):

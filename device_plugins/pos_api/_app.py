@@ -15,8 +15,8 @@ from urllib.parse import unquote
 
 import msgpack
 
-from core_ext import Request, Submit, errors
-from core_ext._asgi import lifespan, respond
+from core_ext import Request, Submit, errors, limits
+from core_ext._asgi import InvalidText, decode_json, header_problem, lifespan, respond
 
 from .._messages import id_problem
 from ._metrics import Metrics
@@ -44,20 +44,26 @@ BUSINESS_REFUSAL = 422
 # route name -> (method, request kind); the names are also the metrics' `route` label.
 _POSTS = {"quote": "quote", "sales": "sale", "returns": "return"}
 _MAX_DEPTH = 32
-_MAX_PARAM = {"members": 64, "stock": 128, "lanes_basket": 64}
+# A path parameter is what the body field of the same name would be: (most characters, GS allowed).
+_PARAM_LIMITS = {"members": (limits.MAX_TEXT, False), "stock": (limits.MAX_CODE, True),
+                 "lanes_basket": (limits.MAX_TEXT, False)}
 
 
 class _Refusal(Exception):
     """An answer decided before (or instead of) asking the core."""
 
     def __init__(self, status: int, err: str, msg: str, *, reason: str = "",
-                 headers: tuple = ()):
+                 headers: tuple = (), edge: str = "", re: str | None = None):
         super().__init__(msg)
         self.status = status
         self.err = err
         self.msg = msg
         self.reason = reason or err
         self.headers = headers
+        # The reason class (core_ext._asgi.EDGE_REASONS) of a refusal decided here, before the core.
+        self.edge = edge
+        # The request's id when it is known and itself acceptable (the answer's `re`).
+        self.re = re
 
 
 class _Disconnected(Exception):
@@ -73,19 +79,21 @@ class _Route:
 
 
 def make_app(submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
-             max_body: int = 1 << 20):
-    """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token."""
-    return PosApp(submit, tokens, metrics, max_body=max_body)
+             max_body: int = 1 << 20, edge=None):
+    """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token; `edge(reason)` counts a
+    request refused before the core (reason: one of `core_ext._asgi.EDGE_REASONS`)."""
+    return PosApp(submit, tokens, metrics, max_body=max_body, edge=edge)
 
 
 class PosApp:
     def __init__(self, submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
-                 max_body: int = 1 << 20):
+                 max_body: int = 1 << 20, edge=None):
         self.submit = submit
         # An empty token would let any `Bearer ` header in; the configuration check refuses it too.
         self._tokens = [(name, token.encode()) for name, token in tokens.items() if token]
         self.metrics = metrics
         self.max_body = max_body
+        self.edge = edge or (lambda reason: None)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -103,6 +111,10 @@ class PosApp:
         fmt = _reply_format(scope["method"], headers)
         extra: tuple = ()
         try:
+            problem = header_problem(scope)
+            if problem is not None:
+                raise _Refusal(431, BAD_REQUEST, problem[1], reason="HEADERS_TOO_LARGE", edge=problem[0],
+                               headers=((b"connection", b"close"),))
             try:
                 route, unrouted = _route(scope), None
                 route_name = route.name
@@ -115,13 +127,14 @@ class PosApp:
             if route.method == "POST":
                 fmt = _body_format(headers)
                 message = await self._body(receive, headers, fmt)
-                re = message.get("id")
+                re = _usable_id(message)
                 if message.get("t", route.kind) != route.kind:
                     raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but "
-                                                     f"{scope['path']} takes {route.kind!r}")
+                                                     f"{scope['path']} takes {route.kind!r}",
+                                   edge="bad_request")
                 problem = id_problem(message)
                 if problem:
-                    raise _Refusal(400, BAD_REQUEST, problem)
+                    raise _Refusal(400, BAD_REQUEST, problem, edge="bad_request")
                 body = {**message, "t": route.kind}
             else:
                 body = _query_body(route)
@@ -133,7 +146,9 @@ class PosApp:
             return
         except _Refusal as refusal:
             status, reason, extra = refusal.status, refusal.reason, refusal.headers
-            answer = {"t": "res", "re": re, "ok": False, "err": refusal.err, "msg": refusal.msg}
+            answer = {"t": "res", "re": refusal.re or re, "ok": False, "err": refusal.err, "msg": refusal.msg}
+            if refusal.edge:
+                self.edge(refusal.edge)
         # Counted before sending, so that a client which has its answer also sees it counted.
         self.metrics.requests.labels(terminal, route_name, str(status)).inc()
         if reason:
@@ -155,7 +170,7 @@ class PosApp:
         if not found:
             raise _Refusal(401, UNAUTHORIZED, "a valid 'Authorization: Bearer <terminal token>' "
                                               "header is required",
-                           headers=((b"www-authenticate", b'Bearer realm="pos"'),))
+                           headers=((b"www-authenticate", b'Bearer realm="pos"'),), edge="unauthorized")
         return found
 
     async def _body(self, receive, headers: dict, fmt: str) -> dict:
@@ -166,7 +181,7 @@ class PosApp:
             except ValueError:
                 length = -1
             if length < 0:
-                raise _Refusal(400, BAD_REQUEST, "Content-Length is not a number of bytes")
+                raise _Refusal(400, BAD_REQUEST, "Content-Length is not a number of bytes", edge="bad_request")
             if length > self.max_body:
                 raise self._too_large()
         chunks, size = [], 0
@@ -188,7 +203,7 @@ class PosApp:
 
     def _too_large(self) -> _Refusal:
         return _Refusal(413, BAD_REQUEST, f"the body is over {self.max_body} bytes",
-                        reason="TOO_LARGE", headers=((b"connection", b"close"),))
+                        reason="TOO_LARGE", headers=((b"connection", b"close"),), edge="body_too_large")
 
     async def _ask(self, route: _Route, body: dict, terminal: str) -> tuple[int, dict]:
         request = Request(kind=route.kind, body=body, source=terminal, channel="pos")
@@ -207,27 +222,38 @@ class PosApp:
 
 
 def decode_body(raw: bytes, fmt: str) -> dict:
-    """The message of a POST body; raises only `_Refusal` (400) for anything it cannot take."""
+    """The message of a POST body; raises only `_Refusal` (400) for anything it cannot take.
+
+    Decoded and checked once, here: past this point every string is valid Unicode, so every answer
+    (which may repeat some of them) can be encoded.
+    """
     try:
         if fmt == JSON:
-            value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            value = decode_json(raw)
         else:
             value = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    except (InvalidText, UnicodeDecodeError) as exc:
+        # MessagePack's decoder refuses invalid UTF-8 (a surrogate included) with UnicodeDecodeError.
+        raise _Refusal(400, BAD_REQUEST, f"the body holds invalid text: {exc}", edge="invalid_text",
+                       re=_usable_id(getattr(exc, "value", None))) from None
     # The decoders raise a zoo of errors on bad bytes (ValueError, RecursionError, msgpack's own);
     # all of them mean the same thing to the terminal.
     except Exception as exc:  # noqa: BLE001
         kind = "JSON" if fmt == JSON else "MessagePack"
-        raise _Refusal(400, BAD_REQUEST, f"the body is not {kind}: {exc}") from None
+        raise _Refusal(400, BAD_REQUEST, f"the body is not {kind}: {exc}", edge="malformed_body") from None
     if not isinstance(value, dict):
-        raise _Refusal(400, BAD_REQUEST, f"the body must be a map, not {_type_name(value)}")
+        raise _Refusal(400, BAD_REQUEST, f"the body must be a map, not {_type_name(value)}",
+                       edge="malformed_body")
     problem = _not_plain(value)
     if problem:
-        raise _Refusal(400, BAD_REQUEST, problem)
+        raise _Refusal(400, BAD_REQUEST, problem, edge="malformed_body")
     return value
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
+def _usable_id(message) -> str | None:
+    """The message's id if it is acceptable, else None: a bad id may not even be encodable."""
+    rid = message.get("id") if isinstance(message, dict) else None
+    return rid if limits.text_problem(rid, limits.MAX_ID) is None else None
 
 
 def _no_ext(code: int, data: bytes):
@@ -283,7 +309,7 @@ def _body_format(headers: dict) -> str:
     if media in _MSGPACK_TYPES:
         return MSGPACK
     raise _Refusal(415, BAD_REQUEST, f"Content-Type {media!r} is neither {JSON} nor {MSGPACK}",
-                   reason="UNSUPPORTED_MEDIA_TYPE")
+                   reason="UNSUPPORTED_MEDIA_TYPE", edge="unsupported_media_type")
 
 
 def _reply_format(method: str, headers: dict) -> str:
@@ -306,7 +332,7 @@ def _route(scope) -> _Route:
     try:
         parts = [unquote(p.decode("ascii"), errors="strict") for p in raw.split(b"/")]
     except UnicodeError:
-        raise _Refusal(400, BAD_REQUEST, "the path is not percent-encoded UTF-8") from None
+        raise _Refusal(400, BAD_REQUEST, "the path is not percent-encoded UTF-8", edge="invalid_text") from None
     method = scope["method"]
     if parts[:3] != ["", "pos", "v1"] or len(parts) < 4:
         raise _not_found(scope)
@@ -323,18 +349,20 @@ def _route(scope) -> _Route:
         raise _not_found(scope)
     if method != route.method:
         raise _Refusal(405, BAD_REQUEST, f"{scope['path']} takes {route.method}, not {method}",
-                       reason="METHOD_NOT_ALLOWED", headers=((b"allow", route.method.encode()),))
+                       reason="METHOD_NOT_ALLOWED", headers=((b"allow", route.method.encode()),),
+                       edge="method_not_allowed")
     if route.method == "GET":
-        limit = _MAX_PARAM[route.name]
-        if not route.param or len(route.param) > limit or any(c in route.param for c in "\0\r\n"):
-            raise _Refusal(400, BAD_REQUEST, f"the {route.kind} in the path must be 1 to {limit} "
-                                             f"characters without NUL or line breaks")
+        max_len, allow_gs = _PARAM_LIMITS[route.name]
+        problem = limits.text_problem(route.param, max_len, allow_gs=allow_gs)
+        if problem is not None:
+            what = "lane" if route.name == "lanes_basket" else route.kind
+            raise _Refusal(400, BAD_REQUEST, f"the {what} in the path {problem}", edge="bad_request")
     return route
 
 
 def _not_found(scope) -> _Refusal:
     return _Refusal(404, BAD_REQUEST, f"there is no POS/1 route {scope['method']} {scope['path']}",
-                    reason="NOT_FOUND")
+                    reason="NOT_FOUND", edge="not_found")
 
 
 def _query_body(route: _Route) -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from core_ext._barcodes import MAX_SCAN_CHARS, ScanError, hibc_part, parse_hibc_pair, parse_scan
+from core_ext import limits
+from core_ext._barcodes import MAX_SCAN_CHARS, Scan, ScanError, hibc_part, parse_hibc_pair, parse_scan
 
 from ._events import NEED_DATA, ConnectionClosed, Rejected, Scanned
 
@@ -89,22 +90,42 @@ class ScannerConnection:
             if part == "secondary":
                 self._held = None
                 try:
-                    self._events.append(Scanned(parse_hibc_pair(primary, line)))
+                    self._events.append(Scanned(within_limits(parse_hibc_pair(primary, line))))
                 except ScanError as exc:
-                    self._events.append(Scanned(parse_scan(primary)))
+                    self._scanned(primary)
                     self._events.append(Rejected(line, exc.code, exc.reason))
                 return
             self._flush_held()
         if part == "primary":
             self._held = (line, now)
             return
+        self._scanned(line)
+
+    def _scanned(self, line: bytes) -> None:
         try:
-            self._events.append(Scanned(parse_scan(line)))
+            self._events.append(Scanned(within_limits(parse_scan(line))))
         except ScanError as exc:
             self._events.append(Rejected(line, exc.code, exc.reason))
 
     def _flush_held(self) -> None:
         if self._held is not None:
-            # hibc_part said it parses as primary data, so this cannot fail.
-            self._events.append(Scanned(parse_scan(self._held[0])))
-            self._held = None
+            # hibc_part said it parses as primary data; only the limits may still refuse it.
+            line, self._held = self._held[0], None
+            self._scanned(line)
+
+
+def within_limits(scan: Scan) -> Scan:
+    """`scan` if what it would put on a sale line fits ECR/1's limits, else ScanError.
+
+    A code, lot or serial longer than a terminal may send would make every sale of that basket a
+    `BAD_REQUEST`: refused here, at the scanner, it is one clear rejection instead.
+    """
+    if len(scan.raw) > limits.MAX_CODE:
+        raise ScanError("too_long", f"the scan is {len(scan.raw)} characters, at most {limits.MAX_CODE} "
+                                    "fit on a sale line")
+    for name in ("lot", "serial"):
+        value = getattr(scan, name)
+        if value is not None and len(value) > limits.MAX_TEXT:
+            raise ScanError(f"{name}_too_long", f"the {name} is {len(value)} characters, "
+                                                f"at most {limits.MAX_TEXT} are allowed")
+    return scan
