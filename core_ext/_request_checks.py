@@ -4,12 +4,12 @@ The core loop runs it for every ECR/1 kind, so the serial line, POS/1 and whatev
 ECR/1 message get the same answer to the same body. It checks what the handlers would otherwise
 trust: types, lengths and counts (ecr-serial.md, "Limits"), never the catalog or the ledger.
 """
-from ._records import answer_refused
 from __future__ import annotations
 
 import datetime
 
 from ._errors import BAD_REQUEST, Refused, bad_request
+from ._records import answer_refused
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_NOTE, MAX_TEXT, text_problem
 from ._types import is_int
 
