@@ -29,8 +29,9 @@ def _category(i: int) -> str:
     return f"cat-{i % CATEGORIES:02d}"
 
 
-def make_rules(n: int, seed: int) -> dict:
-    """A promotions body of `n` rules, mostly on a few SKUs or a category, as an ERP would send."""
+def make_rules(n: int, seed: int, skus: int = SKUS) -> dict:
+    """A promotions body of `n` rules over SKUs 0..`skus`-1, mostly on a few SKUs or a category, as an
+    ERP would send."""
     rnd = random.Random(seed * 1_000_003 + n)
     kinds = (["percent_off"] * 30 + ["amount_off"] * 10 + ["fixed_price"] * 5 + ["qty_tier"] * 10
              + ["bundle"] * 10 + ["buy_x_get_y"] * 10 + ["threshold"] * 15 + ["order_percent_off"] * 10)
@@ -49,7 +50,7 @@ def make_rules(n: int, seed: int) -> dict:
         elif kind == "qty_tier":
             params = {"mode": rnd.choice(["all_units", "incremental"]), "tiers": [[2, 500], [5, 1000], [10, 1500]]}
         elif kind == "bundle":
-            items = rnd.sample(range(SKUS), rnd.randrange(2, 4))
+            items = rnd.sample(range(skus), rnd.randrange(2, 4))
             params = {"items": [[_sku(s), rnd.randrange(1, 3)] for s in items], "price_cents": rnd.randrange(500, 5_000)}
         elif kind == "buy_x_get_y":
             params = {"buy": rnd.randrange(1, 4), "get": 1, "pct_bp": rnd.choice([5000, 10000])}
@@ -62,7 +63,7 @@ def make_rules(n: int, seed: int) -> dict:
         roll = rnd.random()
         if kind != "bundle":
             if roll < 0.6:
-                r["target"] = {"skus": [_sku(rnd.randrange(SKUS)) for _ in range(rnd.randrange(1, 6))]}
+                r["target"] = {"skus": [_sku(rnd.randrange(skus)) for _ in range(rnd.randrange(1, 6))]}
             elif roll < 0.97 or every_left == 0:
                 r["target"] = {"categories": [_category(rnd.randrange(CATEGORIES))]}
             else:
