@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             failed.append(name)
             results[name] = {"value": None, "unit": "", "baseline": None, "ratio": None, "target": "",
                              "met": None, "error": error, "mode": mode}
-            print(f"{name:44} FAILED: {error}", flush=True)
+            print(f"{name:36} FAILED: {error}", flush=True)
         for key, entry in entries(figures, mode).items():
             results.pop(name, None)
             results[key] = entry
