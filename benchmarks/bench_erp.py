@@ -38,7 +38,8 @@ def run(ctx) -> list[Figure]:
             started = time.perf_counter()
             batches = _catch_up(gw, last_seq, ctx.size(120, 3_600))
             elapsed = time.perf_counter() - started
+        store_mb = os.path.getsize(os.path.join(data, "data.mdb")) / (1 << 20)
     rate = last_seq / elapsed
     return [Figure("erp_catch_up", f"ERP catch-up: {last_seq:,} events sealed, pulled and verified", rate, "events/s",
                    target=">= 200,000 events/s", met=at_least(rate, 200_000),
-                   extra={"events": last_seq, "batches": batches, "seconds": elapsed})]
+                   extra={"events": last_seq, "batches": batches, "seconds": elapsed, "store_mb_after": store_mb})]

@@ -148,7 +148,7 @@ def measure(seconds: float, min_samples: int, seed: int = 1) -> list:
 
 
 def run(ctx) -> list[Figure]:
-    rows = measure(ctx.size(0.05, 1.0), ctx.size(50, 2_000))
+    rows = measure(ctx.size(0.05, 1.0), ctx.size(50, 300))
     out = []
     for n_rules, n_lines, f in rows:
         (c_rate, c_p99, c_load), (p_rate, p_p99, _) = f["cython"], f["python"]
