@@ -34,8 +34,12 @@ test-pure: $(STAMP)
 soak: $(STAMP)
 	$(PYTEST) -q -m soak
 
+# Every performance figure beside its same-run baseline: benchmarks/results.json, docs/performance.md.
+# wrk loads the HTTP figures (installed here when missing; without it a Python load generator is used).
 bench: $(STAMP)
-	$(PY) -m benchmarks
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		echo "wrk could not be installed: the HTTP figures use the Python load generator"
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info core_ext/*.so core_ext/_*_c.c

@@ -1,46 +1,86 @@
-"""Ledger throughput: events committed per second, compiled and pure Python side by side, with the
-raw LMDB put rate of the same machine, measured in the same run, as the ceiling.
+"""The core loop, durable: sales committed per second under enough concurrent clients to fill its
+groups (compiled core, in a child process), against two baselines writing the very same records
+(each event document MessagePack-packed, and the balance rows it touched) in the same group sizes,
+in the same run:
 
-    python -m benchmarks.bench_ledger [--events N] [--clients C]
-
-Each flavour runs in a child process (the flavour is chosen at import), one after the other, so the
-figures come from the same machine at nearly the same moment; ratios are printed at the end.
+- raw LMDB (py-lmdb, sync and metasync on, as the store opens it): the ceiling;
+- an SQLite ledger written the obvious way (stdlib sqlite3, WAL, synchronous=FULL, one transaction
+  per group).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 
-from ._flavours import run_both
+from ._common import ROOT, Figure, at_least, say
 
-def _raw_lmdb(n: int, path: str) -> dict:
-    """The ceiling: msgpack puts in one transaction, and durable one-put commits."""
-    import lmdb
+
+def _records(store, first: int) -> list[tuple[bytes, bytes, list[tuple[bytes, bytes]]]]:
+    """(event key, packed event, [(balance key, packed balance row)]) for every event from `first`."""
     import msgpack
+    out = []
+    with store.read() as tx:
+        rows = {}
+        for doc in tx.events(first):
+            balances = []
+            for sku, lot, *_ in doc.get("moves", []):
+                for table, key in (("lots", f"{sku}\x00{lot or ''}"), ("skus", sku)):
+                    if (table, key) not in rows:
+                        rows[table, key] = msgpack.packb(tx.get(table, key.encode()), use_bin_type=True)
+                    balances.append((f"{table}:{key}".encode(), rows[table, key]))
+            out.append((doc["seq"].to_bytes(8, "big"), msgpack.packb(doc, use_bin_type=True), balances))
+    return out
 
-    env = lmdb.open(path, map_size=1 << 30, sync=True, metasync=True)
-    value = msgpack.packb({"seq": 1, "type": "sale", "moves": [["SKU-1", "A1", -1, "2027-01-01", []]]})
-    t = time.perf_counter()
-    with env.begin(write=True) as txn:
-        for i in range(n):
-            txn.put(i.to_bytes(8, "big"), value, append=True)
-    puts = n / (time.perf_counter() - t)
-    commits = max(50, n // 100)
-    t = time.perf_counter()
-    for i in range(commits):
+
+def _groups(records: list, size: int):
+    for i in range(0, len(records), size):
+        yield records[i:i + size]
+
+
+def raw_lmdb(path: str, records: list, group: int) -> float:
+    """Records per second into a bare LMDB environment, one durable commit per group."""
+    import lmdb
+    env = lmdb.open(path, map_size=1 << 31, sync=True, metasync=True, max_dbs=4)
+    events, balances = env.open_db(b"events"), env.open_db(b"balances")
+    started = time.perf_counter()
+    for chunk in _groups(records, group):
         with env.begin(write=True) as txn:
-            txn.put((n + i).to_bytes(8, "big"), value, append=True)
-    durable = commits / (time.perf_counter() - t)
+            for key, doc, rows in chunk:
+                txn.put(key, doc, db=events, append=True)
+                for bkey, row in rows:
+                    txn.put(bkey, row, db=balances)
+    elapsed = time.perf_counter() - started
     env.close()
-    return {"puts_per_s": puts, "durable_commits_per_s": durable}
+    return len(records) / elapsed
 
 
-def _flavour_child(n: int, clients: int) -> dict:
-    """Runs inside a child process with the flavour already chosen by the environment."""
+def sqlite_ledger(path: str, records: list, group: int) -> float:
+    """Records per second into SQLite written the obvious way: WAL, synchronous=FULL, a transaction
+    per group, an event table and a balance table."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE events (seq BLOB PRIMARY KEY, doc BLOB NOT NULL)")
+    db.execute("CREATE TABLE balances (key BLOB PRIMARY KEY, row BLOB NOT NULL)")
+    started = time.perf_counter()
+    for chunk in _groups(records, group):
+        db.execute("BEGIN")
+        for key, doc, rows in chunk:
+            db.execute("INSERT INTO events VALUES (?, ?)", (key, doc))
+            db.executemany("INSERT OR REPLACE INTO balances VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return len(records) / elapsed
+
+
+def _child(sales: int, clients: int) -> dict:
     import trio
 
     import core_ext
@@ -48,101 +88,72 @@ def _flavour_child(n: int, clients: int) -> dict:
     from gateway._app_core import build_core
     from tests._data import STORE, seed
 
-    out = {"flavour": core_ext.FLAVOUR}
     with tempfile.TemporaryDirectory() as tmp:
-        # Handler cost alone: n receipts and sales in one transaction, nothing synced.
-        store = Store(os.path.join(tmp, "a"), map_size=1 << 31)
+        store = Store(os.path.join(tmp, "core"), map_size=1 << 31)
         seed(store)
-        from types import SimpleNamespace
-
-        from core_ext._handlers import HANDLERS
-        ctx = SimpleNamespace(now_ms=int(time.time() * 1000), settings=STORE)
-        tx = store.begin(write=True)
-        t = time.perf_counter()
-        for i in range(n):
-            if i % 2 == 0:
-                HANDLERS["receipt"][0](tx, Request("receipt", {"id": f"r{i}", "sku": "SKU-1", "lot": f"L{i % 50}",
-                                                               "expiry": f"2027-{i % 12 + 1:02d}-01", "qty": 3}, "erp"), ctx)
-            else:
-                HANDLERS["sale"][0](tx, Request("sale", {"id": f"s{i}", "lines": [{"code": "SKU-1", "qty": 2}],
-                                                         "payments": [{"method": "cash", "cents": 3980}]}, "lane1", "ecr"), ctx)
-        out["handler_events_per_s"] = n / (time.perf_counter() - t)
-        tx.abort()
-        # Replay (what verify-ledger does), over the events of a committed log.
-        with store.begin(write=True) as tx:
-            for i in range(n):
-                HANDLERS["receipt"][0](tx, Request("receipt", {"id": f"r{i}", "sku": "SKU-2", "qty": 1}, "erp"), ctx)
         with store.read() as tx:
-            events = list(tx.events())
-        t = time.perf_counter()
-        for _ in range(5):
-            core_ext.ledger.replay(events)
-        out["replay_events_per_s"] = 5 * len(events) / (time.perf_counter() - t)
-        store.close()
-
-        # Through the core loop: durable group commits under `clients` concurrent terminals.
-        store = Store(os.path.join(tmp, "b"), map_size=1 << 31)
-        seed(store)
-        with store.begin(write=True) as tx:
-            tx.put("lots", b"SKU-4\x00", {"qty": 10 * n, "expiry": None, "serials": []})
-            tx.put("skus", "SKU-4", 10 * n)
+            first = tx.last_seq() + 1
+        per_client = sales // clients
+        out = {"flavour": core_ext.FLAVOUR}
 
         async def main():
             core = build_core(store, STORE)
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.run)
-                per_client = n // clients
-                t0 = time.perf_counter()
 
                 async def client(c):
                     for i in range(per_client):
-                        res = await core.submit(Request("sale", {"id": f"c{c}-{i}", "lines": [{"code": "SKU-4", "qty": 1}],
-                                                                 "payments": [{"method": "cash", "cents": 350}]}, f"lane{c}", "ecr"))
-                        assert res.ok, res.body
+                        body = {"t": "sale", "id": f"c{c}-{i}", "lines": [{"code": "SKU-4", "qty": 1}],
+                                "payments": [{"method": "cash", "cents": 350}]}
+                        answer = await core.submit(Request("sale", body, f"lane{c}", "ecr"))
+                        if not answer.body.get("ok"):
+                            raise RuntimeError(f"sale refused: {answer.body}")
 
+                started = time.perf_counter()
                 async with trio.open_nursery() as inner:
                     for c in range(clients):
                         inner.start_soon(client, c)
-                out["committed_events_per_s"] = per_client * clients / (time.perf_counter() - t0)
+                out["events_per_s"] = per_client * clients / (time.perf_counter() - started)
                 out["commits"] = core.commits
                 nursery.cancel_scope.cancel()
 
         trio.run(main)
+        records = _records(store, first)
         store.close()
+        group = max(1, round(len(records) / max(1, out["commits"])))
+        out["group"] = group
+        out["raw_lmdb_per_s"] = raw_lmdb(os.path.join(tmp, "raw"), records, group)
+        out["sqlite_per_s"] = sqlite_ledger(os.path.join(tmp, "ledger.sqlite"), records, group)
+        out["records"] = len(records)
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ledger", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=4000, help="events per measurement (default 4000)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent terminals for the core loop (default 32)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(_flavour_child(args.events, args.clients)))
-        return 0
-
-    print(f"ledger benchmark: {args.events} events per figure, {args.clients} concurrent clients", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        print("  raw LMDB ...", file=sys.stderr)
-        raw = _raw_lmdb(args.events * 5, os.path.join(tmp, "raw"))
-    results = run_both("benchmarks.bench_ledger", ["--events", str(args.events), "--clients", str(args.clients)])
-    if results is None:
-        return 1
-    c, p = results["cython"], results["python"]
-    print(f"{'figure':38} {'cython':>12} {'python':>12} {'ratio':>7}")
-    for key, label in (("handler_events_per_s", "ledger events/s (handlers, no sync)"),
-                       ("replay_events_per_s", "replay events/s (verify-ledger)"),
-                       ("committed_events_per_s", "committed events/s (core loop, durable)")):
-        print(f"{label:38} {c[key]:12,.0f} {p[key]:12,.0f} {c[key] / p[key]:7.2f}")
-    print(f"{'raw LMDB puts/s (one txn)':38} {raw['puts_per_s']:12,.0f}")
-    print(f"{'raw LMDB durable commits/s':38} {raw['durable_commits_per_s']:12,.0f}")
-    print(f"core loop: {c['commits']} commits for {args.events} sales (cython run): "
-          f"{args.events / max(c['commits'], 1):.1f} requests per commit")
-    print(f"committed sales per durable commit ceiling: {c['committed_events_per_s'] / raw['durable_commits_per_s']:.1f}x "
-          "the one-request-per-commit rate")
-    return 0
+def run(ctx) -> list[Figure]:
+    clients = ctx.size(64, 512)
+    sales = clients * ctx.size(25, 100)
+    say(f"core loop: {sales:,} sales from {clients} concurrent clients, then the same records raw")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_ledger", "--child", str(sales), str(clients)],
+                          cwd=ROOT, env={**env, "GATEWAY_REQUIRE_EXTENSIONS": "1", "PYTHONPATH": ROOT},
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the core loop child failed: {done.stderr[-2000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    value = r["events_per_s"]
+    extra = {"clients": clients, "sales": sales, "mean_group": r["group"], "commits": r["commits"]}
+    return [
+        Figure("core_loop_durable", f"core loop, durable, {clients} clients, events/s", value, "events/s",
+               target=">= 50 % of raw LMDB, same records and groups", met=at_least(value / r["raw_lmdb_per_s"], 0.5),
+               baseline=r["raw_lmdb_per_s"], baseline_of="raw LMDB, same records and group sizes", extra=extra),
+        Figure("core_loop_durable_vs_sqlite", f"core loop, durable, {clients} clients, against SQLite", value,
+               "events/s", target=">= 5x SQLite (WAL, synchronous=FULL, a transaction per group)",
+               met=at_least(value / r["sqlite_per_s"], 5.0), baseline=r["sqlite_per_s"],
+               baseline_of="SQLite ledger, WAL, synchronous=FULL, same records and group sizes", extra=extra),
+    ]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=2, type=int, required=True)
+    print(json.dumps(_child(*parser.parse_args().child)))
+    sys.exit(0)

@@ -1,130 +1,72 @@
-"""What a POS app sees: sales per second and the latency of "ok" over POS/1, through the whole gateway
-(HTTP on loopback, the core loop, a durable commit per group), compiled and pure Python side by side.
-
-    python -m benchmarks.bench_pos [--sales N] [--terminals T]
-
-Each flavour runs the gateway in a child process of its own (the flavour is chosen at import); the
-terminals are threads with keep-alive HTTP connections, as POS apps on a store LAN would be.
-"""
+"""POS/1 under load: priced sales per second over 16 keep-alive connections, through the whole gateway
+(HTTP, the core loop, a durable commit per group), against a hello-world hypercorn app on trio loaded
+by the same tool with the same requests in the same run."""
 from __future__ import annotations
 
-import argparse
-import http.client
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from ._flavours import run_both
+from . import _dataset
+from ._common import ROOT, Figure, at_least, say
+from ._gateway import Gateway, PosClient, free_port, priced_pool
+from ._load import ID_MARK, post_load
 
-CONFIG = """
-[store]
-id = "BENCH"
-data_dir = "data"
-timezone = "UTC"
-[keys]
-signing_key = "store.pem"
-erp_public_key = "erp.pub.pem"
-[pos_api]
-listen = "127.0.0.1:0"
-[pos_api.tokens]
-{tokens}
-[upstream]
-listen = "127.0.0.1:0"
-token = "bench"
-[metrics]
-listen = "127.0.0.1:0"
-"""
+CONNECTIONS = 16
+SKUS, RULES = 2_000, 300
 
 
-def _terminal(url: str, token: str, name: str, n: int, latencies: list) -> None:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    for i in range(n):
-        body = json.dumps({"id": f"{name}-{i}", "lines": [{"code": "B-1", "qty": 1}],
-                           "payments": [{"method": "cash", "cents": 350}]})
-        started = time.perf_counter()
-        conn.request("POST", "/pos/v1/sales", body, headers)
-        response = conn.getresponse()
-        response.read()
-        latencies.append(time.perf_counter() - started)
-        if response.status != 201:
-            raise RuntimeError(f"{name}: sale {i} answered {response.status}")
-    conn.close()
+def _sale_template(lines: list[dict], total: int) -> str:
+    return json.dumps({"id": ID_MARK, "lines": lines, "payments": [{"method": "cash", "cents": total}]})
 
 
-def _child(sales: int, terminals: int) -> dict:
-    import trio
+def _hello(seconds: float, template: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._hello", str(port)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the hello-world server did not start")
+                time.sleep(0.02)
+        return post_load(f"http://127.0.0.1:{port}", "/pos/v1/sales", "hello", template,
+                         connections=CONNECTIONS, seconds=seconds, prefix="h")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
-    import core_ext
-    from core_ext import _master
-    from gateway._app import Gateway
-    from gateway._config import load_config
-    from upstream import write_keypair
 
+def run(ctx) -> list[Figure]:
+    seconds = ctx.size(1.0, 10.0)
     with tempfile.TemporaryDirectory() as tmp:
-        write_keypair(os.path.join(tmp, "store.pem"), os.path.join(tmp, "store.pub.pem"))
-        tokens = "\n".join(f'pos{t} = "token-{t}"' for t in range(terminals))
-        with open(os.path.join(tmp, "gateway.toml"), "w") as f:
-            f.write(CONFIG.format(tokens=tokens))
-        config = load_config(os.path.join(tmp, "gateway.toml"))
-        out = {"flavour": core_ext.FLAVOUR}
-
-        async def main():
-            async with trio.open_nursery() as nursery:
-                gateway = await nursery.start(Gateway(config).run)
-                with gateway.store.begin(write=True) as tx:  # the writer is idle: seed the catalog and stock
-                    _master.apply(tx, "catalog", 1, {"items": [{"sku": "B-1", "name": "Bandage", "category": "c",
-                                                                "unit_cents": 350}]})
-                    tx.put("lots", b"B-1\x00", {"qty": 10 * sales, "expiry": None, "serials": []})
-                    tx.put("skus", "B-1", 10 * sales)
-                url = gateway.urls["pos_api"][0]
-                latencies: list[float] = []
-                per = sales // terminals
-                started = time.perf_counter()
-                threads = [threading.Thread(target=_terminal, args=(url, f"token-{t}", f"pos{t}", per, latencies))
-                           for t in range(terminals)]
-                for thread in threads:
-                    thread.start()
-                await trio.to_thread.run_sync(lambda: [thread.join() for thread in threads])
-                elapsed = time.perf_counter() - started
-                latencies.sort()
-                out.update(sales_per_s=len(latencies) / elapsed,
-                           p50_ms=latencies[len(latencies) // 2] * 1000,
-                           p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
-                           commits=gateway.core.commits)
-                nursery.cancel_scope.cancel()
-
-        trio.run(main)
-    return out
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sales", type=int, default=2000, help="sales per flavour (default 2000)")
-    parser.add_argument("--terminals", type=int, default=8, help="concurrent POS terminals (default 8)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(args.sales, args.terminals)))
-        return 0
-    print(f"POS/1 benchmark: {args.sales} sales from {args.terminals} terminals per flavour", file=sys.stderr)
-    results = run_both("benchmarks.bench_pos", ["--sales", str(args.sales), "--terminals", str(args.terminals)])
-    if results is None:
-        return 1
-    c, p = results["cython"], results["python"]
-    print(f"{'figure':30} {'cython':>10} {'python':>10} {'ratio':>7}")
-    print(f"{'sales/s (durable, over HTTP)':30} {c['sales_per_s']:10,.0f} {p['sales_per_s']:10,.0f} "
-          f"{c['sales_per_s'] / p['sales_per_s']:7.2f}")
-    print(f"{'p50 latency of ok (ms)':30} {c['p50_ms']:10.2f} {p['p50_ms']:10.2f}")
-    print(f"{'p99 latency of ok (ms)':30} {c['p99_ms']:10.2f} {p['p99_ms']:10.2f}")
-    print(f"commits (cython run): {c['commits']} for {args.sales} sales: "
-          f"{args.sales / max(c['commits'], 1):.1f} sales per durable commit")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        with Gateway(ctx, tmp, label="pos") as gw:
+            gw.stock_up(_dataset.catalog(SKUS), _dataset.promotions(RULES, SKUS),
+                        _dataset.receipts(SKUS, 1_000_000))
+            client = PosClient(gw.pos_url, "lane1", gw.tokens["lane1"])
+            [(lines, total)] = priced_pool(client, _dataset.baskets(1, 3, SKUS, seed=3))
+            client.close()
+            template = _sale_template(lines, total)
+            say(f"pos: hello-world baseline, {CONNECTIONS} connections, {seconds:.0f} s")
+            hello = _hello(seconds, template)
+            say(f"pos: the gateway, {CONNECTIONS} connections, {seconds:.0f} s")
+            gateway = post_load(gw.pos_url, "/pos/v1/sales", gw.tokens["lane1"], template,
+                                connections=CONNECTIONS, seconds=seconds, prefix=f"w{int(time.time())}-")
+    if gateway.bad or hello.bad:
+        raise RuntimeError(f"answers other than 2xx: gateway {gateway.bad}, hello world {hello.bad}")
+    value = gateway.requests_per_s
+    return [Figure("pos_api_16_connections", f"POS/1 priced 3-line sales at {CONNECTIONS} keep-alive connections",
+                   value, "sales/s", target=">= 50 % of hello-world hypercorn on trio",
+                   met=at_least(value / hello.requests_per_s, 0.5), baseline=hello.requests_per_s,
+                   baseline_of="hello-world hypercorn app on trio",
+                   extra={"load_tool": gateway.tool, "p50_ms": gateway.p50_ms, "p99_ms": gateway.p99_ms,
+                          "requests": gateway.requests, "seconds": seconds})]

@@ -1,19 +1,17 @@
 """Promotion engine speed: baskets priced per second and p99 latency, compiled and pure Python side by
 side, for baskets of 1, 10 and 100 lines against rule sets of 10, 1,000 and 10,000 rules.
 
-    python -m benchmarks.bench_promo [--quick] [--seed N] [--seconds S]
-
 Rule sets and baskets are generated from the seed, so runs compare. Both flavours are imported
 directly (`core_ext._promo_c` and `core_ext._promo_py`) and run one after the other on the same
 baskets; their answers are checked to be equal while timing.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import random
-import sys
 import time
+
+from ._common import Figure, at_most, say
 
 RULE_COUNTS = (10, 1_000, 10_000)
 BASKET_LINES = (1, 10, 100)
@@ -29,8 +27,9 @@ def _category(i: int) -> str:
     return f"cat-{i % CATEGORIES:02d}"
 
 
-def make_rules(n: int, seed: int) -> dict:
-    """A promotions body of `n` rules, mostly on a few SKUs or a category, as an ERP would send."""
+def make_rules(n: int, seed: int, skus: int = SKUS) -> dict:
+    """A promotions body of `n` rules over SKUs 0..`skus`-1, mostly on a few SKUs or a category, as an
+    ERP would send."""
     rnd = random.Random(seed * 1_000_003 + n)
     kinds = (["percent_off"] * 30 + ["amount_off"] * 10 + ["fixed_price"] * 5 + ["qty_tier"] * 10
              + ["bundle"] * 10 + ["buy_x_get_y"] * 10 + ["threshold"] * 15 + ["order_percent_off"] * 10)
@@ -49,7 +48,7 @@ def make_rules(n: int, seed: int) -> dict:
         elif kind == "qty_tier":
             params = {"mode": rnd.choice(["all_units", "incremental"]), "tiers": [[2, 500], [5, 1000], [10, 1500]]}
         elif kind == "bundle":
-            items = rnd.sample(range(SKUS), rnd.randrange(2, 4))
+            items = rnd.sample(range(skus), rnd.randrange(2, 4))
             params = {"items": [[_sku(s), rnd.randrange(1, 3)] for s in items], "price_cents": rnd.randrange(500, 5_000)}
         elif kind == "buy_x_get_y":
             params = {"buy": rnd.randrange(1, 4), "get": 1, "pct_bp": rnd.choice([5000, 10000])}
@@ -62,7 +61,7 @@ def make_rules(n: int, seed: int) -> dict:
         roll = rnd.random()
         if kind != "bundle":
             if roll < 0.6:
-                r["target"] = {"skus": [_sku(rnd.randrange(SKUS)) for _ in range(rnd.randrange(1, 6))]}
+                r["target"] = {"skus": [_sku(rnd.randrange(skus)) for _ in range(rnd.randrange(1, 6))]}
             elif roll < 0.97 or every_left == 0:
                 r["target"] = {"categories": [_category(rnd.randrange(CATEGORIES))]}
             else:
@@ -119,61 +118,46 @@ def _time(engine, baskets, seconds: float, min_samples: int):
     return i / elapsed, latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], answers
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_promo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (about 0.1 s per figure)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per figure (default 0.5, --quick 0.1)")
-    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
-    args = parser.parse_args(argv)
-    seconds = args.seconds if args.seconds is not None else (0.1 if args.quick else 0.5)
+def _engines() -> list:
+    """(name, module) of each flavour of the engine, imported directly so both run in one process."""
+    return [("cython", importlib.import_module("core_ext._promo_c")),
+            ("python", importlib.import_module("core_ext._promo_py"))]
 
-    flavours = [("python", importlib.import_module("core_ext._promo_py"))]
-    try:
-        flavours.insert(0, ("cython", importlib.import_module("core_ext._promo_c")))
-    except ImportError:
-        print("  the compiled engine is not built (pip install -e .): pure Python only", file=sys.stderr)
 
+def measure(seconds: float, min_samples: int, seed: int = 1) -> list:
+    """(rules, lines, {flavour: (baskets/s, p99 s, load s)}) for every cell of the grid; the two
+    flavours' answers are checked to be equal on the same baskets."""
     rows = []
     for n_rules in RULE_COUNTS:
-        print(f"  generating {n_rules:,} rules ...", file=sys.stderr, flush=True)
-        body = make_rules(n_rules, args.seed)
+        say(f"pricing: generating {n_rules:,} rules")
+        body = make_rules(n_rules, seed)
         for n_lines in BASKET_LINES:
-            baskets = make_baskets(n_lines, 200, args.seed)
-            figures = {}
-            answers = []
-            for name, module in flavours:
+            baskets = make_baskets(n_lines, 200, seed)
+            figures, answers = {}, []
+            for name, module in _engines():
                 t = time.perf_counter()
                 engine = module.PromoEngine(body, 1)
                 load_s = time.perf_counter() - t
-                print(f"  {n_rules:>6,} rules x {n_lines:>3} lines: {name} ...", file=sys.stderr, flush=True)
-                rate, p99, first = _time(engine, baskets, seconds, 50 if args.quick else 200)
+                rate, p99, first = _time(engine, baskets, seconds, min_samples)
                 figures[name] = (rate, p99, load_s)
                 answers.append(first)
-            if len(answers) == 2 and answers[0] != answers[1]:
-                print(f"  MISMATCH between flavours at {n_rules} rules x {n_lines} lines", file=sys.stderr)
-                return 1
+            if answers[0] != answers[1]:
+                raise RuntimeError(f"the flavours price differently at {n_rules} rules x {n_lines} lines")
             rows.append((n_rules, n_lines, figures))
-
-    names = [name for name, _ in flavours]
-    header = f"{'rules':>7} {'lines':>5}"
-    for name in names:
-        header += f" {name + ' baskets/s':>18} {name + ' p99 ms':>14}"
-    if len(names) == 2:
-        header += f" {'ratio':>7}"
-    print(header)
-    for n_rules, n_lines, figures in rows:
-        row = f"{n_rules:>7,} {n_lines:>5}"
-        for name in names:
-            rate, p99, _load = figures[name]
-            row += f" {rate:>18,.0f} {p99 * 1000:>14.3f}"
-        if len(names) == 2:
-            row += f" {figures['cython'][0] / figures['python'][0]:>7.2f}"
-        print(row)
-    biggest = [figures for n_rules, _lines, figures in rows if n_rules == RULE_COUNTS[-1]]
-    loads = ", ".join(f"{name} {max(f[name][2] for f in biggest) * 1000:.0f} ms" for name in names)
-    print(f"loading {RULE_COUNTS[-1]:,} rules: {loads}")
-    return 0
+    return rows
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(ctx) -> list[Figure]:
+    rows = measure(ctx.size(0.05, 1.0), ctx.size(50, 300))
+    out = []
+    for n_rules, n_lines, f in rows:
+        (c_rate, c_p99, c_load), (p_rate, p_p99, _) = f["cython"], f["python"]
+        if (n_rules, n_lines) == (10_000, 10):
+            out.append(Figure("pricing_p99_10_lines_10k_rules", "pricing alone, 10 lines, 10,000 rules, p99 (compiled)",
+                              c_p99 * 1000, "ms", target="<= 0.5 ms", met=at_most(c_p99 * 1000, 0.5),
+                              baseline=p_p99 * 1000, baseline_of="pure-Python twin",
+                              extra={"load_10k_rules_ms": c_load * 1000}))
+        out.append(Figure(f"pricing_{n_lines}_lines_{n_rules}_rules", f"pricing alone, {n_lines} lines, "
+                          f"{n_rules:,} rules, compiled", c_rate, "baskets/s", baseline=p_rate,
+                          baseline_of="pure-Python twin", extra={"p99_ms": c_p99 * 1000}))
+    return out

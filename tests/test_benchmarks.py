@@ -1,0 +1,76 @@
+"""The benchmark suite runs end to end in its quick mode and writes results.json and the performance
+page in their documented shapes. Speeds are never asserted: the figures are the suite's business."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks._report import TEMPLATE, render_doc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIGURES = {
+    "sale_handler_path", "core_loop_durable", "core_loop_durable_vs_sqlite", "pricing_p99_10_lines_10k_rules",
+    *(f"pricing_{lines}_lines_{rules}_rules" for lines in (1, 10, 100) for rules in (10, 1000, 10000)),
+    "pos_api_16_connections", "ecr_8_lanes_p99", "csv_drop_rows_per_s", "csv_drop_heap_growth",
+    "csv_drop_lane_sale_p99", "csv_drop_lane_sale_max", "startup_to_readyz", "erp_catch_up", "gateway_peak_rss",
+}
+# Figures whose target is relative: their baseline is measured in the same run.
+WITH_BASELINE = {"sale_handler_path", "core_loop_durable", "core_loop_durable_vs_sqlite", "pos_api_16_connections",
+                 "pricing_p99_10_lines_10k_rules"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    results, doc = tmp / "results.json", tmp / "performance.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--results", str(results), "--doc", str(doc),
+                           "--data-dir", str(tmp / "data")], cwd=ROOT, env={**env, "PYTHONPATH": ROOT},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return json.loads(results.read_text()), doc.read_text(), done.stdout
+
+
+def test_every_figure_has_a_value_in_the_documented_shape(quick_run):
+    results, _doc, _out = quick_run
+    assert set(results) == FIGURES
+    for name, e in results.items():
+        assert isinstance(e["value"], float) and e["value"] == e["value"], name
+        assert isinstance(e["unit"], str) and e["unit"], name
+        assert e["mode"] == "quick" and "error" not in e, name
+        assert e["met"] in (True, False, None) and isinstance(e["target"], str), name
+        if e["baseline"] is None:
+            assert e["ratio"] is None, name
+        else:
+            assert isinstance(e["baseline"], float) and e["baseline"] > 0, name
+            assert e["ratio"] == pytest.approx(e["value"] / e["baseline"]), name
+    for name in WITH_BASELINE:
+        assert results[name]["baseline"] is not None and results[name]["met"] is not None, name
+    assert results["pos_api_16_connections"]["load_tool"] in ("wrk", "python")
+
+
+def test_the_table_is_printed_as_figures_come(quick_run):
+    results, _doc, out = quick_run
+    printed = [line.split()[0] for line in out.splitlines()[2:] if line.strip()]
+    assert set(printed) == set(results)
+
+
+def test_the_page_is_filled_and_keeps_the_templates_prose(quick_run):
+    _results, doc, _out = quick_run
+    assert "{{" not in doc and "not measured in this run" not in doc
+    with open(TEMPLATE, encoding="utf-8") as f:
+        prose = [line for line in f.read().splitlines() if line.strip() and "{{" not in line]
+    at = 0
+    for line in prose:  # every hand-written line, in order
+        at = doc.index(line, at) + len(line)
+    assert "- cores: " in doc and "- mode: quick" in doc
+
+
+def test_a_figure_missing_from_the_results_is_said_to_be_missing():
+    page = render_doc("Intro.\n\n{{figure nope}}\n\nWhat limits it: words.\n", {}, {"cores": 2})
+    assert page == "Intro.\n\n`nope`: not measured in this run.\n\nWhat limits it: words.\n"
