@@ -12,10 +12,13 @@ from ._core_metrics import CoreMetrics
 
 
 def build_core(store: Store, settings: Settings, *, extra_handlers: dict | None = None,
-               registry: CollectorRegistry | None = None, clock=time.time, disk_pressure=None) -> CoreLoop:
+               registry: CollectorRegistry | None = None, clock=time.time, disk_pressure=None,
+               **options) -> CoreLoop:
+    """The core loop over `store` with every handler; `options` go to `CoreLoop` (group limits)."""
     handlers = {kind: Handler(fn, idempotent=idem, requires_id=kind in ECR_KINDS)
                 for kind, (fn, idem) in HANDLERS.items()}
     for kind, fn in (extra_handlers or {}).items():
         handlers[kind] = fn if isinstance(fn, Handler) else Handler(fn)
     metrics = CoreMetrics(registry) if registry is not None else None
-    return CoreLoop(store, handlers, settings=settings, clock=clock, metrics=metrics, disk_pressure=disk_pressure)
+    return CoreLoop(store, handlers, settings=settings, clock=clock, metrics=metrics, disk_pressure=disk_pressure,
+                    **options)

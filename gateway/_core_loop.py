@@ -24,6 +24,8 @@ from core_ext._ids import body_hash
 from core_ext._records import answer_ok, answer_refused
 from core_ext._request_checks import request_refusal
 
+from ._fair_queue import FairQueue
+
 log = logging.getLogger("gateway.core")
 
 # Kinds that take in new business; refused with UNAVAILABLE while the disk is nearly full, so
@@ -53,14 +55,22 @@ class Context:
         self._after_commit.append(callback)
 
 
+def _source_of(slot) -> str:
+    return slot[0].source
+
+
 def refusal(request: Request, code: str, message: str, details=None) -> dict:
     return answer_refused(request.body.get("id") if isinstance(request.body, dict) else None, code, message, details)
 
 
 class CoreLoop:
+    """The single writer. Requests wait by source and are taken one per source in turn; a group
+    stops taking more once its handlers have used `group_budget_s`, so no source holds the writer
+    for long and every device's next request waits at most about one group."""
+
     def __init__(self, store: Store, handlers: dict, *, settings=None, clock: Callable[[], float] = time.time,
-                 max_group: int = 512, queue_limit: int = 10_000, metrics=None,
-                 disk_pressure: Callable[[], bool] | None = None):
+                 max_group: int = 512, queue_limit: int = 10_000, per_source_limit: int = 256,
+                 group_budget_s: float = 0.010, metrics=None, disk_pressure: Callable[[], bool] | None = None):
         self.store = store
         self.handlers = {k: (h if isinstance(h, Handler) else Handler(h)) for k, h in handlers.items()}
         self.settings = settings
@@ -68,8 +78,12 @@ class CoreLoop:
         self.max_group = max_group
         self.metrics = metrics
         self.disk_pressure = disk_pressure or (lambda: store.space_left() < store.min_free_bytes)
-        # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing.
-        self._send, self._receive = trio.open_memory_channel(queue_limit)
+        self.group_budget_s = group_budget_s
+        # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing;
+        # a source that fills its own share waits without holding up the others.
+        self._queue = FairQueue(queue_limit, per_source_limit)
+        self._work = trio.Event()    # set when a slot is queued
+        self._room = trio.Event()    # set when slots leave the queue
         self._commit_event = trio.Event()
         self.running = False
         self.commits = 0
@@ -80,11 +94,26 @@ class CoreLoop:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
         done = trio.Event()
         slot = [request, None, done]
+        while not self._queue.has_room(request.source):
+            await self._room.wait()
+        if not self.running:
+            return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
+        self._queue.put(request.source, slot)
         if self.metrics:
-            self.metrics.queue_depth.inc()  # before the send: the loop may take it at once and count it off
-        await self._send.send(slot)
+            self.metrics.queue_depth.inc()
+        self._work.set()
         await done.wait()
         return slot[1]
+
+    async def _next_group(self) -> list:
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled loop starts no new group
+        while not len(self._queue):
+            self._work = trio.Event()
+            await self._work.wait()
+        group = self._queue.take(self.max_group)
+        self._room.set()
+        self._room = trio.Event()
+        return group
 
     async def wait_commit(self) -> None:
         """Return after the next durable commit."""
@@ -96,18 +125,20 @@ class CoreLoop:
         pending = []
         try:
             while True:
-                pending = [await self._receive.receive()]
-                while len(pending) < self.max_group:
-                    try:
-                        pending.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                if self.metrics:
-                    self.metrics.queue_depth.dec(len(pending))
+                pending = await self._next_group()
                 # Shielded: once a group has started, its answers must match what was committed.
                 with trio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    callbacks = await trio.to_thread.run_sync(self._apply_group, pending)
+                    callbacks, served = await trio.to_thread.run_sync(self._apply_group, pending)
+                    if served < len(pending):
+                        # The group used its time: the rest wait at the heads of their queues.
+                        self._queue.put_back(pending[served:], _source_of)
+                        self._work.set()
+                        if self.metrics:
+                            self.metrics.groups_cut.inc()
+                        del pending[served:]
+                    if self.metrics:
+                        self.metrics.queue_depth.dec(len(pending))
                     # Committed (or rolled back whole and answered so): wake the callers first, so
                     # nothing after this point can leave a committed request unanswered.
                     for slot in pending:
@@ -132,16 +163,15 @@ class CoreLoop:
                 if not slot[2].is_set():
                     slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
                     slot[2].set()
-            while True:
-                try:
-                    slot = self._receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
+            for slot in self._queue.drain():
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
                 slot[2].set()
+            self._room.set()  # wake submitters waiting for room: they see the loop stopped
 
     # Runs in a worker thread: everything from begin to commit of one write transaction.
-    def _apply_group(self, slots: list) -> list:
+    def _apply_group(self, slots: list) -> tuple[list, int]:
+        """Apply `slots` in order until the group's time budget is spent; returns the after-commit
+        callbacks and how many slots were served (answered); the rest were not touched."""
         ctx = Context(now_ms=int(self.clock() * 1000), settings=self.settings)
         pressure = None
         try:
@@ -149,9 +179,14 @@ class CoreLoop:
         except lmdb.Error as exc:
             for slot in slots:
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, f"the store cannot be written: {exc}"))
-            return []
+            return [], len(slots)
+        deadline = time.perf_counter() + self.group_budget_s
+        served = len(slots)
         try:
-            for slot in slots:
+            for index, slot in enumerate(slots):
+                if index and time.perf_counter() > deadline:
+                    served = index
+                    break
                 request = slot[0]
                 if request.kind in GUARDED_KINDS:
                     if pressure is None:
@@ -178,12 +213,12 @@ class CoreLoop:
             for slot in slots:
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE,
                                           "the store cannot take more now; nothing was applied, retry later"))
-            return []
+            return [], len(slots)
         except BaseException:
             tx.abort()
             self.store.cache.clear()
             raise
-        return ctx._after_commit
+        return ctx._after_commit, served
 
     def _apply_one(self, tx, request: Request, ctx: Context) -> Response:
         handler = self.handlers.get(request.kind)

@@ -14,6 +14,9 @@ class CoreMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry)
         self.commit_seconds = Histogram("gateway_core_commit_seconds", "Time to apply and durably commit a group",
                                         registry=registry)
+        self.groups_cut = Counter("gateway_core_groups_cut_total",
+                                  "Groups that used their time budget; the requests left wait for the next group",
+                                  registry=registry)
         self.queue_depth = Gauge("gateway_core_queue_depth_requests", "Requests waiting for the writer",
                                  registry=registry)
 
