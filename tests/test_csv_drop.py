@@ -320,3 +320,17 @@ async def test_the_same_file_dropped_twice_is_applied_once(core, drop_dir, metri
     assert listing(drop_dir) == {"done/twice.csv", "done/twice.1.csv"}
     assert files_total(registry, "replayed") == 1
     assert registry.get_sample_value("gateway_csv_rows_total", {"device": "legacy-pos"}) == 2
+
+
+async def test_a_long_file_logs_its_progress_every_few_slices(drop_dir, metrics, caplog, monkeypatch):
+    from device_plugins.csv_drop import _watcher
+
+    monkeypatch.setattr(_watcher, "PROGRESS_EVERY", 2)
+    drop = CsvDrop(device(drop_dir, slice_baskets=1), FakeCore(), metrics)
+    drop.prepare()
+    drop_file(drop_dir, "long.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(5)))
+    with caplog.at_level("INFO", logger="gateway.csv_drop"):
+        assert await drop.poll() == [("long.csv", "applied")]
+    progress = [r.getMessage() for r in caplog.records if "baskets," in r.getMessage()]
+    assert [m.split(": ", 2)[2].split(",")[0] for m in progress] == ["2 of 5 baskets", "4 of 5 baskets"]
+    assert all(m.startswith("csv_drop legacy-pos: long.csv: ") and m.endswith(" rows/s") for m in progress)

@@ -117,6 +117,38 @@ def test_each_bad_row_is_named_with_its_reason_and_nothing_is_mapped(row, reason
     assert result.errors[0].line() == f"row 3: {reason}"
 
 
+def test_a_serial_names_one_unit_and_a_basket_holds_at_most_the_ecr_lines():
+    from core_ext import limits
+
+    mapping = CsvMapping(columns={"id": "T", "code": "C", "qty": "Q", "serial": "S"})
+    rows = b"".join(b"1,SKU-1,1,\n" for _ in range(limits.MAX_LINES + 1))
+    result = map_csv(b"T,C,Q,S\n2,SKU-3,2,X-1\n2,SKU-3,-1,X-2\n" + rows, mapping)
+    assert [e.line() for e in result.errors] == [
+        "row 2: qty is 2 with a serial: a serial names one unit",
+        f"row {limits.MAX_LINES + 4}: basket '1' has more than {limits.MAX_LINES} lines, the most one basket may hold"]
+
+
+def test_rows_of_a_basket_apart_in_the_file_are_one_basket_in_row_order():
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT2,SKU-1,1,,\nT1,SKU-2,1,,\nT2,SKU-4,2,,\nT3,SKU-4,1,,\nT1,SKU-1,3,,\n"
+    result = map_csv(data, MAPPING)
+    assert [(d["id"].split(":")[1], d["rows"], [l["qty"] for l in d["lines"]]) for d in result.docs] == [
+        ("T2", [2, 4], [1, 2]), ("T1", [3, 6], [1, 3]), ("T3", [5], [1])]
+
+
+def test_a_line_longer_than_any_export_stops_the_reading_at_its_row():
+    from device_plugins.csv_drop._mapper import MAX_LINE_CHARS
+
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2," + b"x" * MAX_LINE_CHARS + b",1,,\n"
+    result = map_csv(data, MAPPING)
+    assert [e.line() for e in result.errors] == [f"row 3: has a line longer than {MAX_LINE_CHARS} characters"]
+
+
+def test_bytes_that_are_not_the_encoding_far_into_a_file_name_their_row():
+    rows = "".join(f"T{i},SKU-1,1,,\n" for i in range(20_000)).encode()  # beyond the first chunk read
+    result = map_csv(b"TicketNo,ItemCode,Qty,Lot,Exp\n" + rows + b"T,SKU-\xff,1,,\n", MAPPING)
+    assert [e.line() for e in result.errors] == ["row 20002: bytes that are not utf-8: invalid start byte"]
+
+
 def test_every_bad_row_of_a_file_is_listed():
     data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,x,,\nT1,SKU-1,1,,\nT2,,0,,bad\n"
     result = map_csv(data, MAPPING)
@@ -230,6 +262,10 @@ def test_a_valid_device_has_no_errors(tmp_path):
     ({"payment_map": {"BAR": "barter"}}, "payment_map.BAR:"),
     ({"payment_map": ["cash"]}, "payment_map:"),
     ({"max_bytes": 0}, "max_bytes:"),
+    ({"slice_baskets": 0}, "slice_baskets:"),
+    ({"slice_baskets": 1001}, "slice_baskets:"),
+    ({"slice_lines": 0}, "slice_lines:"),
+    ({"slice_lines": 2.5}, "slice_lines:"),
     ({"colour": "blue"}, "colour:"),
     ({"kind": "ecr_serial"}, "kind:"),
     ({"name": ""}, "name:"),
