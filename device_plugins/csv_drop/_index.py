@@ -146,12 +146,11 @@ class BasketIndex:
         while chunk := cursor.fetchmany(batch):
             yield [code for (code,) in chunk]
 
-    def rows_with(self, codes: list) -> list[tuple[int, str]]:
-        """(row, code) of every row holding one of `codes`, in row order."""
+    def rows_with(self, codes: list):
+        """(row, code) of every row holding one of `codes`, in row order (read as they are used)."""
         self.finish()
         marks = ",".join("?" * len(codes))
-        return self.db.execute(f"SELECT row, code FROM lines WHERE code IN ({marks}) ORDER BY row",
-                               codes).fetchall()
+        yield from self.db.execute(f"SELECT row, code FROM lines WHERE code IN ({marks}) ORDER BY row", codes)
 
     def slices(self, digest: str, start: int, max_baskets: int, max_lines: int):
         """(index of the first basket, [basket documents]) from basket `start` on, in order.

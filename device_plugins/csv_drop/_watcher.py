@@ -124,6 +124,13 @@ def _scan(path: str, max_bytes: int, mapping: CsvMapping, work: str):
     return _identity(st), index, scanned, errors
 
 
+def _list_unknown(index: BasketIndex, unknown: dict, errors: ErrorList) -> None:
+    """Name each code the catalog does not know on every row that holds it (in a worker thread)."""
+    for row, code in index.rows_with(list(unknown)):
+        err, msg = unknown[code]
+        errors.add(row, err, f"{err}: {msg}")
+
+
 def _clear_work(work: str) -> None:
     """Scratch indexes a stopped process left behind: a file is always read anew when taken."""
     os.makedirs(work, exist_ok=True)
@@ -295,10 +302,7 @@ class CsvDrop:
             progress = answer.get("progress")
             unknown = {code: (err, msg) for code, err, msg in answer.get("unknown", [])}
             if unknown:
-                rows = await trio.to_thread.run_sync(index.rows_with, list(unknown))
-                for row, code in rows:
-                    err, msg = unknown[code]
-                    errors.add(row, err, f"{err}: {msg}")
+                await trio.to_thread.run_sync(_list_unknown, index, unknown, errors)
         return progress
 
     async def _apply(self, name: str, index: BasketIndex, scanned: Scanned, start: int) -> str:
