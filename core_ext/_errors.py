@@ -13,6 +13,11 @@ RETURN_EXCEEDS_SALE = "RETURN_EXCEEDS_SALE"
 DUPLICATE_ID_CONFLICT = "DUPLICATE_ID_CONFLICT"
 UNAVAILABLE = "UNAVAILABLE"
 
+# Alert kinds of a sale recorded as it happened (a legacy POS file, scanners-and-files.md): the goods
+# are gone already, so the ledger records the sale and raises these, naming the file, basket and lot.
+RECALLED_LOT_SOLD = "RECALLED_LOT_SOLD"
+EXPIRED_LOT_SOLD = "EXPIRED_LOT_SOLD"
+
 
 class GatewayError(Exception):
     """Base of every error the core raises on purpose."""

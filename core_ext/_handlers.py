@@ -1,5 +1,5 @@
 """The request kinds the core answers, with whether each remembers its id (a repeat is a replay)."""
-from . import _queries, _sale_returns, _sales, _stock
+from . import _csv_files, _queries, _sale_returns, _sales, _stock
 
 # The ECR/1 messages: each must carry an id, remembered or not (ecr-serial.md, Messages).
 ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping"})
@@ -17,5 +17,7 @@ HANDLERS = {
     "count_close": (_stock.handle_count_close, True),
     "lane_basket": (_stock.handle_lane_basket, False),
     "alerts_refresh": (_stock.handle_alerts_refresh, False),
-    "csv_file": (_stock.handle_csv_file, False),
+    # A legacy POS file: checked (reads only), then applied slice by slice (its progress in `files`).
+    "csv_check": (_csv_files.handle_csv_check, False),
+    "csv_slice": (_csv_files.handle_csv_slice, False),
 }

@@ -97,7 +97,7 @@ def _lot_holding(tx, sku: str, serial: str) -> str | None:
     return ledger.serial_holders(tx, sku).get(serial)
 
 
-def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool) -> list[str]:
+def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool, as_happened: bool = False) -> list:
     """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
     warnings = []
     view = _master.view(tx)
@@ -106,7 +106,9 @@ def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record
         # With no lot named, only a recall of every lot matches: then whatever lot the unit came
         # from is recalled, so it must not go out (not even as unallocated stock).
         recall = view.recall_of(sku, lot)
-        if recall is not None:
+        if recall is not None and as_happened:  # sold at the counter already: reported, not refused
+            warnings.append({"kind": E.RECALLED_LOT_SOLD, "sku": sku, "lot": lot, "recall_id": recall["recall_id"]})
+        elif recall is not None:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
                    "reason": recall.get("reason", "")} if record else None
             raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']}): "
@@ -115,7 +117,9 @@ def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record
             continue
         expiry = ledger.lot_expiry(tx, sku, lot) or line.expiry
         line.expiry = expiry
-        if expiry is not None and expiry < day:
+        if expiry is not None and expiry < day and as_happened:  # as above
+            warnings.append({"kind": E.EXPIRED_LOT_SOLD, "sku": sku, "lot": lot, "expiry": expiry})
+        elif expiry is not None and expiry < day:
             doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
             raise Refused(E.EXPIRED_LOT, f"{sku} lot {lot} expired on {expiry}: it must not be sold", record=doc)
         if expiry is not None and days_between(day, expiry) <= warn_days and "LOT_EXPIRES_SOON" not in warnings:
@@ -166,7 +170,7 @@ class Basket:
     day: str                # store-local ISO date
 
 
-def price(tx, ctx, request, body: dict) -> Basket:
+def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
     """Resolve and price a basket; refuse recalled and expired lots it names."""
     resolved = resolve_lines(tx, _lines(body))
     coupons = body.get("coupons") or []
@@ -176,7 +180,7 @@ def price(tx, ctx, request, body: dict) -> Basket:
     weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
     policy = _master.policy(tx)
     # A sale (also one from a POS file) offering a recalled or expired lot is recorded; a quote is not.
-    warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], record=request.kind != "quote")
+    warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], record=request.kind != "quote", as_happened=as_happened)
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
@@ -299,13 +303,13 @@ def _redeemed(basket: Basket, points_cents: int) -> int:
     return redeemed
 
 
-def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False) -> dict:
-    basket = price(tx, ctx, request, body)
+def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False, as_happened: bool = False) -> dict:
+    basket = price(tx, ctx, request, body, as_happened=as_happened)
     priced, member = basket.priced, basket.member
     payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
     points_cents = sum(p["cents"] for p in payments if p["method"] == "points")
     redeemed = _redeemed(basket, points_cents)
-    refuse = basket.policy["negative_stock"] == "refuse"
+    refuse = basket.policy["negative_stock"] == "refuse" and not as_happened
     moves = []
     for line, priced_line in zip(basket.resolved, priced["lines"]):
         line_moves = allocate(tx, line, basket.day, refuse)

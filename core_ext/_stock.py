@@ -1,10 +1,9 @@
 """Stock that moves without a sale: receipts, ERP movements, scans by role, cycle counts, lane
-baskets, legacy CSV files, and the periodic alert refresh."""
+baskets, and the periodic alert refresh (legacy POS files are in `_csv_files.py`)."""
 from __future__ import annotations
 
 from . import _alerts, _errors as E, _master, _sales
 from ._errors import Refused, bad_request
-from ._ids import body_hash
 from ._localtime import today
 from ._records import Move
 from ._select import ledger
@@ -182,72 +181,3 @@ def handle_lane_basket(tx, request, ctx) -> dict:
 def handle_alerts_refresh(tx, request, ctx) -> dict:
     """Dates move even when stock does not: re-evaluate every SKU's alerts."""
     return {"raised": _alerts.refresh_all(tx, ctx.now_ms, ctx.settings.timezone)}
-
-
-# --- legacy CSV files --------------------------------------------------------------------------
-
-def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> dict:
-    """Negative rows of a POS file: goods back to stock, refunded at the catalog price."""
-    lines = _sales.resolve_lines(tx, [{**l, "qty": -l["qty"]} for l in doc["lines"]])
-    moves, out = [], []
-    for line in lines:
-        moves.append(Move(line.sku, line.lot, line.qty, line.expiry, (line.serial,) if line.serial else ()))
-        out.append({"sku": line.sku, "lot": line.lot, "qty": line.qty, "refund_cents": line.qty * line.item.unit_cents})
-    ledger.apply_moves(tx, moves)
-    seq = tx.append_event({"type": "return", "id": doc_id, "source": request.source, "orig": None, "ts_ms": ctx.now_ms,
-                           "lines": out, "refund_cents": sum(l["refund_cents"] for l in out), "moves": moves})
-    _alerts.after_moves(tx, moves, _day(ctx), ctx.now_ms)
-    return {"seq": seq}
-
-
-def handle_csv_file(tx, request, ctx) -> dict:
-    """A whole POS file: every basket in it applied, or none (the errors name each basket's rows)."""
-    docs = request.body.get("docs")
-    if not isinstance(docs, list) or not docs:
-        raise bad_request("docs must be a non-empty list")
-    errors, records, applied, duplicates, seqs = [], [], 0, 0, []
-    for index, doc in enumerate(docs):
-        rows = doc.get("rows", []) if isinstance(doc, dict) else []
-        try:
-            if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
-                raise bad_request("each basket needs an id")
-            key = f"{request.source}:{doc['id']}"
-            digest = body_hash(doc)
-            first = tx.get("ids", key)
-            if first is not None:
-                if first["h"] != digest:
-                    raise Refused(E.DUPLICATE_ID_CONFLICT, f"basket {doc['id']!r} was applied before with other rows")
-                duplicates += 1
-                continue
-            lines = doc.get("lines")
-            if not isinstance(lines, list) or not lines:
-                raise bad_request("a basket needs lines")
-            child = tx.child()
-            try:
-                sales = [l for l in lines if isinstance(l, dict) and isinstance(l.get("qty"), int) and l["qty"] > 0]
-                backs = [l for l in lines if l not in sales]
-                result = {}
-                if sales:
-                    result = _sales.sell(child, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True)
-                if backs:
-                    back = _stock_return(child, request, ctx, {**doc, "lines": backs}, key + (":return" if sales else ""))
-                    result.setdefault("seq", back["seq"])
-                child.put("ids", key, {"h": digest, "seq": result.get("seq"), "res": {"ok": True, "seq": result.get("seq")}})
-                child.commit()
-            except BaseException:
-                child.abort()
-                raise
-            applied += 1
-            seqs.append(result.get("seq"))
-        except Refused as exc:
-            errors.append({"doc": index, "rows": rows, "err": exc.code, "msg": exc.message})
-            if exc.record is not None:
-                records.append({**exc.record, "basket": doc.get("id"), "rows": rows})
-    if errors:
-        # The file's sales already happened at the counter: a recalled or expired lot among them is
-        # recorded for the ERP even though the file is refused whole.
-        record = {"type": "refusal", "request": "csv_file", "file": request.body.get("file"),
-                  "refused": records} if records else None
-        raise Refused(E.BAD_REQUEST, f"{len(errors)} of {len(docs)} baskets refused; nothing in the file was applied",
-                      details=errors, record=record)
-    return {"applied": applied, "duplicates": duplicates, "seqs": seqs}

@@ -37,6 +37,7 @@ TABLES = (
     "baskets",      # lane -> [scanned line, ...]
     "movements",    # ERP movement id -> ledger seq (upstream)
     "batches",      # u64 batch seq -> envelope bytes (upstream)
+    "files",        # "<device>:<file sha256 hex>" -> a legacy POS file's progress (csv files, _csv_files.py)
 )
 
 _U64 = struct.Struct(">Q")

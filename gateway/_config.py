@@ -151,7 +151,7 @@ DEVICE_OPTIONS = {
     "scanner_serial": {**_SERIAL_OPTIONS, "role": None, "lane": "", "terminator": "any"},
     "csv_drop": {"dir": None, "settle_s": 2.0, "columns": None, "poll_s": None, "qty_factor": None,
                  "date_format": None, "delimiter": None, "encoding": None, "price_format": None,
-                 "payment_map": None, "max_bytes": None},
+                 "payment_map": None, "max_bytes": None, "slice_baskets": None, "slice_lines": None},
 }
 
 

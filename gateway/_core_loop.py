@@ -30,7 +30,7 @@ log = logging.getLogger("gateway.core")
 
 # Kinds that take in new business; refused with UNAVAILABLE while the disk is nearly full, so
 # that nothing already accepted (unacknowledged batches above all) is ever dropped to make room.
-GUARDED_KINDS = frozenset({"sale", "return", "scan", "receipt", "csv_file", "movements", "master", "count_close"})
+GUARDED_KINDS = frozenset({"sale", "return", "scan", "receipt", "csv_slice", "movements", "master", "count_close"})
 
 
 @dataclass(frozen=True, slots=True)

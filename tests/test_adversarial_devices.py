@@ -184,7 +184,7 @@ def test_sigkill_between_commit_and_move_applies_the_file_once_and_ends_in_done(
     stalled = _worker(data, drop_dir, "stall")
     try:
         line = stalled.stdout.readline()
-        assert json.loads(line) == {"committed": True}
+        assert json.loads(line) == {"committed": True, "slices": [2]}
         assert (drop_dir / "k.csv").exists()
         stalled.send_signal(signal.SIGKILL)
         assert stalled.wait(10) == -signal.SIGKILL

@@ -1,6 +1,8 @@
-"""The csv_drop task: settling, submitting one request per file, moving files, and the real core behind it."""
+"""The csv_drop task: settling, checking a file then applying it in slices, moving files, and the real
+core behind it (slices between other requests, restarts, lots sold as they happened: test_csv_slices.py)."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -21,15 +23,32 @@ def device(path, **over) -> dict:
 
 
 class FakeCore:
-    """Answers every request with `answer(request)` and keeps what it was sent."""
+    """Answers `csv_check` and `csv_slice` as the core would, knowing every code but `unknown`, and
+    keeps what it was sent; the first `unavailable` requests are answered UNAVAILABLE."""
 
-    def __init__(self, answer=lambda r: {"ok": True, "applied": len(r.body["docs"]), "duplicates": 0}):
-        self.answer = answer
+    def __init__(self, unknown=(), unavailable: int = 0):
+        self.unknown = set(unknown)
+        self.unavailable = unavailable
         self.requests: list[Request] = []
 
     async def __call__(self, request: Request) -> Response:
         self.requests.append(request)
-        return Response({"t": "res", "re": None, **self.answer(request)})
+        if self.unavailable:
+            self.unavailable -= 1
+            return Response({"t": "res", "re": None, "ok": False, "err": "UNAVAILABLE", "msg": "disk full"})
+        body = request.body
+        if request.kind == "csv_check":
+            unknown = [[c, "UNKNOWN_ITEM", f"code {c!r} matches nothing in the catalog"]
+                       for c in body["codes"] if c in self.unknown]
+            return Response({"t": "res", "re": None, "ok": True, "unknown": unknown, "progress": None})
+        assert request.kind == "csv_slice"
+        docs, done = body["docs"], body["first"] + len(body["docs"])
+        return Response({"t": "res", "re": None, "ok": True, "applied": len(docs), "duplicates": 0,
+                         "rows": sum(len(d["rows"]) for d in docs), "seqs": [], "refused": [], "alerts": [],
+                         "next": done, "baskets": body["baskets"], "done": done == body["baskets"]})
+
+    def kinds(self) -> list[str]:
+        return [r.kind for r in self.requests]
 
 
 @pytest.fixture
@@ -99,20 +118,40 @@ def test_a_held_file_waits_twice_as_long_each_time():
 
 # --- one file through a fake core -------------------------------------------------------------
 
-async def test_a_good_file_is_one_request_and_moves_to_done(drop_dir, metrics, registry):
+async def test_a_good_file_is_checked_then_applied_in_slices_and_moves_to_done(drop_dir, metrics, registry):
     core = FakeCore()
-    drop = CsvDrop(device(drop_dir), core, metrics)
+    drop = CsvDrop(device(drop_dir, slice_baskets=2), core, metrics)
     drop.prepare()
-    drop_file(drop_dir, "day1.csv", HEADER + "T1,SKU-1,2,A1\nT1,4711,1,\nT2,SKU-4,-1,\n")
+    data = drop_file(drop_dir, "day1.csv", HEADER + "T1,SKU-1,2,A1\nT2,SKU-4,-1,\nT1,4711,1,\nT3,B-100,1,\n")
     assert await drop.poll() == [("day1.csv", "applied")]
-    [request] = core.requests
-    assert (request.kind, request.source, request.channel) == ("csv_file", "legacy-pos", "csv")
-    assert request.body["file"] == "day1.csv"
-    assert [d["rows"] for d in request.body["docs"]] == [[2, 3], [4]]
-    assert all(d["id"].startswith(request.body["hash"][:16] + ":") for d in request.body["docs"])
+    check, *slices = core.requests
+    assert (check.kind, check.source, check.channel) == ("csv_check", "legacy-pos", "csv")
+    assert sorted(check.body["codes"]) == ["4711", "B-100", "SKU-1", "SKU-4"]
+    assert check.body["hash"] == hashlib.sha256(data).hexdigest()
+    assert [r.kind for r in slices] == ["csv_slice", "csv_slice"]
+    # Baskets in the order first seen, rows of one basket together wherever they stand in the file.
+    assert [(r.body["first"], [d["rows"] for d in r.body["docs"]]) for r in slices] == [
+        (0, [[2, 4], [3]]), (2, [[5]])]
+    assert all((r.body["file"], r.body["baskets"], r.body["rows"]) == ("day1.csv", 3, 4) for r in slices)
+    assert all(d["id"].startswith(check.body["hash"][:16] + ":") for r in slices for d in r.body["docs"])
     assert listing(drop_dir) == {"done/day1.csv"}
     assert files_total(registry, "applied") == 1
-    assert registry.get_sample_value("gateway_csv_rows_total", {"device": "legacy-pos"}) == 3
+    assert registry.get_sample_value("gateway_csv_rows_total", {"device": "legacy-pos"}) == 4
+    assert registry.get_sample_value("gateway_csv_baskets_total", {"device": "legacy-pos"}) == 3
+    assert registry.get_sample_value("gateway_csv_slices_total", {"device": "legacy-pos"}) == 2
+    assert registry.get_sample_value("gateway_csv_file_progress_ratio", {"device": "legacy-pos"}) == 1
+    assert registry.get_sample_value("gateway_csv_files_in_progress", {"device": "legacy-pos"}) == 0
+
+
+async def test_a_slice_holds_at_most_slice_lines_lines_but_never_splits_a_basket(drop_dir, metrics):
+    core = FakeCore()
+    drop = CsvDrop(device(drop_dir, slice_baskets=10, slice_lines=3), core, metrics)
+    drop.prepare()
+    drop_file(drop_dir, "lines.csv", HEADER + "T1,B-100,1,\n" * 4 + "T2,B-100,1,\nT3,B-100,1,\n"
+              + "T4,B-100,1,\n" * 2 + "T5,B-100,1,\n")
+    assert await drop.poll() == [("lines.csv", "applied")]
+    sizes = [[len(d["lines"]) for d in r.body["docs"]] for r in core.requests if r.kind == "csv_slice"]
+    assert sizes == [[4], [1, 1], [2, 1]]
 
 
 async def test_a_file_with_a_bad_row_is_rejected_whole_beside_its_errors(drop_dir, metrics, registry):
@@ -121,7 +160,7 @@ async def test_a_file_with_a_bad_row_is_rejected_whole_beside_its_errors(drop_di
     drop.prepare()
     drop_file(drop_dir, "day2.csv", HEADER + "T1,SKU-1,2,A1\nT1,SKU-1,two,\nT2,,1,\n")
     assert await drop.poll() == [("day2.csv", "rejected")]
-    assert core.requests == []
+    assert core.kinds() == ["csv_check"]  # its codes are asked about too, so every fault is listed
     assert listing(drop_dir) == {"rejected/day2.csv", "rejected/day2.csv.errors.txt"}
     assert (drop_dir / "rejected/day2.csv.errors.txt").read_text() == (
         "row 3: qty 'two' is not a number\nrow 4: code is empty\n")
@@ -130,26 +169,23 @@ async def test_a_file_with_a_bad_row_is_rejected_whole_beside_its_errors(drop_di
     assert files_total(registry, "rejected") == 1
 
 
-async def test_the_cores_refusal_names_the_rows_of_each_refused_basket(drop_dir, metrics, registry):
-    def refuse(request):
-        return {"ok": False, "err": "BAD_REQUEST", "msg": "1 of 2 baskets refused", "errors": [
-            {"doc": 1, "rows": request.body["docs"][1]["rows"], "err": "UNKNOWN_ITEM",
-             "msg": "lines[0]: 'NOPE' matches nothing sellable in the catalog"}]}
-
-    drop = CsvDrop(device(drop_dir), FakeCore(refuse), metrics)
+async def test_a_code_the_catalog_does_not_know_is_named_on_every_row_that_holds_it(drop_dir, metrics, registry):
+    core = FakeCore(unknown={"NOPE"})
+    drop = CsvDrop(device(drop_dir), core, metrics)
     drop.prepare()
-    drop_file(drop_dir, "day3.csv", HEADER + "T1,SKU-1,1,\nT2,NOPE,1,\nT2,SKU-4,1,\n")
+    drop_file(drop_dir, "day3.csv", HEADER + "T1,SKU-1,1,\nT2,NOPE,1,\nT2,SKU-4,1,\nT3,NOPE,x,\n")
     assert await drop.poll() == [("day3.csv", "rejected")]
+    assert core.kinds() == ["csv_check"]
     assert (drop_dir / "rejected/day3.csv.errors.txt").read_text().splitlines() == [
-        f"row {n}: UNKNOWN_ITEM: lines[0]: 'NOPE' matches nothing sellable in the catalog" for n in (3, 4)]
+        "row 3: UNKNOWN_ITEM: code 'NOPE' matches nothing in the catalog",
+        "row 5: qty 'x' is not a number",
+        "row 5: UNKNOWN_ITEM: code 'NOPE' matches nothing in the catalog"]
     assert registry.get_sample_value("gateway_csv_rejects_total",
                                      {"device": "legacy-pos", "reason": "UNKNOWN_ITEM"}) == 2
 
 
 async def test_an_unavailable_core_leaves_the_file_for_a_later_try(drop_dir, metrics, registry):
-    answers = iter([{"ok": False, "err": "UNAVAILABLE", "msg": "disk full"},
-                    {"ok": True, "applied": 1, "duplicates": 0}])
-    core = FakeCore(lambda r: next(answers))
+    core = FakeCore(unavailable=1)
     drop = CsvDrop(device(drop_dir), core, metrics)
     drop.prepare()
     drop_file(drop_dir, "day4.csv", HEADER + "T1,SKU-1,1,\n")
@@ -158,7 +194,8 @@ async def test_an_unavailable_core_leaves_the_file_for_a_later_try(drop_dir, met
     assert await drop.poll() == []  # held for a while
     drop.tracker._seen["day4.csv"].hold_until = 0.0
     assert await drop.poll() == [("day4.csv", "applied")]
-    assert [r.body["hash"] for r in core.requests][0] == core.requests[1].body["hash"]
+    assert core.kinds() == ["csv_check", "csv_check", "csv_slice"]
+    assert len({r.body["hash"] for r in core.requests}) == 1
     assert files_total(registry, "retry") == 1 and files_total(registry, "applied") == 1
 
 
@@ -221,7 +258,7 @@ async def test_serve_waits_for_a_file_to_settle_then_takes_it(drop_dir, metrics,
             while not (drop_dir / "done/live.csv").exists():
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
-    assert len(core.requests) == 1 and files_total(registry, "applied") == 1
+    assert core.kinds() == ["csv_check", "csv_slice"] and files_total(registry, "applied") == 1
 
 
 # --- the real core behind it ------------------------------------------------------------------
@@ -254,7 +291,8 @@ async def test_a_file_the_core_refuses_changes_nothing_and_names_its_rows(core, 
     assert await drop.poll() == [("bad.csv", "rejected")]
     assert ledger(core.store) == before
     lines = (drop_dir / "rejected/bad.csv.errors.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["row 3", "row 4"]
+    # Only the row that is bad: row 4, of the same basket, is good.
+    assert [line.split(":")[0] for line in lines] == ["row 3"]
     assert all("UNKNOWN_ITEM" in line and "NO-SUCH" in line for line in lines)
 
 
@@ -282,3 +320,17 @@ async def test_the_same_file_dropped_twice_is_applied_once(core, drop_dir, metri
     assert listing(drop_dir) == {"done/twice.csv", "done/twice.1.csv"}
     assert files_total(registry, "replayed") == 1
     assert registry.get_sample_value("gateway_csv_rows_total", {"device": "legacy-pos"}) == 2
+
+
+async def test_a_long_file_logs_its_progress_every_few_slices(drop_dir, metrics, caplog, monkeypatch):
+    from device_plugins.csv_drop import _watcher
+
+    monkeypatch.setattr(_watcher, "PROGRESS_EVERY", 2)
+    drop = CsvDrop(device(drop_dir, slice_baskets=1), FakeCore(), metrics)
+    drop.prepare()
+    drop_file(drop_dir, "long.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(5)))
+    with caplog.at_level("INFO", logger="gateway.csv_drop"):
+        assert await drop.poll() == [("long.csv", "applied")]
+    progress = [r.getMessage() for r in caplog.records if "baskets," in r.getMessage()]
+    assert [m.split(": ", 2)[2].split(",")[0] for m in progress] == ["2 of 5 baskets", "4 of 5 baskets"]
+    assert all(m.startswith("csv_drop legacy-pos: long.csv: ") and m.endswith(" rows/s") for m in progress)

@@ -62,7 +62,7 @@ def test_units_dates_prices_members_and_payments_are_converted():
         price_format="decimal", payment_map={"BAR": "cash", "EC": "card"})
     data = ("Bon;Art;Boxes;MHD;SN;Price;Card;Pay\n"
             "7;SKU-1;1,5;31.12.2027;;19.90;M1;bar\n"
-            "7;SKU-1;0.5;;X-1;20.00;M1;BAR\n"
+            "7;SKU-1;0.1;;X-1;20.00;M1;BAR\n"
             "8;SKU-4;-2;;;3.50;;EC\n").encode("cp1252")
     result = map_csv(data, mapping)
     # "1,5" is not a number in this file: the delimiter is ';' but a decimal comma is not accepted.
@@ -73,7 +73,7 @@ def test_units_dates_prices_members_and_payments_are_converted():
     assert result.errors == ()
     seven, eight = result.docs
     assert seven["lines"] == [{"code": "SKU-1", "qty": 15, "expiry": "2027-12-31", "unit_cents": 199},
-                              {"code": "SKU-1", "qty": 5, "serial": "X-1", "unit_cents": 200}]
+                              {"code": "SKU-1", "qty": 1, "serial": "X-1", "unit_cents": 200}]
     assert seven["member"] == "M1" and seven["payment"] == "cash"
     assert eight["lines"] == [{"code": "SKU-4", "qty": -20, "unit_cents": 35}]
     assert eight["payment"] == "card" and "member" not in eight
@@ -82,8 +82,11 @@ def test_units_dates_prices_members_and_payments_are_converted():
 def test_a_utf8_byte_order_mark_and_a_quoted_line_break_are_read_as_a_spreadsheet_would():
     data = '\ufeffTicketNo,ItemCode,Qty,Lot,Exp\n"T1",SKU-1,1,"A\n1",\nT1,SKU-1,x,,\n'.encode()
     result = map_csv(data, MAPPING)
-    # The quoted field spans two lines but is one row: the bad qty is on row 3.
-    assert result.errors == (RowError(3, "qty", "qty 'x' is not a number"),)
+    # The quoted field spans two lines but is one row (row 2; a line break is no lot, by ECR/1's
+    # limits), so the bad qty is on row 3.
+    assert result.errors == (
+        RowError(2, "lot", "lot holds the character U+000A at position 1, which is not allowed"),
+        RowError(3, "qty", "qty 'x' is not a number"))
 
 
 @pytest.mark.parametrize("row, reason", [
@@ -98,10 +101,13 @@ def test_a_utf8_byte_order_mark_and_a_quoted_line_break_are_read_as_a_spreadshee
     (b"T1,SKU-1,1,,31/12/2027", "expiry '31/12/2027' is not a date of the form %Y-%m-%d"),
     (b"T1,SKU-1,1,,2027-02-30", "expiry '2027-02-30' is not a date of the form %Y-%m-%d"),
     (b",SKU-1,1,,", "id is empty"),
-    (b"T" * 48 + b",SKU-1,1,,", "id is 48 characters, over 47"),
+    (b"T" * 48 + b",SKU-1,1,,", "id is 48 characters long, at most 47 are allowed"),
     (b"T1,SKU-1,1,,,extra", "has 6 fields where the header has 5"),
     (b"T1,SKU-1,1", "has 3 fields where the header has 5"),
-    (b"T1,SKU-1,1," + b"L" * 65 + b",", "lot is 65 characters, over 64"),
+    (b"T1,SKU-1,1," + b"L" * 65 + b",", "lot is 65 characters long, at most 64 are allowed"),
+    (b"T1,SKU-1,1,L\x1b[31m,", "lot holds the character U+001B at position 1, which is not allowed"),
+    (b"T1,SKU-1,1,\xe2\x80\xae1L,", "lot holds the character U+202E at position 0, which is not allowed"),
+    (b"T1," + b"C" * 257 + b",1,,", "code is 257 characters long, at most 256 are allowed"),
 ])
 def test_each_bad_row_is_named_with_its_reason_and_nothing_is_mapped(row, reason):
     data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT0,SKU-2,1,,\n" + row + b"\n"
@@ -109,6 +115,38 @@ def test_each_bad_row_is_named_with_its_reason_and_nothing_is_mapped(row, reason
     assert result.docs == ()
     assert [(e.row, e.reason) for e in result.errors] == [(3, reason)]
     assert result.errors[0].line() == f"row 3: {reason}"
+
+
+def test_a_serial_names_one_unit_and_a_basket_holds_at_most_the_ecr_lines():
+    from core_ext import limits
+
+    mapping = CsvMapping(columns={"id": "T", "code": "C", "qty": "Q", "serial": "S"})
+    rows = b"".join(b"1,SKU-1,1,\n" for _ in range(limits.MAX_LINES + 1))
+    result = map_csv(b"T,C,Q,S\n2,SKU-3,2,X-1\n2,SKU-3,-1,X-2\n" + rows, mapping)
+    assert [e.line() for e in result.errors] == [
+        "row 2: qty is 2 with a serial: a serial names one unit",
+        f"row {limits.MAX_LINES + 4}: basket '1' has more than {limits.MAX_LINES} lines, the most one basket may hold"]
+
+
+def test_rows_of_a_basket_apart_in_the_file_are_one_basket_in_row_order():
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT2,SKU-1,1,,\nT1,SKU-2,1,,\nT2,SKU-4,2,,\nT3,SKU-4,1,,\nT1,SKU-1,3,,\n"
+    result = map_csv(data, MAPPING)
+    assert [(d["id"].split(":")[1], d["rows"], [l["qty"] for l in d["lines"]]) for d in result.docs] == [
+        ("T2", [2, 4], [1, 2]), ("T1", [3, 6], [1, 3]), ("T3", [5], [1])]
+
+
+def test_a_line_longer_than_any_export_stops_the_reading_at_its_row():
+    from device_plugins.csv_drop._mapper import MAX_LINE_CHARS
+
+    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2," + b"x" * MAX_LINE_CHARS + b",1,,\n"
+    result = map_csv(data, MAPPING)
+    assert [e.line() for e in result.errors] == [f"row 3: has a line longer than {MAX_LINE_CHARS} characters"]
+
+
+def test_bytes_that_are_not_the_encoding_far_into_a_file_name_their_row():
+    rows = "".join(f"T{i},SKU-1,1,,\n" for i in range(20_000)).encode()  # beyond the first chunk read
+    result = map_csv(b"TicketNo,ItemCode,Qty,Lot,Exp\n" + rows + b"T,SKU-\xff,1,,\n", MAPPING)
+    assert [e.line() for e in result.errors] == ["row 20002: bytes that are not utf-8: invalid start byte"]
 
 
 def test_every_bad_row_of_a_file_is_listed():
@@ -224,6 +262,10 @@ def test_a_valid_device_has_no_errors(tmp_path):
     ({"payment_map": {"BAR": "barter"}}, "payment_map.BAR:"),
     ({"payment_map": ["cash"]}, "payment_map:"),
     ({"max_bytes": 0}, "max_bytes:"),
+    ({"slice_baskets": 0}, "slice_baskets:"),
+    ({"slice_baskets": 1001}, "slice_baskets:"),
+    ({"slice_lines": 0}, "slice_lines:"),
+    ({"slice_lines": 2.5}, "slice_lines:"),
     ({"colour": "blue"}, "colour:"),
     ({"kind": "ecr_serial"}, "kind:"),
     ({"name": ""}, "name:"),

@@ -274,7 +274,7 @@ async def test_a_day_at_the_store_from_config_file_to_verified_batches(tmp_path)
                 for sample in family.samples if sample.name == "gateway_core_requests_total"}
         assert core[("sale", "ok")] == 1 and core[("sale", "replayed")] == 1
         assert core[("master", "ok")] == 3 and core[("master", "refused")] == 2
-        assert core[("csv_file", "ok")] == 1
+        assert core[("csv_check", "ok")] == 1 and core[("csv_slice", "ok")] == 1
         sold = gateway.registry.get_sample_value("gateway_pos_requests_total",
                                                  {"terminal": TILL, "route": "sales", "status": "201"})
         assert sold == 1

@@ -45,16 +45,20 @@ async def test_lane_scans_fill_the_basket_that_a_sale_of_that_lane_empties(core)
     assert after.body["lines"] == []
 
 
-async def test_a_pos_file_selling_a_recalled_lot_is_refused_whole_and_recorded(core):
+async def test_a_pos_file_selling_a_recalled_lot_applies_it_and_raises_an_alert(core):
+    # Amended spec: the file's sales already happened, so the sale is recorded and alerted (it used
+    # to refuse the whole file and record a refusal).
     apply_master(core.store, "recalls", {"recalls": [{"recall_id": "R-7", "sku": "SKU-1", "lot": "A1"}]})
     docs = [{"t": "sale", "id": "f:1", "rows": [2], "lines": [{"code": "SKU-4", "qty": 1}]},
             {"t": "sale", "id": "f:2", "rows": [3], "lines": [{"code": "SKU-1", "qty": 1, "lot": "A1"}]}]
-    res = await core.request("csv_file", {"file": "day.csv", "hash": "ab", "docs": docs}, source="legacy", channel="csv")
-    assert res.body["err"] == "BAD_REQUEST"
-    assert [(e["doc"], e["err"]) for e in res.body["errors"]] == [(1, "RECALLED_LOT")]
+    res = await core.request("csv_slice", {"file": "day.csv", "hash": "ab" * 32, "baskets": 2, "rows": 2,
+                                           "first": 0, "docs": docs}, source="legacy", channel="csv")
+    assert res.ok, res.body
+    assert (res.body["applied"], res.body["refused"]) == (2, [])
     with core.store.read() as tx:
-        events = list(tx.events())
-        assert tx.get("ids", "legacy:f:1") is None  # the good basket was not applied either
-    refusal = events[-1]
-    assert refusal["type"] == "refusal" and refusal["file"] == "day.csv"
-    assert [(r["recall_id"], r["basket"], r["rows"]) for r in refusal["refused"]] == [("R-7", "f:2", [3])]
+        assert tx.get("ids", "legacy:f:1") is not None and tx.get("ids", "legacy:f:2") is not None
+        [alert] = [e for e in tx.events() if e["type"] == "alert" and e["kind"] == "RECALLED_LOT_SOLD"]
+        sale = tx.event(alert["sale_seq"])
+    assert (alert["file"], alert["basket"], alert["sku"], alert["lot"], alert["recall_id"], alert["rows"]) == \
+        ("day.csv", "f:2", "SKU-1", "A1", "R-7", [3])
+    assert (sale["type"], sale["id"]) == ("sale", "legacy:f:2")

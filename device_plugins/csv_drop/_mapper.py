@@ -1,32 +1,44 @@
-"""Legacy POS CSV files to basket documents, without I/O.
+"""Legacy POS CSV files to basket documents, read as a stream.
 
-`map_csv(data, mapping)` takes the bytes of one whole file and gives either the basket documents of
-a `csv_file` request or the list of bad rows with their reasons. It never raises on bad bytes: every
-problem of the file becomes a `RowError`. The header is row 1; a row number is the record's place in
-the file (a quoted field spanning lines is one row, as a spreadsheet shows it).
+`scan(f, mapping, index, errors)` reads a binary file from its start a line at a time: it hashes every
+byte (SHA-256), parses the CSV, maps each row and hands it to `index` (see `_index.py`), which groups
+rows into baskets on disk. Nothing of the file is held beyond one line, so memory does not grow with
+the file. It never raises on bad bytes: every problem becomes a `RowError`. The header is row 1; a row
+number is the record's place in the file (a quoted field spanning lines is one row, as a spreadsheet
+shows it).
+
+`map_csv(data, mapping)` does the same for bytes in memory and gives the documents themselves (for
+small files and tests).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import hashlib
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from core_ext import limits, text_problem
 
 # The gateway fields a POS column can be mapped to.
 FIELDS = ("id", "code", "qty", "lot", "expiry", "serial", "unit_cents", "member", "payment")
 REQUIRED_FIELDS = ("code", "qty")
 PAYMENT_METHODS = ("cash", "card", "insurance", "points")
+# A file says how a basket was paid, never how much: points (a member's balance) cannot settle it.
+FILE_PAYMENTS = ("cash", "card", "insurance")
 PRICE_FORMATS = ("cents", "decimal")
 
-# ECR/1 ids are 1-64 characters; a document id is "<16 hex>:<POS id>", which leaves 47 for the POS id.
-MAX_POS_ID = 64 - 17
-MAX_TEXT = 64        # lot, serial, member
-MAX_CODE = 128       # a raw GS1 or HIBC scan can be long
-MAX_QTY = 1_000_000  # per line, in selling units after the conversion
-MAX_ERRORS = 1000    # a garbage file must not make an errors file of millions of lines
+# A document id is "<first ID_PREFIX hex digits of the file's SHA-256>:<POS id>", within ECR/1's id.
+ID_PREFIX = 16
+MAX_POS_ID = limits.MAX_ID - ID_PREFIX - 1
+MAX_QTY = 1_000_000       # per line, in selling units after the conversion (the sale path's bound)
+MAX_ERRORS = 1000         # a garbage file must not make an errors file of millions of lines
+MAX_LINE_CHARS = 1 << 20  # one physical line; longer is not a POS export (and would be held whole)
+CHUNK = 1 << 16
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 
@@ -61,6 +73,12 @@ class CsvMapping:
             payment_map=dict(device.get("payment_map", {})),
         )
 
+    @property
+    def text_encoding(self) -> str:
+        # A UTF-8 byte-order mark is skipped, as spreadsheets write one.
+        utf8 = self.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+        return "utf-8-sig" if utf8 else self.encoding
+
 
 @dataclass(frozen=True, slots=True)
 class RowError:
@@ -85,17 +103,42 @@ class CsvResult:
     rows: int
 
 
-class _Errors:
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """What reading a file gave: its hash, bytes read, data rows (blank ones not counted)."""
+
+    hash: str
+    size: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRow:
+    """One row as the gateway reads it. `line` is None when the row is bad (its reasons are listed)."""
+
+    row: int
+    key: str | None        # the basket it belongs to (the POS id, or the row number)
+    code: str | None       # kept when readable, so an unknown code is named even on a bad row
+    line: dict | None
+    member: str | None
+    payment: str | None
+
+
+class ErrorList:
     """Collects row errors up to a limit, counting the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_ERRORS) -> None:
         self.items: list[RowError] = []
+        self.limit = limit
         self.dropped = 0
         self.last_row = 0
 
+    def __len__(self) -> int:
+        return len(self.items) + self.dropped
+
     def add(self, row: int, code: str, reason: str) -> None:
         self.last_row = max(self.last_row, row)
-        if len(self.items) < MAX_ERRORS:
+        if len(self.items) < self.limit:
             self.items.append(RowError(row, code, reason))
         else:
             self.dropped += 1
@@ -107,79 +150,135 @@ class _Errors:
         return tuple(self.items)
 
 
-def map_csv(data: bytes, mapping: CsvMapping) -> CsvResult:
-    """Map the bytes of one CSV file to basket documents (see the module docstring)."""
-    digest = hashlib.sha256(data).hexdigest()
-    errors = _Errors()
-    records = _records(data, mapping, errors)
-    if records is None:
-        return CsvResult(digest, (), errors.result(), 0)
-    header, rows = records
-    index = _header_index(header, mapping, errors)
-    if index is None:
-        return CsvResult(digest, (), errors.result(), len(rows))
+# --- reading: bytes to rows ------------------------------------------------------------------
 
-    baskets: dict[str, dict] = {}
-    for row_no, fields in rows:
-        if len(fields) != len(header):
-            errors.add(row_no, "fields",
-                       f"has {len(fields)} fields where the header has {len(header)}")
-            continue
-        values = {name: fields[i].strip() for name, i in index.items()}
-        line = _line(row_no, values, mapping, errors)
-        key = _basket_key(row_no, values, "id" in index, errors)
-        if line is None or key is None:
-            continue
-        basket = baskets.setdefault(key, {"rows": [], "lines": [], "extra": {}})
-        if not _basket_extra(row_no, values, basket, mapping, errors):
-            continue
-        basket["rows"].append(row_no)
-        basket["lines"].append(line)
+class _Hashing(io.RawIOBase):
+    """A binary file read through SHA-256: every byte read is hashed and counted."""
 
-    if errors.items:
-        return CsvResult(digest, (), errors.result(), len(rows))
-    docs = []
-    for key, basket in baskets.items():
-        doc = {"t": "sale", "id": f"{digest[:16]}:{key}", "rows": basket["rows"],
-               "lines": basket["lines"]}
-        doc.update({name: value for name, (value, _) in basket["extra"].items()})
-        docs.append(doc)
-    return CsvResult(digest, tuple(docs), (), len(rows))
+    def __init__(self, f) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.drained = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.f.readinto(buffer)
+        if n:
+            self.sha.update(memoryview(buffer)[:n])
+            self.size += n
+        return n or 0
+
+    def drain(self) -> None:
+        """Read what is left, so the hash and size are the whole file's whatever parsing stopped."""
+        buffer = bytearray(CHUNK)
+        while not self.drained and self.readinto(buffer):
+            pass
+        self.drained = True
 
 
-def _records(data: bytes, mapping: CsvMapping, errors: _Errors):
-    """(header, [(row number, fields)]) with blank rows left out, or None when unreadable."""
-    encoding = "utf-8-sig" if mapping.encoding.replace("_", "-").lower() in ("utf-8", "utf8") \
-        else mapping.encoding
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        row = data[:exc.start].count(b"\n") + 1
-        errors.add(row, "encoding", f"bytes that are not {mapping.encoding}: {exc.reason}")
-        return None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=mapping.delimiter, strict=True)
-    records = []
+class _LineTooLong(Exception):
+    pass
+
+
+def _lines(text: io.TextIOWrapper):
+    """The physical lines of `text` (line ends kept, as `csv` wants), each at most MAX_LINE_CHARS."""
+    while True:
+        line = text.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_CHARS:
+            raise _LineTooLong
+        yield line
+
+
+def _decode_error_row(f, encoding: str) -> tuple[int, str]:
+    """(row, reason) of the first bytes that are not `encoding`: lines before it, plus one."""
+    f.seek(0)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    newlines = 0
+    while True:
+        chunk = f.read(CHUNK)
+        pending = decoder.getstate()[0]
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            # Buffered decoders report the position within what they held back plus the chunk.
+            data = pending + chunk
+            return newlines - pending.count(b"\n") + data[:exc.start].count(b"\n") + 1, exc.reason
+        if not chunk:
+            return newlines + 1, "undecodable bytes"
+        newlines += chunk.count(b"\n")
+
+
+def _records(f, mapping: CsvMapping, errors: ErrorList, hashing: _Hashing):
+    """(row number, fields) of every record of `f`, blank ones included; stops at unreadable bytes."""
+    text = io.TextIOWrapper(io.BufferedReader(hashing, CHUNK), encoding=mapping.text_encoding,
+                            newline="", errors="strict")
+    reader = csv.reader(_lines(text), delimiter=mapping.delimiter, strict=True)
     row_no = 0
     try:
         for fields in reader:
             row_no += 1
-            if any(f.strip() for f in fields):
-                records.append((row_no, fields))
+            yield row_no, fields
     except csv.Error as exc:
         errors.add(row_no + 1, "csv", f"is not well-formed CSV: {exc}")
-        return None
-    if not records:
+    except _LineTooLong:
+        errors.add(row_no + 1, "csv", f"has a line longer than {MAX_LINE_CHARS} characters")
+    except UnicodeDecodeError:
+        hashing.drain()
+        row, reason = _decode_error_row(f, mapping.text_encoding)
+        errors.add(row, "encoding", f"bytes that are not {mapping.encoding}: {reason}")
+        return
+    hashing.drain()
+
+
+def scan(f, mapping: CsvMapping, index, errors: ErrorList) -> Scanned:
+    """Read the binary file `f` from its start into `index`, listing every bad row in `errors`."""
+    hashing = _Hashing(f)
+    mapper = None
+    leading_blank = False
+    rows = 0
+    for row_no, fields in _records(f, mapping, errors, hashing):
+        blank = not any(value.strip() for value in fields)
+        if mapper is None:
+            if blank:
+                leading_blank = True
+                continue
+            if leading_blank:
+                errors.add(1, "header", "the header must be the first row, not a blank one")
+                break
+            mapper = _header(fields, mapping, errors)
+            if mapper is None:
+                break
+        elif not blank:
+            rows += 1
+            index.add(mapper.row(row_no, fields), errors)
+    if mapper is None and not len(errors):
         errors.add(1, "empty", "the file is empty: no header row")
-        return None
-    (header_row, header), rows = records[0], records[1:]
-    if header_row != 1:
-        errors.add(1, "header", "the header must be the first row, not a blank one")
-        return None
-    return [h.strip() for h in header], rows
+    hashing.drain()
+    return Scanned(hashing.sha.hexdigest(), hashing.size, rows)
 
 
-def _header_index(header: list, mapping: CsvMapping, errors: _Errors) -> dict | None:
-    """gateway field -> index of its column in the header, or None when a mapped column is missing."""
+def map_csv(data: bytes, mapping: CsvMapping) -> CsvResult:
+    """Map the bytes of one CSV file to basket documents (see the module docstring)."""
+    from ._index import BasketIndex
+
+    errors = ErrorList()
+    with BasketIndex(":memory:") as index:
+        scanned = scan(io.BytesIO(data), mapping, index, errors)
+        if len(errors):
+            return CsvResult(scanned.hash, (), errors.result(), scanned.rows)
+        docs = tuple(doc for _first, docs in index.slices(scanned.hash, 0, 1 << 30, 1 << 30) for doc in docs)
+    return CsvResult(scanned.hash, docs, (), scanned.rows)
+
+
+# --- mapping: a row to a line ----------------------------------------------------------------
+
+def _header(fields: list, mapping: CsvMapping, errors: ErrorList) -> "RowMapper | None":
+    header = [h.strip() for h in fields]
     index = {}
     for name, column in mapping.columns.items():
         found = [i for i, h in enumerate(header) if h == column]
@@ -190,25 +289,58 @@ def _header_index(header: list, mapping: CsvMapping, errors: _Errors) -> dict | 
                                     f"{len(found)} times")
         else:
             index[name] = found[0]
-    return None if errors.items else index
+    return None if len(errors) else RowMapper(index, len(header), mapping, errors)
 
 
-def _line(row: int, values: dict, mapping: CsvMapping, errors: _Errors) -> dict | None:
-    before = len(errors.items) + errors.dropped
-    line: dict = {}
+class RowMapper:
+    """Maps the data rows of a file whose header was read: fields in, a `MappedRow` out."""
+
+    def __init__(self, index: dict, width: int, mapping: CsvMapping, errors: ErrorList):
+        self.index = index
+        self.width = width
+        self.mapping = mapping
+        self.errors = errors
+
+    def row(self, row: int, fields: list) -> MappedRow:
+        errors = self.errors
+        before = len(errors)
+        if len(fields) != self.width:
+            errors.add(row, "fields", f"has {len(fields)} fields where the header has {self.width}")
+            return MappedRow(row, None, None, None, None, None)
+        values = {name: fields[i].strip() for name, i in self.index.items()}
+        line = _line(row, values, self.mapping, errors)
+        key = _basket_key(row, values, "id" in self.index, errors)
+        member = _text(row, "member", values.get("member", ""), limits.MAX_TEXT, errors)
+        payment = _payment(row, values.get("payment", ""), self.mapping, errors)
+        code = line["code"] if text_problem(line["code"], limits.MAX_CODE, allow_gs=True) is None else None
+        good = len(errors) == before
+        return MappedRow(row, key, code, line if good else None, member, payment)
+
+
+def _text(row: int, name: str, value: str, max_len: int, errors: ErrorList, *, allow_gs=False) -> str | None:
+    """`value` when empty (None) or acceptable to ECR/1; else its reason is listed."""
+    if not value:
+        return None
+    problem = text_problem(value, max_len, allow_gs=allow_gs)
+    if problem is not None:
+        errors.add(row, name, f"{name} {problem}")
+        return None
+    return value
+
+
+def _line(row: int, values: dict, mapping: CsvMapping, errors: ErrorList) -> dict:
     code = values["code"]
     if not code:
         errors.add(row, "code", "code is empty")
-    elif len(code) > MAX_CODE:
-        errors.add(row, "code", f"code is {len(code)} characters, over {MAX_CODE}")
-    line["code"] = code
-    line["qty"] = _qty(row, values["qty"], mapping.qty_factor, errors)
+    else:
+        _text(row, "code", code, limits.MAX_CODE, errors, allow_gs=True)
+    line: dict = {"code": code, "qty": _qty(row, values["qty"], mapping.qty_factor, errors)}
     for name in ("lot", "serial"):
-        value = values.get(name, "")
-        if len(value) > MAX_TEXT:
-            errors.add(row, name, f"{name} is {len(value)} characters, over {MAX_TEXT}")
-        elif value:
+        value = _text(row, name, values.get(name, ""), limits.MAX_TEXT, errors)
+        if value:
             line[name] = value
+    if "serial" in line and abs(line["qty"]) > 1:
+        errors.add(row, "serial", f"qty is {line['qty']} with a serial: a serial names one unit")
     if values.get("expiry"):
         expiry = _date(values["expiry"], mapping.date_format)
         if expiry is None:
@@ -223,10 +355,10 @@ def _line(row: int, values: dict, mapping: CsvMapping, errors: _Errors) -> dict 
                                           f"{'an amount' if mapping.price_format == 'decimal' else 'whole cents'}")
         else:
             line["unit_cents"] = cents
-    return None if len(errors.items) + errors.dropped != before else line
+    return line
 
 
-def _qty(row: int, raw: str, factor: int, errors: _Errors) -> int:
+def _qty(row: int, raw: str, factor: int, errors: ErrorList) -> int:
     if not raw:
         errors.add(row, "qty", "qty is empty")
         return 0
@@ -264,48 +396,39 @@ def _cents(raw: str, mapping: CsvMapping) -> int | None:
     return int(per_unit)
 
 
-def _basket_key(row: int, values: dict, has_id: bool, errors: _Errors) -> str | None:
+def _basket_key(row: int, values: dict, has_id: bool, errors: ErrorList) -> str | None:
     if not has_id:
         return str(row)
     pos_id = values["id"]
     if not pos_id:
         errors.add(row, "id", "id is empty")
         return None
-    if len(pos_id) > MAX_POS_ID:
-        errors.add(row, "id", f"id is {len(pos_id)} characters, over {MAX_POS_ID}")
+    return _text(row, "id", pos_id, MAX_POS_ID, errors)
+
+
+def _payment(row: int, raw: str, mapping: CsvMapping, errors: ErrorList) -> str | None:
+    if not raw:
         return None
-    return pos_id
-
-
-def _basket_extra(row: int, values: dict, basket: dict, mapping: CsvMapping,
-                  errors: _Errors) -> bool:
-    """Record the row's member and payment on its basket; every row of a basket must agree."""
-    ok = True
-    wanted = {}
-    member = values.get("member", "")
-    if len(member) > MAX_TEXT:
-        errors.add(row, "member", f"member is {len(member)} characters, over {MAX_TEXT}")
-        ok = False
-    elif member:
-        wanted["member"] = member
-    raw = values.get("payment", "")
-    if raw:
-        method = mapping.payment_map.get(raw.casefold(), raw.casefold())
-        if method not in PAYMENT_METHODS:
-            errors.add(row, "payment", f"payment {_short(raw)} is none of "
-                                       f"{', '.join(PAYMENT_METHODS)} (see payment_map)")
-            ok = False
-        else:
-            wanted["payment"] = method
-    for name, value in wanted.items():
-        have, have_row = basket["extra"].setdefault(name, (value, row))
-        if have != value:
-            errors.add(row, name, f"{name} {_short(value)} differs from {_short(have)} given "
-                                  f"for the same basket on row {have_row}")
-            ok = False
-    return ok
+    method = mapping.payment_map.get(raw.casefold(), raw.casefold())
+    if method not in PAYMENT_METHODS:
+        errors.add(row, "payment", f"payment {_short(raw)} is none of "
+                                   f"{', '.join(PAYMENT_METHODS)} (see payment_map)")
+        return None
+    if method not in FILE_PAYMENTS:
+        errors.add(row, "payment", f"payment {_short(raw)} is {method}, which cannot settle a file's "
+                                   f"basket (use {', '.join(FILE_PAYMENTS)})")
+        return None
+    return method
 
 
 def _short(raw: str) -> str:
     """A value quoted for an error message, cut so one bad field cannot flood the errors file."""
     return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
+def encode_line(line: dict) -> str:
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_line(text: str) -> dict:
+    return json.loads(text)

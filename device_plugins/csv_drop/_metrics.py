@@ -1,7 +1,7 @@
-"""Counters of the CSV file drops."""
+"""Counters and gauges of the CSV file drops."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class Metrics:
@@ -13,9 +13,24 @@ class Metrics:
             "(applied, replayed, empty, rejected, retry)",
             ["device", "outcome"], registry=registry)
         self.rows = Counter(
-            "gateway_csv_rows_total", "Data rows of CSV files applied",
+            "gateway_csv_rows_total", "Data rows of CSV files applied (as each slice commits)",
+            ["device"], registry=registry)
+        self.baskets = Counter(
+            "gateway_csv_baskets_total", "Baskets of CSV files applied (as each slice commits)",
+            ["device"], registry=registry)
+        self.slices = Counter(
+            "gateway_csv_slices_total", "Slices of CSV files committed",
             ["device"], registry=registry)
         self.rejects = Counter(
             "gateway_csv_rejects_total", "Reasons CSV rows were refused: a mapper check "
             "(qty, expiry, header, ...) or the core's error code",
             ["device", "reason"], registry=registry)
+        self.alerts = Counter(
+            "gateway_csv_alerts_total", "Recalled or expired lots a CSV file sold, applied and alerted",
+            ["device", "kind"], registry=registry)
+        self.in_progress = Gauge(
+            "gateway_csv_files_in_progress", "CSV files being applied now (0 or 1 per device)",
+            ["device"], registry=registry)
+        self.progress = Gauge(
+            "gateway_csv_file_progress_ratio", "Share of the current file's baskets applied "
+            "(0 to 1; 1 once done)", ["device"], registry=registry)

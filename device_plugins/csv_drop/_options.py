@@ -6,6 +6,8 @@ import datetime as dt
 import math
 import os
 
+from core_ext import MAX_SLICE_DOCS, MAX_SLICE_LINES
+
 from ._mapper import FIELDS, PAYMENT_METHODS, PRICE_FORMATS, REQUIRED_FIELDS
 
 DEFAULTS = {
@@ -17,7 +19,12 @@ DEFAULTS = {
     "encoding": "utf-8",
     "price_format": "cents",
     "payment_map": {},
-    "max_bytes": 8 << 20,
+    # No file need fit in memory (it is read as a stream), so this only guards the disk and the time.
+    "max_bytes": 1 << 30,
+    # A slice is what one request to the writer applies: at ~0.2 ms a line, 32 lines hold it for a
+    # few milliseconds, so a till's sale waits at most that long behind a file.
+    "slice_baskets": 16,
+    "slice_lines": 32,
 }
 KNOWN = ("name", "kind", "dir", "columns", *DEFAULTS)
 
@@ -38,7 +45,8 @@ def check_options(device: dict) -> list[str]:
         if key in device and not _number_in(device[key], low, high):
             errors.append(f"{key}: must be a number of seconds from {low} to {high}, "
                           f"not {device[key]!r}")
-    for key, low, high in (("qty_factor", 1, 1_000_000), ("max_bytes", 1, 1 << 30)):
+    for key, low, high in (("qty_factor", 1, 1_000_000), ("max_bytes", 1, 1 << 40),
+                           ("slice_baskets", 1, MAX_SLICE_DOCS), ("slice_lines", 1, MAX_SLICE_LINES)):
         if key in device and not _int_in(device[key], low, high):
             errors.append(f"{key}: must be a whole number from {low} to {high}, not {device[key]!r}")
     if "date_format" in device:

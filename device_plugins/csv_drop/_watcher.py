@@ -1,13 +1,20 @@
-"""The trio task of a `csv_drop` device: poll the directory, map each settled file, submit, move it.
+"""The trio task of a `csv_drop` device: poll the directory, check each settled file, apply it in
+slices, move it.
 
-The order is what makes a crash harmless: a file is moved only after `submit` returned, and its
-documents' ids come from its content hash, so a file that is taken again after a crash (or dropped
-twice) is answered as already committed and applied once.
+A file is read as a stream into a scratch index (`_index.py`) and checked whole first: every row
+mapped, every code asked of the catalog (`csv_check`, which only reads). A file with a bad row goes
+to `rejected/` beside its reasons, unapplied. A good file is then applied a slice at a time
+(`csv_slice`): each slice waits its turn at the single writer like any till's sale, and commits
+together with the file's progress, so a restart continues where the last slice left the file. The
+file moves to `done/` only after its last slice is durable, and its baskets' ids come from its
+content hash, so a file taken again (after a crash, or dropped twice) is applied once.
 """
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import time
 from dataclasses import dataclass
 
 import trio
@@ -15,7 +22,8 @@ import trio
 from core_ext import Request, Submit
 from core_ext import errors as codes
 
-from ._mapper import CsvMapping, RowError, map_csv
+from ._index import BasketIndex
+from ._mapper import CsvMapping, ErrorList, RowError, Scanned, scan
 from ._metrics import Metrics
 from ._options import DEFAULTS, CsvDropError, check_options
 
@@ -23,7 +31,14 @@ log = logging.getLogger("gateway.csv_drop")
 
 DONE = "done"
 REJECTED = "rejected"
+WORK = ".work"           # scratch indexes of the files being taken (hidden from the POS's listing)
 MAX_RETRY_S = 30.0
+CHECK_BATCH = 256        # codes per `csv_check`: a few milliseconds of catalog reads
+PROGRESS_EVERY = 100     # slices between two progress lines in the log
+
+
+class _NotNow(Exception):
+    """The core cannot take the file now (unavailable, or no answer): the file stays for a retry."""
 
 
 @dataclass(slots=True)
@@ -87,12 +102,41 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
 
 
-def _read(path: str, max_bytes: int) -> tuple[bytes | None, tuple[int, int, int, int]]:
-    """The file's bytes (None when over `max_bytes`) and the (size, mtime_ns, inode, device) read."""
+def _scan(path: str, max_bytes: int, mapping: CsvMapping, work: str):
+    """(identity, index, scanned, errors) of the file at `path`; index None when over `max_bytes`.
+
+    Runs in a worker thread. The index is the caller's to close (which deletes its scratch file).
+    """
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        data = None if st.st_size > max_bytes else f.read(max_bytes + 1)
-    return data, _identity(st)
+        if st.st_size > max_bytes:
+            return _identity(st), None, None, None
+        fd, scratch = tempfile.mkstemp(dir=work, prefix="index-", suffix=".sqlite")
+        os.close(fd)
+        index = BasketIndex(scratch)
+        try:
+            errors = ErrorList()
+            scanned = scan(f, mapping, index, errors)
+            index.finish()
+        except BaseException:
+            index.close()
+            raise
+    return _identity(st), index, scanned, errors
+
+
+def _list_unknown(index: BasketIndex, unknown: dict, errors: ErrorList) -> None:
+    """Name each code the catalog does not know on every row that holds it (in a worker thread)."""
+    for row, code in index.rows_with(list(unknown)):
+        err, msg = unknown[code]
+        errors.add(row, err, f"{err}: {msg}")
+
+
+def _clear_work(work: str) -> None:
+    """Scratch indexes a stopped process left behind: a file is always read anew when taken."""
+    os.makedirs(work, exist_ok=True)
+    for name in os.listdir(work):
+        if name.startswith("index-"):
+            os.unlink(os.path.join(work, name))
 
 
 def _same_file(path: str, identity: tuple) -> bool:
@@ -139,27 +183,6 @@ def _reject(src: str, directory: str, name: str, errors: list[RowError], identit
     return dst
 
 
-def core_errors(body: dict, docs: tuple) -> list[RowError]:
-    """The core's refusal of a `csv_file` request as row errors (one per row of each bad document)."""
-    err = str(body.get("err") or "REFUSED")
-    items = body.get("errors")
-    if not isinstance(items, list) or not items:
-        return [RowError(0, err, f"{err}: {body.get('msg') or 'refused'}")]
-    out = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        code = str(item.get("err") or err)
-        reason = f"{code}: {item.get('msg') or body.get('msg') or 'refused'}"
-        rows = item.get("rows")
-        doc = item.get("doc")
-        if not isinstance(rows, list) and isinstance(doc, int) and 0 <= doc < len(docs):
-            rows = docs[doc]["rows"]
-        rows = [r for r in rows if isinstance(r, int)] if isinstance(rows, list) else []
-        out += [RowError(r, code, reason) for r in rows] or [RowError(0, code, reason)]
-    return out or [RowError(0, err, f"{err}: {body.get('msg') or 'refused'}")]
-
-
 class CsvDrop:
     """One watched directory: what `serve` runs, in steps a test can drive."""
 
@@ -169,9 +192,12 @@ class CsvDrop:
             raise CsvDropError(device.get("name") if isinstance(device, dict) else None, errors)
         self.name = device["name"]
         self.dir = device["dir"]
+        self.work = os.path.join(self.dir, WORK)
         self.settle_s = float(device.get("settle_s", DEFAULTS["settle_s"]))
         self.poll_s = float(device.get("poll_s", DEFAULTS["poll_s"]))
         self.max_bytes = device.get("max_bytes", DEFAULTS["max_bytes"])
+        self.slice_baskets = device.get("slice_baskets", DEFAULTS["slice_baskets"])
+        self.slice_lines = device.get("slice_lines", DEFAULTS["slice_lines"])
         self.mapping = CsvMapping.from_device(device)
         self.submit = submit
         self.metrics = metrics
@@ -182,6 +208,7 @@ class CsvDrop:
         """Make the directory with its `done/` and `rejected/`, so the POS has somewhere to write."""
         for sub in (DONE, REJECTED):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        _clear_work(self.work)
 
     async def poll(self) -> list[tuple[str, str]]:
         """Take every settled file once; returns (name, outcome) pairs."""
@@ -197,44 +224,126 @@ class CsvDrop:
         return [(name, await self.take(name)) for name in ready]
 
     async def take(self, name: str) -> str:
-        """Map, submit and move one file; returns the outcome (also counted in the metrics)."""
+        """Check, apply and move one file; returns the outcome (also counted in the metrics)."""
         path = os.path.join(self.dir, name)
         try:
-            data, stat = await trio.to_thread.run_sync(_read, path, self.max_bytes)
+            identity, index, scanned, errors = await trio.to_thread.run_sync(
+                _scan, path, self.max_bytes, self.mapping, self.work)
         except FileNotFoundError:
             self.tracker.forget(name)
             return "gone"
         except OSError as exc:
             return self._retry(name, f"cannot read it: {exc}")
-        if data is None:
-            errors = [RowError(0, "too_large", f"the file is {stat[0]} bytes, over max_bytes "
+        if index is None:
+            errors = [RowError(0, "too_large", f"the file is {identity[0]} bytes, over max_bytes "
                                                f"{self.max_bytes}")]
-            return await self._rejected(name, errors, stat)
-        if len(data) != stat[0]:
+            return await self._rejected(name, errors, identity)
+        try:
+            return await self._take(name, identity, index, scanned, errors)
+        finally:
+            self.metrics.in_progress.labels(self.name).set(0)
+            index.close()
+
+    async def _take(self, name: str, identity: tuple, index: BasketIndex, scanned: Scanned,
+                    errors: ErrorList) -> str:
+        if scanned.size != identity[0]:
             # Still being written after all: start its settle time again.
             self.tracker.forget(name)
             return "unsettled"
-        result = await trio.to_thread.run_sync(map_csv, data, self.mapping)
-        if result.errors:
-            return await self._rejected(name, list(result.errors), stat)
-        if not result.docs:
-            return await self._done(name, "empty", 0, stat)
-        request = Request(kind="csv_file", source=self.name, channel="csv",
-                          body={"file": name, "hash": result.hash, "docs": list(result.docs)})
+        bad_rows = len(errors)
         try:
-            response = await self.submit(request)
-        except Exception:
-            log.exception("csv_drop %s: submitting %s failed; it stays for a retry", self.name, name)
-            return self._retry(name, "the core did not answer")
-        body = response.body if isinstance(response.body, dict) else {}
-        if response.ok:
+            progress = await self._check(name, index, scanned, errors)
+        except _NotNow as exc:
+            return self._retry(name, str(exc))
+        if progress is not None and progress["done"]:
             # Taken again after a crash (or dropped twice): every basket is already in the ledger.
-            replayed = response.replayed or (body.get("applied") == 0 and bool(body.get("duplicates")))
-            outcome = "replayed" if replayed else "applied"
-            return await self._done(name, outcome, 0 if replayed else result.rows, stat)
-        if body.get("err") == codes.UNAVAILABLE:
-            return self._retry(name, f"the core is unavailable: {body.get('msg')}")
-        return await self._rejected(name, core_errors(body, result.docs), stat)
+            return await self._done(name, "replayed", identity)
+        if len(errors) and progress is None:
+            return await self._rejected(name, list(errors.result()), identity)
+        if bad_rows:
+            log.error("csv_drop %s: %s was begun but now reads with %d bad rows (was the mapping "
+                      "changed?); it waits", self.name, name, bad_rows)
+            return self._retry(name, "begun, but its rows no longer map")
+        if len(errors):
+            # Begun before a code left the catalog: those baskets are refused and recorded as the
+            # file goes on (its other sales happened all the same).
+            log.warning("csv_drop %s: %s: %d rows name codes the catalog no longer sells; the rest "
+                        "is applied", self.name, name, len(errors))
+        if index.baskets == 0:
+            return await self._done(name, "empty", identity)
+        try:
+            outcome = await self._apply(name, index, scanned, progress["next"] if progress else 0)
+        except _NotNow as exc:
+            return self._retry(name, str(exc))
+        return await self._done(name, outcome, identity)
+
+    async def _ask(self, kind: str, body: dict) -> dict:
+        """The core's answer to one request of this file, or `_NotNow`."""
+        try:
+            response = await self.submit(Request(kind=kind, source=self.name, channel="csv", body=body))
+        except Exception:
+            log.exception("csv_drop %s: %s of %s failed", self.name, kind, body.get("file"))
+            raise _NotNow("the core did not answer") from None
+        answer = response.body if isinstance(response.body, dict) else {}
+        if response.ok:
+            return answer
+        if answer.get("err") != codes.UNAVAILABLE:
+            log.error("csv_drop %s: the core refused %s of %s: %s: %s", self.name, kind, body.get("file"),
+                      answer.get("err"), answer.get("msg"))
+        raise _NotNow(f"the core refused {kind}: {answer.get('err')}: {answer.get('msg')}")
+
+    async def _check(self, name: str, index: BasketIndex, scanned: Scanned, errors: ErrorList) -> dict | None:
+        """Ask the catalog about every code of the file (listing each row of an unknown one);
+        returns the file's progress as the core has it (None when never begun)."""
+        progress = None
+        batches = index.codes(CHECK_BATCH)
+        while (batch := await trio.to_thread.run_sync(next, batches, None)) is not None:
+            answer = await self._ask("csv_check", {"file": name, "hash": scanned.hash, "codes": batch})
+            progress = answer.get("progress")
+            unknown = {code: (err, msg) for code, err, msg in answer.get("unknown", [])}
+            if unknown:
+                await trio.to_thread.run_sync(_list_unknown, index, unknown, errors)
+        return progress
+
+    async def _apply(self, name: str, index: BasketIndex, scanned: Scanned, start: int) -> str:
+        """Submit the file's baskets from `start` on, one slice at a time, each awaited."""
+        total = index.baskets
+        self.metrics.in_progress.labels(self.name).set(1)
+        self.metrics.progress.labels(self.name).set(start / total)
+        if start:
+            log.info("csv_drop %s: %s continues at basket %d of %d", self.name, name, start, total)
+        slices = index.slices(scanned.hash, start, self.slice_baskets, self.slice_lines)
+        applied = count = rows = 0
+        began = time.perf_counter()
+        while (item := await trio.to_thread.run_sync(next, slices, None)) is not None:
+            first, docs = item
+            answer = await self._ask("csv_slice", {"file": name, "hash": scanned.hash, "baskets": total,
+                                                   "rows": scanned.rows, "first": first, "docs": docs})
+            self._account(name, answer)
+            applied += answer["applied"]
+            rows += answer["rows"]
+            count += 1
+            self.metrics.progress.labels(self.name).set(answer["next"] / total)
+            if answer["next"] != first + len(docs):
+                raise _NotNow(f"the core has it at basket {answer['next']}, not {first + len(docs)}")
+            if count % PROGRESS_EVERY == 0:
+                log.info("csv_drop %s: %s: %d of %d baskets, %.0f rows/s", self.name, name, answer["next"],
+                         total, rows / max(time.perf_counter() - began, 1e-9))
+        return "applied" if applied else "replayed"
+
+    def _account(self, name: str, answer: dict) -> None:
+        """Metrics and log lines of one committed slice."""
+        self.metrics.slices.labels(self.name).inc()
+        self.metrics.baskets.labels(self.name).inc(answer["applied"])
+        self.metrics.rows.labels(self.name).inc(answer["rows"])
+        for refused in answer["refused"]:
+            log.warning("csv_drop %s: %s: basket %s (rows %s) refused: %s: %s", self.name, name,
+                        refused["basket"], refused["rows"], refused["err"], refused["msg"])
+            self.metrics.rejects.labels(self.name, refused["err"]).inc(max(len(refused["rows"]), 1))
+        for alert in answer["alerts"]:
+            log.warning("csv_drop %s: %s: basket %s sold %s lot %s: %s", self.name, name, alert["basket"],
+                        alert["sku"], alert["lot"] or "(all lots)", alert["kind"])
+            self.metrics.alerts.labels(self.name, alert["kind"]).inc()
 
     def _retry(self, name: str, why: str) -> str:
         delay = self.tracker.hold(name, trio.current_time())
@@ -242,21 +351,19 @@ class CsvDrop:
         self.metrics.files.labels(self.name, "retry").inc()
         return "retry"
 
-    async def _done(self, name: str, outcome: str, rows: int, identity: tuple) -> str:
+    async def _done(self, name: str, outcome: str, identity: tuple) -> str:
         src = os.path.join(self.dir, name)
         try:
             dst = await trio.to_thread.run_sync(_move, src, os.path.join(self.dir, DONE), name, identity)
         except OSError as exc:
-            # Committed but not moved: taking it again later is answered as a replay.
+            # Applied but not moved: taking it again later is answered as a replay.
             return self._retry(name, f"cannot move it to {DONE}/: {exc}")
         if dst is None:
-            # What was read is committed; the new file of that name settles and is taken on its own.
+            # What was read is applied; the new file of that name settles and is taken on its own.
             self.tracker.forget(name)
             dst = "(left: the file was replaced meanwhile)"
         log.info("csv_drop %s: %s %s -> %s", self.name, outcome, name, dst)
         self.metrics.files.labels(self.name, outcome).inc()
-        if rows:
-            self.metrics.rows.labels(self.name).inc(rows)
         return outcome
 
     async def _rejected(self, name: str, errors: list[RowError], identity: tuple) -> str:

@@ -1,0 +1,196 @@
+"""A file's rows grouped into baskets, on disk, so that memory does not grow with the file.
+
+Rows that share an `id` form one basket wherever they stand in the file, so a basket is complete
+only once the whole file is read. The mapper adds each row as it reads it; the rows wait in a
+scratch SQLite database (a temporary file, its page cache bounded), and are read back basket by
+basket, in the order each basket was first seen, a slice at a time. The database is scratch: it is
+rebuilt from the file whenever the file is taken again (after a restart, say), and deleted after.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from core_ext import limits
+
+from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encode_line
+
+_SCHEMA = """
+CREATE TABLE baskets (ord INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lines INTEGER NOT NULL,
+                      member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER);
+CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, line TEXT);
+"""
+_CACHE_KIB = 2048  # SQLite's page cache; the rest of the scratch stays on disk
+
+
+class _Basket:
+    """The basket the last rows went to, kept in memory until rows go to another one."""
+
+    __slots__ = ("ord", "key", "lines", "member", "member_row", "payment", "payment_row", "dirty")
+
+    def __init__(self, ord_, key, lines=0, member=None, member_row=None, payment=None, payment_row=None):
+        self.ord, self.key, self.lines = ord_, key, lines
+        self.member, self.member_row, self.payment, self.payment_row = member, member_row, payment, payment_row
+        self.dirty = False
+
+
+class BasketIndex:
+    """Baskets of one file: `add` each mapped row, then `codes`, `rows_with` and `slices`."""
+
+    def __init__(self, path: str):
+        self.path = path
+        # One thread at a time uses it, though not always the same one (trio's worker threads).
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.executescript(f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; "
+                              f"PRAGMA cache_size=-{_CACHE_KIB}; PRAGMA temp_store=FILE; BEGIN; {_SCHEMA}")
+        self.baskets = 0
+        self._current: _Basket | None = None
+        self._pending: list[tuple] = []
+        self._finished = False
+
+    def __enter__(self) -> "BasketIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+        if self.path != ":memory:":
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    # --- filling, while the file is read -------------------------------------------------------
+
+    def add(self, mapped: MappedRow, errors: ErrorList) -> None:
+        """One data row; a row that breaks its basket's rules is listed in `errors`, not kept."""
+        basket = self._basket(mapped.key) if mapped.key is not None else None
+        line = mapped.line if basket is not None else None
+        if line is not None and not self._agrees(basket, mapped, errors):
+            line = None
+        if line is not None:
+            basket.lines += 1
+            basket.dirty = True
+            if basket.lines > limits.MAX_LINES:
+                errors.add(mapped.row, "lines", f"basket {_short(basket.key)} has more than "
+                                                f"{limits.MAX_LINES} lines, the most one basket may hold")
+                line = None
+        self._pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
+                              None if line is None else encode_line(line)))
+        if len(self._pending) >= 1000:
+            self._flush_rows()
+
+    def _basket(self, key: str) -> _Basket:
+        current = self._current
+        if current is not None and current.key == key:
+            return current
+        self._store(current)
+        found = self.db.execute("SELECT ord, key, lines, member, member_row, payment, payment_row "
+                                "FROM baskets WHERE key = ?", (key,)).fetchone()
+        if found is None:
+            found = (self.baskets, key)
+            self.db.execute("INSERT INTO baskets (ord, key, lines) VALUES (?, ?, 0)", (self.baskets, key))
+            self.baskets += 1
+        self._current = _Basket(*found)
+        return self._current
+
+    def _store(self, basket: _Basket | None) -> None:
+        if basket is not None and basket.dirty:
+            self.db.execute("UPDATE baskets SET lines = ?, member = ?, member_row = ?, payment = ?, "
+                            "payment_row = ? WHERE ord = ?",
+                            (basket.lines, basket.member, basket.member_row, basket.payment,
+                             basket.payment_row, basket.ord))
+            basket.dirty = False
+
+    @staticmethod
+    def _agrees(basket: _Basket, mapped: MappedRow, errors: ErrorList) -> bool:
+        """Every row of a basket that gives a member or a payment must give the same one."""
+        ok = True
+        for name in ("member", "payment"):
+            value = getattr(mapped, name)
+            if value is None:
+                continue
+            have = getattr(basket, name)
+            if have is None:
+                setattr(basket, name, value)
+                setattr(basket, name + "_row", mapped.row)
+                basket.dirty = True
+            elif have != value:
+                errors.add(mapped.row, name, f"{name} {_short(value)} differs from {_short(have)} given "
+                                             f"for the same basket on row {getattr(basket, name + '_row')}")
+                ok = False
+        return ok
+
+    def _flush_rows(self) -> None:
+        self.db.executemany("INSERT INTO lines (basket, row, code, line) VALUES (?, ?, ?, ?)", self._pending)
+        self._pending.clear()
+
+    def finish(self) -> None:
+        """The file is read: write what waits and index the rows for reading back."""
+        if self._finished:
+            return
+        self._store(self._current)
+        self._flush_rows()
+        self.db.execute("CREATE INDEX lines_by_basket ON lines (basket, row)")
+        self.db.execute("COMMIT")
+        self._finished = True
+
+    # --- reading back ----------------------------------------------------------------------------
+
+    def codes(self, batch: int):
+        """The distinct codes of the file, `batch` at a time (in code order)."""
+        self.finish()
+        cursor = self.db.execute("SELECT DISTINCT code FROM lines WHERE code IS NOT NULL ORDER BY code")
+        while chunk := cursor.fetchmany(batch):
+            yield [code for (code,) in chunk]
+
+    def rows_with(self, codes: list):
+        """(row, code) of every row holding one of `codes`, in row order (read as they are used)."""
+        self.finish()
+        marks = ",".join("?" * len(codes))
+        yield from self.db.execute(f"SELECT row, code FROM lines WHERE code IN ({marks}) ORDER BY row", codes)
+
+    def slices(self, digest: str, start: int, max_baskets: int, max_lines: int):
+        """(index of the first basket, [basket documents]) from basket `start` on, in order.
+
+        A slice holds at most `max_baskets` baskets and `max_lines` lines, but always one basket
+        (a basket is never split: it is one sale).
+        """
+        self.finish()
+        out: list[dict] = []
+        first, lines = start, 0
+        for doc in self._docs(digest, start):
+            if out and (len(out) >= max_baskets or lines + len(doc["lines"]) > max_lines):
+                yield first, out
+                first, out, lines = first + len(out), [], 0
+            out.append(doc)
+            lines += len(doc["lines"])
+        if out:
+            yield first, out
+
+    def _docs(self, digest: str, start: int):
+        cursor = self.db.execute(
+            "SELECT b.ord, b.key, b.member, b.payment, l.row, l.line FROM lines l "
+            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.line IS NOT NULL ORDER BY l.basket, l.row", (start,))
+        doc, ord_ = None, None
+        while chunk := cursor.fetchmany(256):
+            for basket, key, member, payment, row, line in chunk:
+                if basket != ord_:
+                    if doc is not None:
+                        yield doc
+                    doc, ord_ = _new_doc(digest, key, member, payment), basket
+                doc["rows"].append(row)
+                doc["lines"].append(decode_line(line))
+        if doc is not None:
+            yield doc
+
+
+def _new_doc(digest: str, key: str, member, payment) -> dict:
+    doc = {"t": "sale", "id": f"{digest[:ID_PREFIX]}:{key}", "rows": [], "lines": []}
+    if member is not None:
+        doc["member"] = member
+    if payment is not None:
+        doc["payment"] = payment
+    return doc
