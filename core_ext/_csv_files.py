@@ -57,7 +57,7 @@ def _code_problem(tx, code) -> str | None:
     item, _facts = _sales.resolve_code(tx, code)
     if item is None:
         return f"code {code!r} matches nothing in the catalog"
-    if not item.get("active", True):
+    if not item.active:
         return f"code {code!r} is {item['sku']}, which is not sellable (inactive in the catalog)"
     return None
 
