@@ -24,8 +24,8 @@ Layout, and why
 * Plans live in arenas reset after each rule (or exclusive group), so comparing the members of a
   group costs no allocation; every arena is grown before a plan or a settle, never inside the loops.
 
-Arithmetic bounds (checked by `_promo_py.check_lines` before anything here runs)
-------------------------------------------------------------------------------
+Arithmetic bounds (`_promo_py.check_lines`' limits, checked as the lines are read)
+---------------------------------------------------------------------------------
 qty <= 1,000,000 per line, unit_cents <= 10^14, the basket's gross <= 10^14 cents and <= 10^9 units.
 Every net, weight, share and amount below is <= the basket's gross G (a rule never discounts more
 than the net it works on, and spreading `total <= sum(weights)` gives no part more than its weight);
@@ -42,6 +42,7 @@ every unit count is <= 10^6 per segment and <= 10^9 per basket.
   loop, and is the only thing `mul_div` and `cmp_products` branch on.
 """
 from libc.stdint cimport int32_t, int64_t, uint64_t
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport calloc, free, malloc, realloc
 
 from core_ext import _promo_py
@@ -72,6 +73,7 @@ cdef extern from *:
     int pm_ctz64(uint64_t x) nogil
 
 cdef i64 SAFE_GROSS = 3_037_000_499  # floor(sqrt(2**63 - 1)); see "Arithmetic bounds" above
+cdef i64 MAX_QTY = _promo_py.MAX_QTY, MAX_CENTS = _promo_py.MAX_CENTS, MAX_UNITS = _promo_py.MAX_UNITS
 
 cdef enum:  # rule kinds, the codes of `_promo_py`
     PERCENT_OFF, AMOUNT_OFF, FIXED_PRICE, QTY_TIER, BUNDLE, BUY_X_GET_Y, THRESHOLD, ORDER_PERCENT_OFF
@@ -987,6 +989,32 @@ cdef int settle_units(const EngineC* E, BasketC* B, const PlanC* plan) noexcept 
 
 # --- the engine ------------------------------------------------------------------------------
 
+cdef bint read_plain_line(line, Py_ssize_t i, LineC* out) except -1:
+    """Check line `i` as `_promo_py.check_lines` does and read its qty and unit_cents into `out`, when
+    it is an exact dict whose values are exact str and int (or missing); raise the reference's message
+    for a bad one. False when it is anything else: the reference must judge it."""
+    if type(line) is not dict:
+        return False
+    cdef dict d = <dict>line
+    sku = d.get("sku")
+    qty = d.get("qty")
+    unit = d.get("unit_cents")
+    category = d.get("category", "")
+    if ((sku is not None and type(sku) is not str) or (qty is not None and type(qty) is not int)
+            or (unit is not None and type(unit) is not int) or type(category) is not str):
+        return False
+    cdef int overflow = 0
+    if sku is None or not sku:
+        raise PromoInputError(f"lines[{i}].sku must be a non-empty string")
+    out.qty = 0 if qty is None else PyLong_AsLongLongAndOverflow(qty, &overflow)
+    if qty is None or overflow or not 1 <= out.qty <= MAX_QTY:
+        raise PromoInputError(f"lines[{i}].qty must be an integer 1..{MAX_QTY}")
+    out.unit = -1 if unit is None else PyLong_AsLongLongAndOverflow(unit, &overflow)
+    if unit is None or overflow or not 0 <= out.unit <= MAX_CENTS:
+        raise PromoInputError(f"lines[{i}].unit_cents must be an integer 0..{MAX_CENTS}")
+    return True
+
+
 cdef i32* int_array(list values) except? NULL:
     """A malloc'd copy of a list of ints (at least one slot, so an empty list is not NULL)."""
     cdef Py_ssize_t i, n = len(values)
@@ -1098,12 +1126,12 @@ cdef class PromoEngine:
         return points_earned(self._points, cash_paid_cents, tier, is_member)
 
     def price(self, lines, *, member=None, coupons=(), store="", channel="ecr", ts_ms=0, weekday=1, minute=0):
-        check_lines(lines)
         cdef Basket basket = Basket.__new__(Basket)
         cdef BasketC* B = &basket.c
         skus = self._read_lines(B, lines)
         tier = member.get("tier") if member else None
-        codes = coupon_codes(coupons)
+        # No coupons is the common case; anything else goes through the reference's checks.
+        codes = () if (type(coupons) is tuple or type(coupons) is list) and not coupons else coupon_codes(coupons)
         cdef Ctx x
         x.ts_ms = ts_ms
         x.weekday = weekday
@@ -1129,40 +1157,62 @@ cdef class PromoEngine:
         self._evaluate(B, trace)
         return self._answer(B, skus, trace)
 
-    cdef list _read_lines(self, BasketC* B, list_or_tuple):
-        """The lines into B.lines, one segment each; the SKUs (Python strings) for the answer."""
-        cdef Py_ssize_t i, n = len(list_or_tuple)
+    cdef list _read_lines(self, BasketC* B, lines):
+        """Check the lines as `_promo_py.check_lines` does (its messages, in its order) and read them into
+        B.lines, one segment each; the SKUs (Python strings) for the answer.
+
+        Lines that are exact dicts of exact str and int values are checked here as they are read; on
+        anything else (a subclass, a float, a bool) the reference checks the whole basket instead."""
+        cdef bint checked = False  # the reference has passed the whole basket
+        if type(lines) is not list and type(lines) is not tuple:
+            check_lines(lines)
+            checked = True
+        cdef Py_ssize_t i, n = len(lines)
         cdef LineC* line
-        cdef i64 gross = 0
+        cdef i64 gross = 0, units = 0
+        cdef bint over = False     # the gross passed MAX_CENTS (then line.gross is not computed)
         B.nlines = <i32>n
         B.lines = <LineC*>malloc((n + 1) * sizeof(LineC))
         B.line_w = <i64*>malloc((n + 1) * sizeof(i64))
         B.line_mark = <i32*>calloc(n + 1, sizeof(i32))
         if B.lines == NULL or B.line_w == NULL or B.line_mark == NULL:
             raise MemoryError()
-        if reserve(<void**>&B.segs, &B.cap_segs, 2 * n + 16, sizeof(SegC)) < 0:
+        if (reserve(<void**>&B.segs, &B.cap_segs, 2 * n + 16, sizeof(SegC)) < 0
+                or reserve_scratch(B, 3 * n + 16) < 0):
             raise MemoryError()
-        skus = []
+        cdef list skus = []
         for i in range(n):
-            src = list_or_tuple[i]
-            sku = src["sku"]
-            category = src.get("category", "")
-            skus.append(sku)
+            src = lines[i]
             line = &B.lines[i]
+            if not checked and not read_plain_line(src, i, line):
+                check_lines(lines)  # raises for a bad line, or passes them all
+                checked = True
+            if checked:
+                line.qty = src["qty"]
+                line.unit = src["unit_cents"]
+            sku = src["sku"]
+            skus.append(sku)
             line.sku = self._sku_ids.get(sku, -1)
-            line.cat = self._cat_ids.get(category, -1)
-            line.qty = src["qty"]
-            line.unit = src["unit_cents"]
+            line.cat = self._cat_ids.get(src.get("category", ""), -1)
+            units += line.qty
+            if not over and line.unit > (MAX_CENTS - gross) // line.qty:
+                over = True  # only possible before the reference has passed the basket
+            if over:
+                continue
             line.gross = line.qty * line.unit
+            gross += line.gross
             line.limit = line.gross * (self.c.cat_bp[line.cat] if line.cat >= 0 else self.c.default_bp) // 10000
             line.disc = 0
-            line.head = line.tail = i
+            line.head = line.tail = <i32>i
             B.segs[i].n = line.qty
             B.segs[i].net = line.gross
             B.segs[i].tn = B.segs[i].tnet = 0
             B.segs[i].next = -1
             B.segs[i].closed = B.segs[i].used = False
-            gross += line.gross
+        if over:
+            raise PromoInputError(f"the basket's gross exceeds {MAX_CENTS} cents")
+        if units > MAX_UNITS:
+            raise PromoInputError(f"the basket holds more than {MAX_UNITS} units")
         B.nsegs = <i32>n
         B.wide = gross > SAFE_GROSS
         return skus
