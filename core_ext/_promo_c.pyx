@@ -44,6 +44,7 @@ every unit count is <= 10^6 per segment and <= 10^9 per basket.
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memset
 
 from core_ext import _promo_py
 from core_ext._promo_py import (
@@ -86,7 +87,7 @@ cdef enum:  # why a planned rule saves nothing; the strings are REASONS
     R_NONE, R_UNITS_CLOSED, R_UNITS_USED, R_NOT_ENOUGH_UNITS, R_NO_COMPLETE_SET, R_QTY_TIER_NOT_REACHED,
     R_THRESHOLD_NOT_REACHED, R_BELOW_MIN_CENTS, R_NO_SAVING
 
-REASONS = (None, "units_closed", "units_used", "not_enough_units", "no_complete_set", "qty_tier_not_reached",
+cdef tuple REASONS = (None, "units_closed", "units_used", "not_enough_units", "no_complete_set", "qty_tier_not_reached",
            "threshold_not_reached", "below_min_cents", "no_saving")
 
 cdef enum:  # a basket value whose lookup raised, needed by a candidate (the lookup is repeated to raise)
@@ -187,6 +188,11 @@ cdef struct Promo:
 
 cdef struct BasketC:
     bint wide                     # products of two amounts in 128 bits (see "Arithmetic bounds")
+    char* line_block              # lines, line_w, line_mark
+    char* cand_block              # everything about the candidates
+    char* scratch                 # the scratch arrays
+    i32* coupons                  # interned coupon keys carried
+    i32 ncoupons
     i32 nlines
     LineC* lines
     SegC* segs
@@ -250,42 +256,47 @@ cdef int reserve(void** p, i32* cap, i64 need, size_t size) noexcept nogil:
     return 0
 
 
+cdef inline void* carve(char** at, size_t nbytes) noexcept nogil:
+    """The next `nbytes` of a block being cut into arrays (8-byte aligned)."""
+    cdef void* p = at[0]
+    at[0] += (nbytes + 7) & ~(<size_t>7)
+    return p
+
+
 cdef int reserve_scratch(BasketC* B, i64 need) noexcept nogil:
-    """Every scratch array at least `need` long (they grow together)."""
+    """Every scratch array at least `need` long: one block, replaced (not copied) when it must grow,
+    as scratch holds nothing between one plan or settle and the next."""
     if need <= B.cap_scratch:
         return 0
-    cdef i32 cap = B.cap_scratch
-    if (reserve(<void**>&B.pseg, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.pli, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.order, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.idx, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.tmp, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.wl, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.taken_li, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.taken_seg, &cap, need, sizeof(i32)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.wts, &cap, need, sizeof(i64)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.parts, &cap, need, sizeof(i64)) < 0): return -1
-    cap = B.cap_scratch
-    if (reserve(<void**>&B.rems, &cap, need, sizeof(i64)) < 0): return -1
-    B.cap_scratch = cap
+    if need < 2 * <i64>B.cap_scratch:
+        need = 2 * <i64>B.cap_scratch
+    if need > 0x7FFFFFF:
+        return -1
+    cdef size_t n = <size_t>need
+    free(B.scratch)
+    B.cap_scratch = 0
+    B.scratch = <char*>malloc(n * (8 * sizeof(i32) + 3 * sizeof(i64)) + 11 * 8)
+    if B.scratch == NULL:
+        return -1
+    cdef char* at = B.scratch
+    B.wts = <i64*>carve(&at, n * sizeof(i64))
+    B.parts = <i64*>carve(&at, n * sizeof(i64))
+    B.rems = <i64*>carve(&at, n * sizeof(i64))
+    B.pseg = <i32*>carve(&at, n * sizeof(i32))
+    B.pli = <i32*>carve(&at, n * sizeof(i32))
+    B.order = <i32*>carve(&at, n * sizeof(i32))
+    B.idx = <i32*>carve(&at, n * sizeof(i32))
+    B.tmp = <i32*>carve(&at, n * sizeof(i32))
+    B.wl = <i32*>carve(&at, n * sizeof(i32))
+    B.taken_li = <i32*>carve(&at, n * sizeof(i32))
+    B.taken_seg = <i32*>carve(&at, n * sizeof(i32))
+    B.cap_scratch = <i32>n
     return 0
 
 
 cdef void free_basket(BasketC* B) noexcept nogil:
-    free(B.lines); free(B.segs); free(B.bits); free(B.pair_rule); free(B.pair_line); free(B.slot)
-    free(B.cand_rule); free(B.cand_start); free(B.cand_end); free(B.cand_lines); free(B.cand_every); free(B.group_next)
-    free(B.group_head); free(B.plans); free(B.pieces); free(B.shares); free(B.promos); free(B.pseg)
-    free(B.pli); free(B.order); free(B.idx); free(B.tmp); free(B.wl); free(B.taken_li); free(B.taken_seg)
-    free(B.wts); free(B.parts); free(B.rems); free(B.line_w); free(B.line_mark)
+    free(B.line_block); free(B.cand_block); free(B.scratch); free(B.coupons)
+    free(B.segs); free(B.plans); free(B.pieces); free(B.shares); free(B.promos)
 
 
 cdef class Basket:
@@ -513,17 +524,26 @@ cdef int gather(const EngineC* E, BasketC* B, const Ctx* x) noexcept nogil:
             npairs += E.sku_start[line.sku + 1] - E.sku_start[line.sku]
         if line.cat >= 0:
             npairs += E.cat_start[line.cat + 1] - E.cat_start[line.cat]
-    B.bits = <uint64_t*>calloc(words + 1, sizeof(uint64_t))
-    B.pair_rule = <i32*>malloc((npairs + 1) * sizeof(i32))
-    B.pair_line = <i32*>malloc((npairs + 1) * sizeof(i32))
-    B.slot = <i32*>malloc((E.nrules + 1) * sizeof(i32))
-    B.cand_rule = <i32*>malloc((npairs + E.nevery + 1) * sizeof(i32))
-    B.cand_start = <i32*>calloc(npairs + E.nevery + 2, sizeof(i32))
-    B.cand_lines = <i32*>malloc((npairs + 1) * sizeof(i32))
-    B.cand_every = <char*>calloc(npairs + E.nevery + 1, 1)
-    if (B.bits == NULL or B.pair_rule == NULL or B.pair_line == NULL or B.slot == NULL or B.cand_rule == NULL
-            or B.cand_start == NULL or B.cand_lines == NULL or B.cand_every == NULL):
+    cdef i32 most = npairs + E.nevery  # candidates at most
+    cdef size_t words_size = (words + 1) * sizeof(uint64_t), starts_size = (most + 2) * sizeof(i32)
+    B.cand_block = <char*>malloc(words_size + starts_size + (most + 1)
+                                 + (2 * (npairs + 1) + (E.nrules + 1) + 3 * (most + 1) + (npairs + 1)
+                                    + (E.ngroups + 1)) * sizeof(i32) + 12 * 8)
+    if B.cand_block == NULL:
         return -1
+    cdef char* at = B.cand_block
+    B.bits = <uint64_t*>carve(&at, words_size)
+    B.cand_start = <i32*>carve(&at, starts_size)
+    B.cand_every = <char*>carve(&at, most + 1)
+    memset(B.cand_block, 0, at - B.cand_block)  # the bitmap, the counts and the flags start at zero
+    B.pair_rule = <i32*>carve(&at, (npairs + 1) * sizeof(i32))
+    B.pair_line = <i32*>carve(&at, (npairs + 1) * sizeof(i32))
+    B.slot = <i32*>carve(&at, (E.nrules + 1) * sizeof(i32))
+    B.cand_rule = <i32*>carve(&at, (most + 1) * sizeof(i32))
+    B.cand_end = <i32*>carve(&at, (most + 1) * sizeof(i32))
+    B.group_next = <i32*>carve(&at, (most + 1) * sizeof(i32))
+    B.cand_lines = <i32*>carve(&at, (npairs + 1) * sizeof(i32))
+    B.group_head = <i32*>carve(&at, (E.ngroups + 1) * sizeof(i32))
     for li in range(B.nlines):
         line = &B.lines[li]
         if line.sku >= 0:
@@ -571,9 +591,6 @@ cdef int gather(const EngineC* E, BasketC* B, const Ctx* x) noexcept nogil:
             B.cand_start[ci + 1] += 1
     for ci in range(B.ncand):
         B.cand_start[ci + 1] += B.cand_start[ci]
-    B.cand_end = <i32*>malloc((B.ncand + 1) * sizeof(i32))
-    if B.cand_end == NULL:
-        return -1
     for ci in range(B.ncand):
         B.cand_end[ci] = B.cand_start[ci]
     for j in range(npairs):
@@ -1130,8 +1147,7 @@ cdef class PromoEngine:
         cdef BasketC* B = &basket.c
         skus = self._read_lines(B, lines)
         tier = member.get("tier") if member else None
-        # No coupons is the common case; anything else goes through the reference's checks.
-        codes = () if (type(coupons) is tuple or type(coupons) is list) and not coupons else coupon_codes(coupons)
+        self._coupons(B, coupons)
         cdef Ctx x
         x.ts_ms = ts_ms
         x.weekday = weekday
@@ -1140,11 +1156,9 @@ cdef class PromoEngine:
         x.store = lookup(self._store_ids, store)
         x.channel = lookup(CHANNEL_BITS, channel)
         x.tier = lookup(self._tier_ids, tier)
-        cdef list carried = [self._coupon_ids[c] for c in codes if c in self._coupon_ids]
-        x.ncoupons = len(carried)
-        x.coupons = int_array(carried)
+        x.coupons = B.coupons
+        x.ncoupons = B.ncoupons
         status = gather(&self.c, B, &x)
-        free(x.coupons)
         if status == -1:
             raise MemoryError()
         if status == NEED_STORE:
@@ -1156,6 +1170,33 @@ cdef class PromoEngine:
         cdef list trace = []
         self._evaluate(B, trace)
         return self._answer(B, skus, trace)
+
+    cdef int _coupons(self, BasketC* B, coupons) except -1:
+        """B.coupons: the ids of the coupon keys the basket carries that some rule asks for. An exact
+        list or tuple of exact strings is read here; anything else goes through the reference's
+        `coupon_codes`, which raises for what it refuses."""
+        cdef Py_ssize_t i, n = 0
+        keys = None
+        if type(coupons) is tuple or type(coupons) is list:
+            n = len(coupons)
+            for i in range(n):
+                if type(coupons[i]) is not str:
+                    break
+            else:
+                keys = [c.strip().upper() for c in coupons]  # `_promo_py.coupon_key`
+        if keys is None:
+            keys = coupon_codes(coupons)
+            n = len(keys)
+        B.coupons = <i32*>malloc((n + 1) * sizeof(i32))
+        if B.coupons == NULL:
+            raise MemoryError()
+        B.ncoupons = 0
+        for key in keys:
+            found = self._coupon_ids.get(key)
+            if found is not None:
+                B.coupons[B.ncoupons] = found
+                B.ncoupons += 1
+        return 0
 
     cdef list _read_lines(self, BasketC* B, lines):
         """Check the lines as `_promo_py.check_lines` does (its messages, in its order) and read them into
@@ -1172,11 +1213,13 @@ cdef class PromoEngine:
         cdef i64 gross = 0, units = 0
         cdef bint over = False     # the gross passed MAX_CENTS (then line.gross is not computed)
         B.nlines = <i32>n
-        B.lines = <LineC*>malloc((n + 1) * sizeof(LineC))
-        B.line_w = <i64*>malloc((n + 1) * sizeof(i64))
-        B.line_mark = <i32*>calloc(n + 1, sizeof(i32))
-        if B.lines == NULL or B.line_w == NULL or B.line_mark == NULL:
+        B.line_block = <char*>calloc(1, (n + 1) * (sizeof(LineC) + sizeof(i64) + sizeof(i32)) + 3 * 8)
+        if B.line_block == NULL:
             raise MemoryError()
+        cdef char* at = B.line_block
+        B.lines = <LineC*>carve(&at, (n + 1) * sizeof(LineC))
+        B.line_w = <i64*>carve(&at, (n + 1) * sizeof(i64))
+        B.line_mark = <i32*>carve(&at, (n + 1) * sizeof(i32))
         if (reserve(<void**>&B.segs, &B.cap_segs, 2 * n + 16, sizeof(SegC)) < 0
                 or reserve_scratch(B, 3 * n + 16) < 0):
             raise MemoryError()
@@ -1220,10 +1263,6 @@ cdef class PromoEngine:
     cdef int _evaluate(self, BasketC* B, list trace) except -1:
         """Every candidate in order; an exclusive group where its first candidate stands."""
         cdef i32 ci, g, m, k, nplans, best
-        B.group_next = <i32*>malloc((B.ncand + 1) * sizeof(i32))
-        B.group_head = <i32*>malloc((self.c.ngroups + 1) * sizeof(i32))
-        if B.group_next == NULL or B.group_head == NULL:
-            raise MemoryError()
         for ci in range(B.ncand):
             g = self.c.rules[B.cand_rule[ci]].group
             if g >= 0:
