@@ -91,7 +91,7 @@ cdef tuple REASONS = (None, "units_closed", "units_used", "not_enough_units", "n
            "threshold_not_reached", "below_min_cents", "no_saving")
 
 cdef enum:  # a basket value whose lookup raised, needed by a candidate (the lookup is repeated to raise)
-    NEED_STORE = 1, NEED_CHANNEL = 2, NEED_TIER = 3
+    NEED_STORE = 2, NEED_CHANNEL = 3, NEED_TIER = 4  # 0 and 1 are "out of scope" and "admitted"
 
 cdef enum:  # sort keys of `sort_by`
     BY_UNIT_DESC, BY_UNIT_ASC, BY_VALUE_DESC, BY_INDEX_ASC, BY_ITSELF_ASC
@@ -1149,9 +1149,9 @@ cdef class PromoEngine:
         tier = member.get("tier") if member else None
         self._coupons(B, coupons)
         cdef Ctx x
-        x.ts_ms = ts_ms
-        x.weekday = weekday
-        x.minute = minute
+        x.ts_ms = clamped(ts_ms)
+        x.weekday = clamped(weekday)
+        x.minute = clamped(minute)
         x.member = bool(member)
         x.store = lookup(self._store_ids, store)
         x.channel = lookup(CHANNEL_BITS, channel)
@@ -1358,6 +1358,18 @@ cdef tuple add_ids(list ints, list ids):
     start = len(ints)
     ints += sorted(ids)
     return start, len(ids)
+
+
+cdef i64 clamped(value) except? -1:
+    """An integer as a C long long, clamped: it is only compared with values within +-2**62, so the
+    answers are those of the unbounded integer. Anything but an int raises TypeError."""
+    cdef int overflow = 0
+    if not isinstance(value, int):
+        raise TypeError(f"an integer is required, got {type(value).__name__}")
+    cdef i64 v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow:
+        return 0x7FFFFFFFFFFFFFFF if overflow > 0 else -0x7FFFFFFFFFFFFFFF
+    return v
 
 
 cdef i32 lookup(dict ids, key) except -3:
