@@ -460,6 +460,14 @@ cdef bint matches(const EngineC* E, const RuleC* r, i32 sku, i32 cat) noexcept n
         cat >= 0 and has_id(E.ints + r.cats0, r.ncats, cat))
 
 
+cdef inline bint reached_matches(const EngineC* E, const RuleC* r, i32 sku, i32 cat) noexcept nogil:
+    """`matches` for a line that reached the rule through its indexes: the line's SKU or category is
+    one the rule names (or the rule is on every item), so only exclusions and bundles need a look."""
+    if r.kind == BUNDLE:
+        return matches(E, r, sku, cat)
+    return not (sku >= 0 and r.nexcl and has_id(E.ints + r.excl0, r.nexcl, sku))
+
+
 cdef int admits(const EngineC* E, const RuleC* r, const Ctx* x) noexcept nogil:
     """1 when the rule's when / where / who / coupon hold, 0 when not (as `_promo_py`'s candidate
     filter, in its order); NEED_* when it needs a basket value whose lookup raised."""
@@ -871,7 +879,7 @@ cdef int plan_rule(const EngineC* E, BasketC* B, i32 ci, PlanC* plan) noexcept n
     for j in range(reach):
         li = j if every else B.cand_lines[B.cand_start[ci] + j]
         line = &B.lines[li]
-        if not matches(E, rule, line.sku, line.cat):
+        if not reached_matches(E, rule, line.sku, line.cat):
             continue
         any_line = True
         s = line.head
@@ -1032,6 +1040,12 @@ cdef bint read_plain_line(line, Py_ssize_t i, LineC* out) except -1:
     return True
 
 
+cdef void free_engine(EngineC* E) noexcept nogil:
+    free(E.rules); free(E.ints); free(E.steps); free(E.sku_start); free(E.sku_rules)
+    free(E.cat_start); free(E.cat_rules); free(E.every); free(E.cat_bp)
+    memset(E, 0, sizeof(EngineC))
+
+
 cdef i32* int_array(list values) except? NULL:
     """A malloc'd copy of a list of ints (at least one slot, so an empty list is not NULL)."""
     cdef Py_ssize_t i, n = len(values)
@@ -1072,6 +1086,7 @@ cdef class PromoEngine:
 
     def __init__(self, body, version=0):
         rules, by_sku, by_category, every, ceiling, self._points = load_rules(body)
+        free_engine(&self.c)  # a second __init__ replaces the rule set
         self.version = version
         self.clawback_ids = frozenset(r.id for r in rules if r.clawback)
         self._ids = [r.id for r in rules]
@@ -1136,8 +1151,7 @@ cdef class PromoEngine:
         r.coupon = -1 if rule.coupon is None else intern(self._coupon_ids, rule.coupon)
 
     def __dealloc__(self):
-        free(self.c.rules); free(self.c.ints); free(self.c.steps); free(self.c.sku_start); free(self.c.sku_rules)
-        free(self.c.cat_start); free(self.c.cat_rules); free(self.c.every); free(self.c.cat_bp)
+        free_engine(&self.c)
 
     def points_earned(self, cash_paid_cents, tier, is_member):
         return points_earned(self._points, cash_paid_cents, tier, is_member)
