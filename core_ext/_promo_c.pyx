@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """PROMO/1, compiled: the same `PromoEngine` as `_promo_py`, its pricing run over C structs.
 
-Validation, rule loading, coupon keys and points come from `_promo_py` (once per rule set); this
-module mirrors its pricing step by step, so read `_promo_py` for the why of each step.
+Validation, rule loading, coupon keys and points come from `_promo_py` (once per rule set); plain
+lines and coupons (exact dicts, ints and strings) are checked here with the reference's messages, in
+its order, and anything else goes through the reference's own checks. This module mirrors the
+reference's pricing step by step, so read `_promo_py` for the why of each step.
 
 Layout, and why
 ---------------
@@ -29,7 +31,9 @@ Arithmetic bounds (`_promo_py.check_lines`' limits, checked as the lines are rea
 qty <= 1,000,000 per line, unit_cents <= 10^14, the basket's gross <= 10^14 cents and <= 10^9 units.
 Every net, weight, share and amount below is <= the basket's gross G (a rule never discounts more
 than the net it works on, and spreading `total <= sum(weights)` gives no part more than its weight);
-every unit count is <= 10^6 per segment and <= 10^9 per basket.
+every unit count is <= 10^6 per segment and <= 10^9 per basket. The number of lines (500 at most on
+the ECR, unbounded here) never enters a product: it only sizes arrays, indexed by int32 (<= 10^9 lines,
+as each holds a unit).
 * Always safe in 64 bits: net x basis points <= 10^14 x 10^4 = 10^18 < 2^63 (percentages, tiers,
   buy-X-get-Y rewards, the ceiling), and sums of nets <= G.
 * Products of a price by a count (fixed_price, amount_off, bundle sets, threshold steps) are never
