@@ -32,9 +32,11 @@ def outcome(mod, body, lines, **ctx):
 
 
 def assert_same(body, lines, **ctx):
+    """Both flavours give the same outcome, down to key order and value types (what a sale stores)."""
     results = [outcome(mod, body, lines, **ctx) for mod in ENGINES]
     for other in results[1:]:
         assert other == results[0]
+        assert repr(other) == repr(results[0])
     return results[0]
 
 
