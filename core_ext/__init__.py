@@ -23,3 +23,15 @@ from ._request_checks import check_request  # noqa: E402
 
 __all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "check_request",
             "MAX_SLICE_DOCS", "MAX_SLICE_LINES"]
+
+# The public faces of the parts other packages use: HTTP steps the apps share, barcode parsing,
+# master data, alerts, ERP movements and the typed records.
+from . import _alerts as alerts  # noqa: E402
+from . import _asgi as asgi  # noqa: E402
+from . import _barcodes as barcodes  # noqa: E402
+from . import _master as master  # noqa: E402
+from ._records import Item, Move, SaleLine, answer_ok, answer_refused  # noqa: E402
+from ._stock import post_movement  # noqa: E402
+
+__all__ += ["alerts", "asgi", "barcodes", "master", "Item", "Move", "SaleLine", "answer_ok", "answer_refused",
+            "post_movement"]

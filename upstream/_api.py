@@ -19,7 +19,7 @@ import msgpack
 import trio
 
 from core_ext import Request, errors, u64
-from core_ext._asgi import InvalidText, decode_json, header_problem, lifespan, respond
+from core_ext import asgi
 
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
 from ._handlers import BAD_SIGNATURE, PRUNED, STATUS
@@ -46,7 +46,7 @@ class HttpError(Exception):
         self.status = status
         self.code = code
         self.message = message
-        # The reason class (core_ext._asgi.EDGE_REASONS) of a refusal decided before the core.
+        # The reason class (core_ext.asgi.EDGE_REASONS) of a refusal decided before the core.
         self.edge = edge
         self.extra = extra
 
@@ -89,7 +89,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
     `submit` hands requests to the core loop; `read_store()` opens a read transaction (Store.read);
     `config` is the [upstream] section (token, body limit); `metrics` an upstream Metrics or None;
     `public_key` the store's (its raw bytes are in /status); `signal` wakes long polls after a seal;
-    `edge(reason)` counts a request refused before the core (one of `core_ext._asgi.EDGE_REASONS`).
+    `edge(reason)` counts a request refused before the core (one of `core_ext.asgi.EDGE_REASONS`).
     """
     edge = edge or (lambda reason: None)
     settings = Settings.from_config(config)
@@ -181,8 +181,8 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
         if ctype.startswith("application/json"):
             try:
-                value = decode_json(raw)
-            except InvalidText as exc:
+                value = asgi.decode_json(raw)
+            except asgi.InvalidText as exc:
                 # Decoded and checked here, once: the core and every answer see valid text only.
                 raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="invalid_text") from None
             except (ValueError, RecursionError):
@@ -253,7 +253,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            await lifespan(receive, send)
+            await asgi.lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -263,7 +263,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         as_json = b"application/json" in headers.get(b"accept", b"")
         route_name, status_code = "other", 200
         try:
-            problem = header_problem(scope)
+            problem = asgi.header_problem(scope)
             if problem is not None:
                 raise HttpError(431, "HEADERS_TOO_LARGE", problem[1], edge=problem[0])
             if not authorized(headers):
@@ -287,7 +287,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             payload, ctype = _packb(answer), "application/msgpack"
         if metrics is not None:
             metrics.request(route_name, status_code)
-        await respond(send, status_code, ctype, payload, extra=extra_headers)
+        await asgi.respond(send, status_code, ctype, payload, extra=extra_headers)
 
     return app
 

@@ -108,8 +108,7 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
     `signing_key` signs batches; `erp_public_key` verifies the ERP's documents; `config` is the
     [upstream] section (see `Settings.from_config`); `signal` is woken after every seal commits.
     """
-    from core_ext import _alerts, _master
-    from core_ext._stock import post_movement
+    from core_ext import alerts as _alerts, master as _master, post_movement
 
     settings = Settings.from_config(config)
 

@@ -87,8 +87,8 @@ def read_head(tx) -> Head:
 
 def limits(tx, settings: Settings) -> tuple[int, float]:
     """(batch_max_events, batch_max_age_s): the store policy's when it sets them, else the config's."""
-    from core_ext import _master
-    policy = _master.policy(tx)
+    from core_ext import master
+    policy = master.policy(tx)
     max_events = policy.get("batch_max_events") or settings.batch_max_events
     max_age = policy.get("batch_max_age_s") or settings.batch_max_age_s
     return max(1, int(max_events)), float(max_age)

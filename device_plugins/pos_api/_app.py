@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import msgpack
 
 from core_ext import Request, Submit, errors, limits
-from core_ext._asgi import InvalidText, decode_json, header_problem, lifespan, respond
+from core_ext import asgi
 
 from .._messages import id_problem
 from ._metrics import Metrics
@@ -60,7 +60,7 @@ class _Refusal(Exception):
         self.msg = msg
         self.reason = reason or err
         self.headers = headers
-        # The reason class (core_ext._asgi.EDGE_REASONS) of a refusal decided here, before the core.
+        # The reason class (core_ext.asgi.EDGE_REASONS) of a refusal decided here, before the core.
         self.edge = edge
         # The request's id when it is known and itself acceptable (the answer's `re`).
         self.re = re
@@ -81,7 +81,7 @@ class _Route:
 def make_app(submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
              max_body: int = 1 << 20, edge=None):
     """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token; `edge(reason)` counts a
-    request refused before the core (reason: one of `core_ext._asgi.EDGE_REASONS`)."""
+    request refused before the core (reason: one of `core_ext.asgi.EDGE_REASONS`)."""
     return PosApp(submit, tokens, metrics, max_body=max_body, edge=edge)
 
 
@@ -97,7 +97,7 @@ class PosApp:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            await lifespan(receive, send)
+            await asgi.lifespan(receive, send)
         elif scope["type"] == "websocket":
             await receive()
             await send({"type": "websocket.close", "code": 1008})
@@ -111,7 +111,7 @@ class PosApp:
         fmt = _reply_format(scope["method"], headers)
         extra: tuple = ()
         try:
-            problem = header_problem(scope)
+            problem = asgi.header_problem(scope)
             if problem is not None:
                 raise _Refusal(431, BAD_REQUEST, problem[1], reason="HEADERS_TOO_LARGE", edge=problem[0],
                                headers=((b"connection", b"close"),))
@@ -229,10 +229,10 @@ def decode_body(raw: bytes, fmt: str) -> dict:
     """
     try:
         if fmt == JSON:
-            value = decode_json(raw)
+            value = asgi.decode_json(raw)
         else:
             value = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext)
-    except (InvalidText, UnicodeDecodeError) as exc:
+    except (asgi.InvalidText, UnicodeDecodeError) as exc:
         # MessagePack's decoder refuses invalid UTF-8 (a surrogate included) with UnicodeDecodeError.
         raise _Refusal(400, BAD_REQUEST, f"the body holds invalid text: {exc}", edge="invalid_text",
                        re=_usable_id(getattr(exc, "value", None))) from None
@@ -386,4 +386,4 @@ async def _send(send, status: int, answer: dict, fmt: str, extra: tuple) -> None
         status, fmt = 500, JSON
         payload = json.dumps({"t": "res", "re": None, "ok": False, "err": UNAVAILABLE,
                               "msg": "the answer could not be encoded"}).encode()
-    await respond(send, status, fmt, payload, extra=extra)
+    await asgi.respond(send, status, fmt, payload, extra=extra)

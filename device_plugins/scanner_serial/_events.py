@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from .._need_data import NEED_DATA  # noqa: F401  (re-exported with the events)
 
-from core_ext._barcodes import Scan
+from core_ext import Scan
 
 
 

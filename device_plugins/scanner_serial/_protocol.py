@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from core_ext import limits
-from core_ext._barcodes import MAX_SCAN_CHARS, Scan, ScanError, hibc_part, parse_hibc_pair, parse_scan
+from core_ext import Scan, ScanError, barcodes, limits, parse_scan
 
 from ._events import NEED_DATA, ConnectionClosed, Rejected, Scanned
 
@@ -23,7 +22,7 @@ HIBC_LINK_WINDOW_S = 3.0
 
 class ScannerConnection:
     def __init__(self, *, terminator: str = "any", link_window: float = HIBC_LINK_WINDOW_S,
-                 max_line: int = MAX_SCAN_CHARS):
+                 max_line: int = barcodes.MAX_SCAN_CHARS):
         if terminator not in TERMINATORS:
             raise ValueError(f"terminator must be one of {', '.join(TERMINATORS)}, not {terminator!r}")
         self._term = TERMINATORS[terminator]
@@ -84,13 +83,13 @@ class ScannerConnection:
             self._flush_held()
 
     def _line(self, line: bytes, now: float) -> None:
-        part = hibc_part(line)
+        part = barcodes.hibc_part(line)
         if self._held is not None:
             primary = self._held[0]
             if part == "secondary":
                 self._held = None
                 try:
-                    self._events.append(Scanned(within_limits(parse_hibc_pair(primary, line))))
+                    self._events.append(Scanned(within_limits(barcodes.parse_hibc_pair(primary, line))))
                 except ScanError as exc:
                     self._scanned(primary)
                     self._events.append(Rejected(line, exc.code, exc.reason))

@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from core_ext._types import Request
+from core_ext import Request
 
 from .._serial_port import serve_port
 from ._events import NEED_DATA, ConnectionClosed, Rejected, Scanned
