@@ -16,5 +16,6 @@ __all__ = [
 from ._barcodes import Scan, ScanError, parse_scan  # noqa: E402
 from ._handlers import HANDLERS  # noqa: E402  (after the names the handlers import)
 from ._types import Settings  # noqa: E402
+from ._logs import RateLimitedLog  # noqa: E402
 
-__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings"]
+__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "RateLimitedLog"]
