@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import heapq
+import re
 from collections import deque
 
 import msgpack
@@ -62,14 +63,55 @@ def encode_frame(body: dict) -> bytes:
 
 
 def decode_body(body: bytes) -> dict | None:
-    """The MessagePack map in `body` with string keys, or None when it is anything else."""
+    """The MessagePack map in `body` with string keys, or None when it is anything else.
+
+    A string that is not valid UTF-8 is still a string of a well-formed map (the frame is ACKed and
+    the request answered): its bad bytes come through as lone surrogates U+DC80..U+DCFF, which valid
+    UTF-8 never decodes to; `invalid_utf8(body)` names the first one.
+    """
     try:
-        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True,
+                                unicode_errors="surrogateescape")
     except Exception:  # msgpack raises many types (ExtraData, FormatError, StackError, Unicode...)
         return None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         return None
     return value
+
+
+def invalid_utf8(value) -> str | None:
+    """Where the decoded `value` held bytes that are not UTF-8, for a person; None if nowhere."""
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            problem = _escaped_byte(item)
+            if problem:
+                return f"{path or 'a string'} is not valid UTF-8 ({problem})"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                problem = _escaped_byte(key) if isinstance(key, str) else None
+                if problem:
+                    return f"a key of {path or 'the request'} is not valid UTF-8 ({problem})"
+                stack.append((child, f"{path}.{_name(key)}" if path else _name(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _escaped_byte(text: str) -> str | None:
+    found = _ESCAPED.search(text)
+    if found is None:
+        return None
+    return f"the byte 0x{ord(found.group()) - 0xDC00:02X} at character {found.start()}"
+
+
+def _name(key) -> str:
+    text = str(key)
+    return text if text.isprintable() and len(text) <= 32 else ascii(text[:32])
 
 
 class EcrConnection:
