@@ -52,10 +52,11 @@ class RateLimitedLog:
     def warning(self, key, msg: str, *args) -> None:
         self.log(logging.WARNING, key, msg, *args)
 
-    def error(self, key, msg: str, *args) -> None:
-        self.log(logging.ERROR, key, msg, *args)
+    def error(self, key, msg: str, *args, exc_info: bool = False) -> None:
+        self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)
 
-    def log(self, level: int, key, msg: str, *args) -> None:
+    def log(self, level: int, key, msg: str, *args, exc_info: bool = False) -> None:
+        """`exc_info`: the traceback goes with a line written now (a summary carries none)."""
         if not self.logger.isEnabledFor(level):
             return
         now = self.clock()
@@ -63,9 +64,9 @@ class RateLimitedLog:
         if entry is None:
             self._make_room()
             self._keys[key] = _Key(now)
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, exc_info=exc_info)
         elif now - entry.last_logged >= self.interval:
-            self._write(key, entry, now, level, msg, args)
+            self._write(key, entry, now, level, msg, args, exc_info)
         else:
             if not entry.suppressed:
                 entry.since_wall = self.wall_clock()
@@ -93,14 +94,15 @@ class RateLimitedLog:
             if entry.suppressed:
                 self._write(key, entry, now, entry.level, entry.msg, entry.args)
 
-    def _write(self, key, entry: _Key, now: float, level: int, msg: str, args: tuple) -> None:
+    def _write(self, key, entry: _Key, now: float, level: int, msg: str, args: tuple,
+               exc_info: bool = False) -> None:
         """One line: `msg`, with the count of occurrences that had no line since the last one."""
         if entry.suppressed:
             stamp = time.strftime("%H:%M:%S", time.localtime(entry.since_wall))
             self.logger.log(level, msg + " (repeated %s times since %s)", *args,
-                            f"{entry.suppressed:,}", stamp)
+                            f"{entry.suppressed:,}", stamp, exc_info=exc_info)
         else:
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, exc_info=exc_info)
         entry.suppressed = 0
         entry.last_logged = now
         self._keys[key] = self._keys.pop(key)  # now the most recently logged

@@ -110,3 +110,16 @@ def test_a_disabled_level_costs_nothing_and_counts_nothing(caplog):
     for _ in range(10):
         log.info("k", "quiet")
     assert caplog.records == [] and suppressed == []
+
+
+def test_a_traceback_goes_with_a_line_written_and_never_with_a_suppressed_one(caplog):
+    log, clock, suppressed = make(caplog)
+    for _ in range(3):
+        try:
+            raise RuntimeError("the core failed")
+        except RuntimeError:
+            log.error("core", "request %s failed", "S-1", exc_info=True)
+    log.flush()
+    first, summary = caplog.records
+    assert first.exc_info and first.exc_info[0] is RuntimeError
+    assert not summary.exc_info and SUMMARY.search(summary.getMessage()).group(1) == "2"

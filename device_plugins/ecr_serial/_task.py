@@ -208,7 +208,8 @@ class _Link:
                                                   channel="ecr"))
         except Exception:
             # Safe to ask the terminal to retry: ids make a repeated sale apply once.
-            log.exception("ecr %s: the core failed on request %r", self.name, rid)
+            self.logs.error("core_failed", "ecr %s: the core failed on request %r", self.name, rid,
+                            exc_info=True)
             return {"t": "res", "re": rid, "ok": False, "err": UNAVAILABLE,
                     "msg": "the gateway cannot answer now; retry later with the same id"}
         answer = dict(response.body)

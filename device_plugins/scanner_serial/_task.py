@@ -70,7 +70,8 @@ async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_I
         try:
             response = await submit(Request(kind="scan", body=body, source=name, channel="scanner"))
         except Exception:
-            log.exception("scanner %s: the core failed on scan %r", name, scan.raw)
+            logs.error("core_failed", "scanner %s: the core failed on scan %r", name, scan.raw,
+                       exc_info=True)
             metrics.refused.labels(name, "UNAVAILABLE").inc()
             return
         if not response.body.get("ok"):
