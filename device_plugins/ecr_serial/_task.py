@@ -46,7 +46,7 @@ async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_I
         finally:
             logs.flush()
 
-    await serve_port(device, run_link, metrics.connected.labels(name), log, task_status=task_status)
+    await serve_port(device, run_link, metrics.connected.labels(name), logs, task_status=task_status)
 
 
 def device_log(name: str, metrics) -> RateLimitedLog:

@@ -80,4 +80,4 @@ async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_I
             logs.warning(("refused", err), "scanner %s: scan %r refused: %s %s", name, scan.raw,
                          err, response.body.get("msg"))
 
-    await serve_port(device, run_link, metrics.connected.labels(name), log, task_status=task_status)
+    await serve_port(device, run_link, metrics.connected.labels(name), logs, task_status=task_status)
