@@ -20,8 +20,9 @@ from ._handlers import HANDLERS  # noqa: E402  (after the names the handlers imp
 from ._csv_files import MAX_SLICE_DOCS, MAX_SLICE_LINES  # noqa: E402
 from ._types import Settings  # noqa: E402
 from ._request_checks import check_request  # noqa: E402
+from ._logs import RateLimitedLog  # noqa: E402
 
-__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "check_request",
+__all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "check_request", "RateLimitedLog",
             "MAX_SLICE_DOCS", "MAX_SLICE_LINES"]
 
 # The public faces of the parts other packages use: HTTP steps the apps share, barcode parsing,

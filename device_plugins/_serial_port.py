@@ -14,6 +14,8 @@ import termios
 import serial
 import trio
 
+from core_ext import RateLimitedLog
+
 PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD,
             "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
 STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
@@ -191,6 +193,8 @@ def port_settings(device: dict) -> dict:
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
+# A port that is missing, or a device that keeps dropping off, logs once a minute at most per kind.
+PORT_LOG_INTERVAL_S = 60.0
 
 
 async def serve_port(device: dict, run_link, connected, log, *,
@@ -200,7 +204,10 @@ async def serve_port(device: dict, run_link, connected, log, *,
     When the port is missing or goes away (unplugged), it is reopened with capped exponential
     backoff. `connected` is a gauge child set to 1 while the port is open. `task_status.started()`
     is called once the first open was attempted: a missing device never holds up the gateway.
+    `log` is a logger or the device's `RateLimitedLog`: each kind of line is rate-limited either way.
     """
+    if not isinstance(log, RateLimitedLog):
+        log = RateLimitedLog(log, PORT_LOG_INTERVAL_S, trio.current_time)
     name = device["name"]
     port = device.get("port", "")
     connected.set(0)
@@ -211,7 +218,8 @@ async def serve_port(device: dict, run_link, connected, log, *,
         try:
             stream = await open_serial(port, **port_settings(device))
         except SerialPortError as exc:
-            log.warning("%s: cannot open the port, retrying in %.1f s: %s", name, backoff, exc.reason)
+            log.warning("port_open", "%s: cannot open the port, retrying in %.1f s: %s", name,
+                        backoff, exc.reason)
         if not started:
             task_status.started()
             started = True
@@ -221,12 +229,12 @@ async def serve_port(device: dict, run_link, connected, log, *,
             continue
         backoff = BACKOFF_FIRST_S
         connected.set(1)
-        log.info("%s: connected on %s", name, port)
+        log.info("port_connected", "%s: connected on %s", name, port)
         try:
             await run_link(stream)
-            log.warning("%s: the port closed", name)
+            log.warning("port_closed", "%s: the port closed", name)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.warning("%s: the port went away: %s", name, exc)
+            log.warning("port_gone", "%s: the port went away: %s", name, exc)
         finally:
             connected.set(0)
             with trio.CancelScope(shield=True):

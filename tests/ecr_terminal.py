@@ -40,6 +40,15 @@ class Terminal:
     def __init__(self, path: str, *, ack_timeout: float = 1.0, retries: int = 3,
                  response_timeout: float = 10.0):
         self.ser = serial.Serial(path, baudrate=115200, timeout=0.05)
+        # Every byte written, so that a test can wait until the gateway has read them all.
+        self.written = 0
+        write = self.ser.write
+
+        def counted_write(data):
+            self.written += len(data)
+            return write(data)
+
+        self.ser.write = counted_write
         self.ack_timeout = ack_timeout
         self.retries = retries
         self.response_timeout = response_timeout
@@ -201,8 +210,9 @@ class Cable:
             except OSError as exc:
                 if exc.errno != errno.EIO:
                     raise
-                # Nobody holds the slave end open right now (a port being reopened).
-                await trio.sleep(0.01)
+                # Nobody holds the slave end open right now (a port being reopened). Polled in a
+                # thread: trio's clock may be a mock one that stands still.
+                await trio.to_thread.run_sync(time.sleep, 0.005)
                 continue
             view = memoryview(data)
             while view:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from device_plugins.csv_drop import CsvDrop, Metrics
 from device_plugins.ecr_serial import _protocol as ecr
 
+from ._ecr_rig import WAIT_S
 from .ecr_terminal import ACK, NAK, STX, build_frame
 
 HEADER = "TicketNo,ItemCode,Qty,Lot\n"
@@ -245,7 +246,7 @@ def padded_ping(rid: str, size: int) -> dict:
     raise AssertionError(f"no padding packs to {size}")
 
 
-def read_bytes(terminal, n: int, timeout: float = 5.0) -> bytes:
+def read_bytes(terminal, n: int, timeout: float = WAIT_S) -> bytes:
     out = bytearray()
     deadline = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < deadline:
@@ -253,7 +254,7 @@ def read_bytes(terminal, n: int, timeout: float = 5.0) -> bytes:
     return bytes(out)
 
 
-async def test_a_frame_of_exactly_16384_bytes_is_answered_and_one_byte_more_is_naked(rig):
+async def test_a_frame_of_exactly_16384_bytes_is_answered_and_one_byte_more_is_naked(rig, mock_clock):
     frame = build_frame(padded_ping("big", 16384))
     assert len(frame) == 16384 + 6
     [answer] = await rig.run(rig.terminal.request, padded_ping("big", 16384))
@@ -264,10 +265,10 @@ async def test_a_frame_of_exactly_16384_bytes_is_answered_and_one_byte_more_is_n
     assert after["ok"] is True
 
 
-async def test_two_frames_in_one_write_are_both_acked_and_answered(rig):
+async def test_two_frames_in_one_write_are_both_acked_and_answered(rig, mock_clock):
     await rig.run(rig.terminal.ser.write, build_frame(sale("bb-1")) + build_frame(sale("bb-2", 2)))
     assert await rig.run(read_bytes, rig.terminal, 2) == bytes([ACK, ACK])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + WAIT_S
     got = [await rig.run(rig.terminal._read_frame, deadline) for _ in range(2)]
     assert sorted((m["re"], m["ok"]) for m in got) == [("bb-1", True), ("bb-2", True)]
     assert len(rig.events_with_id("lane1:bb-1")) == 1 and len(rig.events_with_id("lane1:bb-2")) == 1
@@ -287,16 +288,17 @@ def _frame_unacked(terminal, deadline) -> dict:
             return msgpack.unpackb(rest[:length], raw=False)
 
 
-async def test_a_new_request_before_the_previous_response_is_acked_is_still_answered(rig):
+async def test_a_new_request_before_the_previous_response_is_acked_is_still_answered(rig, mock_clock):
     t = rig.terminal
     await rig.run(t.ser.write, build_frame(sale("skip-1")))
     assert await rig.run(read_bytes, t, 1) == bytes([ACK])
-    first = await rig.run(_frame_unacked, t, time.monotonic() + 10)
+    first = await rig.run(_frame_unacked, t, time.monotonic() + WAIT_S)
     assert first["re"] == "skip-1"
     # No ACK for it: the terminal sends its next request at once.
     await rig.run(t.ser.write, build_frame(sale("skip-2")))
+    mock_clock.jump(1.0)  # the gateway's wait for the first ACK runs out: it sends skip-1 again
     answers = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + WAIT_S
     while "skip-2" not in [a["re"] for a in answers]:
         answers.append(await rig.run(t._read_frame, deadline))  # these are ACKed
     assert {a["re"] for a in answers} <= {"skip-1", "skip-2"}
@@ -304,24 +306,28 @@ async def test_a_new_request_before_the_previous_response_is_acked_is_still_answ
     assert len(rig.events_with_id("lane1:skip-1")) == 1 and len(rig.events_with_id("lane1:skip-2")) == 1
 
 
-async def test_a_frame_trickled_in_with_one_long_pause_is_taken_and_with_two_is_dropped(rig):
+async def test_a_frame_trickled_in_with_one_long_pause_is_taken_and_with_two_is_dropped(rig, mock_clock):
+    # The gateway's clock moves only here, each time after it has read what was written.
     t = rig.terminal
     frame = build_frame(sale("slow-1"))
     await rig.run(t.ser.write, frame[:5])
-    await trio.sleep(1.9)  # complete within the 2.0 s a partial frame may stay
+    await rig.wait_read()
+    mock_clock.jump(1.9)  # complete within the 2.0 s a partial frame may stay
     await rig.run(t.ser.write, frame[5:])
     assert await rig.run(read_bytes, t, 1) == bytes([ACK])
-    [answer] = [await rig.run(t._read_frame, time.monotonic() + 10)]
+    [answer] = [await rig.run(t._read_frame, time.monotonic() + WAIT_S)]
     assert answer["re"] == "slow-1" and answer["ok"] is True
     frame = build_frame(sale("slow-2"))
-    for part in (frame[:1], frame[1:8], frame[8:]):
+    for part in (frame[:1], frame[1:8]):
         await rig.run(t.ser.write, part)
-        await trio.sleep(1.9)
+        await rig.wait_read()
+        mock_clock.jump(1.9)
     # Incomplete for 3.8 s: discarded, never applied; the terminal's next frame is not swallowed.
-    assert rig.events_with_id("lane1:slow-2") == []
-    assert rig.metric("gateway_ecr_rejects_total", reason="timeout") >= 1
+    await rig.wait_metric("gateway_ecr_rejects_total", 1, reason="timeout")
+    await rig.run(t.ser.write, frame[8:])
     [again] = await rig.run(t.request, sale("slow-3"))
     assert again["ok"] is True and len(rig.events_with_id("lane1:slow-3")) == 1
+    assert rig.events_with_id("lane1:slow-2") == []
 
 
 def test_a_frame_in_one_byte_writes_with_1_9_s_pauses_never_raises_and_the_next_frame_is_taken():

@@ -98,3 +98,17 @@ async def test_serve_port_keeps_retrying_a_bad_url_without_failing(nursery, auto
                         logging.getLogger("test"))
     await trio.sleep(60)
     assert links == [] and set(gauge.values) == {0}
+
+
+async def test_a_port_missing_for_an_hour_logs_a_line_a_minute_at_most(nursery, autojump_clock, caplog):
+    caplog.set_level(logging.INFO, logger="test.port")
+
+    async def run_link(stream):
+        pass
+
+    await nursery.start(serve_port, {"name": "d", "port": "foo://x"}, run_link, _Gauge(),
+                        logging.getLogger("test.port"))
+    await trio.sleep(3600)  # 720 attempts at the 5 s backoff
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.port"]
+    assert 1 < len(lines) <= 61 and all("cannot open the port" in line for line in lines)
+    assert "repeated" in lines[-1]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from device_plugins.ecr_serial import (
-    NEED_DATA, Ack, AckTimeout, ConnectionClosed, EcrConnection, EcrProtocolError, FrameRejected,
+    NEED_DATA, Ack, AckTimeout, ConnectionClosed, Dropped, EcrConnection, EcrProtocolError, FrameRejected,
     GarbageSkipped, LinkError, Message, Nak, crc16, encode_frame,
 )
 
@@ -114,15 +114,58 @@ def test_partial_frame_is_discarded_after_two_seconds():
     assert conn.data_to_send() == ACK
 
 
-def test_false_stx_in_noise_does_not_swallow_the_frame_for_good():
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_a_good_frame_inside_a_partial_one_is_taken_at_once(chunk):
     conn = EcrConnection()
-    # Noise "\x02\x10\x00" announces a 4096-byte frame; the real frame follows inside it.
-    evs = feed(conn, b"\x02\x10\x00" + frame(PING), now=0.0)
-    assert messages(evs) == []
-    conn.tick(2.0)
-    evs = events(conn)
-    assert FrameRejected("timeout") in evs
+    # Each "02 3F FF" announces a 16,383-byte frame; the real frame follows inside all five.
+    evs = feed(conn, b"\x02\x3f\xff" * 5 + frame(PING), now=0.0, chunk=chunk)
     assert messages(evs) == [PING]
+    assert sum(e.count for e in evs if isinstance(e, GarbageSkipped)) == 15
+    assert not [e for e in evs if isinstance(e, FrameRejected)]
+    assert conn.data_to_send() == ACK
+    assert conn.next_deadline() is None  # nothing partial left waiting
+
+
+def test_a_good_frame_inside_a_partial_one_after_the_partial_waited_a_while():
+    conn = EcrConnection()
+    assert feed(conn, b"\x02\x10\x00junk", now=0.0) == []
+    evs = feed(conn, frame(PING)[:4], now=1.0) + feed(conn, frame(PING)[4:], now=1.5)
+    assert messages(evs) == [PING]
+    assert conn.data_to_send() == ACK
+    # The next frame starts clean: no 2 s timer is still running from the noise.
+    assert conn.next_deadline() is None
+    assert messages(feed(conn, frame(PING), now=1.6)) == [PING]
+
+
+def test_a_frame_with_a_bad_crc_inside_a_partial_one_is_not_taken():
+    conn = EcrConnection()
+    evs = feed(conn, b"\x02\x10\x00" + frame(PING, crc_xor=1) + frame(PING, etx=b"\x04"), now=0.0)
+    assert messages(evs) == [] and conn.data_to_send() == b""
+    conn.tick(2.0)
+    assert FrameRejected("timeout") in events(conn)
+
+
+def test_a_16_kib_partial_frame_of_garbage_is_scanned_once_not_per_byte(monkeypatch):
+    from device_plugins.ecr_serial import _protocol
+
+    checked = []
+    monkeypatch.setattr(_protocol, "crc16", lambda data: checked.append(len(data)) or crc16(data))
+    rng = __import__("random").Random(7)
+    # STXs everywhere, each announcing a short frame that ends (with an ETX) inside the garbage.
+    garbage = bytearray(rng.randbytes(16370))
+    for at in range(0, len(garbage) - 64, 5):
+        garbage[at:at + 3] = b"\x02\x00\x01"
+        garbage[at + 6] = 0x03
+    conn = EcrConnection()
+    for i in range(0, len(garbage), 1):
+        conn.receive_data(bytes(garbage[i:i + 1]), 0.0)
+    conn.receive_data(frame(PING), 0.0)
+    evs = events(conn)
+    assert messages(evs) == [PING]
+    # Every inner candidate was checked once: about one CRC of 3 bytes per STX, not one per byte
+    # received for each of them.
+    assert len(checked) <= len(garbage) // 5 + 2
+    assert sum(checked) <= 4 * len(garbage)
 
 
 def test_late_data_expires_the_old_partial_first():
@@ -274,3 +317,55 @@ def test_any_single_bit_flip_is_never_accepted(body, data):
     assert body not in messages(evs)
     if 3 <= bit // 8 < len(good) - 1:  # body or CRC: the frame is complete and refused
         assert FrameRejected("crc") in evs
+
+
+anything = st.binary(max_size=60)
+
+
+@settings(max_examples=400)
+@given(bodies, anything, st.integers(min_value=1, max_value=17))
+def test_arbitrary_noise_then_a_good_frame_yields_that_frame_without_waiting(body, before, chunk):
+    # A terminal sends the frame again on a NAK (at most 3 times); no clock ever moves.
+    conn = EcrConnection()
+    evs = feed(conn, before + frame(body), chunk=chunk)
+    sends = 1
+    while body not in messages(evs) and NAK in conn.data_to_send() and sends < 4:
+        evs += feed(conn, frame(body), chunk=chunk)
+        sends += 1
+    assert body in messages(evs)
+
+
+def test_an_answer_that_waited_longer_than_its_sends_would_take_is_dropped_unsent():
+    conn = EcrConnection()
+    first, second, third = ({"t": "res", "re": r, "ok": True} for r in "abc")
+    conn.send(Message(first), now=0.0)
+    conn.send(Message(second), now=0.0)
+    conn.send(Message(third), now=0.5)
+    # The peer never ACKs: `first` goes four times, then is given up at 4.0 s.
+    for t in (1.0, 2.0, 3.0, 4.0):
+        conn.tick(t)
+    evs = events(conn)
+    assert evs[-2:] == [LinkError(first, 4, "timeout"), Dropped(second, "stale")]
+    # `second` waited 4.0 s, all its four sends' worth: never sent. `third` (3.5 s) goes now.
+    assert decode_sent(conn.data_to_send()[-len(encode_frame(third)):]) == third
+    assert conn.awaiting_ack
+
+
+def test_at_most_max_queued_answers_wait_and_the_oldest_goes_first():
+    conn = EcrConnection(max_queued=3)
+    bodies_ = [{"t": "res", "re": str(i), "ok": True} for i in range(6)]
+    for body in bodies_:
+        conn.send(Message(body), now=0.0)
+    # One in flight, three waiting: the two oldest waiting were dropped.
+    assert events(conn) == [Dropped(bodies_[1], "full"), Dropped(bodies_[2], "full")]
+    feed(conn, ACK, now=0.1)
+    assert decode_sent(conn.data_to_send()[-len(encode_frame(bodies_[3])):]) == bodies_[3]
+
+
+def test_answers_still_waiting_when_the_stream_ends_are_reported_dropped():
+    conn = EcrConnection()
+    first, second = {"t": "res", "re": "a", "ok": True}, {"t": "res", "re": "b", "ok": True}
+    conn.send(Message(first), now=0.0)
+    conn.send(Message(second), now=0.0)
+    assert feed(conn, b"", now=0.1) == [LinkError(first, 1, "closed"), Dropped(second, "closed"),
+                                        ConnectionClosed()]

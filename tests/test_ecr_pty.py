@@ -1,13 +1,19 @@
-"""A terminal on a real serial line (pseudo-terminals, pyserial at both ends) against the real core."""
+"""A terminal on a real serial line (pseudo-terminals, pyserial at both ends) against the real core.
+
+The gateway runs on trio's mock clock, which stands still: it resends or times out only when a test
+moves the clock, so a loaded machine cannot change what these tests see (see tests/_ecr_rig.py)."""
 from __future__ import annotations
 
+import functools
 import time
 
 import trio
 from prometheus_client import CollectorRegistry
 
 from device_plugins import ecr_serial
+from device_plugins._serial_port import BACKOFF_MAX_S
 
+from ._ecr_rig import WAIT_S, jump_until, wait_until
 from .ecr_terminal import Cable, Terminal, build_frame
 
 
@@ -16,7 +22,7 @@ def sale(rid, lines, cents, **extra):
             "payments": [{"method": "cash", "cents": cents}], **extra}
 
 
-async def test_terminal_sells_returns_and_queries(rig):
+async def test_terminal_sells_returns_and_queries(rig, mock_clock):
     [pong] = await rig.request({"t": "ping", "id": "P-1"}, noise=b"BOOT ECR v2.1\r\n\xff\x00")
     assert pong["ok"] is True and isinstance(pong["time_ms"], int)
     assert rig.metric("gateway_ecr_garbage_bytes_total") == 17
@@ -70,7 +76,7 @@ async def test_terminal_sells_returns_and_queries(rig):
     assert rig.metric("gateway_ecr_responses_total", result="RETURN_EXCEEDS_SALE") == 1
 
 
-async def test_corrupted_crc_is_naked_then_resent(rig):
+async def test_corrupted_crc_is_naked_then_resent(rig, mock_clock):
     before = rig.lot_qty("SKU-2", None)
     [quote] = await rig.request({"t": "quote", "id": "Q-9", "lines": [{"code": "SKU-2", "qty": 1}]})
     [sold] = await rig.request(sale("S-9", [{"code": "SKU-2", "qty": 1}], quote["total_cents"]),
@@ -82,7 +88,7 @@ async def test_corrupted_crc_is_naked_then_resent(rig):
     assert rig.lot_qty("SKU-2", None) == before - 1
 
 
-async def test_lost_ack_sends_twice_and_the_sale_applies_once(rig):
+async def test_lost_ack_sends_twice_and_the_sale_applies_once(rig, mock_clock):
     before = rig.lot_qty("SKU-2", None)
     [quote] = await rig.request({"t": "quote", "id": "Q-5", "lines": [{"code": "SKU-2", "qty": 3}]})
     body = sale("S-5", [{"code": "SKU-2", "qty": 3}], quote["total_cents"])
@@ -95,7 +101,7 @@ async def test_lost_ack_sends_twice_and_the_sale_applies_once(rig):
     assert rig.metric("gateway_ecr_frames_total", direction="in") == 3
 
 
-async def test_unknown_or_missing_type_is_answered_by_the_plugin(rig):
+async def test_unknown_or_missing_type_is_answered_by_the_plugin(rig, mock_clock):
     [unknown] = await rig.request({"t": "refund-all", "id": "X-1"})
     assert unknown == {"t": "res", "re": "X-1", "ok": False, "err": "BAD_REQUEST",
                        "msg": unknown["msg"]}
@@ -108,19 +114,21 @@ async def test_unknown_or_missing_type_is_answered_by_the_plugin(rig):
     assert bad["ok"] is False and bad["err"] == "BAD_REQUEST"
 
 
-async def test_unplug_mid_stream_and_replug(rig, nursery):
+async def test_unplug_mid_stream_and_replug(rig, nursery, mock_clock):
     [quote] = await rig.request({"t": "quote", "id": "Q-7", "lines": [{"code": "SKU-4", "qty": 1}]})
     price = quote["total_cents"]
     before = rig.lot_qty("SKU-4", None)
-    # Half a frame is on the wire when the cable is pulled.
+    # Half a frame is on the wire, and read, when the cable is pulled.
     rig.terminal.noise(build_frame(sale("S-lost", [{"code": "SKU-4", "qty": 1}], price))[:9])
-    await trio.sleep(0.05)
+    await rig.wait_read()
     rig.cable.unplug()
     await rig.wait_metric("gateway_ecr_connected", 0)
-    await trio.sleep(0.3)  # the gateway keeps trying a port that is not there
-    assert rig.metric("gateway_ecr_connected") == 0
+    for _ in range(3):  # the gateway keeps trying a port that is not there
+        mock_clock.jump(BACKOFF_MAX_S)
+        await rig.run(time.sleep, 0.01)
+        assert rig.metric("gateway_ecr_connected") == 0
     await rig.cable.plug(nursery)
-    await rig.wait_metric("gateway_ecr_connected", 1)
+    await jump_until(mock_clock, lambda: rig.metric("gateway_ecr_connected") == 1, "the replug")
     [sold] = await rig.request(sale("S-7", [{"code": "SKU-4", "qty": 1}], price))
     assert sold["ok"] is True
     assert rig.events_with_id("lane1:S-lost") == []
@@ -128,52 +136,55 @@ async def test_unplug_mid_stream_and_replug(rig, nursery):
     assert rig.lot_qty("SKU-4", None) == before - 1
 
 
-async def test_missing_device_does_not_hold_up_start(core, tmp_path, nursery):
+async def test_missing_device_does_not_hold_up_start(core, tmp_path, nursery, mock_clock):
     registry = CollectorRegistry()
     cable = Cable(str(tmp_path / "ttyLATE"))
     device = {"name": "lane1", "kind": "ecr_serial", "port": cable.path}
-    with trio.fail_after(1):
+    started = []
+
+    async def start():
         await nursery.start(ecr_serial.serve, device, core.submit, ecr_serial.Metrics(registry))
+        started.append(True)
+
+    # The clock stands still: start returns after the first attempt, without waiting to retry.
+    nursery.start_soon(start)
+    await wait_until(lambda: started, "serve() to start without its port")
     assert registry.get_sample_value("gateway_ecr_connected", {"device": "lane1"}) == 0
-    await trio.sleep(0.2)
     await cable.plug(nursery)
-    terminal = await trio.to_thread.run_sync(Terminal, cable.terminal_path)
+    await jump_until(mock_clock, lambda: registry.get_sample_value(
+        "gateway_ecr_connected", {"device": "lane1"}) == 1, "the port to appear")
+    terminal = await trio.to_thread.run_sync(
+        functools.partial(Terminal, cable.terminal_path, ack_timeout=WAIT_S, response_timeout=WAIT_S))
     try:
         [pong] = await trio.to_thread.run_sync(terminal.request, {"t": "ping", "id": "late"})
         assert pong["ok"] is True
-        assert registry.get_sample_value("gateway_ecr_connected", {"device": "lane1"}) == 1
     finally:
         terminal.close()
         await cable.aclose()
 
 
-async def test_gateway_resends_an_unacknowledged_response(rig):
-    ser = rig.terminal.ser
-
-    def exchange():
-        ser.write(build_frame({"t": "ping", "id": "P-R"}))
-        ser.flush()
-        got = bytearray()
-        # Read the ACK and the response, never answer it, and wait for it to come again.
-        until = time.monotonic() + 5
-        while got.count(b"\x02") < 2 and time.monotonic() < until:
-            got += ser.read(256)
-        first_at = got.index(b"\x02")
-        frame_len = 3 + int.from_bytes(got[first_at + 1:first_at + 3], "big") + 3
-        first = bytes(got[first_at:first_at + frame_len])
-        while len(got) < first_at + 2 * frame_len and time.monotonic() < until:
-            got += ser.read(256)
-        second = bytes(got[first_at + frame_len:first_at + 2 * frame_len])
-        ser.write(b"\x06")
-        ser.flush()
-        return bytes(got[:first_at]), first, second
-
-    before, first, second = await trio.to_thread.run_sync(exchange)
-    assert before == b"\x06"
+async def test_gateway_resends_an_unacknowledged_response(rig, mock_clock):
+    t = rig.terminal
+    await rig.run(t.ser.write, build_frame({"t": "ping", "id": "P-R"}))
+    assert await rig.run(t._read_ack) == 0x06
+    first = await rig.run(read_raw_frame, t)  # not ACKed
+    assert rig.metric("gateway_ecr_retransmits_total") == 0
+    mock_clock.jump(1.0)  # the gateway's wait for the ACK runs out
+    second = await rig.run(read_raw_frame, t)
+    await rig.run(t.ser.write, b"\x06")
     assert first == second and first[-1:] == b"\x03"
     await rig.wait_metric("gateway_ecr_retransmits_total", 1)
     assert rig.metric("gateway_ecr_frames_total", direction="out") == 2
     assert rig.metric("gateway_ecr_link_errors_total") == 0
+
+
+def read_raw_frame(terminal) -> bytes:
+    """One frame's bytes as they came, not ACKed."""
+    deadline = time.monotonic() + WAIT_S
+    while (byte := terminal._byte(deadline)) != 0x02:
+        assert byte is not None, "no frame came"
+    head = terminal._exact(2, deadline)
+    return b"\x02" + head + terminal._exact(int.from_bytes(head, "big") + 3, deadline)
 
 
 def _is_int(value) -> bool:
@@ -211,7 +222,7 @@ def check_priced(answer: dict, *, member: bool) -> None:
         assert "points_earned" not in answer and "points_balance" not in answer
 
 
-async def test_every_response_has_the_shape_the_spec_shows(rig):
+async def test_every_response_has_the_shape_the_spec_shows(rig, mock_clock):
     lines = [{"code": "SKU-1", "qty": 2}, {"code": "4711", "qty": 1}]
     [quote] = await rig.request({"t": "quote", "id": "SH-Q", "lane": "1", "member": "M1",
                                  "lines": lines})

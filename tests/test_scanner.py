@@ -1,6 +1,7 @@
 """Serial barcode scanners: the line protocol without I/O, then real pseudo-terminals and the core."""
 from __future__ import annotations
 
+import logging
 import pytest
 import serial
 import trio
@@ -242,3 +243,13 @@ async def test_lane_and_count_roles(scanner):
         counter.scan(GS1_SCAN.replace(b"NEWLOT", b"A1"))
     key = "count-desk\x00SKU-1\x00A1"
     await counter.until(lambda: (counter.read(lambda tx: tx.get("counts", key)) or {}).get("qty") == 3)
+
+
+async def test_a_scanner_stuck_on_a_bad_code_logs_once_and_counts_the_rest(scanner, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.scanner")
+    rig = await scanner("backroom", "receive")
+    rig.ser.write(b"0109506000134353\r\n" * 500)  # a wrong check digit, 500 times
+    await rig.until(lambda: rig.metric("gateway_scanner_rejects_total", reason="gtin_check") == 500)
+    lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(lines) == 1 and "scanner backroom: scan" in lines[0]
+    assert rig.metric("gateway_scanner_log_lines_suppressed_total") == 499

@@ -4,15 +4,15 @@
 without I/O; `Metrics(registry)` holds the plugin's counters.
 """
 from ._events import (
-    NEED_DATA, Ack, AckTimeout, ConnectionClosed, FrameRejected, GarbageSkipped, LinkError, Message,
-    Nak,
+    NEED_DATA, Ack, AckTimeout, ConnectionClosed, Dropped, FrameRejected, GarbageSkipped, LinkError,
+    Message, Nak,
 )
 from ._metrics import Metrics
 from ._protocol import MAX_LEN, EcrConnection, EcrProtocolError, crc16, decode_body, encode_frame
 from ._task import REQUEST_TYPES, serve
 
 __all__ = [
-    "NEED_DATA", "Ack", "AckTimeout", "ConnectionClosed", "FrameRejected", "GarbageSkipped",
+    "NEED_DATA", "Ack", "AckTimeout", "ConnectionClosed", "Dropped", "FrameRejected", "GarbageSkipped",
     "LinkError", "Message", "Nak", "Metrics", "MAX_LEN", "EcrConnection", "EcrProtocolError", "crc16",
     "decode_body", "encode_frame", "REQUEST_TYPES", "serve",
 ]

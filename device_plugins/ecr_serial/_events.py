@@ -44,6 +44,15 @@ class LinkError:
 
 
 @dataclass(frozen=True, slots=True)
+class Dropped:
+    """The frame carrying `body` was dropped without being sent: it waited longer than all its sends
+    would have taken ("stale"), too many waited ("full"), or the stream ended ("closed")."""
+
+    body: dict
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class GarbageSkipped:
     """`count` bytes outside any frame were skipped (line noise, a terminal booting)."""
 

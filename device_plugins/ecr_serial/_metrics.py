@@ -25,6 +25,22 @@ class Metrics:
         self.responses = Counter(
             "gateway_ecr_responses_total", "Responses by result: ok, or the refusal's code",
             ["device", "result"], registry=registry)
+        self.answers_dropped = Counter(
+            "gateway_ecr_answers_dropped_total",
+            "Responses the terminal never took: retries (sent 4 times, never ACKed), stale (waited "
+            "longer than its sends would take, unsent), full (1024 already waiting), closed",
+            ["device", "reason"], registry=registry)
+        self.shed = Counter(
+            "gateway_ecr_requests_shed_total",
+            "Requests answered UNAVAILABLE at once because the line already had its most waiting",
+            ["device"], registry=registry)
+        self.log_suppressed = Counter(
+            "gateway_ecr_log_lines_suppressed_total",
+            "Log lines not written because the same message repeated within a minute (summarised)",
+            ["device"], registry=registry)
+        self.received = Counter(
+            "gateway_ecr_received_bytes_total", "Bytes read from the terminal's line",
+            ["device"], registry=registry)
         self.connected = Gauge(
             "gateway_ecr_connected", "1 while the terminal's port is open", ["device"],
             registry=registry)

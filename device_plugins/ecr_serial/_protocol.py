@@ -3,19 +3,27 @@
 Feed it bytes with `receive_data(data, now)` (`b""` = end of stream), take events with
 `next_event()` until `NEED_DATA`, write whatever `data_to_send()` returns (ACK/NAK bytes, frames,
 resends). `send(Message(body), now)` frames a message; only one frame is in flight at a time, the rest
-wait their turn. Time only moves when the caller says so: call `tick(now)` at `next_deadline()`.
-Garbage never raises: it is counted, NAKed where the spec says so, and skipped.
+wait their turn, but not forever: a frame whose sends could all have happened while it waited
+(`(1 + max_retries) * ack_timeout`) is dropped unsent (`Dropped`, "stale"), and at most `max_queued`
+wait (beyond that the oldest is dropped, "full"), so a peer that stops ACKing cannot pile frames up.
+Time only moves when the caller says so: call `tick(now)` at `next_deadline()`.
+Garbage never raises: it is counted, NAKed where the spec says so, and skipped. While a partial frame
+waits for its bytes, a complete good frame that starts at an STX inside it is taken at once (the
+partial one was noise); candidate STXs are found and checked once each, so a 16 KiB partial frame
+of garbage costs linear time, not a rescan per byte.
 """
 from __future__ import annotations
 
 import binascii
+import heapq
+import re
 from collections import deque
 
 import msgpack
 
 from ._events import (
-    NEED_DATA, Ack, AckTimeout, ConnectionClosed, FrameRejected, GarbageSkipped, LinkError, Message,
-    Nak,
+    NEED_DATA, Ack, AckTimeout, ConnectionClosed, Dropped, FrameRejected, GarbageSkipped, LinkError,
+    Message, Nak,
 )
 
 STX = 0x02
@@ -26,6 +34,9 @@ MAX_LEN = 16384
 ACK_TIMEOUT_S = 1.0
 MAX_RETRIES = 3
 FRAME_TIMEOUT_S = 2.0
+# Frames waiting their turn to be sent. Far more than a terminal that takes its answers ever leaves
+# waiting; the bound only matters for one that stopped ACKing and keeps sending requests.
+MAX_QUEUED = 1024
 
 
 class EcrProtocolError(ValueError):
@@ -52,9 +63,15 @@ def encode_frame(body: dict) -> bytes:
 
 
 def decode_body(body: bytes) -> dict | None:
-    """The MessagePack map in `body` with string keys, or None when it is anything else."""
+    """The MessagePack map in `body` with string keys, or None when it is anything else.
+
+    A string that is not valid UTF-8 is still a string of a well-formed map (the frame is ACKed and
+    the request answered): its bad bytes come through as lone surrogates U+DC80..U+DCFF, which valid
+    UTF-8 never decodes to; `invalid_utf8(body)` names the first one.
+    """
     try:
-        value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True,
+                                unicode_errors="surrogateescape")
     except Exception:  # msgpack raises many types (ExtraData, FormatError, StackError, Unicode...)
         return None
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -62,19 +79,61 @@ def decode_body(body: bytes) -> dict | None:
     return value
 
 
+def invalid_utf8(value) -> str | None:
+    """Where the decoded `value` held bytes that are not UTF-8, for a person; None if nowhere."""
+    stack = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            problem = _escaped_byte(item)
+            if problem:
+                return f"{path or 'a string'} is not valid UTF-8 ({problem})"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                problem = _escaped_byte(key) if isinstance(key, str) else None
+                if problem:
+                    return f"a key of {path or 'the request'} is not valid UTF-8 ({problem})"
+                stack.append((child, f"{path}.{_name(key)}" if path else _name(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _escaped_byte(text: str) -> str | None:
+    found = _ESCAPED.search(text)
+    if found is None:
+        return None
+    return f"the byte 0x{ord(found.group()) - 0xDC00:02X} at character {found.start()}"
+
+
+def _name(key) -> str:
+    text = str(key)
+    return text if text.isprintable() and len(text) <= 32 else ascii(text[:32])
+
+
 class EcrConnection:
     """One end of an ECR/1 link (the gateway uses it as the host; it is symmetric)."""
 
     def __init__(self, *, ack_timeout: float = ACK_TIMEOUT_S, max_retries: int = MAX_RETRIES,
-                 frame_timeout: float = FRAME_TIMEOUT_S):
+                 frame_timeout: float = FRAME_TIMEOUT_S, max_queued: int = MAX_QUEUED):
         self.ack_timeout = ack_timeout
         self.max_retries = max_retries
         self.frame_timeout = frame_timeout
+        self.max_queued = max_queued
+        # A queued frame is stale once all its sends could have happened while it waited.
+        self.stale_after = (1 + max_retries) * ack_timeout
         self._buf = bytearray()
         self._frame_started: float | None = None  # when the STX at _buf[0] was seen
+        # STXs inside the partial frame at _buf[0]: the next index to look at, and a heap of
+        # (index its frame would end at, index) for those whose LEN is plausible.
+        self._scan = 1
+        self._inner: list[tuple[int, int]] = []
         self._events: deque = deque()
         self._out = bytearray()
-        self._queue: deque[tuple[bytes, dict]] = deque()
+        self._queue: deque[tuple[bytes, dict, float]] = deque()
         self._inflight: tuple[bytes, dict] | None = None
         self._sends = 0
         self._ack_deadline: float | None = None
@@ -97,7 +156,8 @@ class EcrConnection:
                 frame, body = self._inflight
                 self._events.append(LinkError(body, self._sends, "closed"))
                 self._inflight = None
-            self._queue.clear()
+            while self._queue:
+                self._events.append(Dropped(self._queue.popleft()[1], "closed"))
             self._events.append(ConnectionClosed())
             return
         self._buf += data
@@ -115,7 +175,11 @@ class EcrConnection:
             raise EcrProtocolError(f"only a Message can be sent, not {type(event).__name__}")
         if self._closed:
             raise EcrProtocolError("the link is closed")
-        self._queue.append((encode_frame(event.body), event.body))
+        frame = encode_frame(event.body)
+        self._drop_stale(now)
+        if len(self._queue) >= self.max_queued:
+            self._events.append(Dropped(self._queue.popleft()[1], "full"))
+        self._queue.append((frame, event.body, now))
         self._start_next(now)
         return self.data_to_send()
 
@@ -151,6 +215,7 @@ class EcrConnection:
         self._events.append(FrameRejected("timeout"))
         del self._buf[:1]
         self._frame_started = None
+        self._reset_inner()
         return True
 
     def _parse(self, now: float) -> None:
@@ -164,6 +229,7 @@ class EcrConnection:
                 del buf[:start]
                 self._flush_garbage()
                 self._frame_started = now
+                self._reset_inner()
             if len(buf) < 3:
                 break
             length = int.from_bytes(buf[1:3], "big")
@@ -172,7 +238,16 @@ class EcrConnection:
                 continue
             end = 3 + length + 3
             if len(buf) < end:
-                break
+                inner = self._inner_frame()
+                if inner is None:
+                    break
+                # The partial frame was noise: the good frame inside it is taken (spec, link layer).
+                self._garbage += inner
+                del buf[:inner]
+                self._flush_garbage()
+                self._frame_started = now
+                self._reset_inner()
+                continue
             head_body = bytes(buf[1:3 + length])
             if buf[end - 1] != ETX:
                 self._reject("etx", end)
@@ -185,9 +260,36 @@ class EcrConnection:
                 else:
                     del buf[:end]
                     self._frame_started = None
+                    self._reset_inner()
                     self._out.append(ACK)
                     self._events.append(Message(body))
         self._flush_garbage()
+
+    def _reset_inner(self) -> None:
+        self._scan = 1
+        self._inner.clear()
+
+    def _inner_frame(self) -> int | None:
+        """Where a complete frame with a good ETX and CRC starts inside the partial one at _buf[0].
+
+        Each STX is looked at once (when its LEN has arrived) and its frame checked once (when its
+        last byte has), so bytes arriving one by one never make the scan start over.
+        """
+        buf, inner = self._buf, self._inner
+        size = len(buf)
+        pos = self._scan
+        while (at := buf.find(STX, pos, size - 2)) >= 0:
+            length = int.from_bytes(buf[at + 1:at + 3], "big")
+            if 1 <= length <= MAX_LEN:
+                heapq.heappush(inner, (at + 6 + length, at))
+            pos = at + 1
+        self._scan = max(pos, size - 2)
+        while inner and inner[0][0] <= size:
+            end, at = heapq.heappop(inner)
+            if buf[end - 1] == ETX and crc16(bytes(buf[at + 1:end - 3])) == int.from_bytes(
+                    buf[end - 3:end - 1], "big"):
+                return at
+        return None
 
     def _hunt(self, now: float) -> int | None:
         """Index of the next STX; ACK/NAK bytes on the way answer our frame in flight."""
@@ -214,6 +316,7 @@ class EcrConnection:
             self._garbage += drop
         del self._buf[:drop]
         self._frame_started = None
+        self._reset_inner()
 
     def _retry(self, now: float, reason: str) -> None:
         frame, body = self._inflight
@@ -230,12 +333,20 @@ class EcrConnection:
         self._start_next(now)
 
     def _start_next(self, now: float) -> None:
-        if self._inflight is not None or not self._queue:
+        if self._inflight is not None:
             return
-        self._inflight = self._queue.popleft()
+        self._drop_stale(now)
+        if not self._queue:
+            return
+        frame, body, _queued = self._queue.popleft()
+        self._inflight = (frame, body)
         self._sends = 1
         self._out += self._inflight[0]
         self._ack_deadline = now + self.ack_timeout
+
+    def _drop_stale(self, now: float) -> None:
+        while self._queue and now - self._queue[0][2] >= self.stale_after:
+            self._events.append(Dropped(self._queue.popleft()[1], "stale"))
 
     def _flush_garbage(self) -> None:
         if self._garbage:

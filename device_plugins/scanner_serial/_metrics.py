@@ -15,6 +15,10 @@ class Metrics:
         self.refused = Counter(
             "gateway_scanner_refused_total", "Scans the core refused, by error code",
             ["device", "err"], registry=registry)
+        self.log_suppressed = Counter(
+            "gateway_scanner_log_lines_suppressed_total",
+            "Log lines not written because the same message repeated within a minute (summarised)",
+            ["device"], registry=registry)
         self.connected = Gauge(
             "gateway_scanner_connected", "1 while the scanner's port is open", ["device"],
             registry=registry)
