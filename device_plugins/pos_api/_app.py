@@ -15,8 +15,7 @@ from urllib.parse import unquote
 
 import msgpack
 
-from core_ext import Request, Submit, errors, limits
-from core_ext import asgi
+from core_ext import Request, Submit, answer_refused, asgi, errors, limits
 
 from .._messages import id_problem
 from ._metrics import Metrics
@@ -146,7 +145,7 @@ class PosApp:
             return
         except _Refusal as refusal:
             status, reason, extra = refusal.status, refusal.reason, refusal.headers
-            answer = {"t": "res", "re": refusal.re or re, "ok": False, "err": refusal.err, "msg": refusal.msg}
+            answer = answer_refused(refusal.re or re, refusal.err, refusal.msg)
             if refusal.edge:
                 self.edge(refusal.edge)
         # Counted before sending, so that a client which has its answer also sees it counted.
@@ -384,6 +383,5 @@ async def _send(send, status: int, answer: dict, fmt: str, extra: tuple) -> None
     except (TypeError, ValueError):
         log.exception("pos_api: cannot encode the answer to %r", answer.get("re"))
         status, fmt = 500, JSON
-        payload = json.dumps({"t": "res", "re": None, "ok": False, "err": UNAVAILABLE,
-                              "msg": "the answer could not be encoded"}).encode()
+        payload = json.dumps(answer_refused(None, UNAVAILABLE, "the answer could not be encoded")).encode()
     await asgi.respond(send, status, fmt, payload, extra=extra)
