@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from device_plugins.csv_drop import CsvDrop, Metrics
 from device_plugins.ecr_serial import _protocol as ecr
 
+from ._csv import device, drop_file, listing, stock
 from ._ecr_rig import WAIT_S
 from .ecr_terminal import ACK, NAK, STX, build_frame
 
@@ -22,25 +23,8 @@ HEADER = "TicketNo,ItemCode,Qty,Lot\n"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def device(path, **over) -> dict:
-    entry = {"name": "legacy-pos", "kind": "csv_drop", "dir": str(path), "settle_s": 0.0,
-             "poll_s": 0.01, "columns": {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"}}
-    entry.update(over)
-    return entry
 
 
-def drop_file(path, name: str, text: str) -> None:
-    (path / (name + ".tmp")).write_bytes(text.encode())
-    os.replace(path / (name + ".tmp"), path / name)
-
-
-def listing(path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
-
-
-def stock(store) -> dict:
-    with store.read() as tx:
-        return {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
 
 
 def sale_ids(store) -> list[str]:

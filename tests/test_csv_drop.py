@@ -3,7 +3,6 @@ core behind it (slices between other requests, restarts, lots sold as they happe
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 import trio
@@ -12,14 +11,10 @@ from prometheus_client import CollectorRegistry
 from core_ext import Request, Response
 from device_plugins.csv_drop import CsvDrop, CsvDropError, Metrics, SettleTracker, serve
 
+from ._csv import device, drop_file, listing
+
 HEADER = "TicketNo,ItemCode,Qty,Lot\n"
 
-
-def device(path, **over) -> dict:
-    entry = {"name": "legacy-pos", "kind": "csv_drop", "dir": str(path), "settle_s": 0.0,
-             "poll_s": 0.01, "columns": {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"}}
-    entry.update(over)
-    return entry
 
 
 class FakeCore:
@@ -73,16 +68,6 @@ def files_total(registry, outcome: str) -> float:
                                      {"device": "legacy-pos", "outcome": outcome}) or 0.0
 
 
-def drop_file(path, name: str, text: str) -> bytes:
-    """Write as a POS does: a *.tmp first, renamed when complete."""
-    data = text.encode()
-    (path / (name + ".tmp")).write_bytes(data)
-    os.replace(path / (name + ".tmp"), path / name)
-    return data
-
-
-def listing(path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
 
 
 # --- settling, without I/O --------------------------------------------------------------------

@@ -18,6 +18,7 @@ from core_ext import Request, Store
 from device_plugins.csv_drop import BasketIndex, CsvDrop, CsvMapping, ErrorList, Metrics, scan
 
 from ._data import apply_master
+from ._csv import device as csv_device, drop_file, listing, stock
 
 HEADER = "TicketNo,ItemCode,Qty,Lot,Exp,Card,Pay\n"
 COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot", "expiry": "Exp",
@@ -26,24 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def device(path, **over) -> dict:
-    entry = {"name": "legacy-pos", "kind": "csv_drop", "dir": str(path), "settle_s": 0.0,
-             "poll_s": 0.01, "columns": dict(COLUMNS)}
-    entry.update(over)
-    return entry
+    return csv_device(path, COLUMNS, **over)
 
 
-def drop_file(path, name: str, text: str) -> None:
-    (path / (name + ".tmp")).write_bytes(text.encode())
-    os.replace(path / (name + ".tmp"), path / name)
 
-
-def listing(path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
-
-
-def stock(store) -> dict:
-    with store.read() as tx:
-        return {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
 
 
 def file_sales(store, source: str = "legacy-pos") -> list[str]:

@@ -1,0 +1,30 @@
+"""What the CSV drop tests share: a device entry, a file dropped as a POS drops it, the folder's files."""
+from __future__ import annotations
+
+import os
+
+COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"}
+
+
+def device(path, columns: dict = COLUMNS, **over) -> dict:
+    entry = {"name": "legacy-pos", "kind": "csv_drop", "dir": str(path), "settle_s": 0.0,
+             "poll_s": 0.01, "columns": dict(columns)}
+    entry.update(over)
+    return entry
+
+
+def drop_file(path, name: str, text: str) -> bytes:
+    """Write as a POS does: a *.tmp first, renamed when complete."""
+    data = text.encode()
+    (path / (name + ".tmp")).write_bytes(data)
+    os.replace(path / (name + ".tmp"), path / name)
+    return data
+
+
+def listing(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+
+
+def stock(store) -> dict:
+    with store.read() as tx:
+        return {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
