@@ -23,3 +23,7 @@ from ._request_checks import check_request  # noqa: E402
 
 __all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "check_request",
             "MAX_SLICE_DOCS", "MAX_SLICE_LINES"]
+
+from ._inspect import day_sales, events_backwards, latest_refusals, ledger_head, master_versions, stock_alerts, stock_of  # noqa: E402
+
+__all__ += ["day_sales", "events_backwards", "latest_refusals", "ledger_head", "master_versions", "stock_alerts", "stock_of"]

@@ -22,6 +22,12 @@ COMMANDS = {
             "Run the gateway: open the store, start the devices, the POS/1, UP/1 and metrics listeners. "
             "Without --config it runs on the embedded default (data/ and keys/ in the current directory, "
             "making the store's key pair on first start)."),
+    "demo": ("gateway._cmd_demo", "run a living demo store: the real gateway driven by simulated lanes, scanner, POS and ERP",
+             "Run the real gateway in a demo store of its own folder (demo/, made on first start, kept between "
+             "runs; --fresh starts over): two ECR/1 lanes and a receiving scanner on pseudo-terminals, a legacy "
+             "POS dropping CSV files and a demo ERP sending master data, a recall a minute in, and pulling, "
+             "verifying and acknowledging every batch. Shows a live summary and the status page, POS/1, UP/1 and "
+             "metrics URLs with the demo's tokens. Ctrl-C stops everything."),
     "check-config": ("gateway._cmd_config", "validate a configuration file",
                      "Validate FILE and the files it names (signing key, TLS files, data directory). Prints "
                      "each problem as 'KEY: PROBLEM' and exits 2, or any notes ('note: KEY: ...', e.g. no ERP "
