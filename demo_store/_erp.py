@@ -27,6 +27,8 @@ class DemoErp:
         self.data = data
         self.tally = tally
         self.verifier = self._load_verifier()
+        self.deliveries: dict = {}  # sku -> when (monotonic) its reorder arrives
+        self.delivery_delay_s = 30.0
 
     def _load_verifier(self):
         try:
@@ -64,13 +66,41 @@ class DemoErp:
         self.tally.recall_issued = True
 
     def pull_once(self) -> None:
-        totals = upstream.pull(self.client, self.verifier, ack=True, limit=200)
+        low: set = set()
+
+        def note_low_stock(_env, body, _summary) -> None:
+            low.update(doc["sku"] for doc in body["docs"] if doc.get("type") == "alert" and doc.get("kind") == "low_stock")
+        totals = upstream.pull(self.client, self.verifier, ack=True, limit=200, on_batch=note_low_stock)
+        # The delivery arrives a while after the reorder: meanwhile the alert stays open.
+        now = time.monotonic()
+        for sku in low:
+            self.deliveries.setdefault(sku, now + self.delivery_delay_s)
+        due = sorted(sku for sku, when in self.deliveries.items() if when <= now)
+        if due:
+            self.restock(due)
+            for sku in due:
+                del self.deliveries[sku]
         self.tally.batches_verified += totals.batches
         self.tally.erp_docs += totals.docs
         if totals.acked:
             self.tally.acked = totals.acked
         if totals.batches:
             self._save_verifier()
+
+    def restock(self, skus: list[str]) -> None:
+        """The ERP answers a low-stock alert with a delivery of the reorder quantity."""
+        now = int(time.time() * 1000)
+        moves = []
+        for sku in skus:
+            item = self.data.item(sku)
+            lot, expiry = (None, None)
+            if item["lot_tracked"]:
+                lot = f"R{now % 100000:05d}"
+                expiry = f"{self.data.today.year + 2}-06-30"
+            moves.append({"id": f"GR-{now}-{sku}", "type": "receipt", "sku": sku, "lot": lot, "expiry": expiry,
+                          "serials": [], "qty": max(item["reorder_qty"], 10), "reason": "reorder delivered"})
+        self.client.post_movements(upstream.sign_document("movements", now, {"movements": moves}, self.erp_key,
+                                                          issued_ms=now))
 
     async def run(self, *, recall_after_s: float, pull_every_s: float, task_status=trio.TASK_STATUS_IGNORED) -> None:
         await blocking(self.send_master_data)

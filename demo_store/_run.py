@@ -158,6 +158,7 @@ async def run_demo(folder: str, *, fresh: bool = False, ports=(8600, 8700, 9600)
                               upstream.load_private_key(os.path.join(folder, "erp", "erp.pem")),
                               upstream.load_public_key(config.keys.public_key),
                               os.path.join(folder, "erp", "state.json"), data, tally)
+                erp.delivery_delay_s = 30 * pace_s
                 await nursery.start(lambda task_status: erp.run(recall_after_s=recall_after_s,
                                                                 pull_every_s=max(0.5, pace_s),
                                                                 task_status=task_status))

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop by itself after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--ports", type=_ports, default=(8600, 8700, 9600), metavar="POS,UP,METRICS",
                         help="the listeners' ports on 127.0.0.1 (default 8600,8700,9600; 0 picks a free one)")
-    parser.add_argument("--pace", type=float, default=1.0, metavar="SECONDS",
-                        help="about how often each lane sells, in seconds (default 1)")
+    parser.add_argument("--pace", type=float, default=2.0, metavar="SECONDS",
+                        help="about how often each lane sells, in seconds (default 2)")
     parser.add_argument("--recall-after", type=float, default=60.0, metavar="SECONDS",
                         help="when the demo ERP issues its recall (default 60)")
 

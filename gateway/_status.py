@@ -66,7 +66,8 @@ def last_activity(tx, names) -> dict:
     wanted = set(names)
     found: dict = {}
     for event in core_ext.events_backwards(tx, ACTIVITY_SCAN):
-        source = event.get("source")
+        # Receipts and counts name their device only in their id ("<device>:<id>").
+        source = event.get("source") or str(event.get("id") or "").partition(":")[0]
         if source in wanted and source not in found:
             found[source] = event.get("ts_ms")
             if len(found) == len(wanted):

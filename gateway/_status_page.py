@@ -106,7 +106,8 @@ async def _unauthorized(send, method: str) -> None:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0;padding:.5rem;background:#f4f5f7;color:#222}
 h1{font-size:1.25rem;margin:.25rem 0}h2{font-size:1rem;margin:0 0 .4rem}
-section{background:#fff;border-radius:8px;padding:.6rem .8rem;margin:.5rem 0;box-shadow:0 1px 2px #0002}
+section{background:#fff;border-radius:8px;padding:.6rem .8rem;margin:.5rem 0;box-shadow:0 1px 2px #0002;overflow-x:auto}
+h3{font-size:.9rem;margin:.5rem 0 .2rem;color:#444}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{text-align:left;padding:.2rem .4rem;
 border-bottom:1px solid #eee}th{color:#666;font-weight:600}.num{text-align:right;font-variant-numeric:tabular-nums}
 .bad{color:#b00020;font-weight:600}.warn{color:#a15c00}.ok{color:#17702e}.muted{color:#777}
