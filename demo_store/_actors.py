@@ -52,6 +52,7 @@ class Lane:
         self.run_id, self.pace_s, self.rng = run_id, pace_s, rng
         self.n = 0
         self.sold: list[tuple[str, dict]] = []  # (sale id, first answered line) for returns
+        self.offered_recalled = False
 
     def next_id(self) -> str:
         self.n += 1
@@ -63,7 +64,9 @@ class Lane:
             roll = self.rng.random()
             if roll < 0.08 and self.sold:
                 await self.give_back()
-            elif roll < 0.2 and self.tally.recall_issued:
+            elif self.tally.recall_issued and (roll < 0.2 or not self.offered_recalled):
+                # A customer brings the recalled lot to the till soon after the recall (and now and then).
+                self.offered_recalled = True
                 await self.sell([{"code": self.data.recalled.sku, "qty": 1, "lot": self.data.recalled.lot}])
             else:
                 await self.sell(self.basket())
@@ -171,7 +174,7 @@ async def legacy_pos(folder: str, data: MasterData, tally: Tally, *, run_id: str
         for ticket in range(rng.randint(1, 3)):
             for item in rng.sample(plain, rng.randint(1, 2)):
                 rows.append(f"{run_id}{n:03d}{ticket},{item['pos_codes'][0]},{rng.randint(1, 2)},,")
-        bad = rng.random() < 0.25
+        bad = n % 4 == 2  # every fourth export has a row the gateway does not know
         if bad:
             rows.append(f"{run_id}{n:03d}9,NO-SUCH-ITEM,1,,")
         name = f"export-{run_id}-{n:04d}"
