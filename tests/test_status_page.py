@@ -140,3 +140,11 @@ async def test_the_page_in_a_browser_at_phone_and_desktop_widths(tmp_path):
     assert png_size(shots / "phone.png") == (390, 1800)
     assert png_size(shots / "desktop.png") == (1280, 1800)
     assert os.path.getsize(shots / "phone.png") > 10_000  # a page was drawn, not a blank screen
+
+
+def test_a_short_page_token_is_named_by_check_config(tmp_path):
+    from gateway._config import ConfigError
+    (tmp_path / "gateway.toml").write_text(config_text() + 'page_token = "short"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path / "gateway.toml"))
+    assert caught.value.problems == [("metrics.page_token", "must be at least 16 characters (or empty: no status page)")]
