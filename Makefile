@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: all install run test test-compiled test-pure soak bench clean
+.PHONY: all install run test test-compiled test-pure soak bench clean chromium
 
 all: test
 
@@ -19,16 +19,24 @@ $(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_promo_c.pyx
 
 install: $(STAMP)
 
+# A living demo store in demo/ (kept between runs; `gateway demo --fresh` starts over). Ctrl-C stops it.
 run: $(STAMP)
-	$(VENV)/bin/gateway run
+	$(VENV)/bin/gateway demo
+
+# The status page's browser test uses Debian's chromium: installed here when missing and running as
+# root; otherwise that test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+		echo "chromium could not be installed: the status page's browser test will be skipped"
 
 # The whole suite twice: once on the compiled core (which must be there), once on the pure-Python twins.
 test: test-compiled test-pure
 
-test-compiled: $(STAMP)
+test-compiled: $(STAMP) chromium
 	GATEWAY_REQUIRE_EXTENSIONS=1 $(PYTEST) -q -m "not soak"
 
-test-pure: $(STAMP)
+test-pure: $(STAMP) chromium
 	GATEWAY_PURE_PYTHON=1 $(PYTEST) -q -m "not soak"
 
 soak: $(STAMP)

@@ -36,3 +36,9 @@ from ._stock import post_movement  # noqa: E402
 
 __all__ += ["alerts", "asgi", "barcodes", "master", "Item", "Move", "SaleLine", "answer_ok", "answer_refused",
             "post_movement"]
+
+from ._inspect import (day_sales, events_backwards, latest_refusals, ledger_head, master_versions,  # noqa: E402
+                       stock_alerts, stock_of)
+
+__all__ += ["day_sales", "events_backwards", "latest_refusals", "ledger_head", "master_versions", "stock_alerts",
+            "stock_of"]

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,8 @@ from ._app_core import build_core
 from ._config import Config
 from ._http import serve_asgi
 from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
+from ._status import UpstreamSeen, snapshot
+from ._status_page import PATHS as STATUS_PATHS, make_handler as make_status_page
 
 log = logging.getLogger("gateway")
 
@@ -61,6 +64,22 @@ class Gateway:
         self.erp_key_present = False
         self.started = False  # every listener and device task is up
         self._device_metrics: dict = {}  # one metrics family per device kind; the device name is a label
+        self.upstream_seen = UpstreamSeen()
+        self.started_ms: int | None = None
+
+    def status(self, now_ms: int | None = None) -> dict:
+        """The status page's snapshot, read through an LMDB reader (blocking: call it off the loop)."""
+        store = self.store
+        if store is None:
+            raise StoreError("the store is not open")
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        return snapshot(store, store_id=self.config.store.id, timezone=self.config.store.timezone, now_ms=now_ms,
+                        started_ms=self.started_ms, devices=dict(self.device_tasks),
+                        terminals=sorted(self.config.pos_api.tokens), registry=self.registry, seen=self.upstream_seen)
+
+    def _status_pages(self, edge) -> dict:
+        handle = make_status_page(self.config.metrics.page_token, self.status, count=edge)
+        return {path: handle for path in STATUS_PATHS}
 
     def _read(self):
         # None while the store is closed: the metrics collector then reports it closed.
@@ -126,11 +145,14 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
+                self.started_ms = int(time.time() * 1000)
                 self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
-                    self.registry, self.health, self.ready, edge=edge.counter("metrics")), cfg.metrics.listen)
+                    self.registry, self.health, self.ready, edge=edge.counter("metrics"),
+                    pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen)
                 up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
                                            public_key=signing_key, signal=seal_signal, edge=edge.counter("upstream"))
-                self.urls["upstream"] = await _listen(nursery, "upstream.listen", up_app, cfg.upstream.listen,
+                self.urls["upstream"] = await _listen(nursery, "upstream.listen", self.upstream_seen.watch(up_app),
+                                                      cfg.upstream.listen,
                                                       certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key)
                 await nursery.start(lambda task_status: upstream.run_sealer(
                     submit, lambda: upstream.read_backlog(self.store, up_settings), self.core.wait_commit,

@@ -22,6 +22,12 @@ COMMANDS = {
             "Run the gateway: open the store, start the devices, the POS/1, UP/1 and metrics listeners. "
             "Without --config it runs on the embedded default (data/ and keys/ in the current directory, "
             "making the store's key pair on first start)."),
+    "demo": ("gateway._cmd_demo", "run a living demo store: the real gateway driven by simulated lanes, scanner, POS and ERP",
+             "Run the real gateway in a demo store of its own folder (demo/, made on first start, kept between "
+             "runs; --fresh starts over): two ECR/1 lanes and a receiving scanner on pseudo-terminals, a legacy "
+             "POS dropping CSV files and a demo ERP sending master data, a recall a minute in, and pulling, "
+             "verifying and acknowledging every batch. Shows a live summary and the status page, POS/1, UP/1 and "
+             "metrics URLs with the demo's tokens. Ctrl-C stops everything."),
     "check-config": ("gateway._cmd_config", "validate a configuration file",
                      "Validate FILE and the files it names (signing key, TLS files, data directory). Prints "
                      "each problem as 'KEY: PROBLEM' and exits 2, or any notes ('note: KEY: ...', e.g. no ERP "
@@ -37,6 +43,18 @@ COMMANDS = {
                       "Replay every ledger event and compare each stock balance with the replay; "
                       "exits 0 only when all are equal, 1 when one differs. It only reads, so it may run "
                       "beside a running gateway."),
+    "status": ("gateway._cmd_inspect", "the store at a glance: sales today, batches, alerts, master data",
+               "Print the store's state: events, today's sales by lane and payment method, the batch chain, "
+               "open alerts, master data in force and waiting, the latest refusals. Read-only (LMDB readers): "
+               "safe while the gateway runs. --json prints it as data."),
+    "stock": ("gateway._cmd_inspect", "on hand of one item by lot, with expiries and recalls",
+              "Print what the store holds of the item CODE names (a SKU, GTIN, POS code or a raw barcode scan): "
+              "on hand by lot, each lot's expiry, expired or expiring lots, recalls. Read-only: safe while the "
+              "gateway runs. Exits 1 when no catalog item matches."),
+    "alerts": ("gateway._cmd_inspect", "open stock alerts: reorder, expiring lots, recalled lots on hand",
+               "Print the open alerts: low stock with the suggested reorder quantity, lots expiring within the "
+               "policy's window, recalled lots still on hand, units sold beyond the ledger. Read-only: safe "
+               "while the gateway runs."),
     "price": ("gateway._cmd_price", "price a basket file against a promotions rules file, offline",
               "Price a basket file against a promotions rules file and explain every cent, committing "
               "nothing: a promotions manager checks a rule set before the ERP sends it."),

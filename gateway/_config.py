@@ -70,6 +70,7 @@ class UpstreamConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     listen: str
+    page_token: str = ""   # the status page's token (env: resolved); empty: no status page
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ _DEFAULTS = {
     "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "",
                  "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
                  "push_url": "", "push_token": ""},
-    "metrics": {"listen": "127.0.0.1:9600"},
+    "metrics": {"listen": "127.0.0.1:9600", "page_token": ""},
 }
 _TOP_LEVEL = (*_DEFAULTS, "devices")
 
@@ -182,7 +183,7 @@ class _Loader:
             keys=self.keys(sections["keys"]),
             pos_api=self.pos_api(sections["pos_api"]),
             upstream=self.upstream(sections["upstream"]),
-            metrics=MetricsConfig(listen=self.listen("metrics.listen", sections["metrics"]["listen"])),
+            metrics=self.metrics(sections["metrics"]),
             devices=self.devices(doc.get("devices", [])),
             path=path,
         )
@@ -348,6 +349,13 @@ class _Loader:
             push_url=push_url,
             push_token=self.secret("upstream.push_token", s["push_token"]),
         )
+
+    def metrics(self, s: dict) -> MetricsConfig:
+        token = self.secret("metrics.page_token", s["page_token"])
+        if token and len(token) < 16:
+            # The page shows stock and sales to whoever holds it: a guessable token is no lock.
+            self.problem("metrics.page_token", "must be at least 16 characters (or empty: no status page)")
+        return MetricsConfig(listen=self.listen("metrics.listen", s["listen"]), page_token=token)
 
     def devices(self, given) -> tuple:
         if not isinstance(given, list):

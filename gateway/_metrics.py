@@ -141,8 +141,11 @@ def _ledger_families() -> dict[str, GaugeMetricFamily]:
     return {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _LEDGER_GAUGES}
 
 
-def make_app(registry: CollectorRegistry, health: Probe, ready: Probe, *, edge=None):
+def make_app(registry: CollectorRegistry, health: Probe, ready: Probe, *, edge=None, pages=None):
     """ASGI app: GET /metrics, /healthz and /readyz; `edge(reason)` counts what it refuses unanswered.
+
+    `pages` maps further paths to `handle(scope, send)` (the status page, `gateway._status_page`),
+    which answer on their own terms (their own token).
 
     `health()` and `ready()` return `(ok, details)`; ok answers 200, otherwise 503, with the details
     as JSON. /healthz says the process and the core loop run (restart it if not); /readyz says the
@@ -163,6 +166,9 @@ def make_app(registry: CollectorRegistry, health: Probe, ready: Probe, *, edge=N
             count(problem[0])
             await _respond(send, method, 431, "text/plain; charset=utf-8", problem[1].encode() + b"\n",
                            extra=[(b"connection", b"close")])
+            return
+        if pages and path in pages:
+            await pages[path](scope, send)
             return
         if path not in routes:
             count("not_found")
