@@ -131,16 +131,17 @@ class StoreRig:
         self.metrics = LinkMetrics(registry, up.store)
 
     async def start_link(self, nursery, settings: LinkSettings) -> NatsLink:
-        bridge = await nursery.start(_bridge_task)
-        self.link = NatsLink(store_id="S001", store=self.up.store, submit=self.up.submit, signal=self.up.signal,
-                             config=settings, metrics=self.metrics, bridge=bridge)
+        """The link on an asyncio thread of its own, as `run_link` runs it; `link_scope` stops both."""
         scope = trio.CancelScope()
 
         async def run(task_status=trio.TASK_STATUS_IGNORED):
             with scope:
-                await self.link.run(task_status=task_status)
+                async with open_asyncio_thread("test-link") as bridge:
+                    link = NatsLink(store_id="S001", store=self.up.store, submit=self.up.submit,
+                                    signal=self.up.signal, config=settings, metrics=self.metrics, bridge=bridge)
+                    await link.run(task_status=task_status)
 
-        await nursery.start(run)
+        self.link = await nursery.start(run)
         self.link_scope = scope
         return self.link
 
@@ -162,12 +163,6 @@ class StoreRig:
         for i in range(n):
             await self.up.sale(f"{prefix}{i}")
         await self.up.seal()
-
-
-async def _bridge_task(task_status=trio.TASK_STATUS_IGNORED):
-    async with open_asyncio_thread("test-link") as b:
-        task_status.started(b)
-        await trio.sleep_forever()
 
 
 @pytest.fixture

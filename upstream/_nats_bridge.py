@@ -15,6 +15,10 @@ import threading
 import trio
 
 
+class BridgeClosed(RuntimeError):
+    """The asyncio loop was closed under a call (the process is stopping)."""
+
+
 class AsyncioThread:
     """An asyncio event loop running on a daemon thread until `close()`."""
 
@@ -53,6 +57,8 @@ class AsyncioThread:
         """Run `fn(*args)` (an async function of asyncio) on the loop; its result, or its exception."""
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
+        if self.loop is None or self.loop.is_closed() or self._thread is None:
+            raise BridgeClosed("the asyncio loop is not running")
         future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
 
         def wake(_future) -> None:
@@ -65,6 +71,8 @@ class AsyncioThread:
         except BaseException:
             future.cancel()  # the coroutine stops at its next await; nobody waits for it any more
             raise
+        if future.cancelled():
+            raise BridgeClosed("the asyncio loop stopped before the call finished")
         return future.result()
 
     def run_blocking(self, fn, *args, timeout: float | None = None):

@@ -81,7 +81,7 @@ class Hub:
                 return
             s = self.settings
             options = {"servers": list(s.servers), "name": s.name, "connect_timeout": 2,
-                       "reconnect_time_wait": s.reconnect_wait_s, "max_reconnect_attempts": -1,
+                       "reconnect_time_wait": s.reconnect_wait_s, "max_reconnect_attempts": 1,
                        "allow_reconnect": True, "error_cb": _log_error}
             if s.token:
                 options["token"] = s.token
@@ -93,6 +93,9 @@ class Hub:
                 self.nc = await nats.connect(**options)
             except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
                 raise HubUnavailable(f"cannot connect to {', '.join(s.servers)}: {exc!r}") from None
+            # The first connect tries each server once (so a hub that is down is reported and retried
+            # by the link's own backoff); once connected, nats-py reconnects for ever on its own.
+            self.nc.options["max_reconnect_attempts"] = -1
             self.js = self.nc.jetstream(timeout=s.request_timeout_s)
 
     async def close(self) -> None:
@@ -139,7 +142,7 @@ class Hub:
             raise HubUnavailable(f"reading the last message of {subject}: {exc!r}") from None
         return LastMessage(msg.seq, dict(msg.headers or {}), msg.data or b"")
 
-    async def pull_subscribe(self, stream_subject: str, durable: str, filters: list[str], *,
+    async def pull_subscribe(self, stream_subject: str, durable: str, filters: list[str],
                              ack_wait_s: float = 30.0, max_ack_pending: int = 256):
         """A pull subscription bound to the durable consumer `durable` (made when missing)."""
         stream = await self.stream_of(stream_subject)

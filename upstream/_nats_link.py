@@ -14,6 +14,7 @@ Two trio tasks over one `Hub` (nats-py on its own asyncio thread, reached throug
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from core_ext import Refused, Request, errors, is_int, u64
 
 from ._envelope import DOCUMENT_KINDS, decode_envelope, unpack
-from ._nats_bridge import AsyncioThread, open_asyncio_thread
+from ._nats_bridge import AsyncioThread, BridgeClosed, open_asyncio_thread
 from ._nats_hub import MSG_ID, EXPECTED_LAST_SUBJECT_SEQUENCE, Hub, HubSettings, HubUnavailable, WrongLastSequence
 from ._sealer import FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, read_head
 
@@ -53,6 +54,8 @@ class LinkSettings:
     backoff_s: float = 0.2
     backoff_max_s: float = 30.0
     nak_delay_s: float = 5.0
+    # A document fetched and not acknowledged within this is delivered again (the gateway died meanwhile).
+    ack_wait_s: float = 30.0
 
     @classmethod
     def from_config(cls, config) -> "LinkSettings":
@@ -194,7 +197,7 @@ class NatsLink:
                 nursery.start_soon(self.run_consumer)
                 task_status.started(self)
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), contextlib.suppress(BridgeClosed):
                 await self.bridge.run(self.hub.close)
 
     async def _call(self, fn, *args):
@@ -306,7 +309,8 @@ class NatsLink:
             try:
                 if sub is None:
                     sub = await self._call(self.hub.pull_subscribe, f"{prefix}.movements.{self.store_id}",
-                                           f"gw-{self.store_id}", down_filters(prefix, self.store_id))
+                                           f"gw-{self.store_id}", down_filters(prefix, self.store_id),
+                                           self.settings.ack_wait_s, self.settings.fetch_batch)
                 messages = await self._call(self.hub.fetch, sub, self.settings.fetch_batch,
                                             self.settings.fetch_wait_s)
                 for message in messages:
