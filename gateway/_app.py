@@ -136,6 +136,9 @@ class Gateway:
             up_metrics = upstream.Metrics(self.registry, self.store)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
                                               config=cfg.upstream, signal=seal_signal)
+            if cfg.nats.enabled:
+                from upstream._nats_link import make_nats_handlers
+                handlers.update(make_nats_handlers(trust_stream=cfg.nats.trust_stream))
             self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone),
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))
@@ -163,6 +166,11 @@ class Gateway:
                 if cfg.upstream.push_url:
                     await nursery.start(lambda task_status: upstream.run_push(
                         submit, self.store, cfg.upstream, seal_signal, up_metrics, task_status=task_status))
+                if cfg.nats.enabled:
+                    from upstream._nats_link import run_link
+                    await nursery.start(functools.partial(
+                        run_link, store_id=cfg.store.id, store=self.store, submit=submit, signal=seal_signal,
+                        config=cfg.nats, registry=self.registry))
                 from device_plugins import pos_api
                 pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry),
                                            edge=edge.counter("pos_api"))

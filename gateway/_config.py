@@ -27,6 +27,8 @@ ENV_PREFIX = "env:"
 
 # Names become id prefixes upstream ("<source>:<id>") and metric labels: keep them short and plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_SUBJECT = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+NATS_SCHEMES = ("nats", "tls")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
@@ -74,6 +76,22 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsConfig:
+    """The chain's NATS JetStream hub (chain-nats.md); no servers: no link, UP/1 alone."""
+
+    servers: tuple = ()
+    prefix: str = "gw"
+    token: str = ""
+    creds: str = ""
+    tls_ca: str = ""
+    trust_stream: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.servers)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     store: StoreConfig
     keys: KeysConfig
@@ -82,6 +100,7 @@ class Config:
     metrics: MetricsConfig
     devices: tuple = ()       # plain dicts: "name", "kind" and the kind's options, paths absolute
     path: str | None = None   # the file it was read from; None for the embedded default
+    nats: NatsConfig = NatsConfig()
 
 
 class ConfigError(Exception):
@@ -142,6 +161,7 @@ _DEFAULTS = {
                  "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
                  "push_url": "", "push_token": ""},
     "metrics": {"listen": "127.0.0.1:9600", "page_token": ""},
+    "nats": {"servers": [], "prefix": "gw", "token": "", "creds": "", "tls_ca": "", "trust_stream": False},
 }
 _TOP_LEVEL = (*_DEFAULTS, "devices")
 
@@ -186,6 +206,7 @@ class _Loader:
             metrics=self.metrics(sections["metrics"]),
             devices=self.devices(doc.get("devices", [])),
             path=path,
+            nats=self.nats(sections["nats"]),
         )
         self.cross_checks(config)
         if self.problems:
@@ -357,6 +378,30 @@ class _Loader:
             self.problem("metrics.page_token", "must be at least 16 characters (or empty: no status page)")
         return MetricsConfig(listen=self.listen("metrics.listen", s["listen"]), page_token=token)
 
+    def nats(self, s: dict) -> NatsConfig:
+        servers = s["servers"]
+        if not isinstance(servers, list) or not all(isinstance(u, str) for u in servers):
+            self.problem("nats.servers", f"must be an array of URLs such as \"nats://hub.example:4222\", got {servers!r}")
+            servers = []
+        for i, url in enumerate(servers):
+            problem = nats_url_problem(url)
+            if problem:
+                self.problem(f"nats.servers[{i}]", problem)
+        prefix = self.string("nats.prefix", s["prefix"])
+        if not _SUBJECT.fullmatch(prefix):
+            self.problem("nats.prefix", "must be one or more subject tokens of letters, digits, '_' or '-' joined "
+                                        f"by '.' (no wildcards), got {prefix!r}")
+        token = self.secret("nats.token", s["token"])
+        creds = self.path("nats.creds", s["creds"], empty_ok=True)
+        if token and creds:
+            self.problem("nats.creds", "give nats.token or nats.creds, not both")
+        trust = s["trust_stream"]
+        if not isinstance(trust, bool):
+            self.problem("nats.trust_stream", f"must be true or false, got {trust!r}")
+            trust = False
+        return NatsConfig(servers=tuple(servers), prefix=prefix, token=token, creds=creds,
+                          tls_ca=self.path("nats.tls_ca", s["tls_ca"], empty_ok=True), trust_stream=trust)
+
     def devices(self, given) -> tuple:
         if not isinstance(given, list):
             self.problem("devices", f"must be an array of tables ([[devices]]), got {given!r}")
@@ -442,6 +487,9 @@ class _Loader:
         return problems
 
     def cross_checks(self, config: Config) -> None:
+        if config.nats.enabled and "." in config.store.id:
+            # The store id is one token of the NATS subjects: a '.' would split it in two.
+            self.problem("store.id", f"must not contain '.' when [nats] is used, got {config.store.id!r}")
         seen = {}
         for key, listen in (("pos_api.listen", config.pos_api.listen), ("upstream.listen", config.upstream.listen),
                             ("metrics.listen", config.metrics.listen)):
@@ -500,6 +548,22 @@ def _check_csv(loader: _Loader, key: str, device: dict) -> None:
     # The other options (qty_factor, date_format, delimiter, encoding, ...) are the plugin's to judge.
 
 
+def nats_url_problem(url: str) -> str:
+    """Why `url` is not a NATS server URL ("" when it is one)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme not in NATS_SCHEMES or not parts.hostname:
+        return f"must be a nats:// or tls:// URL with a host, got {url!r}"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"must be scheme://host:port only, got {url!r}"
+    if port is None:
+        return f"must name the port (4222 is NATS's usual one), got {url!r}"
+    return ""
+
+
 def check_files(config: Config) -> list[tuple[str, str]]:
     """Problems with the files the configuration names, as they are on this machine now.
 
@@ -518,6 +582,11 @@ def check_files(config: Config) -> list[tuple[str, str]]:
         if path and not os.path.isfile(path):
             problems.append((key, f"{path} does not exist (give the path of the PEM file, or set tls_cert "
                                   "and tls_key to \"\" for plain HTTP)"))
+        elif path and not os.access(path, os.R_OK):
+            problems.append((key, f"{path} cannot be read by this user"))
+    for key, path in (("nats.creds", config.nats.creds), ("nats.tls_ca", config.nats.tls_ca)):
+        if path and not os.path.isfile(path):
+            problems.append((key, f"{path} does not exist"))
         elif path and not os.access(path, os.R_OK):
             problems.append((key, f"{path} cannot be read by this user"))
     data_dir = config.store.data_dir

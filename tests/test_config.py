@@ -424,3 +424,33 @@ def test_a_serial_port_url_that_can_never_open_is_refused_at_check_time(tmp_path
     found = dict(problems_of(path))
     assert "devices[0].port" in found and "foo" in found["devices[0].port"]
     assert "devices[1].port" not in found  # loop:// is a pyserial URL the gateway opens
+
+
+def test_check_config_names_each_mistake_of_the_nats_table(tmp_path, capsys):
+    from gateway._cli import main as cli
+    path = tmp_path / "g.toml"
+    path.write_text('[store]\nid = "S.1"\n[nats]\nservers = ["nats://hub:4222", "http://hub", "nats://hub"]\n'
+                    'prefix = "gw.*"\ntoken = "t"\ncreds = "store.creds"\ntrust_stream = "yes"\ntimeout = 1\n')
+    assert cli(["check-config", str(path)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "nats.timeout: unknown key",
+        "nats.servers[1]: must be a nats:// or tls:// URL with a host, got 'http://hub'",
+        "nats.servers[2]: must name the port (4222 is NATS's usual one), got 'nats://hub'",
+        "nats.prefix: must be one or more subject tokens of letters, digits, '_' or '-' joined by '.' "
+        "(no wildcards), got 'gw.*'",
+        "nats.creds: give nats.token or nats.creds, not both",
+        "nats.trust_stream: must be true or false, got 'yes'",
+        "store.id: must not contain '.' when [nats] is used, got 'S.1'",
+    ]
+
+
+def test_a_nats_table_without_servers_is_no_link_and_its_files_are_checked(tmp_path):
+    from gateway._config import check_files, load_config
+    path = tmp_path / "g.toml"
+    path.write_text('[store]\nid = "S001"\n')
+    assert not load_config(str(path)).nats.enabled
+    path.write_text('[store]\nid = "S001"\n[nats]\nservers = ["tls://hub:4222"]\ncreds = "k/s.creds"\n')
+    config = load_config(str(path))
+    assert config.nats.enabled and config.nats.creds == str(tmp_path / "k" / "s.creds")
+    assert ("nats.creds", f"{tmp_path / 'k' / 's.creds'} does not exist") in check_files(config)

@@ -12,7 +12,7 @@ import pytest
 from gateway._cli import COMMANDS, build_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ERP_COMMANDS = ("pull", "push-master", "push-movements", "close-count")
+ERP_COMMANDS = ("pull", "push-master", "push-movements", "close-count", "consume", "publish-master", "publish-movements")
 
 
 def command_parser(words: list[str]) -> argparse.ArgumentParser:

@@ -80,7 +80,7 @@ def test_the_example_says_every_key_the_loader_knows(store_root):
     config = load_config(store_root(example_text()))
     text = example_text()
     shown = 0
-    for section in ("store", "keys", "pos_api", "upstream", "metrics"):
+    for section in ("store", "keys", "pos_api", "upstream", "metrics", "nats"):
         for field in dataclasses.fields(getattr(config, section)):
             assert re.search(rf"^{field.name} = |^\[{section}\.{field.name}\]", text, re.M), \
                 f"[{section}] {field.name} is not shown in the example"

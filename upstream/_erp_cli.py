@@ -3,6 +3,7 @@
   gateway erp pull --url URL --token T --store-key PUB.pem [--verify] [--ack] [--after N] [--json]
   gateway erp push-master KIND FILE --key ERP.pem --url URL --token T [--version N] [--effective ISO]
   gateway erp push-movements FILE --key ERP.pem --url URL --token T [--version N]
+  gateway erp consume | publish-master | publish-movements --nats URL ...   (NATS/1: _nats_erp_cli.py)
 
 Exit codes: 0 done, 1 the gateway refused or a batch failed verification, 2 bad usage or input.
 """
@@ -72,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("device", metavar="DEVICE", help="the counting scanner's name in the configuration")
     _connection_arguments(p)
     p.add_argument("--id", default=None, help="an id for this close, so a retry closes once (default: now in ms)")
+
+    from . import _nats_erp_cli
+    _nats_erp_cli.add_arguments(sub)
 
 
 def _client(args) -> ErpClient:
@@ -209,6 +213,13 @@ def run_close_count(args) -> int:
 
 
 def run(args) -> int:
+    if args.erp_command in ("consume", "publish-master", "publish-movements"):
+        from . import _nats_erp_cli
+        try:
+            return _nats_erp_cli.run(args)
+        except (KeyFileError, ValueError) as exc:
+            _say(f"gateway erp {args.erp_command}: {exc}")
+            return EXIT_USAGE
     commands = {"pull": run_pull, "push-master": run_push_master, "push-movements": run_push_movements,
                 "close-count": run_close_count}
     try:

@@ -11,7 +11,7 @@ import datetime
 from core_ext import Refused, errors, is_int, u64
 
 from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
-from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head, seal_pending
+from ._sealer import ACKED, FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, Settings, read_head, seal_pending
 
 # The stable codes of UP/1 refusals, and the HTTP status each answers with (anything else: 422).
 BAD_SIGNATURE = "BAD_SIGNATURE"
@@ -137,7 +137,8 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
 
     def prune(tx, request, ctx) -> dict:
         # Only acknowledged batches go, oldest first; `force` (disk pressure) skips the retention.
-        acked = tx.meta(ACKED, 0)
+        # A batch the NATS stream holds counts as acknowledged only with [nats] trust_stream (chain-nats.md).
+        acked = max(tx.meta(ACKED, 0), tx.meta(STREAM_TRUSTED, 0))
         first = tx.meta(FIRST_AVAILABLE, 1)
         keep_after_ms = ctx.now_ms - int(settings.retention_acked_s * 1000)
         force = bool(request.body.get("force"))

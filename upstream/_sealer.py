@@ -26,6 +26,7 @@ log = logging.getLogger("gateway.upstream")
 HEAD = "upstream.head"                    # {"seq", "digest", "last_event", "created_ms"} of the last batch
 ACKED = "upstream.acked"                  # highest seq the ERP acknowledged
 FIRST_AVAILABLE = "upstream.first_available"  # lowest batch seq still stored (pruning moves it)
+STREAM_TRUSTED = "upstream.nats.trusted"  # with [nats] trust_stream: the stream holds batches through this seq
 
 # Event keys that only the gateway itself needs: the envelope names the store already.
 INTERNAL_KEYS = frozenset({"store"})
