@@ -7,11 +7,13 @@ builds a key to ask whether an alert is open, this first asks whether the SKU ha
 The answers, the rows written and the events appended are the same, byte for byte.
 """
 import hashlib
+import time
 
 from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._errors import Refused, bad_request
+from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine
-from ._store import _pack
+from ._store import _pack, _unpack, u64
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
 
@@ -20,6 +22,11 @@ from datetime import date
 FLAVOUR = "cython"
 
 cdef dict _NO_FACTS = {}
+
+
+cdef inline object _move(sku, lot, delta, expiry, serials):
+    # `Move(...)` without its Python-level `__new__`: the same named tuple.
+    return tuple.__new__(Move, (sku, lot, delta, expiry, serials))
 cdef tuple _NO_SERIALS = ()
 
 
@@ -79,6 +86,33 @@ cdef inline long long _days_between(str first, str second):
 
 
 # --- resolving and checking the lines --------------------------------------------------------
+
+cdef bint _sale_line_ok(line):
+    if not isinstance(line, dict):
+        return False
+    code = line.get("code", line.get("sku"))
+    if not isinstance(code, str) or not code:
+        return False
+    qty = line.get("qty")
+    if not _int_ok(qty) or not 0 < qty <= 1_000_000:
+        return False
+    for opt in ("lot", "serial"):
+        value = line.get(opt)
+        if value is not None and (not isinstance(value, str) or not value):
+            return False
+    return True
+
+
+def basket_lines(dict body):
+    lines = body.get("lines")
+    if isinstance(lines, list) and lines:
+        for line in <list>lines:
+            if not _sale_line_ok(line):
+                break
+        else:
+            return lines
+    return _salepath_py.basket_lines(body)  # refused: in the reference's words
+
 
 def resolve_lines(tx, list lines, resolve_code):
     cdef list out = []
@@ -176,12 +210,12 @@ cdef list _allocate(tx, Balances bal, line, str day, bint refuse_negative):
         # The ledger does not hold this unit: no lot can give it, so it is all shortfall.
         if refuse_negative:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
-        return [Move(sku, None, -qty, None, serials)]
+        return [_move(sku, None, -qty, None, serials)]
     if not item.lot_tracked:
         have = _qty(bal, sku, None)
         if refuse_negative and have < qty:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
-        return [Move(sku, None, -qty, None, serials)]
+        return [_move(sku, None, -qty, None, serials)]
     lot = line.lot
     if lot is not None:
         have = _qty(bal, sku, lot)
@@ -197,9 +231,9 @@ cdef list _allocate(tx, Balances bal, line, str day, bint refuse_negative):
     cdef Py_ssize_t i
     for i in range(len(chosen)):
         c_lot, c_expiry, c_take = chosen[i]
-        moves.append(Move(sku, c_lot, -c_take, c_expiry, serials if i == 0 else _NO_SERIALS))
+        moves.append(_move(sku, c_lot, -c_take, c_expiry, serials if i == 0 else _NO_SERIALS))
     if short:
-        moves.append(Move(sku, None, -short, None, _NO_SERIALS if chosen else serials))
+        moves.append(_move(sku, None, -short, None, _NO_SERIALS if chosen else serials))
     return moves
 
 
@@ -282,6 +316,19 @@ def answer_lines(list priced_lines):
 
 
 cdef object _MISSING = object()
+
+
+def append_event(tx, dict doc):
+    txn = tx.txn
+    db = tx.db
+    raw = txn.get(b"last_seq", db=db["meta"])
+    seq = (0 if raw is None else _unpack(raw)) + 1
+    doc["seq"] = seq
+    if "ts_ms" not in doc:
+        doc["ts_ms"] = int(time.time() * 1000)
+    txn.put(u64(seq), _pack(doc), db=db["events"], append=True)
+    txn.put(b"last_seq", _pack(seq), db=db["meta"])
+    return seq
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -446,6 +493,99 @@ def after_moves(tx, moves, str today, now_ms):
             have += [_alert_key(sku, "expiring", lot), _alert_key(sku, "recalled", lot)]
         raised += _sync(tx, state, want, have, now_ms)
     return raised
+
+
+# --- the request's shape ---------------------------------------------------------------------
+# Only ever says yes for what `_request_checks.check_request` accepts; every no is answered by it.
+
+cdef bint _text_ok(value, Py_ssize_t max_len, bint allow_gs):
+    """`_limits.text_problem(value, max_len, allow_gs=...) is None`."""
+    if not isinstance(value, str):
+        return False
+    cdef str text = <str>value
+    cdef Py_ssize_t n = len(text)
+    cdef Py_UCS4 ch
+    if n == 0 or n > max_len:
+        return False
+    for ch in text:
+        if ch < 0x20:
+            if not (allow_gs and ch == 0x1d):
+                return False
+        elif 0x7f <= ch <= 0x9f or 0x202a <= ch <= 0x202e or 0x2066 <= ch <= 0x2069 or 0xd800 <= ch <= 0xdfff:
+            return False
+    return True
+
+
+cdef inline bint _optional_text_ok(value, Py_ssize_t max_len):
+    return value is None or _text_ok(value, max_len, False)
+
+
+cdef inline bint _int_ok(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+cdef bint _date_ok(value):
+    if value is None:
+        return True
+    if not isinstance(value, str) or len(<str>value) != 10:
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+cdef bint _line_ok(line):
+    if not isinstance(line, dict):
+        return False
+    if line.get("code") is not None or line.get("sku") is None:
+        if not _text_ok(line.get("code"), MAX_CODE, True):
+            return False
+    elif not _text_ok(line.get("sku"), MAX_CODE, False):
+        return False
+    return (_int_ok(line.get("qty")) and _optional_text_ok(line.get("lot"), MAX_TEXT)
+            and _optional_text_ok(line.get("serial"), MAX_TEXT) and _date_ok(line.get("expiry")))
+
+
+cdef bint _basket_ok(dict body):
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not lines or len(<list>lines) > MAX_LINES:
+        return False
+    for line in <list>lines:
+        if not _line_ok(line):
+            return False
+    coupons = body.get("coupons")
+    if coupons is not None:
+        if not isinstance(coupons, list) or len(<list>coupons) > MAX_COUPONS:
+            return False
+        for coupon in <list>coupons:
+            if not _text_ok(coupon, MAX_TEXT, False):
+                return False
+    if not _optional_text_ok(body.get("member"), MAX_TEXT):
+        return False
+    lane = body.get("lane")
+    return not (lane != "") or _optional_text_ok(lane, MAX_TEXT)
+
+
+cdef bint _payments_ok(dict body):
+    payments = body.get("payments")
+    if not isinstance(payments, list) or not payments:
+        return False
+    for payment in <list>payments:
+        if not isinstance(payment, dict):
+            return False
+        if not (_text_ok(payment.get("method"), MAX_TEXT, False) and _int_ok(payment.get("cents"))):
+            return False
+    return True
+
+
+def basket_well_formed(str kind, body):
+    if not isinstance(body, dict) or not _text_ok(body.get("id"), MAX_ID, False):
+        return False
+    if not _basket_ok(body):
+        return False
+    return kind != "sale" or _payments_ok(body)
 
 
 # --- request identity ------------------------------------------------------------------------

@@ -22,11 +22,32 @@ from ._localtime import days_between
 from ._records import Move, SaleLine
 from ._select import ledger
 from ._store import alert_key
+from ._types import is_int
 
 FLAVOUR = "python"
 
 
 # --- resolving and checking the lines --------------------------------------------------------
+
+def basket_lines(body: dict) -> list:
+    """The basket's `lines`, each checked for what the sale path relies on."""
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not lines:
+        raise bad_request("lines must be a non-empty list")
+    for i, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise bad_request(f"lines[{i}] must be a map")
+        code = line.get("code", line.get("sku"))
+        if not isinstance(code, str) or not code:
+            raise bad_request(f"lines[{i}].code must be a non-empty string")
+        qty = line.get("qty")
+        if not is_int(qty) or not 0 < qty <= 1_000_000:
+            raise bad_request(f"lines[{i}].qty must be a positive integer, got {qty!r}")
+        for opt in ("lot", "serial"):
+            if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
+                raise bad_request(f"lines[{i}].{opt} must be a non-empty string")
+    return lines
+
 
 def resolve_lines(tx, lines: list, resolve_code) -> list:
     """`SaleLine`s of the basket's lines; `resolve_code(tx, code)` gives (item, facts) for a code."""
@@ -155,6 +176,11 @@ def answer_lines(priced_lines: list) -> list:
             for l in priced_lines]
 
 
+def append_event(tx, doc: dict) -> int:
+    """Append the sale's event (`Tx.append_event`); returns its seq."""
+    return tx.append_event(doc)
+
+
 # --- alerts ----------------------------------------------------------------------------------
 
 class OpenAlerts:
@@ -259,6 +285,20 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
         # events come out as they would lot by lot (SKU-wide first, then each lot in turn).
         raised += sync_alerts(tx, want, have, now_ms)
     return raised
+
+
+# --- the request's shape ---------------------------------------------------------------------
+
+def basket_well_formed(kind: str, body) -> bool:
+    """Whether `check_request` accepts this `quote` or `sale` (here: it is asked). The compiled twin
+    answers from a typed walk of the body; a False sends the request to `check_request` for its
+    words either way."""
+    from ._request_checks import check_request
+    try:
+        check_request(kind, body)
+    except Refused:
+        return False
+    return True
 
 
 # --- request identity ------------------------------------------------------------------------

@@ -55,25 +55,6 @@ def item_for_scan(tx, gtin: str | None, hibc: str | None) -> Item | None:
     return item
 
 
-def _lines(body: dict) -> list[dict]:
-    lines = body.get("lines")
-    if not isinstance(lines, list) or not lines:
-        raise bad_request("lines must be a non-empty list")
-    for i, line in enumerate(lines):
-        if not isinstance(line, dict):
-            raise bad_request(f"lines[{i}] must be a map")
-        code = line.get("code", line.get("sku"))
-        if not isinstance(code, str) or not code:
-            raise bad_request(f"lines[{i}].code must be a non-empty string")
-        qty = line.get("qty")
-        if not is_int(qty) or not 0 < qty <= 1_000_000:
-            raise bad_request(f"lines[{i}].qty must be a positive integer, got {qty!r}")
-        for opt in ("lot", "serial"):
-            if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
-                raise bad_request(f"lines[{i}].{opt} must be a non-empty string")
-    return lines
-
-
 def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
     return salepath.resolve_lines(tx, lines, resolve_code)
 
@@ -128,7 +109,7 @@ class Basket:
 
 def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
     """Resolve and price a basket; refuse recalled and expired lots it names."""
-    resolved = resolve_lines(tx, _lines(body))
+    resolved = resolve_lines(tx, salepath.basket_lines(body))
     coupons = body.get("coupons") or []
     if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
         raise bad_request("coupons must be a list of strings")
@@ -249,7 +230,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     if body.get("lane"):
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
-    seq = tx.append_event(doc)
+    seq = salepath.append_event(tx, doc)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
     return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
 
