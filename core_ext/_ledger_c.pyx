@@ -14,11 +14,8 @@ FLAVOUR = "cython"
 
 
 cdef class LotRow:
-    """One lot's balance: units on hand, expiry, and the serials of the units it holds."""
-
-    cdef public long long qty
-    cdef public object expiry
-    cdef public list serials
+    """One lot's balance: units on hand, expiry, and the serials of the units it holds (fields in
+    `_ledger_c.pxd`)."""
 
     def __init__(self, long long qty, expiry, list serials):
         self.qty = qty
@@ -30,8 +27,7 @@ cdef class LotRow:
 
 
 cdef class SkuBalances:
-    cdef public long long total
-    cdef public dict lots       # lot (None: outside any lot) -> LotRow, in the table's key order
+    """A SKU's on-hand total and its lots (fields in `_ledger_c.pxd`)."""
 
     def __init__(self):
         self.total = 0
@@ -46,10 +42,6 @@ cdef object _lot_order(item):
 # (SkuBalances, total) for a total.
 cdef class Balances:
     """Every SKU's lots and on-hand total, in memory, with an undo log for rollbacks."""
-
-    cdef public dict skus       # sku -> SkuBalances
-    cdef list _undo
-    cdef public long long seq   # the last event these balances include (kept by `Tx`)
 
     def __init__(self):
         self.skus = {}
@@ -159,7 +151,7 @@ cdef class Balances:
 cdef dict _NO_LOTS = {}
 
 
-cdef inline Balances _balances(tx):
+cdef Balances _balances(tx):
     return tx.state(Balances)
 
 

@@ -15,6 +15,7 @@ def local_datetime(ts_ms: int, tz: str) -> datetime:
     return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).astimezone(_zone(tz))
 
 
+@lru_cache(maxsize=64)  # every request of a group shares the group's instant
 def local_parts(ts_ms: int, tz: str) -> tuple[int, int, str]:
     """(ISO weekday 1..7, minute of the day 0..1439, ISO date) in the store's timezone."""
     dt = local_datetime(ts_ms, tz)

@@ -30,6 +30,8 @@ def request_refusal(kind: str, body) -> dict | None:
     `re` repeats the id only when it is itself acceptable: an id that is not valid text could not
     even be encoded into the answer.
     """
+    if kind in _BASKETS and salepath.basket_well_formed(kind, body):
+        return None  # the common case, answered by the sale path's typed walk when compiled
     try:
         check_request(kind, body)
     except Refused as exc:
@@ -146,3 +148,6 @@ def _stock(body: dict) -> None:
 
 
 _CHECKS = {"quote": _basket, "sale": _sale, "return": _return, "member": _member, "stock": _stock}
+_BASKETS = frozenset({"quote", "sale"})
+
+from ._select import salepath  # noqa: E402  (the sale path asks this module back in its pure twin)

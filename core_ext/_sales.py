@@ -2,6 +2,10 @@
 
 Each handler runs inside the core loop's nested transaction: it either returns the response fields
 with every effect written, or raises `Refused` and the core loop rolls everything back.
+
+A sale's outline is here (parse, price, decide, persist); the work it does for every line (resolve,
+check lots, allocate and apply, the event's and answer's lines, the alerts) is the sale path's,
+compiled or its pure-Python twin (`_salepath_py.py`, `_salepath_c.pyx`).
 """
 from __future__ import annotations
 
@@ -9,15 +13,13 @@ from dataclasses import dataclass
 
 from . import _alerts, _errors as E, _master
 from ._errors import Refused, bad_request
-from ._localtime import days_between, local_parts
-from ._select import ledger, promo
-from ._records import Allocation, Item, Move, SaleLine
+from ._localtime import local_parts
+from ._select import promo, salepath
+from ._records import Item, SaleLine
 from ._store import u64
 from ._types import is_int
 
 PAYMENT_METHODS = ("cash", "card", "insurance", "points")
-
-
 
 
 # --- resolving what a line names -------------------------------------------------------------
@@ -53,78 +55,13 @@ def item_for_scan(tx, gtin: str | None, hibc: str | None) -> Item | None:
     return item
 
 
-def _lines(body: dict) -> list[dict]:
-    lines = body.get("lines")
-    if not isinstance(lines, list) or not lines:
-        raise bad_request("lines must be a non-empty list")
-    for i, line in enumerate(lines):
-        if not isinstance(line, dict):
-            raise bad_request(f"lines[{i}] must be a map")
-        code = line.get("code", line.get("sku"))
-        if not isinstance(code, str) or not code:
-            raise bad_request(f"lines[{i}].code must be a non-empty string")
-        qty = line.get("qty")
-        if not is_int(qty) or not 0 < qty <= 1_000_000:
-            raise bad_request(f"lines[{i}].qty must be a positive integer, got {qty!r}")
-        for opt in ("lot", "serial"):
-            if line.get(opt) is not None and (not isinstance(line[opt], str) or not line[opt]):
-                raise bad_request(f"lines[{i}].{opt} must be a non-empty string")
-    return lines
-
-
 def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
-    out = []
-    for i, line in enumerate(lines):
-        code = line.get("code", line.get("sku"))
-        item, facts = resolve_code(tx, code)
-        if item is None or not item.active:
-            raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
-        qty = line["qty"]
-        serial = line.get("serial") or facts.get("serial")
-        lot = (line.get("lot") or facts.get("lot")) if item.lot_tracked else None
-        if serial and abs(qty) != 1:
-            raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {qty}")
-        if serial and item.lot_tracked:
-            holder = _lot_holding(tx, item.sku, serial)  # a serial names its unit, and so its lot
-            if holder is not None and lot is not None and holder != lot:
-                raise bad_request(f"lines[{i}].lot: serial {serial} of {item.sku} is in lot {holder}, not {lot}")
-            lot = lot if holder is None else holder
-        out.append(SaleLine(i, code, item, qty, lot, serial, line.get("expiry") or facts.get("expiry")))
-    return out
-
-
-def _lot_holding(tx, sku: str, serial: str) -> str | None:
-    return ledger.serial_holders(tx, sku).get(serial)
+    return salepath.resolve_lines(tx, lines, resolve_code)
 
 
 def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool, as_happened: bool = False) -> list:
     """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
-    warnings = []
-    view = _master.view(tx)
-    for line in resolved:
-        sku, lot = line.sku, line.lot
-        # With no lot named, only a recall of every lot matches: then whatever lot the unit came
-        # from is recalled, so it must not go out (not even as unallocated stock).
-        recall = view.recall_of(sku, lot)
-        if recall is not None and as_happened:  # sold at the counter already: reported, not refused
-            warnings.append({"kind": E.RECALLED_LOT_SOLD, "sku": sku, "lot": lot, "recall_id": recall["recall_id"]})
-        elif recall is not None:
-            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
-                   "reason": recall.get("reason", "")} if record else None
-            raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']}): "
-                                          "it must not be sold", record=doc)
-        if lot is None:
-            continue
-        expiry = ledger.lot_expiry(tx, sku, lot) or line.expiry
-        line.expiry = expiry
-        if expiry is not None and expiry < day and as_happened:  # as above
-            warnings.append({"kind": E.EXPIRED_LOT_SOLD, "sku": sku, "lot": lot, "expiry": expiry})
-        elif expiry is not None and expiry < day:
-            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
-            raise Refused(E.EXPIRED_LOT, f"{sku} lot {lot} expired on {expiry}: it must not be sold", record=doc)
-        if expiry is not None and days_between(day, expiry) <= warn_days and "LOT_EXPIRES_SOON" not in warnings:
-            warnings.append("LOT_EXPIRES_SOON")
-    return warnings
+    return salepath.check_lots(tx, resolved, day, warn_days, record, as_happened)
 
 
 # --- pricing ---------------------------------------------------------------------------------
@@ -172,7 +109,7 @@ class Basket:
 
 def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
     """Resolve and price a basket; refuse recalled and expired lots it names."""
-    resolved = resolve_lines(tx, _lines(body))
+    resolved = resolve_lines(tx, salepath.basket_lines(body))
     coupons = body.get("coupons") or []
     if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
         raise bad_request("coupons must be a list of strings")
@@ -186,38 +123,27 @@ def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
     engine = engine_for(tx)
     try:
         priced = engine.price(
-            [{"sku": r.sku, "qty": r.qty, "unit_cents": r.item.unit_cents, "category": r.item.category}
-             for r in resolved],
+            salepath.engine_lines(resolved),
             member={"id": member_id, "tier": member.get("tier")} if member else None,
             coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
             ts_ms=ctx.now_ms, weekday=weekday, minute=minute,
         )
     except promo.PromoInputError as exc:
         raise bad_request(str(exc)) from None
-    for line, r in zip(priced["lines"], resolved):
-        line["lot"] = r.lot
-        line["serial"] = r.serial
+    salepath.mark_lots(priced["lines"], resolved)
     return Basket(priced, resolved, member_id, member, engine, warnings, policy, weekday, minute, day)
 
 
 def _answer(basket: Basket, *, points_earned: int, points_balance: int | None) -> dict:
     """The ECR/1 answer of a quote or a sale (a sale's lines carry their allocations)."""
     priced = basket.priced
-    answer = {"ruleset": priced["ruleset"], "lines": _answer_lines(priced), "gross_cents": priced["gross_cents"],
+    answer = {"ruleset": priced["ruleset"], "lines": salepath.answer_lines(priced["lines"]), "gross_cents": priced["gross_cents"],
               "discount_cents": priced["discount_cents"], "total_cents": priced["total_cents"],
               "warnings": basket.warnings}
     if basket.member is not None:
         answer["points_earned"] = points_earned
         answer["points_balance"] = points_balance
     return answer
-
-
-def _answer_lines(priced: dict) -> list[dict]:
-    return [{"sku": l["sku"], "qty": l["qty"], "unit_cents": l["unit_cents"], "gross_cents": l["gross_cents"],
-             "discount_cents": l["discount_cents"], "net_cents": l["net_cents"],
-             "promos": [{"id": p["id"], "cents": p["cents"]} for p in l["promos"]],
-             "lot": l["lot"], "serial": l["serial"], **({"allocations": l["allocations"]} if "allocations" in l else {})}
-            for l in priced["lines"]]
 
 
 def handle_quote(tx, request, ctx) -> dict:
@@ -230,35 +156,9 @@ def handle_quote(tx, request, ctx) -> dict:
 
 # --- stock allocation ------------------------------------------------------------------------
 
-def allocate(tx, line: SaleLine, day: str, refuse_negative: bool) -> list[Move]:
+def allocate(tx, line: SaleLine, day: str, refuse_negative: bool) -> list:
     """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
-    sku, qty, item = line.sku, line.qty, line.item
-    serials = (line.serial,) if line.serial else ()
-    if serials and item.serial_tracked and serials[0] not in ledger.serial_holders(tx, sku):
-        # The ledger does not hold this unit (sold already, or never received with its serial):
-        # no lot can give it, so it is all shortfall, for the policy to decide.
-        if refuse_negative:
-            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
-        return [Move(sku, None, -qty, None, serials)]
-    if not item.lot_tracked:
-        have = ledger.lot_qty(tx, sku, None)
-        if refuse_negative and have < qty:
-            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
-        return [Move(sku, None, -qty, None, serials)]
-    if line.lot is not None:
-        take = min(max(ledger.lot_qty(tx, sku, line.lot), 0), qty)
-        chosen = [(line.lot, ledger.lot_expiry(tx, sku, line.lot), take)] if take else []
-        short = qty - take
-    else:
-        chosen, short = ledger.fefo_allocate(ledger.lots_of(tx, sku, _master.recalls_of(tx, sku)), qty, day)
-    if short and refuse_negative:
-        raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
-    moves = [Move(sku, lot, -take, expiry, serials if i == 0 else ()) for i, (lot, expiry, take) in enumerate(chosen)]
-    if short:
-        # Policy `allow`: the goods left the store, so the ledger is what is wrong; the uncovered
-        # units wait on the SKU's unallocated balance until a receipt or count reconciles them.
-        moves.append(Move(sku, None, -short, None, () if chosen else serials))
-    return moves
+    return salepath.allocate(tx, line, day, refuse_negative)
 
 
 # --- sale ------------------------------------------------------------------------------------
@@ -310,13 +210,8 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     points_cents = sum(p["cents"] for p in payments if p["method"] == "points")
     redeemed = _redeemed(basket, points_cents)
     refuse = basket.policy["negative_stock"] == "refuse" and not as_happened
-    moves = []
-    for line, priced_line in zip(basket.resolved, priced["lines"]):
-        line_moves = allocate(tx, line, basket.day, refuse)
-        ledger.apply_moves(tx, line_moves)  # now, so a later line of the same SKU sees what this one took
-        moves.extend(line_moves)
-        priced_line["category"] = line.item.category
-        priced_line["allocations"] = [Allocation.of_move(m).to_doc() for m in line_moves]
+    # Each line in turn, so a later line of the same SKU sees what the earlier ones took.
+    moves = salepath.take_stock(tx, basket.resolved, priced["lines"], basket.day, refuse)
     tier = member.get("tier") if member else None
     earned = basket.engine.points_earned(priced["total_cents"] - points_cents, tier, member is not None)
     points_balance = None
@@ -327,7 +222,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
            "local": {"weekday": basket.weekday, "minute": basket.minute},
            "ruleset": priced["ruleset"], "member": basket.member_id if member else None, "tier": tier,
            "coupons": list(body.get("coupons") or []),
-           "lines": [{**l, "promos": [[p["id"], p["version"], p["cents"]] for p in l["promos"]]} for l in priced["lines"]],
+           "lines": salepath.event_lines(priced["lines"]),
            "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
            "total_cents": priced["total_cents"], "payments": payments,
            "points": {"earned": earned, "redeemed": redeemed, "redeemed_cents": points_cents},
@@ -335,7 +230,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     if body.get("lane"):
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
-    seq = tx.append_event(doc)
+    seq = salepath.append_event(tx, doc)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
     return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
 

@@ -27,9 +27,10 @@ ledger = load("ledger")
 
 
 def __getattr__(name: str):
-    # The promotion engine is loaded on first use, like the ledger but lazily.
-    if name == "promo":
-        module = load("promo")
-        globals()["promo"] = module
+    # The promotion engine and the sale path are loaded on first use, like the ledger but lazily
+    # (the sale path imports the ledger from here).
+    if name in ("promo", "salepath"):
+        module = load(name)
+        globals()[name] = module
         return module
     raise AttributeError(name)

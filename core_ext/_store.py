@@ -59,6 +59,10 @@ def lot_key(sku: str, lot: str | None) -> bytes:
     return f"{sku}\x00{lot or ''}".encode()
 
 
+def alert_key(sku: str, kind: str, lot: str | None) -> bytes:
+    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
+
+
 def split_lot_key(key: bytes) -> tuple[str, str | None]:
     sku, _, lot = key.decode().partition("\x00")
     return sku, (lot or None)

@@ -1,0 +1,637 @@
+# cython: language_level=3
+"""The sale path's work per line, compiled: mirrors `_salepath_py.py` (the reference) function by
+function, typed, over the ledger's C fields (`_ledger_c.pxd`).
+
+Where the reference asks the ledger module for a balance, this reads the `Balances` fields; where it
+builds a key to ask whether an alert is open, this first asks whether the SKU has any open alert.
+The answers, the rows written and the events appended are the same, byte for byte.
+"""
+import hashlib
+import time
+
+from . import _errors as E, _ledger_c, _master, _salepath_py
+from ._errors import Refused, bad_request
+from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
+from ._records import Move, SaleLine
+from ._store import _pack, _unpack, u64
+
+from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
+
+from datetime import date
+
+FLAVOUR = "cython"
+
+cdef dict _NO_FACTS = {}
+
+
+cdef inline object _move(sku, lot, delta, expiry, serials):
+    # `Move(...)` without its Python-level `__new__`: the same named tuple.
+    return tuple.__new__(Move, (sku, lot, delta, expiry, serials))
+cdef tuple _NO_SERIALS = ()
+
+
+cdef inline bytes _alert_key(str sku, str kind, lot):
+    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
+
+
+cdef inline LotRow _row(Balances bal, str sku, lot):
+    cdef SkuBalances sb = bal.skus.get(sku)
+    return None if sb is None else sb.lots.get(lot)
+
+
+cdef inline long long _qty(Balances bal, str sku, lot):
+    cdef LotRow row = _row(bal, sku, lot)
+    return 0 if row is None else row.qty
+
+
+cdef bint _holds_serial(Balances bal, str sku, serial):
+    """Whether a lot of `sku` (or its balance outside any lot) holds the unit `serial`."""
+    cdef SkuBalances sb = bal.skus.get(sku)
+    cdef LotRow row
+    if sb is None:
+        return False
+    for row in sb.lots.values():
+        if serial in row.serials:
+            return True
+    return False
+
+
+cdef object _holder_of(Balances bal, str sku, serial):
+    """The lot holding `serial` (as `serial_holders`: the last lot listing it), or None."""
+    cdef SkuBalances sb = bal.skus.get(sku)
+    cdef LotRow row
+    holder = None
+    if sb is None:
+        return None
+    for lot, row in sb.lots.items():
+        if serial in row.serials:
+            holder = lot
+    return holder
+
+
+cdef object _recall_of(dict recalls, str sku, lot):
+    """`MasterView.recall_of`: the recall blocking this SKU and lot (every lot counts), or None."""
+    cdef dict lots = recalls.get(sku)
+    if not lots:
+        return None
+    if lot is not None:
+        hit = lots.get(lot)
+        if hit is not None:
+            return hit
+    return lots.get(None)
+
+
+cdef inline long long _days_between(str first, str second):
+    return (date.fromisoformat(second) - date.fromisoformat(first)).days
+
+
+# --- resolving and checking the lines --------------------------------------------------------
+
+cdef bint _sale_line_ok(line):
+    if not isinstance(line, dict):
+        return False
+    code = line.get("code", line.get("sku"))
+    if not isinstance(code, str) or not code:
+        return False
+    qty = line.get("qty")
+    if not _int_ok(qty) or not 0 < qty <= 1_000_000:
+        return False
+    for opt in ("lot", "serial"):
+        value = line.get(opt)
+        if value is not None and (not isinstance(value, str) or not value):
+            return False
+    return True
+
+
+def basket_lines(dict body):
+    lines = body.get("lines")
+    if isinstance(lines, list) and lines:
+        for line in <list>lines:
+            if not _sale_line_ok(line):
+                break
+        else:
+            return lines
+    return _salepath_py.basket_lines(body)  # refused: in the reference's words
+
+
+def resolve_lines(tx, list lines, resolve_code):
+    cdef list out = []
+    cdef Py_ssize_t i
+    cdef dict facts
+    cdef dict items = _master.view(tx).items
+    cdef Balances bal = None
+    for i in range(len(lines)):
+        line = lines[i]
+        code = line.get("code", line.get("sku"))
+        item = items.get(code)
+        if item is None:
+            item, facts = resolve_code(tx, code)
+        else:
+            facts = _NO_FACTS
+        if item is None or not item.active:
+            raise Refused(E.UNKNOWN_ITEM, f"lines[{i}]: {code!r} matches nothing sellable in the catalog")
+        qty = line["qty"]
+        serial = line.get("serial") or facts.get("serial")
+        lot_tracked = item.lot_tracked
+        lot = (line.get("lot") or facts.get("lot")) if lot_tracked else None
+        if serial and abs(qty) != 1:
+            raise bad_request(f"lines[{i}].qty must be 1 with a serial (a serial names one unit), got {qty}")
+        if serial and lot_tracked:
+            if bal is None:
+                bal = _balances(tx)
+            holder = _holder_of(bal, item.sku, serial)  # a serial names its unit, and so its lot
+            if holder is not None and lot is not None and holder != lot:
+                raise bad_request(f"lines[{i}].lot: serial {serial} of {item.sku} is in lot {holder}, not {lot}")
+            lot = lot if holder is None else holder
+        out.append(SaleLine(i, code, item, qty, lot, serial, line.get("expiry") or facts.get("expiry")))
+    return out
+
+
+def check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
+    cdef list warnings = []
+    cdef dict recalls = _master.view(tx).recalls
+    cdef Balances bal = None
+    cdef LotRow row
+    for line in resolved:
+        sku = line.item.sku
+        lot = line.lot
+        recall = _recall_of(recalls, sku, lot) if recalls else None
+        if recall is not None and as_happened:  # sold at the counter already: reported, not refused
+            warnings.append({"kind": E.RECALLED_LOT_SOLD, "sku": sku, "lot": lot, "recall_id": recall["recall_id"]})
+        elif recall is not None:
+            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "recall_id": recall["recall_id"],
+                   "reason": recall.get("reason", "")} if record else None
+            raise Refused(E.RECALLED_LOT, f"{sku} lot {lot or '(all lots)'} is recalled ({recall['recall_id']}): "
+                                          "it must not be sold", record=doc)
+        if lot is None:
+            continue
+        if bal is None:
+            bal = _balances(tx)
+        row = _row(bal, sku, lot)
+        expiry = (None if row is None else row.expiry) or line.expiry
+        line.expiry = expiry
+        if expiry is not None and expiry < day and as_happened:
+            warnings.append({"kind": E.EXPIRED_LOT_SOLD, "sku": sku, "lot": lot, "expiry": expiry})
+        elif expiry is not None and expiry < day:
+            doc = {"type": "refusal", "request": "sale", "sku": sku, "lot": lot, "expiry": expiry} if record else None
+            raise Refused(E.EXPIRED_LOT, f"{sku} lot {lot} expired on {expiry}: it must not be sold", record=doc)
+        if expiry is not None and _days_between(day, expiry) <= warn_days and "LOT_EXPIRES_SOON" not in warnings:
+            warnings.append("LOT_EXPIRES_SOON")
+    return warnings
+
+
+def engine_lines(list resolved):
+    cdef list out = []
+    for r in resolved:
+        item = r.item
+        out.append({"sku": item.sku, "qty": r.qty, "unit_cents": item.unit_cents, "category": item.category})
+    return out
+
+
+def mark_lots(list priced_lines, list resolved):
+    cdef Py_ssize_t i
+    cdef dict line
+    for i in range(min(len(priced_lines), len(resolved))):
+        line = priced_lines[i]
+        r = resolved[i]
+        line["lot"] = r.lot
+        line["serial"] = r.serial
+
+
+# --- taking the units from stock -------------------------------------------------------------
+
+cdef list _allocate(tx, Balances bal, line, str day, bint refuse_negative):
+    item = line.item
+    cdef str sku = item.sku
+    qty = line.qty
+    cdef tuple serials = (line.serial,) if line.serial else _NO_SERIALS
+    cdef long long have, take_n, short
+    if serials and item.serial_tracked and not _holds_serial(bal, sku, serials[0]):
+        # The ledger does not hold this unit: no lot can give it, so it is all shortfall.
+        if refuse_negative:
+            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
+        return [_move(sku, None, -qty, None, serials)]
+    if not item.lot_tracked:
+        have = _qty(bal, sku, None)
+        if refuse_negative and have < qty:
+            raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
+        return [_move(sku, None, -qty, None, serials)]
+    lot = line.lot
+    if lot is not None:
+        have = _qty(bal, sku, lot)
+        take_n = min(max(have, 0), <long long>qty)
+        row = _row(bal, sku, lot)
+        chosen = [(lot, None if row is None else row.expiry, take_n)] if take_n else []
+        short = qty - take_n
+    else:
+        chosen, short = _ledger_c.fefo_allocate(_ledger_c.lots_of(tx, sku, _master.recalls_of(tx, sku)), qty, day)
+    if short and refuse_negative:
+        raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: sellable stock covers {qty - short} of {qty}")
+    cdef list moves = []
+    cdef Py_ssize_t i
+    for i in range(len(chosen)):
+        c_lot, c_expiry, c_take = chosen[i]
+        moves.append(_move(sku, c_lot, -c_take, c_expiry, serials if i == 0 else _NO_SERIALS))
+    if short:
+        moves.append(_move(sku, None, -short, None, _NO_SERIALS if chosen else serials))
+    return moves
+
+
+def allocate(tx, line, str day, bint refuse_negative):
+    return _allocate(tx, _balances(tx), line, day, refuse_negative)
+
+
+cdef object _lots_db(tx, str name):
+    return tx.db[name]
+
+
+def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
+    cdef list moves = []
+    cdef list line_moves, allocations
+    cdef Balances bal = _balances(tx)
+    cdef LotRow row
+    cdef long long total
+    cdef Py_ssize_t i
+    cdef dict priced_line
+    txn = tx.txn
+    lots_db = tx.db["lots"]
+    skus_db = tx.db["skus"]
+    for i in range(min(len(resolved), len(priced_lines))):
+        line = resolved[i]
+        priced_line = priced_lines[i]
+        line_moves = _allocate(tx, bal, line, day, refuse_negative)
+        allocations = []
+        # Applied now, so a later line of the same SKU sees what this one took (as `apply_moves`).
+        for move in line_moves:
+            sku, lot, delta, expiry, serials = move
+            row, total = bal.apply_one(sku, lot, delta, expiry, serials)
+            key = f"{sku}\x00{lot or ''}".encode()
+            if row is None:
+                txn.delete(key, db=lots_db)
+            else:
+                txn.put(key, _pack({"qty": row.qty, "expiry": row.expiry, "serials": list(row.serials)}), db=lots_db)
+            if total == 0:
+                txn.delete(sku.encode(), db=skus_db)
+            else:
+                txn.put(sku.encode(), _pack(total), db=skus_db)
+            allocations.append({"lot": lot, "expiry": expiry, "qty": -delta})
+        moves.extend(line_moves)
+        priced_line["category"] = line.item.category
+        priced_line["allocations"] = allocations
+    return moves
+
+
+# --- the lines of the event and of the answer ------------------------------------------------
+
+def event_lines(list priced_lines):
+    cdef list out = []
+    cdef dict l, doc
+    cdef list promos
+    for l in priced_lines:
+        promos = []
+        for p in l["promos"]:
+            promos.append([p["id"], p["version"], p["cents"]])
+        doc = dict(l)
+        doc["promos"] = promos
+        out.append(doc)
+    return out
+
+
+def answer_lines(list priced_lines):
+    cdef list out = []
+    cdef dict l, doc
+    cdef list promos
+    for l in priced_lines:
+        promos = []
+        for p in l["promos"]:
+            promos.append({"id": p["id"], "cents": p["cents"]})
+        doc = {"sku": l["sku"], "qty": l["qty"], "unit_cents": l["unit_cents"], "gross_cents": l["gross_cents"],
+               "discount_cents": l["discount_cents"], "net_cents": l["net_cents"], "promos": promos,
+               "lot": l["lot"], "serial": l["serial"]}
+        allocations = l.get("allocations", _MISSING)
+        if allocations is not _MISSING:
+            doc["allocations"] = allocations
+        out.append(doc)
+    return out
+
+
+cdef object _MISSING = object()
+
+
+def append_event(tx, dict doc):
+    txn = tx.txn
+    db = tx.db
+    raw = txn.get(b"last_seq", db=db["meta"])
+    seq = (0 if raw is None else _unpack(raw)) + 1
+    doc["seq"] = seq
+    if "ts_ms" not in doc:
+        doc["ts_ms"] = int(time.time() * 1000)
+    txn.put(u64(seq), _pack(doc), db=db["events"], append=True)
+    txn.put(b"last_seq", _pack(seq), db=db["meta"])
+    return seq
+
+
+# --- alerts ----------------------------------------------------------------------------------
+
+cdef class OpenAlerts:
+    """The keys of the `alerts` table in memory, with an undo log (the protocol of `Tx.state`), and
+    how many are open per SKU, so a SKU with none costs no key at all."""
+
+    cdef public set keys
+    cdef dict per_sku
+    cdef list _undo
+    cdef public long long seq
+
+    def __init__(self):
+        self.keys = set()
+        self.per_sku = {}
+        self._undo = []
+        self.seq = 0
+
+    @classmethod
+    def load(cls, tx):
+        cdef OpenAlerts state = cls()
+        for key, _alert in tx.items("alerts"):
+            state._add(key)
+        return state
+
+    cdef void _add(self, bytes key):
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        sku = key.split(b"\x00", 1)[0].decode()
+        self.per_sku[sku] = <long long>self.per_sku.get(sku, 0) + 1
+
+    cdef void _discard(self, bytes key):
+        cdef long long n
+        if key not in self.keys:
+            return
+        self.keys.discard(key)
+        sku = key.split(b"\x00", 1)[0].decode()
+        n = <long long>self.per_sku[sku] - 1
+        if n:
+            self.per_sku[sku] = n
+        else:
+            del self.per_sku[sku]
+
+    def mark(self):
+        return len(self._undo)
+
+    def rollback(self, Py_ssize_t mark):
+        cdef list undo = self._undo
+        while len(undo) > mark:
+            key, was_open = undo.pop()
+            if was_open:
+                self._add(key)
+            else:
+                self._discard(key)
+
+    def forget(self):
+        self._undo.clear()
+
+    cdef void put(self, tx, bytes key, dict alert):
+        self._undo.append((key, key in self.keys))
+        self._add(key)
+        tx.txn.put(key, _pack(alert), db=tx.db["alerts"])
+
+    cdef void delete(self, tx, bytes key):
+        self._undo.append((key, True))
+        self._discard(key)
+        tx.txn.delete(key, db=tx.db["alerts"])
+
+
+cdef inline OpenAlerts _open_alerts(tx):
+    return tx.state(OpenAlerts)
+
+
+def open_alerts(tx):
+    return _open_alerts(tx)
+
+
+cdef Py_ssize_t _sync(tx, OpenAlerts state, dict want, have_keys, now_ms) except -1:
+    cdef Py_ssize_t raised = 0
+    for key in have_keys:
+        if key not in want and key in state.keys:
+            state.delete(tx, key)
+    for key, alert in want.items():
+        old = tx.get("alerts", key) if key in state.keys else None
+        if old is None:
+            raised += 1
+            # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.
+            tx.append_event({"type": "alert", "id": f"alert:{alert['sku']}:{alert['kind']}:{alert['lot'] or ''}:"
+                                                    f"{tx.last_seq() + 1}", "ts_ms": now_ms, "moves": [], **alert})
+        if old != alert:
+            state.put(tx, key, alert)
+    return raised
+
+
+def sync_alerts(tx, dict want, have_keys, now_ms):
+    return _sync(tx, _open_alerts(tx), want, have_keys, now_ms)
+
+
+cdef dict _sku_alerts(dict items, Balances bal, str sku):
+    cdef dict out = {}
+    cdef SkuBalances sb = bal.skus.get(sku)
+    cdef long long on_hand = 0 if sb is None else sb.total
+    cdef long long unallocated = _qty(bal, sku, None)
+    cdef long long reorder_point
+    item = items.get(sku)
+    if item is not None:
+        reorder_point = item.reorder_point
+        if reorder_point > 0 and on_hand <= reorder_point:
+            suggested = reorder_point - on_hand + max(<long long>item.reorder_qty, 1)
+            out[_alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
+                                                       "reorder_point": item.reorder_point, "suggested_qty": suggested}
+    if unallocated < 0:
+        out[_alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
+    return out
+
+
+def sku_alerts(tx, str sku):
+    return _sku_alerts(_master.view(tx).items, _balances(tx), sku)
+
+
+cdef bint _lots_due(Balances bal, str sku, dict lots, dict recalls):
+    """Whether a touched lot with stock has an expiry or a recall: only then can it want an alert."""
+    cdef SkuBalances sb = bal.skus.get(sku)
+    cdef LotRow row
+    if sb is None:
+        return False
+    for lot in lots:
+        row = sb.lots.get(lot)
+        if row is not None and row.qty > 0 and (row.expiry is not None or recalls):
+            return True
+    return False
+
+
+def after_moves(tx, moves, str today, now_ms):
+    view = _master.view(tx)
+    cdef dict items = view.items
+    cdef dict all_recalls = view.recalls
+    cdef Balances bal = _balances(tx)
+    cdef OpenAlerts state = _open_alerts(tx)
+    cdef Py_ssize_t raised = 0
+    cdef dict touched = {}
+    cdef dict lots, want, recalls
+    cdef list have
+    for move in moves:
+        sku = move[0]
+        lots = touched.get(sku)
+        if lots is None:
+            lots = touched[sku] = {}
+        lots[move[1]] = None
+    warn_days = view.policy["expiry_warn_days"]
+    for sku, lots in touched.items():
+        want = _sku_alerts(items, bal, sku)
+        recalls = all_recalls.get(sku) or _NO_FACTS
+        if _lots_due(bal, sku, lots, recalls):
+            want.update(_ledger_c.lot_alerts(tx, sku, lots, today, warn_days, recalls))
+        if not want and sku not in state.per_sku:
+            continue  # nothing due and nothing open: no key to build, no row to touch
+        have = [_alert_key(sku, "low_stock", None), _alert_key(sku, "unallocated", None)]
+        for lot in lots:
+            have += [_alert_key(sku, "expiring", lot), _alert_key(sku, "recalled", lot)]
+        raised += _sync(tx, state, want, have, now_ms)
+    return raised
+
+
+# --- the request's shape ---------------------------------------------------------------------
+# Only ever says yes for what `_request_checks.check_request` accepts; every no is answered by it.
+
+cdef bint _text_ok(value, Py_ssize_t max_len, bint allow_gs):
+    """`_limits.text_problem(value, max_len, allow_gs=...) is None`."""
+    if not isinstance(value, str):
+        return False
+    cdef str text = <str>value
+    cdef Py_ssize_t n = len(text)
+    cdef Py_UCS4 ch
+    if n == 0 or n > max_len:
+        return False
+    for ch in text:
+        if ch < 0x20:
+            if not (allow_gs and ch == 0x1d):
+                return False
+        elif 0x7f <= ch <= 0x9f or 0x202a <= ch <= 0x202e or 0x2066 <= ch <= 0x2069 or 0xd800 <= ch <= 0xdfff:
+            return False
+    return True
+
+
+cdef inline bint _optional_text_ok(value, Py_ssize_t max_len):
+    return value is None or _text_ok(value, max_len, False)
+
+
+cdef inline bint _int_ok(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+cdef bint _date_ok(value):
+    if value is None:
+        return True
+    if not isinstance(value, str) or len(<str>value) != 10:
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+cdef bint _line_ok(line):
+    if not isinstance(line, dict):
+        return False
+    if line.get("code") is not None or line.get("sku") is None:
+        if not _text_ok(line.get("code"), MAX_CODE, True):
+            return False
+    elif not _text_ok(line.get("sku"), MAX_CODE, False):
+        return False
+    return (_int_ok(line.get("qty")) and _optional_text_ok(line.get("lot"), MAX_TEXT)
+            and _optional_text_ok(line.get("serial"), MAX_TEXT) and _date_ok(line.get("expiry")))
+
+
+cdef bint _basket_ok(dict body):
+    lines = body.get("lines")
+    if not isinstance(lines, list) or not lines or len(<list>lines) > MAX_LINES:
+        return False
+    for line in <list>lines:
+        if not _line_ok(line):
+            return False
+    coupons = body.get("coupons")
+    if coupons is not None:
+        if not isinstance(coupons, list) or len(<list>coupons) > MAX_COUPONS:
+            return False
+        for coupon in <list>coupons:
+            if not _text_ok(coupon, MAX_TEXT, False):
+                return False
+    if not _optional_text_ok(body.get("member"), MAX_TEXT):
+        return False
+    lane = body.get("lane")
+    return not (lane != "") or _optional_text_ok(lane, MAX_TEXT)
+
+
+cdef bint _payments_ok(dict body):
+    payments = body.get("payments")
+    if not isinstance(payments, list) or not payments:
+        return False
+    for payment in <list>payments:
+        if not isinstance(payment, dict):
+            return False
+        if not (_text_ok(payment.get("method"), MAX_TEXT, False) and _int_ok(payment.get("cents"))):
+            return False
+    return True
+
+
+def basket_well_formed(str kind, body):
+    if not isinstance(body, dict) or not _text_ok(body.get("id"), MAX_ID, False):
+        return False
+    if not _basket_ok(body):
+        return False
+    return kind != "sale" or _payments_ok(body)
+
+
+# --- request identity ------------------------------------------------------------------------
+
+cdef int _DEEP = 200
+
+
+cdef object _order(k):
+    return (type(k).__name__, str(k))
+
+
+cdef object _sorted(obj, int depth):
+    cdef list keys
+    cdef dict out
+    cdef bint plain = True
+    if depth > _DEEP:
+        # Beyond any body a device may send (they are refused far shallower): the reference's own
+        # recursion, bounded by Python's limit, rather than the C stack.
+        return _salepath_py._sorted(obj)
+    if isinstance(obj, dict):
+        keys = list(obj)
+        for k in keys:
+            if type(k) is not str:
+                plain = False
+                break
+        # All keys `str`: their own order is the reference's (type name, text) order.
+        if plain:
+            keys.sort()
+        else:
+            keys.sort(key=_order)
+        out = {}
+        for k in keys:
+            out[k] = _sorted(obj[k], depth + 1)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_sorted(v, depth + 1) for v in obj]
+    return obj
+
+
+def body_hash(dict body):
+    cdef dict content = {}
+    for k, v in body.items():
+        if k != "t":
+            content[k] = v
+    try:
+        packed = _pack(_sorted(content, 0))
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise bad_request(f"the request holds a value that cannot be stored ({exc}); numbers must fit in 64 bits") from None
+    return hashlib.sha256(packed).digest()[:16]

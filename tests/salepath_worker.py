@@ -1,0 +1,71 @@
+"""One flavour's sale path over a seeded store, for the twin-equality test.
+
+Reads one JSON scenario per stdin line ({"policy", "recall", "groups": [[request, ...], ...]}),
+applies it to a fresh seeded store through the core loop's own group step, and prints one JSON line:
+every answer and every table's raw rows (hex), so the two flavours can be compared byte for byte.
+A sale whose `pay` is "exact" is quoted first in its own group and paid in cash at the quoted total.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import core_ext
+from core_ext import Request, Store
+from core_ext._store import TABLES
+from gateway._app_core import build_core
+
+from tests._data import NOW, STORE, apply_master, seed
+
+RULES = {
+    "ceiling": {"default_max_pct_bp": 3000, "by_category": {"implant": 0}},
+    "points": {"earn_per_cents": 100, "earn_points": 1, "tier_multiplier_bp": {"gold": 20000}},
+    "rules": [
+        {"id": "P-7", "version": 2, "kind": "percent_off", "params": {"pct_bp": 1000}, "target": {"skus": ["SKU-1"]}},
+        {"id": "B-1", "version": 3, "kind": "bundle", "clawback_on_return": True,
+         "params": {"items": [["SKU-2", 1], ["SKU-4", 1]], "price_cents": 5000}},
+    ],
+}
+
+
+def _apply(core, requests: list) -> list:
+    slots = [[Request(r["kind"], r["body"], r.get("source", "lane1"), "ecr"), None, None] for r in requests]
+    core._apply_group(slots)
+    return [[slot[1].body, slot[1].replayed] for slot in slots]
+
+
+def run(scenario: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(os.path.join(tmp, "data"))
+        seed(store)
+        apply_master(store, "promotions", RULES)
+        apply_master(store, "policy", scenario["policy"])
+        if scenario["recall"]:
+            apply_master(store, "recalls", {"recalls": [scenario["recall"]]})
+        core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+        answers = []
+        for group in scenario["groups"]:
+            requests = []
+            for r in group:
+                if r.pop("pay", None) == "exact":
+                    quote = {k: v for k, v in r["body"].items() if k != "payments"}
+                    [[quoted, _]] = _apply(core, [{"kind": "quote", "body": {**quote, "id": "q-" + quote["id"]}}])
+                    answers.append(quoted)
+                    r["body"]["payments"] = [{"method": "cash", "cents": quoted.get("total_cents", 0)}]
+                requests.append(r)
+            answers.append(_apply(core, requests))
+        with store.read() as tx:
+            tables = {name: [[k.hex(), v.hex()] for k, v in tx.txn.cursor(db=store.db[name])] for name in TABLES}
+        store.close()
+    return {"flavour": core_ext.FLAVOUR, "answers": answers, "tables": tables}
+
+
+def main() -> None:
+    for line in sys.stdin:
+        print(json.dumps(run(json.loads(line))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""The sale path's twins: random baskets against a seeded store give the same answers and the same
+rows, byte for byte, in both flavours; the compiled shortcuts agree with the reference they skip;
+the open alerts kept in memory follow commits and rollbacks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from core_ext import Request
+from core_ext._request_checks import check_request
+from core_ext._errors import Refused
+
+from ._data import GTIN_STRIPS
+from ._twins import twins
+
+FLAVOURS = twins("salepath")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOTH = len(FLAVOURS) > 1
+needs_both = pytest.mark.skipif(not BOTH, reason="the compiled twin is not built in a pure-Python run")
+
+CODES = ["SKU-1", "SKU-2", "SKU-3", "SKU-4", GTIN_STRIPS, "4711", "B-100", "NOPE"]
+LOTS = [None, None, "A1", "B2", "C3", "L1", "ZZ"]
+SERIALS = [None, None, None, "S1", "S2", "S9"]
+
+
+@st.composite
+def _line(draw) -> dict:
+    line = {"code": draw(st.sampled_from(CODES)), "qty": draw(st.sampled_from([1, 1, 2, 3, 7, 40]))}
+    for name, choices in (("lot", LOTS), ("serial", SERIALS)):
+        value = draw(st.sampled_from(choices))
+        if value is not None:
+            line[name] = value
+    return line
+
+
+@st.composite
+def _request(draw, n: int) -> dict:
+    kind = draw(st.sampled_from(["sale", "sale", "sale", "quote", "return", "receipt"]))
+    rid = f"r{n}"
+    if kind == "receipt":
+        sku, lot, expiry = draw(st.sampled_from([("SKU-1", "A1", "2027-03-31"), ("SKU-1", "N9", "2026-12-01"),
+                                                  ("SKU-2", None, None), ("SKU-4", None, None)]))
+        return {"kind": kind, "source": "erp", "body": {"id": rid, "sku": sku, "lot": lot, "expiry": expiry,
+                                                         "qty": draw(st.integers(1, 30))}}
+    if kind == "return":
+        orig = f"r{draw(st.integers(0, max(n - 1, 0)))}"
+        return {"kind": kind, "body": {"t": "return", "id": rid, "orig": orig,
+                                       "lines": [{"sku": draw(st.sampled_from(["SKU-1", "SKU-2", "SKU-4"])), "qty": 1}]}}
+    body = {"t": kind, "id": rid, "lines": draw(st.lists(_line(), min_size=1, max_size=4))}
+    member = draw(st.sampled_from([None, "M1", "M2", "M9"]))
+    if member:
+        body["member"] = member
+    request = {"kind": kind, "body": body}
+    if kind == "sale":
+        if draw(st.booleans()):
+            request["pay"] = "exact"
+        else:
+            body["payments"] = [{"method": "cash", "cents": draw(st.sampled_from([0, 1990, 5000]))}]
+    if kind == "sale" and n and draw(st.integers(0, 9)) == 0:
+        body["id"] = f"r{n - 1}"  # a repeat, or a conflict with the one before
+    return request
+
+
+@st.composite
+def scenarios(draw) -> dict:
+    count = draw(st.integers(1, 24))
+    requests = [draw(_request(n)) for n in range(count)]
+    groups, i = [], 0
+    while i < count:
+        size = draw(st.integers(1, 6))
+        groups.append(requests[i:i + size])
+        i += size
+    recall = draw(st.sampled_from([None, {"recall_id": "R-1", "sku": "SKU-1", "lot": "B2", "reason": "label"},
+                                   {"recall_id": "R-2", "sku": "SKU-4", "lot": None}]))
+    policy = {"negative_stock": draw(st.sampled_from(["allow", "refuse"])),
+              "expiry_warn_days": draw(st.sampled_from([30, 60, 400]))}
+    return {"policy": policy, "recall": recall, "groups": groups}
+
+
+class _Worker:
+    def __init__(self, env: dict):
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        child_env.update(env, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.salepath_worker"], cwd=ROOT, env=child_env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, scenario: dict) -> dict:
+        self.proc.stdin.write(json.dumps(scenario) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the worker died (its error is above)"
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def workers():
+    pair = (_Worker({"GATEWAY_REQUIRE_EXTENSIONS": "1"}), _Worker({"GATEWAY_PURE_PYTHON": "1"}))
+    yield pair
+    for worker in pair:
+        worker.close()
+
+
+@needs_both
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenario=scenarios())
+def test_random_baskets_give_the_same_answers_and_rows_in_both_flavours(workers, scenario):
+    compiled, pure = (worker.run(scenario) for worker in workers)
+    assert (compiled["flavour"], pure["flavour"]) == ("cython", "python")
+    assert compiled["answers"] == pure["answers"]
+    assert compiled["tables"] == pure["tables"]
+
+
+def test_the_scenarios_reach_what_they_are_meant_to_compare(workers):
+    # A fixed scenario: sales that succeed, an unallocated sale raising an alert, a refusal, a repeat.
+    scenario = {"policy": {"negative_stock": "allow"}, "recall": None, "groups": [
+        [{"kind": "sale", "pay": "exact", "body": {"id": "s1", "lines": [{"code": "SKU-1", "qty": 3}]}},
+         {"kind": "sale", "pay": "exact", "body": {"id": "s2", "lines": [{"code": "SKU-4", "qty": 120}]}}],
+        [{"kind": "sale", "body": {"id": "s3", "lines": [{"code": "NOPE", "qty": 1}], "payments": []}},
+         {"kind": "sale", "pay": "exact", "body": {"id": "s1", "lines": [{"code": "SKU-1", "qty": 3}]}}],
+    ]}
+    result = workers[1].run(json.loads(json.dumps(scenario)))
+    flat = [a for group in result["answers"] for a in (group if isinstance(group, list) and group and isinstance(group[0], list) else [group])]
+    sales = [body for body, _replayed in (a for a in flat if isinstance(a, list))]
+    assert [s["ok"] for s in sales] == [True, True, False, True]
+    assert [replayed for _b, replayed in (a for a in flat if isinstance(a, list))] == [False, False, False, True]
+    assert result["tables"]["alerts"], "the sale beyond stock raised its unallocated alert"
+    if BOTH:
+        assert workers[0].run(json.loads(json.dumps(scenario))) == {**result, "flavour": "cython"}
+
+
+# --- the compiled shortcuts agree with the reference ------------------------------------------
+
+_TEXT = st.one_of(st.none(), st.integers(-3, 3), st.booleans(), st.text(max_size=70),
+                  st.sampled_from(["", "A1", "x\x1dy", "\u202e", "é" * 65, "\x7f"]))
+
+
+@st.composite
+def _bodies(draw) -> dict:
+    lines = draw(st.one_of(st.none(), st.just([]), st.text(max_size=3), st.lists(st.one_of(
+        st.fixed_dictionaries({}, optional={"code": _TEXT, "sku": _TEXT, "qty": st.one_of(_TEXT, st.integers(-1, 2_000_000)),
+                                            "lot": _TEXT, "serial": _TEXT,
+                                            "expiry": st.one_of(_TEXT, st.sampled_from(["2027-02-30", "2027-02-03"]))}),
+        st.integers()), max_size=3)))
+    body = {"id": draw(_TEXT), "lines": lines}
+    for name in ("coupons", "member", "lane", "payments"):
+        if draw(st.booleans()):
+            body[name] = draw(st.one_of(_TEXT, st.lists(_TEXT, max_size=3), st.lists(
+                st.fixed_dictionaries({}, optional={"method": _TEXT, "cents": _TEXT}), max_size=2)))
+    return body
+
+
+def _accepted(kind: str, body) -> bool:
+    try:
+        check_request(kind, body)
+    except Refused:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("salepath", FLAVOURS)
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["quote", "sale"]), body=_bodies())
+def test_the_request_shape_shortcut_says_yes_exactly_when_the_checks_do(salepath, kind, body):
+    assert salepath.basket_well_formed(kind, body) == _accepted(kind, body)
+
+
+@needs_both
+@settings(max_examples=300, deadline=None)
+@given(body=_bodies())
+def test_the_basket_lines_are_accepted_and_refused_alike(body):
+    outcomes = []
+    for salepath in (f.values[0] for f in FLAVOURS):
+        try:
+            outcomes.append(("ok", salepath.basket_lines(body)))
+        except Refused as exc:
+            outcomes.append((exc.code, exc.message))
+    assert outcomes[0] == outcomes[1]
+
+
+_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=5),
+                                 st.binary(max_size=3), st.floats(allow_nan=False)),
+                       lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                               st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)),
+                                                               inner, max_size=3)), max_leaves=12)
+
+
+@needs_both
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=4), _VALUES, max_size=5))
+def test_the_body_hash_is_the_same_in_both_flavours(body):
+    outcomes = []
+    for salepath in (f.values[0] for f in FLAVOURS):
+        try:
+            outcomes.append(salepath.body_hash(body))
+        except Refused as exc:
+            outcomes.append(exc.message)
+    assert outcomes[0] == outcomes[1]
+
+
+# --- open alerts in memory ---------------------------------------------------------------------
+
+def _alert_keys(store) -> set:
+    with store.read() as tx:
+        return {key for key, _alert in tx.items("alerts")}
+
+
+async def test_the_open_alerts_in_memory_follow_commits_and_rollbacks(core):
+    from core_ext._select import salepath
+    store = core.store
+    sold = await core.request("sale", {"id": "S1", "lines": [{"code": "SKU-4", "qty": 130}],
+                                       "payments": [{"method": "cash", "cents": 130 * 350}]})
+    assert sold.body["ok"], sold.body
+    opened = _alert_keys(store)
+    assert b"SKU-4\x00unallocated\x00" in opened
+    tx = store.begin(write=True)
+    assert salepath.open_alerts(tx).keys == opened
+    # A nested transaction clearing the alert, then rolled back: memory and table keep it.
+    child = tx.child()
+    child_state = salepath.open_alerts(child)
+    salepath.sync_alerts(child, {}, [b"SKU-4\x00unallocated\x00"], 0)
+    assert b"SKU-4\x00unallocated\x00" not in child_state.keys
+    assert child.get("alerts", b"SKU-4\x00unallocated\x00") is None
+    child.abort()
+    assert salepath.open_alerts(tx).keys == opened
+    # The same in the outer transaction, aborted whole.
+    salepath.sync_alerts(tx, {}, [b"SKU-4\x00unallocated\x00"], 0)
+    tx.abort()
+    assert _alert_keys(store) == opened
+    # A receipt settling the unallocated units clears the alert, in memory and on disk.
+    receipt = await core.request("receipt", {"id": "R1", "sku": "SKU-4", "lot": None, "expiry": None, "qty": 40},
+                                 source="erp")
+    assert receipt.body["ok"], receipt.body
+    assert b"SKU-4\x00unallocated\x00" not in _alert_keys(store)
+    tx = store.begin(write=True)
+    assert salepath.open_alerts(tx).keys == _alert_keys(store)
+    tx.abort()
