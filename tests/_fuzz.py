@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from . import _records
 
 QUICK = 30
-SOAK = 1500
+SOAK = 1000
 
 # Parametrise a fuzz test with this: the soak size runs only under `-m soak`.
 PROFILES = pytest.mark.parametrize("examples", [

@@ -8,6 +8,7 @@ same run wrote), and tests/_reliability_report.py turns them into docs/reliabili
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 
@@ -29,7 +30,7 @@ def killed(n: int = 1) -> None:
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
