@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: all install run test test-compiled test-pure soak bench clean chromium
+.PHONY: all install run test test-compiled test-pure soak test-twice bench clean chromium
 
 all: test
 
@@ -39,8 +39,28 @@ test-compiled: $(STAMP) chromium
 test-pure: $(STAMP) chromium
 	GATEWAY_PURE_PYTHON=1 $(PYTEST) -q -m "not soak"
 
+# The soak session records what it measured (inputs fuzzed, kills, floods) and rewrites the measured
+# part of docs/reliability.md from it, pass or fail; the exit status is the session's.
+RECORDS := build/reliability.json
 soak: $(STAMP)
-	$(PYTEST) -q -m soak
+	rm -f $(RECORDS)
+	GATEWAY_RELIABILITY_RECORDS=$(RECORDS) $(PYTEST) -q -m soak; status=$$?; \
+	$(PY) -m tests._reliability_report $(RECORDS) docs/reliability.md; exit $$status
+
+# The whole quick suite twice in a row, as two copies running at once (one per flavour): a test that
+# leans on timing, ports or shared files shows itself here. Logs in build/test-twice-*.log.
+test-twice: $(STAMP)
+	mkdir -p build
+	for round in 1 2; do \
+	  (GATEWAY_REQUIRE_EXTENSIONS=1 $(PYTEST) -q -m "not soak" > build/test-twice-$$round-compiled.log 2>&1; \
+	   echo $$? > build/test-twice-$$round-compiled.rc) & \
+	  (GATEWAY_PURE_PYTHON=1 $(PYTEST) -q -m "not soak" > build/test-twice-$$round-pure.log 2>&1; \
+	   echo $$? > build/test-twice-$$round-pure.rc) & \
+	  wait; \
+	done; \
+	failed=0; for f in build/test-twice-*.rc; do \
+	  echo "$$f: $$(cat $$f) ($$(tail -n 1 $${f%.rc}.log))"; [ "$$(cat $$f)" = 0 ] || failed=1; \
+	done; exit $$failed
 
 # Every performance figure beside its same-run baseline: benchmarks/results.json, docs/performance.md.
 # wrk loads the HTTP figures (installed here when missing; without it a Python load generator is used).

@@ -186,6 +186,9 @@ def _from_elements(raw: str, symbology: str | None, elements) -> Scan:
     quantity = None
     for ai in ("30", "37"):
         if ai in values:
+            # biip accepts an AI (30) or (37) with no digits after it at the end of the data.
+            if not (values[ai].isdigit() and values[ai].isascii()):
+                raise ScanError("quantity", f"GS1 AI ({ai}) holds no count ({values[ai]!r})")
             quantity = int(values[ai])
             if quantity == 0:
                 raise ScanError("quantity", f"GS1 AI ({ai}) gives a count of 0")

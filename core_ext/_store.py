@@ -122,12 +122,19 @@ class Store:
         return self.begin(write=False)
 
     def space_left(self) -> int:
-        """Bytes still usable: the smaller of what the map and the file system can take."""
-        info = self.env.info()
-        stat = self.env.stat()
-        used = (info["last_pgno"] + 1) * stat["psize"]
+        """Bytes still usable: the smaller of what the map and the file system can take.
+
+        Pages in use are counted table by table, not up to LMDB's high-water mark: pages freed by a
+        delete (pruned batches) are reused, so the room they leave counts as room again."""
+        used = self.pages_in_use() * self.env.stat()["psize"]
         fs = os.statvfs(self.path)
         return min(self.map_size - used, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - used))
+
+    def pages_in_use(self) -> int:
+        """Pages holding live data: every table's tree, the main tree naming them, two meta pages."""
+        with self.env.begin() as txn:
+            stats = [txn.stat(db) for db in self.db.values()] + [self.env.stat()]
+        return 2 + sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
 
     def file_size(self) -> int:
         try:

@@ -72,3 +72,14 @@ async def core(make_core, seeded_store):
 from ._upstream import erp_key, served, store_key, upstream, upstream_settings  # noqa: E402,F401
 # An ECR/1 terminal on a real pty, wired to the core through the ecr_serial plugin.
 from ._ecr_rig import rig  # noqa: E402,F401
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under `make soak`, leave what the reliability tests measured for the report."""
+    import os
+
+    from . import _records
+
+    path = os.environ.get(_records.ENV)
+    if path:
+        _records.write(path)

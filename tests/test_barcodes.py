@@ -122,6 +122,7 @@ GOOD_GS1 = "]d20109506000134352172712311" + "0LOT"
     ("0109506000134352" + "10A" + GS + GS + "21B", "gs1"),
     ("0109506000134352" + "10A" + GS + "0109506000134345", "gs1"),   # AI 01 twice, different
     ("0109506000134352" + "300", "quantity"),
+    ("0109506000134352" + "30", "quantity"),              # AI 30 with no count at all
     ("https://id.gs1.org/01/09506000134353", "gtin_check"),
     ("https://example.com/nothing", "digital_link"),
     ("4006381333932", "gtin"),

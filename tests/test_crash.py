@@ -11,8 +11,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from core_ext import Store
 from core_ext._verify import verify
+
+from . import _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,6 +54,7 @@ def run_round(data_dir, ids, acked, rng):
     time.sleep(rng.uniform(0, 0.02))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _records.killed()
     reader.join(timeout=5)
     for pipe in (proc.stdin, proc.stdout):
         try:
@@ -61,13 +66,15 @@ def run_round(data_dir, ids, acked, rng):
         acked.add(reply["id"])
 
 
-def test_sigkill_loses_no_acknowledged_request_and_half_applies_nothing(tmp_path):
+@pytest.mark.parametrize("rounds", [pytest.param(5, id="5-kills"),
+                                    pytest.param(40, id="40-kills", marks=pytest.mark.soak)])
+def test_sigkill_loses_no_acknowledged_request_and_half_applies_nothing(tmp_path, rounds):
     data_dir = str(tmp_path / "data")
     rng = random.Random(int(os.environ.get("CRASH_SEED", "7")))
     acked = set()
     sent = []
     n = 0
-    for _round in range(5):
+    for _round in range(rounds):
         ids = list(range(n, n + 1000))
         n += 1000
         run_round(data_dir, ids, acked, rng)
