@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"}
 
 
@@ -28,3 +30,11 @@ def listing(path) -> set[str]:
 def stock(store) -> dict:
     with store.read() as tx:
         return {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
+
+
+@pytest.fixture
+def drop_dir(tmp_path):
+    """The folder a `csv_drop` device watches (registered by conftest.py)."""
+    path = tmp_path / "drop"
+    path.mkdir()
+    return path

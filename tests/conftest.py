@@ -72,6 +72,8 @@ async def core(make_core, seeded_store):
 from ._upstream import erp_key, served, store_key, upstream, upstream_settings  # noqa: E402,F401
 # An ECR/1 terminal on a real pty, wired to the core through the ecr_serial plugin.
 from ._ecr_rig import rig  # noqa: E402,F401
+# The folder a csv_drop device watches.
+from ._csv import drop_dir  # noqa: E402,F401
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
@@ -31,12 +30,6 @@ def sale_ids(store) -> list[str]:
     with store.read() as tx:
         return [e["id"] for e in tx.events() if e["type"] == "sale"]
 
-
-@pytest.fixture
-def drop_dir(tmp_path):
-    path = tmp_path / "drop"
-    path.mkdir()
-    return path
 
 
 # --- CSV drops --------------------------------------------------------------------------------

@@ -46,12 +46,6 @@ class FakeCore:
         return [r.kind for r in self.requests]
 
 
-@pytest.fixture
-def drop_dir(tmp_path):
-    path = tmp_path / "drop"  # beside the store's own data directory, which the core tests use
-    path.mkdir()
-    return path
-
 
 @pytest.fixture
 def registry():

@@ -42,12 +42,6 @@ def baskets_file(n: int, code: str = "B-100") -> str:
     return HEADER + "".join(f"T{i},{code},1,,,,\n" for i in range(n))
 
 
-@pytest.fixture
-def drop_dir(tmp_path):
-    path = tmp_path / "drop"
-    path.mkdir()
-    return path
-
 
 @pytest.fixture
 def registry():

@@ -7,7 +7,6 @@ import itertools
 import time
 
 import msgpack
-import pytest
 from hypothesis import strategies as st
 
 from core_ext._verify import verify
@@ -134,8 +133,6 @@ def test_noise_without_stx_never_delays_the_next_frame(examples):
     _fuzz.run("ECR/1 framer: quiet noise then a frame", examples, check, quiet_noise, bodies)
 
 
-@pytest.mark.xfail(strict=True, reason="STX-blinding: a stray STX claiming a long frame swallows the "
-                                       "frames after it until it times out; fixed on the ecr branch")
 @PROFILES
 def test_noise_with_stray_stx_bytes_never_delays_the_next_frame(examples):
     # Tried first, whatever hypothesis draws: STX and a length of 16384, then the terminal's frame.
@@ -205,8 +202,6 @@ async def test_fuzzed_requests_over_the_pty_are_answered_and_a_refusal_changes_n
 
 # --- bursts and floods on the pty --------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="ECR/1 requests ACKed but never answered under a burst (16 wait, "
-                                       "the rest are dropped); fixed on the ecr branch")
 async def test_every_acked_request_of_a_burst_gets_exactly_one_response(rig):
     burst = 40
     frames = b"".join(build_frame({"t": "ping", "id": f"b{i}"}) for i in range(burst))
@@ -225,8 +220,6 @@ async def test_every_acked_request_of_a_burst_gets_exactly_one_response(rig):
     assert sorted(r["re"] for r in got) == sorted(f"b{i}" for i in range(burst))
 
 
-@pytest.mark.xfail(strict=True, reason="log flooding: every discarded frame is one log line; "
-                                       "fixed on the ecr branch")
 async def test_a_flood_of_bad_frames_is_counted_not_logged_line_by_line(rig, caplog):
     caplog.set_level("INFO", logger="gateway.ecr")
     bad = build_frame({"t": "ping", "id": "x"}, corrupt_crc=True) * 200

@@ -103,8 +103,6 @@ async def test_raw_pos_bytes_are_a_400_never_a_5xx(core, nursery, examples):
         st.sampled_from(["application/json", "application/msgpack"])))
 
 
-@pytest.mark.xfail(strict=True, reason="a lone surrogate in a POS/1 string is not refused as BAD_REQUEST; "
-                                       "fixed on the edges branch")
 async def test_a_lone_surrogate_in_a_pos_string_is_a_400(core, nursery):
     url = await serve_pos(core, nursery)
     before = ledger_state(core.store)
@@ -120,8 +118,6 @@ async def test_a_lone_surrogate_in_a_pos_string_is_a_400(core, nursery):
     assert ledger_state(core.store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="POS/1 string limits: an over-long code or lot is not refused as "
-                                       "BAD_REQUEST; fixed on the edges branch")
 async def test_an_over_long_pos_string_is_a_400(core, nursery):
     url = await serve_pos(core, nursery)
     msg = {"id": "LONG-1", "lines": [{"code": "C" * 5000, "qty": 1}], "payments": [{"method": "cash", "cents": 1}]}
@@ -180,8 +176,6 @@ async def test_a_document_signed_by_another_key_is_403_and_changes_nothing(serve
     assert ledger_state(served.up.store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="UP/1: a signature that is not 64 bytes is 400, not 403 "
-                                       "BAD_SIGNATURE; fixed on the edges branch")
 @pytest.mark.parametrize("sig", [b"", b"\x01" * 63, b"\x01" * 65], ids=["empty", "63", "65"])
 async def test_a_signature_of_the_wrong_length_is_403(served, sig):
     doc = sign_document("catalog", 9, {"items": []}, served.up.erp_key, issued_ms=NOW_MS)
@@ -192,8 +186,6 @@ async def test_a_signature_of_the_wrong_length_is_403(served, sig):
     assert ledger_state(served.up.store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="a request with huge headers is not answered 431; fixed on the "
-                                       "edges branch")
 async def test_huge_headers_are_a_431(served):
     status, _h, _answer = await served.call("GET", "/upstream/v1/status", headers={"X-Pad": "p" * 70_000})
     assert status == 431

@@ -7,7 +7,6 @@ import copy
 import functools
 import itertools
 
-import pytest
 import trio
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -24,7 +23,7 @@ from upstream import encode_envelope, sign_document
 from . import _fuzz
 from ._data import CATALOG, GTIN_STRIPS, GTIN_THERMO, NOW, with_check_digit
 from ._fuzz import PROFILES, assert_refusal, ledger_state
-from .test_adversarial_devices import device, drop_file, drop_dir  # noqa: F401  (drop_dir: a fixture)
+from ._csv import device, drop_file
 
 NOW_MS = int(NOW * 1000)
 text = st.text(max_size=10)
