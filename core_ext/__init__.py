@@ -21,5 +21,8 @@ from ._csv_files import MAX_SLICE_DOCS, MAX_SLICE_LINES  # noqa: E402
 from ._types import Settings  # noqa: E402
 from ._request_checks import check_request  # noqa: E402
 
+from ._day_figures import differences as day_differences, recompute_day  # noqa: E402
+from ._days import report as day_report  # noqa: E402
+
 __all__ += ["Scan", "ScanError", "parse_scan", "HANDLERS", "Settings", "check_request",
-            "MAX_SLICE_DOCS", "MAX_SLICE_LINES"]
+            "MAX_SLICE_DOCS", "MAX_SLICE_LINES", "day_differences", "recompute_day", "day_report"]

@@ -17,6 +17,8 @@ from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
 from ._config import Config
+from ._day_metrics import DayCollector
+from ._day_timer import run_day_closer
 from ._http import serve_asgi
 from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
 
@@ -117,15 +119,19 @@ class Gateway:
             up_metrics = upstream.Metrics(self.registry, self.store)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
                                               config=cfg.upstream, signal=seal_signal)
-            self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone),
+            self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone,
+                                                        day_starts_at=cfg.store.day_starts_at),
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))
             self.registry.register(LedgerCollector(self._read))
+            self.registry.register(DayCollector(self._read))
             edge = EdgeMetrics(self.registry)
             up_settings = upstream.Settings.from_config(cfg.upstream)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
+                # Days missed while stopped are closed before any device or API is heard.
+                await nursery.start(run_day_closer, submit)
                 self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
                     self.registry, self.health, self.ready, edge=edge.counter("metrics")), cfg.metrics.listen)
                 up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,

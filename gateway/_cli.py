@@ -37,6 +37,9 @@ COMMANDS = {
                       "Replay every ledger event and compare each stock balance with the replay; "
                       "exits 0 only when all are equal, 1 when one differs. It only reads, so it may run "
                       "beside a running gateway."),
+    "report": ("gateway._cmd_report", "print a business day's figures (the close, or the day so far)",
+               "Reports read from the store, read-only (safe while the gateway runs). 'gateway report day "
+               "[DAY]' prints a business day's close, or the current day's figures so far (CLOSE/1)."),
     "price": ("gateway._cmd_price", "price a basket file against a promotions rules file, offline",
               "Price a basket file against a promotions rules file and explain every cent, committing "
               "nothing: a promotions manager checks a rule set before the ERP sends it."),

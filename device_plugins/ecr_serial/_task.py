@@ -19,7 +19,7 @@ from ._protocol import EcrConnection, EcrProtocolError
 
 log = logging.getLogger("gateway.ecr")
 
-REQUEST_TYPES = ("quote", "sale", "return", "member", "stock", "ping")
+REQUEST_TYPES = ("quote", "sale", "return", "member", "stock", "ping", "drawer_count")
 READ_SIZE = 4096
 # Requests received but not yet answered; a terminal sends one at a time, so this is ample.
 MAX_WAITING = 16
