@@ -263,9 +263,11 @@ class Tx:
         seq = self.last_seq() + 1
         doc["seq"] = seq
         doc.setdefault("ts_ms", int(time.time() * 1000))
+        # Into the open business day's running totals (_days.py), before the log moves on: totals
+        # loaded now must be those of the events before this one.
+        _observe_day(self, doc)
         self.txn.put(u64(seq), _pack(doc), db=self.db["events"], append=True)
         self.set_meta("last_seq", seq)
-        _observe_day(self, doc)  # the open business day's running totals (_days.py)
         return seq
 
     def event(self, seq: int) -> dict | None:
