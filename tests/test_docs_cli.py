@@ -79,8 +79,8 @@ def doc_calls() -> list[tuple[str, list[str], set[str]]]:
         for block in CODE.finditer(text):
             code = COMMENT.sub("", (block.group(1) or block.group(2)).replace("\\\n", " "))
             for call in CALL.finditer(code):
-                words = [call.group(1)] + ([call.group(2).strip()] if call.group(1) == "erp" and call.group(2) else [])
-                rest = (call.group(2) if call.group(1) != "erp" else "") + call.group(3)
+                words = [call.group(1)] + ([call.group(2).strip()] if call.group(1) in ("erp", "report") and call.group(2) else [])
+                rest = (call.group(2) if call.group(1) not in ("erp", "report") else "") + call.group(3)
                 found.append((os.path.relpath(path, ROOT), words, set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest))))
     return found
 
