@@ -200,7 +200,8 @@ def _name_day(state: DayTotals, tz: str, starts_at: str, now_ms: int) -> None:
         day = day_of(row["first_ms"] if row["first_ms"] is not None else now_ms, tz, starts_at)
         state.acc.put(row, "day", day)
         state.acc.put(row, "opened_ms", day_start_ms(day, tz, starts_at))
-        state.dirty = True
+        # Not written on its own: a refused request must leave the store byte for byte as it was.
+        # The name is written with the first document or close, and found again the same way.
 
 
 def _close(tx, state: DayTotals, closed_ms: int, now_ms: int) -> int:
