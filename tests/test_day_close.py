@@ -71,10 +71,12 @@ async def test_the_timer_closes_each_day_as_it_ends_across_both_daylight_saving_
     try:
         async with trio.open_nursery() as nursery:
             loop = await _core(nursery, store, BERLIN, clock)
-            await nursery.start(partial(run_day_closer, loop.submit, clock, max_sleep_s=7 * 86400))
             sale = await loop.submit(Request("sale", {"id": "s1", "lines": [{"code": "SKU-4", "qty": 1}],
                                                       "payments": [{"method": "cash", "cents": 350}]}, source="lane1"))
             assert sale.ok
+            # Started after the sale: no deadline is pending while the sale's group runs in its thread,
+            # so the MockClock cannot jump past midnight under it.
+            await nursery.start(partial(run_day_closer, loop.submit, clock, max_sleep_s=7 * 86400))
             while day_report_of(store)["day"] != "2026-03-30":  # waits on commits: the clock jumps to the timer's
                 await loop.wait_commit()
             nursery.cancel_scope.cancel()
