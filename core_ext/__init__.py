@@ -42,3 +42,8 @@ from ._inspect import (day_sales, events_backwards, latest_refusals, ledger_head
 
 __all__ += ["day_sales", "events_backwards", "latest_refusals", "ledger_head", "master_versions", "stock_alerts",
             "stock_of"]
+
+from ._day_figures import differences as day_differences, recompute_day  # noqa: E402
+from ._days import report as day_report  # noqa: E402
+
+__all__ += ["day_differences", "recompute_day", "day_report"]

@@ -214,6 +214,13 @@ def _alert_sold(tx, request, ctx, doc: dict, file: str, sale_seq: int, found: li
     return raised
 
 
+def _refunds(doc: dict, out: list) -> dict:
+    """A file's refund goes back the way its basket says it was paid (cash unless named; CLOSE/1)."""
+    cents = sum(line["refund_cents"] for line in out)
+    method = doc.get("payment") if doc.get("payment") in ("cash", "card", "insurance") else "cash"
+    return {method: cents} if cents > 0 else {}
+
+
 def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> int:
     """Negative rows of a POS file: goods back to stock, refunded at the catalog price."""
     lines = _sales.resolve_lines(tx, [{**line, "qty": -line["qty"]} for line in doc["lines"]])
@@ -223,7 +230,8 @@ def _stock_return(tx, request, ctx, doc: dict, doc_id: str) -> int:
         out.append({"sku": line.sku, "lot": line.lot, "qty": line.qty, "refund_cents": line.qty * line.item.unit_cents})
     ledger.apply_moves(tx, moves)
     seq = tx.append_event({"type": "return", "id": doc_id, "source": request.source, "orig": None, "ts_ms": ctx.now_ms,
-                           "lines": out, "refund_cents": sum(line["refund_cents"] for line in out), "moves": moves})
+                           "lines": out, "refund_cents": sum(line["refund_cents"] for line in out),
+                           "refunds": _refunds(doc, out), "moves": moves})
     _alerts.after_moves(tx, moves, today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
     return seq
 

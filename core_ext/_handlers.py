@@ -1,8 +1,8 @@
 """The request kinds the core answers, with whether each remembers its id (a repeat is a replay)."""
-from . import _csv_files, _queries, _sale_returns, _sales, _stock
+from . import _csv_files, _days, _queries, _sale_returns, _sales, _stock
 
 # The ECR/1 messages: each must carry an id, remembered or not (ecr-serial.md, Messages).
-ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping"})
+ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping", "drawer_count"})
 
 # kind -> (handler, idempotent)
 HANDLERS = {
@@ -12,6 +12,9 @@ HANDLERS = {
     "member": (_queries.handle_member, False),
     "stock": (_queries.handle_stock, False),
     "ping": (_queries.handle_ping, False),
+    "drawer_count": (_days.handle_drawer_count, True),
+    # The business day's close: the timer's (days that ended) and the ERP's (the current day, early).
+    "day_close": (_days.handle_day_close, False),
     "receipt": (_stock.handle_receipt, True),
     "scan": (_stock.handle_scan, True),
     "count_close": (_stock.handle_count_close, True),

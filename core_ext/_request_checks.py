@@ -10,7 +10,8 @@ import datetime
 
 from ._errors import BAD_REQUEST, Refused, bad_request
 from ._records import answer_refused
-from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_NOTE, MAX_TEXT, text_problem
+from ._day_figures import METHOD_ORDER, REFUND_METHODS
+from ._limits import MAX_CODE, MAX_COUNTED_CENTS, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_NOTE, MAX_TEXT, text_problem
 from ._types import is_int
 
 
@@ -137,6 +138,27 @@ def _return(body: dict) -> None:
         _text(line, "lot", MAX_TEXT, prefix=where, optional=True)
         _text(line, "serial", MAX_TEXT, prefix=where, optional=True)
     _text(body, "reason", MAX_NOTE, optional=True)
+    method = body.get("refund_method")
+    if method is not None and method not in REFUND_METHODS:
+        # Points paid come back as points by themselves; only money can be named.
+        raise bad_request(f"refund_method must be one of {', '.join(REFUND_METHODS)}, got {_shown(method)}")
+
+
+def _drawer_count(body: dict) -> None:
+    counted = body.get("counted")
+    if not isinstance(counted, dict) or not counted:
+        raise bad_request("counted must be a non-empty map of payment method to cents")
+    for method, cents in counted.items():
+        if method not in METHOD_ORDER:
+            raise bad_request(f"counted: {_shown(method)} is not a payment method ({', '.join(METHOD_ORDER)})")
+        if not is_int(cents) or not 0 <= cents <= MAX_COUNTED_CENTS:
+            raise bad_request(f"counted.{method} must be an integer of cents from 0 to {MAX_COUNTED_CENTS}, "
+                              f"got {_type(cents) if not is_int(cents) else cents}")
+
+
+def _shown(value) -> str:
+    # Only short valid text is repeated in an answer; anything else is named by its type.
+    return repr(value) if text_problem(value, MAX_TEXT) is None else _type(value)
 
 
 def _member(body: dict) -> None:
@@ -147,7 +169,8 @@ def _stock(body: dict) -> None:
     _text(body, "code", MAX_CODE, allow_gs=True)
 
 
-_CHECKS = {"quote": _basket, "sale": _sale, "return": _return, "member": _member, "stock": _stock}
+_CHECKS = {"quote": _basket, "sale": _sale, "return": _return, "member": _member, "stock": _stock,
+           "drawer_count": _drawer_count}
 _BASKETS = frozenset({"quote", "sale"})
 
 from ._select import salepath  # noqa: E402  (the sale path asks this module back in its pure twin)

@@ -5,7 +5,7 @@ the arithmetic); points earned are reversed and points paid come back.
 """
 from __future__ import annotations
 
-from . import _alerts, _errors as E, _master
+from . import _alerts, _days, _errors as E, _master
 from ._errors import Refused, bad_request
 from ._localtime import today
 from ._records import Move, moves_of
@@ -149,6 +149,8 @@ def handle_return(tx, request, ctx) -> dict:
         answer["points_reversed"] = plan["points_reversed"]
         answer["points_restored"] = plan["points_restored"]
         answer["points_balance"] = balance
+    answer["refunds"] = doc["refunds"] = _days.refunds_of_return(tx, sale_key, sale, doc["refund_cents"],
+                                                                 body.get("refund_method"))
     answer["seq"] = tx.append_event(doc)
     _alerts.after_moves(tx, moves, today(ctx.now_ms, ctx.settings.timezone), ctx.now_ms)
     return answer

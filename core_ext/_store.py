@@ -38,6 +38,7 @@ TABLES = (
     "movements",    # ERP movement id -> ledger seq (upstream)
     "batches",      # u64 batch seq -> envelope bytes (upstream)
     "files",        # "<device>:<file sha256 hex>" -> a legacy POS file's progress (csv files, _csv_files.py)
+    "days",         # "open" -> the open business day's running totals; day -> its close's seq (_days.py)
 )
 
 _U64 = struct.Struct(">Q")
@@ -75,23 +76,41 @@ def _key(k) -> bytes:
 class Store:
     """The gateway's one LMDB environment."""
 
-    def __init__(self, path: str, *, map_size: int = 1 << 30, min_free_bytes: int = 16 << 20):
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, *, map_size: int = 1 << 30, min_free_bytes: int = 16 << 20,
+                 readonly: bool = False):
+        if not readonly:
+            os.makedirs(path, exist_ok=True)
         try:
             self.env = lmdb.open(
                 path, map_size=map_size, max_dbs=len(TABLES) + 2, sync=True, metasync=True,
-                subdir=True, lock=True, max_readers=64,
+                subdir=True, lock=True, max_readers=64, readonly=readonly, create=not readonly,
             )
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the data directory {path!r}: {exc}") from exc
         self.path = path
         self.map_size = map_size
         self.min_free_bytes = min_free_bytes
-        self.db = {name: self.env.open_db(name.encode()) for name in TABLES}
+        if readonly:
+            # A reader beside a running gateway: it creates nothing; a table not made yet is absent.
+            self.db = {}
+            for name in TABLES:
+                try:
+                    self.db[name] = self.env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    pass
+        else:
+            self.db = {name: self.env.open_db(name.encode()) for name in TABLES}
         self.cache = {}  # objects built from stored documents (promotion engines by version)
         # In-memory state kept equal to the tables it mirrors (the ledger's balances), by class;
         # changed only inside write transactions, which roll it back when they abort.
         self.states = {}
+        if readonly:
+            with self.env.begin() as txn:
+                schema = txn.get(b"schema", db=self.db["meta"]) if "meta" in self.db else None
+            if schema is None or _unpack(schema) != SCHEMA:
+                self.env.close()
+                raise StoreError(f"{path!r} holds no store of schema {SCHEMA}")
+            return
         with self.env.begin(write=True) as txn:
             schema = txn.get(b"schema", db=self.db["meta"])
             if schema is None:
@@ -168,6 +187,10 @@ class Tx:
 
     def commit(self) -> None:
         if self.write and self.parent is None and self.store.states:
+            for state in list(self.store.states.values()):
+                flush = getattr(state, "flush", None)
+                if flush is not None:  # a state kept in a table written once per commit (the day's totals)
+                    flush(self)
             last = self.last_seq()
             self.txn.commit()
             for state in self.store.states.values():
@@ -251,6 +274,9 @@ class Tx:
         seq = self.last_seq() + 1
         doc["seq"] = seq
         doc.setdefault("ts_ms", int(time.time() * 1000))
+        # Into the open business day's running totals (_days.py), before the log moves on: totals
+        # loaded now must be those of the events before this one.
+        _observe_day(self, doc)
         self.txn.put(u64(seq), _pack(doc), db=self.db["events"], append=True)
         self.set_meta("last_seq", seq)
         return seq
@@ -268,3 +294,6 @@ class Tx:
                 if last is not None and from_u64(k) > last:
                     return
                 yield _unpack(v)
+
+
+from ._days import observe as _observe_day  # noqa: E402  (_days reads tables through Tx)

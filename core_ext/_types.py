@@ -49,6 +49,7 @@ class Settings:
 
     store_id: str = "S001"
     timezone: str = "UTC"
+    day_starts_at: str = "00:00"  # local time at which the business day turns (CLOSE/1)
 
 
 def is_int(value) -> bool:

@@ -18,6 +18,8 @@ from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
 from ._config import Config
+from ._day_metrics import DayCollector
+from ._day_timer import run_day_closer
 from ._http import serve_asgi
 from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
 from ._status import UpstreamSeen, snapshot
@@ -139,16 +141,20 @@ class Gateway:
             if cfg.nats.enabled:
                 from upstream._nats_link import make_nats_handlers
                 handlers.update(make_nats_handlers(trust_stream=cfg.nats.trust_stream))
-            self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone),
+            self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone,
+                                                        day_starts_at=cfg.store.day_starts_at),
                                    extra_handlers=handlers, registry=self.registry,
                                    disk_pressure=lambda: upstream.disk_pressure(self.store))
             self.registry.register(LedgerCollector(self._read))
+            self.registry.register(DayCollector(self._read))
             edge = EdgeMetrics(self.registry)
             up_settings = upstream.Settings.from_config(cfg.upstream)
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
                 self.started_ms = int(time.time() * 1000)
+                # Days missed while stopped are closed before any device or API is heard.
+                await nursery.start(run_day_closer, submit)
                 self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
                     self.registry, self.health, self.ready, edge=edge.counter("metrics"),
                     pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen)

@@ -6,6 +6,7 @@ import time
 from prometheus_client import CollectorRegistry
 
 from core_ext import HANDLERS, Settings, Store
+from core_ext._days import roll_due
 from core_ext._handlers import ECR_KINDS
 from ._core_loop import CoreLoop, Handler
 from ._core_metrics import CoreMetrics
@@ -20,5 +21,6 @@ def build_core(store: Store, settings: Settings, *, extra_handlers: dict | None 
     for kind, fn in (extra_handlers or {}).items():
         handlers[kind] = fn if isinstance(fn, Handler) else Handler(fn)
     metrics = CoreMetrics(registry) if registry is not None else None
+    options.setdefault("before_group", roll_due)
     return CoreLoop(store, handlers, settings=settings, clock=clock, metrics=metrics, disk_pressure=disk_pressure,
                     **options)

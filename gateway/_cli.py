@@ -55,6 +55,9 @@ COMMANDS = {
                "Print the open alerts: low stock with the suggested reorder quantity, lots expiring within the "
                "policy's window, recalled lots still on hand, units sold beyond the ledger. Read-only: safe "
                "while the gateway runs."),
+    "report": ("gateway._cmd_report", "print a business day's figures (the close, or the day so far)",
+               "Reports read from the store, read-only (safe while the gateway runs). 'gateway report day "
+               "[DAY]' prints a business day's close, or the current day's figures so far (CLOSE/1)."),
     "price": ("gateway._cmd_price", "price a basket file against a promotions rules file, offline",
               "Price a basket file against a promotions rules file and explain every cent, committing "
               "nothing: a promotions manager checks a rule set before the ERP sends it."),

@@ -37,6 +37,7 @@ class StoreConfig:
     id: str
     data_dir: str
     timezone: str
+    day_starts_at: str = "00:00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ def load_config(path: str | None, *, environ: dict | None = None, resolve_secret
 
 # Defaults of keys a file may leave out; `store.id` alone has none (it names the store upstream).
 _DEFAULTS = {
-    "store": {"id": None, "data_dir": "data", "timezone": "UTC"},
+    "store": {"id": None, "data_dir": "data", "timezone": "UTC", "day_starts_at": "00:00"},
     "keys": {"signing_key": "keys/store.pem", "erp_public_key": "keys/erp.pub.pem"},
     "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}},
     "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "",
@@ -320,7 +321,16 @@ class _Loader:
                 zoneinfo.ZoneInfo(timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 self.problem("store.timezone", f"unknown time zone {timezone!r} (an IANA name such as 'Asia/Shanghai')")
-        return StoreConfig(id=store_id, data_dir=self.path("store.data_dir", s["data_dir"]), timezone=timezone)
+        from core_ext._days import parse_day_start  # the one reading of "HH:MM", as the core turns days
+
+        day_starts_at = self.string("store.day_starts_at", s["day_starts_at"])
+        try:
+            parse_day_start(day_starts_at)
+        except ValueError as exc:
+            self.problem("store.day_starts_at", f"{exc}, the local time at which the business day turns")
+            day_starts_at = "00:00"
+        return StoreConfig(id=store_id, data_dir=self.path("store.data_dir", s["data_dir"]), timezone=timezone,
+                           day_starts_at=day_starts_at)
 
     def keys(self, s: dict) -> KeysConfig:
         return KeysConfig(signing_key=self.path("keys.signing_key", s["signing_key"]),

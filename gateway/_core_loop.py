@@ -70,7 +70,8 @@ class CoreLoop:
 
     def __init__(self, store: Store, handlers: dict, *, settings=None, clock: Callable[[], float] = time.time,
                  max_group: int = 512, queue_limit: int = 10_000, per_source_limit: int = 256,
-                 group_budget_s: float = 0.010, metrics=None, disk_pressure: Callable[[], bool] | None = None):
+                 group_budget_s: float = 0.010, metrics=None, disk_pressure: Callable[[], bool] | None = None,
+                 before_group: Callable | None = None):
         self.store = store
         self.handlers = {k: (h if isinstance(h, Handler) else Handler(h)) for k, h in handlers.items()}
         self.settings = settings
@@ -79,6 +80,9 @@ class CoreLoop:
         self.metrics = metrics
         self.disk_pressure = disk_pressure or (lambda: store.space_left() < store.min_free_bytes)
         self.group_budget_s = group_budget_s
+        # `before_group(tx, ctx)` runs first in every group's transaction (the business day's turn,
+        # so that each document falls into the day of its ledger time).
+        self.before_group = before_group
         # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing;
         # a source that fills its own share waits without holding up the others.
         self._queue = FairQueue(queue_limit, per_source_limit)
@@ -183,6 +187,8 @@ class CoreLoop:
         deadline = time.perf_counter() + self.group_budget_s
         served = len(slots)
         try:
+            if self.before_group is not None:
+                self.before_group(tx, ctx)
             for index, slot in enumerate(slots):
                 if index and time.perf_counter() > deadline:
                     served = index

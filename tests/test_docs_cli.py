@@ -28,7 +28,7 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
     return {o for action in parser._actions for o in action.option_strings if o.startswith("--")}
 
 
-ALL = [[name] for name in COMMANDS] + [["erp", sub] for sub in ERP_COMMANDS]
+ALL = [[name] for name in COMMANDS] + [["erp", sub] for sub in ERP_COMMANDS] + [["report", "day"]]
 
 
 @pytest.mark.parametrize("words", ALL, ids=" ".join)
@@ -37,7 +37,7 @@ def test_every_help_exits_0_and_names_each_option(words, capsys):
     shown = capsys.readouterr().out
     assert shown.startswith(f"usage: gateway {' '.join(words)}")
     wanted = options(command_parser(words)) - {"--help"}
-    assert wanted or words[0] in ("check-config",) or words == ["erp"]
+    assert wanted or words[0] in ("check-config",) or words in (["erp"], ["report"])
     for option in wanted:
         assert option in shown, f"gateway {' '.join(words)} --help does not mention {option}"
 
@@ -79,8 +79,8 @@ def doc_calls() -> list[tuple[str, list[str], set[str]]]:
         for block in CODE.finditer(text):
             code = COMMENT.sub("", (block.group(1) or block.group(2)).replace("\\\n", " "))
             for call in CALL.finditer(code):
-                words = [call.group(1)] + ([call.group(2).strip()] if call.group(1) == "erp" and call.group(2) else [])
-                rest = (call.group(2) if call.group(1) != "erp" else "") + call.group(3)
+                words = [call.group(1)] + ([call.group(2).strip()] if call.group(1) in ("erp", "report") and call.group(2) else [])
+                rest = (call.group(2) if call.group(1) not in ("erp", "report") else "") + call.group(3)
                 found.append((os.path.relpath(path, ROOT), words, set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest))))
     return found
 

@@ -21,6 +21,7 @@ import trio
 from core_ext import Request, errors, u64
 from core_ext import asgi
 
+from . import _day_close
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
 from ._handlers import BAD_SIGNATURE, PRUNED, STATUS
 from ._keys import raw_public_key
@@ -232,6 +233,10 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             _only(method, "POST")
             doc = decode_request(await read_body(receive, headers), headers)
             return await through_core("movements", {"doc": doc})
+        if path == f"{PREFIX}/day-close" or path.startswith(f"{PREFIX}/day/"):
+            async def body():
+                return decode_request(await read_body(receive, headers), headers)
+            return await _day_close.route(method, path, body, through_core, read_store, HttpError, _only)
         match = _COUNT_CLOSE_PATH.match(path)
         if match:
             _only(method, "POST")
@@ -297,7 +302,9 @@ def _route_name(path: str) -> str:
     if _MASTER_PATH.match(path):
         return "master"
     name = path[len(PREFIX) + 1:] if path.startswith(PREFIX + "/") else ""
-    return name if name in ("batches", "status", "ack", "movements") else "other"
+    if name.startswith("day/"):
+        return "day"
+    return name if name in ("batches", "status", "ack", "movements", "day-close") else "other"
 
 
 def _only(method: str, allowed: str) -> None:

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from ._day_close import Reconciler
 from ._envelope import MASTER_KINDS, EnvelopeError, sign_document
 from ._erp_client import ChainVerifier, ErpClient, ErpError, envelope_json, load_source, parse_when_ms, pull
 from ._keys import KeyFileError, load_private_key, load_public_key
@@ -41,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--store-key", required=True, metavar="PUB.pem",
                    help="the store's public key (PEM) that signs its batches")
     p.add_argument("--verify", action="store_true",
-                   help="also check that each batch's documents cover exactly its events, in order")
+                   help="also check that each batch's documents cover exactly its events, in order, and "
+                        "reconcile every day_close: recompute each figure from the documents of its range "
+                        "and print each difference (exit 1 when any)")
     p.add_argument("--ack", action="store_true", help="acknowledge what was received and verified")
     p.add_argument("--after", type=int, default=None, metavar="N", help="pull batches after this seq (default 0, or the state file's)")
     p.add_argument("--state", default=None, metavar="FILE",
@@ -124,6 +127,8 @@ def run_pull(args) -> int:
     out = sys.stdout
     started = time.monotonic()
     last_progress = [started]
+    reconciler = Reconciler()
+    differing = []
 
     with _client(args) as client:
         target = client.status().get("last_seq", 0)
@@ -133,6 +138,8 @@ def run_pull(args) -> int:
                 seqs = [d.get("seq") if isinstance(d, dict) else None for d in body["docs"]]
                 if seqs != list(range(env["first_event"], env["last_event"] + 1)):
                     raise EnvelopeError("its documents do not cover its events in order", seq=env["seq"])
+                for doc in body["docs"]:
+                    _reconcile(reconciler, doc, differing, out, args.json)
             if args.json:
                 print(json.dumps({"batch": envelope_json(env, body)}), file=out)
             else:
@@ -166,7 +173,32 @@ def run_pull(args) -> int:
         print(f"total: {totals.batches} batches, {totals.docs} docs ({_types(totals.by_type)}), "
               f"{totals.stock_rows} stock rows; verified through batch {totals.last_seq}"
               + (f", acknowledged through {totals.acked}" if args.ack and totals.acked else ""), file=out)
+    if differing:
+        _say(f"RECONCILIATION FAILED for {len(differing)} day(s): {', '.join(differing)}")
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _reconcile(reconciler: Reconciler, doc: dict, differing: list, out, as_json: bool) -> None:
+    """Check a pulled document if it is a day_close; print what was found."""
+    found = reconciler.feed(doc) if isinstance(doc, dict) else None
+    if found is None:
+        return
+    day = doc.get("day")
+    checked = not (found and found[0].startswith("not checked"))
+    if checked and found:
+        differing.append(str(day))
+    if as_json:
+        print(json.dumps({"reconcile": {"day": day, "checked": checked, "differences": found if checked else [],
+                                        "note": None if checked else found[0]}}), file=out)
+    elif not checked:
+        print(f"day {day}: {found[0]}", file=out)
+    elif found:
+        for line in found:
+            print(f"day {day}: DIFFERS {line}", file=out)
+    else:
+        print(f"day {day}: reconciled, every figure of its close matches documents "
+              f"{doc.get('from_seq')}..{doc.get('to_seq')}", file=out)
 
 
 def _signed(kind: str, args, default_version) -> dict:

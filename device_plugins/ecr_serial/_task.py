@@ -18,7 +18,7 @@ from ._protocol import EcrConnection, EcrProtocolError, invalid_utf8
 
 log = logging.getLogger("gateway.ecr")
 
-REQUEST_TYPES = ("quote", "sale", "return", "member", "stock", "ping")
+REQUEST_TYPES = ("quote", "sale", "return", "member", "stock", "ping", "drawer_count")
 READ_SIZE = 4096
 # Requests waiting for the core, per line, besides the one it is working on: a terminal sends one
 # at a time, so this is ample; more are answered UNAVAILABLE at once. The line asks the core one

@@ -41,7 +41,7 @@ STATUS_OF_ERR = {
 BUSINESS_REFUSAL = 422
 
 # route name -> (method, request kind); the names are also the metrics' `route` label.
-_POSTS = {"quote": "quote", "sales": "sale", "returns": "return"}
+_POSTS = {"quote": "quote", "sales": "sale", "returns": "return", "drawer-counts": "drawer_count"}
 _MAX_DEPTH = 32
 # A path parameter is what the body field of the same name would be: (most characters, GS allowed).
 _PARAM_LIMITS = {"members": (limits.MAX_TEXT, False), "stock": (limits.MAX_CODE, True),
@@ -215,7 +215,7 @@ class PosApp:
                                              "again later", headers=((b"retry-after", b"1"),))
         answer = response.body
         if answer.get("ok"):
-            created = route.kind in ("sale", "return") and not response.replayed
+            created = route.kind in ("sale", "return", "drawer_count") and not response.replayed
             return (201 if created else 200), answer
         return STATUS_OF_ERR.get(answer.get("err"), BUSINESS_REFUSAL), answer
 

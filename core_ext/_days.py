@@ -1,0 +1,350 @@
+"""The store's business day (CLOSE/1): running totals kept by the single writer, drawer counts,
+the close, and reports.
+
+Every event appended to the log is folded into the open day's running totals as it is appended
+(`observe`, called by `Tx.append_event`), in memory with an undo log like the ledger's balances, so
+a rolled-back request takes its figures with it. The totals are written to the `days` table once per
+committed group (`flush`, called by `Tx.commit`), in the same transaction as the events they count:
+after `kill -9` the table and the log agree, a restart reads one row instead of replaying the day,
+and readers (the UP/1 report, `gateway report day`, metrics) read the day so far without the writer.
+
+`days` rows: `"open"` -> the open day's running totals and where it started; `"YYYY-MM-DD"` -> the
+seq of that day's `day_close` document.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from functools import lru_cache
+
+import lmdb
+
+from ._day_figures import (
+    FIGURES, REFUND_METHODS, empty_totals, finish, fold, split_refund,
+)
+from ._errors import BAD_REQUEST, Refused, bad_request
+from ._localtime import _zone
+
+log = logging.getLogger("gateway.core")
+
+ALREADY_CLOSED = "ALREADY_CLOSED"
+OPEN_KEY = b"open"
+_MISSING = object()
+
+
+# --- the calendar ----------------------------------------------------------------------------
+
+def parse_day_start(text: str) -> tuple[int, int]:
+    """(hour, minute) of a `"HH:MM"` day start; raises ValueError."""
+    if not isinstance(text, str) or len(text) != 5 or text[2] != ":" or not (text[:2] + text[3:]).isdigit():
+        raise ValueError(f"{text!r} is not a time of day HH:MM")
+    hour, minute = int(text[:2]), int(text[3:])
+    if hour > 23 or minute > 59:
+        raise ValueError(f"{text!r} is not a time of day HH:MM (00:00 to 23:59)")
+    return hour, minute
+
+
+@lru_cache(maxsize=4096)
+def day_start_ms(day: str, tz: str, starts_at: str) -> int:
+    """When business day `day` starts: `starts_at` local time on that date in `tz`.
+
+    A start that a daylight-saving change skips (02:30 on the spring-forward night) is read with the
+    offset before the change, so it falls just after the gap; one that occurs twice (autumn) is the
+    first of the two. Either way days stay contiguous: each ends where the next starts.
+    """
+    hour, minute = parse_day_start(starts_at)
+    local = datetime.datetime.combine(datetime.date.fromisoformat(day), datetime.time(hour, minute),
+                                      tzinfo=_zone(tz))
+    return int(local.timestamp() * 1000)
+
+
+def next_day(day: str) -> str:
+    return (datetime.date.fromisoformat(day) + datetime.timedelta(days=1)).isoformat()
+
+
+def day_of(ts_ms: int, tz: str, starts_at: str) -> str:
+    """The business day in which instant `ts_ms` falls."""
+    local = datetime.datetime.fromtimestamp(ts_ms / 1000, datetime.timezone.utc).astimezone(_zone(tz))
+    day = local.date().isoformat()
+    while day_start_ms(day, tz, starts_at) > ts_ms:
+        day = (datetime.date.fromisoformat(day) - datetime.timedelta(days=1)).isoformat()
+    while day_start_ms(next_day(day), tz, starts_at) <= ts_ms:
+        day = next_day(day)
+    return day
+
+
+def _calendar(settings) -> tuple[str, str]:
+    return settings.timezone, getattr(settings, "day_starts_at", "00:00") or "00:00"
+
+
+# --- the writer's running totals -------------------------------------------------------------
+
+def _new_row(day, from_seq: int, opened_ms, last_close=None) -> dict:
+    return {"day": day, "from_seq": from_seq, "opened_ms": opened_ms, "first_ms": None, "folded": from_seq - 1,
+            "last_close": last_close, **empty_totals()}
+
+
+class Undo:
+    """The fold's accumulator for the writer: every change is logged so a rollback can undo it."""
+
+    __slots__ = ("log",)
+
+    def __init__(self, undo_log: list):
+        self.log = undo_log
+
+    def at(self, d: dict, key) -> dict:
+        sub = d.get(key)
+        if sub is None:
+            sub = d[key] = {}
+            self.log.append((d, key, _MISSING))
+        return sub
+
+    def add(self, d: dict, key, n: int) -> None:
+        if n:
+            old = d.get(key, _MISSING)
+            self.log.append((d, key, old))
+            d[key] = n if old is _MISSING else old + n
+
+    def put(self, d: dict, key, value) -> None:
+        self.log.append((d, key, d.get(key, _MISSING)))
+        d[key] = value
+
+
+class DayTotals:
+    """The open day's running totals, in memory (a `Tx.state`): loaded from the `days` table,
+    changed by every appended event, written back once per committed group."""
+
+    def __init__(self, row: dict):
+        self.holder = {"row": row}  # replaced whole when a day closes, through the undo log
+        self._undo: list = []
+        self.acc = Undo(self._undo)
+        self.dirty = False
+        self.seq = 0  # the last event these totals include, as `Tx` keeps it for every state
+
+    @property
+    def row(self) -> dict:
+        return self.holder["row"]
+
+    @classmethod
+    def load(cls, tx) -> "DayTotals":
+        last = tx.last_seq()
+        row = tx.get("days", OPEN_KEY)
+        if row is None:
+            # A new store, or one from before days were kept: the first day starts with the next event.
+            return cls(_new_row(None, last + 1, None))
+        behind = row["folded"] < last
+        for doc in tx.events(row["folded"] + 1, last):  # events appended by a writer that kept no days
+            _fold_plain(row, doc)
+        state = cls(row)
+        state.dirty = behind
+        return state
+
+    # The `Tx.state` protocol.
+    def mark(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, mark: int) -> None:
+        undo = self._undo
+        while len(undo) > mark:
+            d, key, old = undo.pop()
+            if old is _MISSING:
+                d.pop(key, None)
+            else:
+                d[key] = old
+
+    def forget(self) -> None:
+        self._undo.clear()
+
+    def flush(self, tx) -> None:
+        """Write the totals into the transaction about to commit (the top-level one)."""
+        if self.dirty:
+            tx.put("days", OPEN_KEY, self.row)
+            self.dirty = False
+
+    # Folding.
+    def observe(self, tx, doc: dict) -> None:
+        row = self.row
+        seq = doc["seq"]
+        if seq != row["folded"] + 1:
+            for missed in tx.events(row["folded"] + 1, seq - 1):
+                self._fold(row, missed)
+        self._fold(row, doc)
+
+    def _fold(self, row: dict, doc: dict) -> None:
+        acc = self.acc
+        if row["first_ms"] is None and doc.get("ts_ms") is not None:
+            acc.put(row, "first_ms", doc["ts_ms"])
+        fold(doc, row, acc)
+        acc.put(row, "folded", doc["seq"])
+        self.dirty = True
+
+
+def _fold_plain(row: dict, doc: dict) -> None:
+    if row["first_ms"] is None:
+        row["first_ms"] = doc.get("ts_ms")
+    fold(doc, row)
+    row["folded"] = doc["seq"]
+
+
+def observe(tx, doc: dict) -> None:
+    """Fold a document just appended into the open day (`Tx.append_event` calls this)."""
+    tx.state(DayTotals).observe(tx, doc)
+
+
+# --- turning the day -------------------------------------------------------------------------
+
+def _name_day(state: DayTotals, tz: str, starts_at: str, now_ms: int) -> None:
+    """Give the first open day its name: the day of its first document, else of now."""
+    row = state.row
+    if row["day"] is None:
+        day = day_of(row["first_ms"] if row["first_ms"] is not None else now_ms, tz, starts_at)
+        state.acc.put(row, "day", day)
+        state.acc.put(row, "opened_ms", day_start_ms(day, tz, starts_at))
+        # Not written on its own: a refused request must leave the store byte for byte as it was.
+        # The name is written with the first document or close, and found again the same way.
+
+
+def _close(tx, state: DayTotals, closed_ms: int, now_ms: int) -> int:
+    """Append the open day's `day_close` and open the next day; returns the close's seq."""
+    row = state.row
+    day = row["day"]
+    seq = tx.last_seq() + 1
+    doc = {"type": "day_close", "id": f"close:{day}", "ts_ms": now_ms, "day": day, "from_seq": row["from_seq"],
+           "to_seq": seq, "opened_ms": row["opened_ms"], "closed_ms": closed_ms, **finish(row), "moves": []}
+    tx.append_event(doc)  # folded into the day it closes: it adds no figure, but ends the range
+    tx.put("days", day, seq)
+    nxt = _new_row(next_day(day), seq + 1, closed_ms, {"day": day, "seq": seq})
+    state.acc.put(state.holder, "row", nxt)
+    state.dirty = True
+    return seq
+
+
+def _roll(tx, state: DayTotals, now_ms: int, tz: str, starts_at: str) -> list[str]:
+    """Close every day that has ended by `now_ms`, in order, each once."""
+    _name_day(state, tz, starts_at, now_ms)
+    closed = []
+    while True:
+        day = state.row["day"]
+        end = day_start_ms(next_day(day), tz, starts_at)
+        if end > now_ms:
+            return closed
+        _close(tx, state, end, now_ms)
+        closed.append(day)
+
+
+def open_until_ms(tx, settings) -> int:
+    tz, starts_at = _calendar(settings)
+    return day_start_ms(next_day(tx.state(DayTotals).row["day"]), tz, starts_at)
+
+
+def roll_due(tx, ctx) -> None:
+    """Before a group of requests: close the days that have ended, so that every document of the
+    group falls into the day of its ledger time. A failure here is logged and the group goes on (the
+    store keeps selling; the close is tried again with the next group)."""
+    tz, starts_at = _calendar(ctx.settings)
+    state = tx.state(DayTotals)
+    row = state.row
+    if row["day"] is not None and day_start_ms(next_day(row["day"]), tz, starts_at) > ctx.now_ms:
+        return
+    child = tx.child()
+    try:
+        _roll(child, tx.state(DayTotals), ctx.now_ms, tz, starts_at)
+        child.commit()
+    except lmdb.Error:
+        child.abort()
+        raise
+    except Exception:
+        child.abort()
+        log.exception("closing the business day failed; retried with the next group")
+
+
+# --- the handlers ----------------------------------------------------------------------------
+
+def handle_day_close(tx, request, ctx) -> dict:
+    """`{}` (the timer): close the days that have ended. `{"day": D}` (the ERP): close the current
+    day D now; its later documents fall into the next day."""
+    tz, starts_at = _calendar(ctx.settings)
+    state = tx.state(DayTotals)
+    closed = _roll(tx, state, ctx.now_ms, tz, starts_at)
+    day = request.body.get("day")
+    answer = {"closed": closed}
+    if day is not None:
+        current = state.row["day"]
+        if not isinstance(day, str) or len(day) != 10:
+            raise bad_request("day must be a date YYYY-MM-DD")
+        if tx.get("days", day) is not None:
+            raise Refused(ALREADY_CLOSED, f"business day {day} is closed already (event {tx.get('days', day)})")
+        if day != current:
+            raise Refused(BAD_REQUEST, f"only the current business day ({current}) can be closed early, not {day}")
+        answer["seq"] = _close(tx, state, ctx.now_ms, ctx.now_ms)
+        answer["closed"] = closed + [day]
+        answer["day"] = day
+    answer["open_day"] = state.row["day"]
+    answer["open_until_ms"] = day_start_ms(next_day(state.row["day"]), tz, starts_at)
+    return answer
+
+
+def handle_drawer_count(tx, request, ctx) -> dict:
+    """ECR/1 `drawer_count`: what a lane counted, answered with what the ledger expects so far."""
+    tz, starts_at = _calendar(ctx.settings)
+    state = tx.state(DayTotals)
+    _roll(tx, state, ctx.now_ms, tz, starts_at)
+    body = request.body
+    counted = {method: cents for method, cents in body["counted"].items()}
+    seq = tx.append_event({"type": "drawer_count", "id": f"{request.source}:{body['id']}",
+                           "source": request.source, "ts_ms": ctx.now_ms, "counted": counted, "moves": []})
+    lane = state.row["lanes"].get(request.source) or {}
+    taken, refunded = lane.get("taken") or {}, lane.get("refunded") or {}
+    expected = {method: taken.get(method, 0) - refunded.get(method, 0) for method in counted}
+    return {"seq": seq, "day": state.row["day"], "expected": expected}
+
+
+def refunds_of_return(tx, sale_key: str, sale: dict, cents: int, named: str | None) -> dict:
+    """The money methods that pay back a return of `cents` on sale `sale_key` (CLOSE/1), and what
+    each has given back through it so far, kept in the sale's `returns` row."""
+    row = tx.get("returns", sale_key) or {}
+    given = row.get("by_method") or {}
+    paid: dict = {}
+    for payment in sale.get("payments") or ():
+        paid[payment["method"]] = paid.get(payment["method"], 0) + payment["cents"]
+    parts = split_refund(paid, given, cents, named)
+    if parts:
+        for method, part in parts.items():
+            given[method] = given.get(method, 0) + part
+        row["by_method"] = given
+        tx.put("returns", sale_key, row)
+    return parts
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def report(tx, day: str | None = None) -> dict | None:
+    """The close of a closed `day`, or the open day's figures so far (an X report, `"open": true`);
+    None when `day` is neither. Reads only: safe in any read transaction."""
+    if "days" not in tx.db:
+        return None
+    row = tx.get("days", OPEN_KEY)
+    if day is None:
+        day = row["day"] if row else None
+        if day is None:
+            return None
+    seq = tx.get("days", day)
+    if seq is not None:
+        doc = tx.event(seq)
+        return None if doc is None else {**doc, "open": False}
+    if row is None or row["day"] != day:
+        return None
+    return {"type": "day_close", "id": None, "day": day, "from_seq": row["from_seq"], "to_seq": row["folded"],
+            "opened_ms": row["opened_ms"], "closed_ms": None, **finish(row), "open": True}
+
+
+def open_totals(tx) -> dict | None:
+    """The open day's running totals as stored (for metrics), or None."""
+    if "days" not in tx.db:
+        return None
+    return tx.get("days", OPEN_KEY)
+
+
+__all__ = ["ALREADY_CLOSED", "FIGURES", "REFUND_METHODS", "DayTotals", "day_of", "day_start_ms", "handle_day_close",
+           "handle_drawer_count", "next_day", "observe", "open_totals", "parse_day_start", "refunds_of_return",
+           "report", "roll_due"]
