@@ -9,6 +9,7 @@ The answers, the rows written and the events appended are the same, byte for byt
 import hashlib
 import time
 
+from ._days import observe as _observe_day
 from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
@@ -326,6 +327,8 @@ def append_event(tx, dict doc):
     doc["seq"] = seq
     if "ts_ms" not in doc:
         doc["ts_ms"] = int(time.time() * 1000)
+    # Into the open business day's running totals, as `Tx.append_event` does.
+    _observe_day(tx, doc)
     txn.put(u64(seq), _pack(doc), db=db["events"], append=True)
     txn.put(b"last_seq", _pack(seq), db=db["meta"])
     return seq
