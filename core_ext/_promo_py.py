@@ -499,8 +499,9 @@ class _Line:
     def __init__(self, line: dict, ceiling):
         self.sku = line["sku"]
         self.category = line.get("category", "")
-        self.qty = line["qty"]
-        self.unit = line["unit_cents"]
+        # Plain ints in the answer whatever int subclass came in (as the compiled engine gives).
+        self.qty = int(line["qty"])
+        self.unit = int(line["unit_cents"])
         self.gross = self.qty * self.unit
         default_bp, by_category = ceiling
         self.limit = self.gross * by_category.get(self.category, default_bp) // 10000
