@@ -8,6 +8,7 @@ there or neither is, and the next seal continues the chain from what is on disk.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -16,9 +17,11 @@ from typing import Callable
 
 import trio
 
-from core_ext import Request, lot_key, u64
+import msgpack
 
-from ._envelope import ZERO_DIGEST, digest, encode_envelope, seal_envelope
+from core_ext import Request, from_u64, ledger, lot_key, u64
+
+from ._envelope import ZERO_DIGEST, encode_envelope, seal_packed
 
 log = logging.getLogger("gateway.upstream")
 
@@ -29,6 +32,10 @@ FIRST_AVAILABLE = "upstream.first_available"  # lowest batch seq still stored (p
 
 # Event keys that only the gateway itself needs: the envelope names the store already.
 INTERNAL_KEYS = frozenset({"store"})
+
+# The store's own packing and unpacking of events (core_ext._store), so bytes match bytes.
+_packb = msgpack.Packer(use_bin_type=True).pack
+_unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +53,12 @@ class Settings:
     push_token: str = ""
     # A document or movement list larger than this is refused with 413 before it is read whole.
     max_body_bytes: int = 32 << 20
-    # One seal request seals at most this many events, so a big backlog never stalls sales for long.
-    seal_max_events: int = 20000
+    # One seal request seals at most this many events (about 10 ms of the writer's time), so a big
+    # backlog never stalls sales for long; it is sealed over many requests.
+    seal_max_events: int = 2000
+    # One seal request reads at most this many events it has not read before (their stock moves):
+    # after a restart over a big backlog, the first requests only read, for the same reason.
+    scan_max_events: int = 5000
     # One prune request deletes at most this many batches, for the same reason.
     prune_max_batches: int = 5000
     prune_interval_s: float = 60.0
@@ -87,8 +98,9 @@ def read_head(tx) -> Head:
 
 def limits(tx, settings: Settings) -> tuple[int, float]:
     """(batch_max_events, batch_max_age_s): the store policy's when it sets them, else the config's."""
-    from core_ext import master
-    policy = master.policy(tx)
+    # The policy document as stored (what `master.policy` merges over its defaults): a reader's
+    # `master.policy` would decode the whole catalog first, and the sealer timer reads this often.
+    policy = tx.meta("policy") or {}
     max_events = policy.get("batch_max_events") or settings.batch_max_events
     max_age = policy.get("batch_max_age_s") or settings.batch_max_age_s
     return max(1, int(max_events)), float(max_age)
@@ -103,38 +115,210 @@ def to_doc(event: dict) -> dict:
     return doc
 
 
-def _net_deltas(events) -> dict:
-    """{(sku, lot): net delta} over `events`, in first-touched order."""
-    net = {}
-    for event in events:
-        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
-            net[(sku, lot)] = net.get((sku, lot), 0) + delta
-    return net
+# ---------------------------------------------------------------------------------------------
+# Documents straight from the stored bytes
+#
+# An event is stored as the MessagePack of its dict, `seq` last (append_event adds it), packed by
+# the same packer as the batches. Its document moves `seq`, `type`, `id`, `ts_ms` to the front and
+# drops internal keys: only the first few entries change, so the rest (lines, payments, moves: most
+# of the bytes) is copied as stored instead of rebuilt and packed again. Any event this cannot
+# prove right for falls back to packing `to_doc(event)`; both give the same bytes.
+
+_HEAD_KEYS = ("seq", "type", "id", "ts_ms")
+_SEQ_KEY = _packb("seq")
+_MAX_SHAPES = 1024
+
+
+def _special(key) -> bool:
+    return key in _HEAD_KEYS or key in INTERNAL_KEYS or key.startswith("_")
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x80 | n,))
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How to cut the stored bytes of events with these keys (in this order)."""
+
+    keys: tuple          # the keys to pack one by one: every one up to the last special key
+    kept: tuple          # indexes in `keys` of those that stay in the document, in order
+    header: bytes        # the stored map's header
+    doc_header: bytes    # the document's map header
+
+
+def _shape_of(keys: tuple) -> _Shape | None:
+    if not keys or keys[-1] != "seq" or not all(type(k) is str for k in keys):
+        return None
+    body = keys[:-1]
+    cut = max((i + 1 for i, k in enumerate(body) if _special(k)), default=0)
+    kept = tuple(i for i in range(cut) if not _special(body[i]))
+    return _Shape(body[:cut], kept, _map_header(len(keys)),
+                  _map_header(len(_HEAD_KEYS) + len(kept) + len(body) - cut))
+
+
+class DocPacker:
+    """Packs the upstream document of a stored event, reusing the stored bytes where it can."""
+
+    def __init__(self) -> None:
+        self._shapes: dict = {}
+
+    def shape(self, keys: tuple) -> _Shape | None:
+        try:
+            return self._shapes[keys]
+        except KeyError:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            shape = self._shapes[keys] = _shape_of(keys)
+            return shape
+
+    def pack(self, raw: bytes, event: dict) -> bytes:
+        """The MessagePack of `to_doc(event)`, `raw` being the stored bytes `event` was decoded from."""
+        shape = self.shape(tuple(event))
+        if shape is not None:
+            seq_entry = _SEQ_KEY + _packb(event["seq"])
+            pieces = [_packb(k) + _packb(event[k]) for k in shape.keys]
+            start = len(shape.header)
+            prefix = b"".join(pieces)
+            stop = start + len(prefix)
+            end = len(raw) - len(seq_entry)
+            # The cut points are right only if the leading entries and the trailing seq are exactly
+            # where packing them says; anything else (another packer's bytes) takes the slow way.
+            if (stop <= end and raw.startswith(shape.header) and raw.endswith(seq_entry)
+                    and raw[start:stop] == prefix):
+                get = event.get
+                return b"".join((shape.doc_header, seq_entry, b"\xa4type", _packb(get("type")), b"\xa2id",
+                                 _packb(get("id")), b"\xa5ts_ms", _packb(get("ts_ms")),
+                                 *[pieces[i] for i in shape.kept], raw[stop:end]))
+        return _packb(to_doc(event))
+
+
+# ---------------------------------------------------------------------------------------------
+# What is committed after the sealed head, remembered between seals
+
+@dataclass(slots=True)
+class _Tail:
+    """The net moves per (sku, lot) of events `head.last_event + 1 ..= through`, for the chain head
+    whose digest is `head_digest`. `on_hand_after` of a batch is the current balance minus the moves
+    after it: with this kept from one seal to the next, each event is read once, not once per seal.
+
+    Kept in memory only: checked against the store before each use (the head's digest, and the
+    bytes of event `through`, so events rolled back and written again are not trusted)."""
+
+    head_digest: bytes | None
+    through: int
+    through_raw: bytes | None
+    deltas: dict
+
+
+_TAIL = "upstream.tail"   # its key in the store's in-memory cache (cleared when a group rolls back)
+
+
+def _events_raw(tx, first: int, last: int):
+    """(seq, stored bytes) of the events first..=last, in order."""
+    with tx.txn.cursor(db=tx.db["events"]) as cur:
+        if not cur.set_range(u64(first)):
+            return
+        for key, value in cur:
+            seq = from_u64(key)
+            if seq > last:
+                return
+            yield seq, value
+
+
+def _add_moves(deltas: dict, event: dict) -> None:
+    for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
+        key = (sku, lot)
+        deltas[key] = deltas.get(key, 0) + delta
+
+
+def _tail(tx, head: Head, last_seq: int, max_events: int) -> _Tail | None:
+    """The tail after `head` through `last_seq`, reading at most `max_events` events not read
+    before; None when more remain to read (the next seal request goes on from there)."""
+    tail = tx.store.cache.get(_TAIL)
+    if (tail is None or tail.head_digest != head.digest or tail.through > last_seq
+            or (tail.through > head.last_event and tx.get_raw("events", u64(tail.through)) != tail.through_raw)):
+        tail = _Tail(head.digest, head.last_event, None, {})
+        tx.store.cache[_TAIL] = tail
+    upto = min(last_seq, tail.through + max_events)
+    for seq, raw in _events_raw(tx, tail.through + 1, upto):
+        _add_moves(tail.deltas, _unpack(raw))
+        tail.through, tail.through_raw = seq, raw
+    return tail if tail.through == last_seq else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+class _Balances:
+    """Current balances by (sku, lot): the writer's in-memory ledger balances, or (in a read
+    transaction) the `lots` table, each row read once."""
+
+    def __init__(self, tx) -> None:
+        self.tx = tx
+        self.known: dict = {}
+        self.qty = ledger.balances(tx).qty if tx.write else None
+
+    def __call__(self, key) -> int:
+        if self.qty is not None:
+            return self.qty(*key)
+        try:
+            return self.known[key]
+        except KeyError:
+            row = self.tx.get("lots", lot_key(*key))
+            qty = self.known[key] = row["qty"] if row else 0
+            return qty
+
+
+def _body(tx, first: int, last: int, tail: _Tail, balances: _Balances, docs: DocPacker,
+          alerts: bytes) -> tuple[bytes, int]:
+    """(the packed body of events first..=last, its document count); takes the range's moves out
+    of `tail`, which then starts after `last`.
+
+    Packed piece by piece, one event decoded at a time: the bytes are those of
+    `packb({"docs": [...], "stock": [...], "alerts": [...]})`, without a batch of dicts in memory."""
+    packed, net = [], {}
+    pack, add, unpack = docs.pack, packed.append, _unpack
+    for _seq, raw in _events_raw(tx, first, last):
+        event = unpack(raw)
+        _add_moves(net, event)
+        add(pack(raw, event))
+    deltas = tail.deltas
+    stock = []
+    for key, delta in net.items():
+        left = deltas.get(key, 0) - delta    # the moves after `last`
+        if left:
+            deltas[key] = left
+        else:
+            deltas.pop(key, None)
+        stock.append([key[0], key[1], delta, balances(key) - left])
+    body = b"".join((b"\x83\xa4docs", _array_header(len(packed)), *packed, b"\xa5stock", _packb(stock),
+                     b"\xa6alerts", alerts))
+    return body, len(packed)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def build_bodies(tx, ranges: list[tuple[int, int]]) -> list[dict]:
-    """The bodies of consecutive event ranges [(first, last), ...], for one seal.
-
-    `on_hand_after` is the balance as of each range's last event: the current balance minus every
-    move after it. Walking the ranges from the last back, the later ranges' deltas are added up
-    once, so a catch-up of many batches reads each event once.
-    """
-    events = [list(tx.events(first, last)) for first, last in ranges]
-    nets = [_net_deltas(evs) for evs in events]
-    after = _net_deltas(tx.events(ranges[-1][1] + 1))   # committed after the last range
-    alerts = [alert for _key, alert in tx.items("alerts")]
-    stocks = [None] * len(ranges)
-    for i in range(len(ranges) - 1, -1, -1):
-        rows = []
-        for (sku, lot), delta in nets[i].items():
-            row = tx.get("lots", lot_key(sku, lot))
-            current = row["qty"] if row else 0
-            rows.append([sku, lot, delta, current - after.get((sku, lot), 0)])
-        stocks[i] = rows
-        for key, delta in nets[i].items():
-            after[key] = after.get(key, 0) + delta
-    return [{"docs": [to_doc(e) for e in evs], "stock": stock, "alerts": alerts}
-            for evs, stock in zip(events, stocks)]
+    """The bodies of consecutive event ranges [(first, last), ...], decoded: what `seal_pending`
+    packs, in the form a reader gets back (for tools and tests; the sealer never builds these)."""
+    head_event = ranges[0][0] - 1
+    tail = _Tail(None, head_event, None, {})
+    for _seq, raw in _events_raw(tx, ranges[0][0], tx.last_seq()):
+        _add_moves(tail.deltas, _unpack(raw))
+    balances, docs = _Balances(tx), DocPacker()
+    alerts = _packb([alert for _key, alert in tx.items("alerts")])
+    return [_unpack(_body(tx, first, last, tail, balances, docs, alerts)[0]) for first, last in ranges]
 
 
 def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, cap_events: int) -> list:
@@ -153,23 +337,38 @@ def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, ca
 
 
 def seal_pending(tx, *, store_id: str, private_key, now_ms: int, settings: Settings, flush: bool) -> list[Head]:
-    """Seal what is waiting into batches in `tx`; returns the heads of the new batches (maybe none)."""
+    """Seal what is waiting into batches in `tx`; returns the heads of the new batches (maybe none).
+
+    One call seals at most `settings.seal_max_events` events, and first reads at most
+    `settings.scan_max_events` events it has not read before (after a restart over a big backlog,
+    the first calls only read, and seal nothing): each writer turn stays short."""
     head = read_head(tx)
     max_events, _max_age = limits(tx, settings)
-    ranges = plan_ranges(head, tx.last_seq(), max_events, flush=flush, cap_events=settings.seal_max_events)
+    last_seq = tx.last_seq()
+    ranges = plan_ranges(head, last_seq, max_events, flush=flush, cap_events=settings.seal_max_events)
     if not ranges:
         return []
+    tail = _tail(tx, head, last_seq, settings.scan_max_events)
+    if tail is None:
+        return []
+    # Changed below as batches are sealed: untrusted until the new head is known.
+    tail.head_digest = None
+    balances, docs = _Balances(tx), DocPacker()
+    alerts = _packb([alert for _key, alert in tx.items("alerts")])
     sealed = []
-    for (first, last), body in zip(ranges, build_bodies(tx, ranges)):
-        env = seal_envelope(store=store_id, seq=head.seq + 1, prev=head.digest, created_ms=now_ms,
-                            first_event=first, last_event=last, body=body, private_key=private_key)
-        head = Head(env["seq"], digest(env), last, now_ms)
-        tx.put_raw("batches", u64(head.seq), encode_envelope(env))
+    for first, last in ranges:
+        body, count = _body(tx, first, last, tail, balances, docs, alerts)
+        _env, new_digest = seal_packed(store=store_id, seq=head.seq + 1, prev=head.digest, created_ms=now_ms,
+                                       first_event=first, last_event=last, packed_body=body, count=count,
+                                       private_key=private_key)
+        head = Head(head.seq + 1, new_digest, last, now_ms)
+        tx.put_raw("batches", u64(head.seq), encode_envelope(_env))
         sealed.append(head)
     tx.set_meta(HEAD, {"seq": head.seq, "digest": head.digest, "last_event": head.last_event,
                        "created_ms": head.created_ms})
     if tx.meta(FIRST_AVAILABLE) is None:
         tx.set_meta(FIRST_AVAILABLE, 1)
+    tail.head_digest = head.digest
     return sealed
 
 
