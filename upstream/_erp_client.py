@@ -6,6 +6,7 @@ chain, no gap in seq or events) before it is counted as received.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import http.client
 import json
@@ -190,10 +191,11 @@ class PullTotals:
 
 
 def summarize(env: dict, body: dict) -> BatchSummary:
+    # Counted by the C counter first, named after: a few kinds, thousands of documents.
+    counts = collections.Counter([doc.get("type") if type(doc) is dict else None for doc in body["docs"]])
     by_type = {}
-    for doc in body["docs"]:
-        kind = doc.get("type") if isinstance(doc, dict) else None
-        by_type[str(kind)] = by_type.get(str(kind), 0) + 1
+    for kind, n in counts.items():
+        by_type[str(kind)] = by_type.get(str(kind), 0) + n
     return BatchSummary(env["seq"], env["first_event"], env["last_event"], len(body["docs"]), by_type,
                         len(body["stock"]), len(body["alerts"]))
 

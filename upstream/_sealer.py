@@ -61,6 +61,8 @@ class Settings:
     scan_max_events: int = 5000
     # One prune request deletes at most this many batches, for the same reason.
     prune_max_batches: int = 5000
+    # A page of GET /batches stops once it holds this many bytes of envelopes (at least one).
+    page_max_bytes: int = 8 << 20
     prune_interval_s: float = 60.0
     push_backoff_s: float = 0.5
     push_backoff_max_s: float = 60.0
@@ -145,8 +147,8 @@ def _map_header(n: int) -> bytes:
 class _Shape:
     """How to cut the stored bytes of events with these keys (in this order)."""
 
-    keys: tuple          # the keys to pack one by one: every one up to the last special key
-    kept: tuple          # indexes in `keys` of those that stay in the document, in order
+    keys: tuple          # (packed key, key) of the leading entries to pack one by one: up to the last special key
+    order: tuple         # the document's entries after seq: an index into those, or the bytes of an absent one
     header: bytes        # the stored map's header
     doc_header: bytes    # the document's map header
 
@@ -156,9 +158,12 @@ def _shape_of(keys: tuple) -> _Shape | None:
         return None
     body = keys[:-1]
     cut = max((i + 1 for i, k in enumerate(body) if _special(k)), default=0)
-    kept = tuple(i for i in range(cut) if not _special(body[i]))
-    return _Shape(body[:cut], kept, _map_header(len(keys)),
-                  _map_header(len(_HEAD_KEYS) + len(kept) + len(body) - cut))
+    lead = body[:cut]
+    # type, id, ts_ms (None when the event has none), then the leading entries kept, in order.
+    order = tuple(lead.index(k) if k in lead else _packb(k) + _packb(None) for k in _HEAD_KEYS[1:])
+    order += tuple(i for i, k in enumerate(lead) if not _special(k))
+    size = len(_HEAD_KEYS) + len(order) - 3 + len(body) - cut
+    return _Shape(tuple((_packb(k), k) for k in lead), order, _map_header(len(keys)), _map_header(size))
 
 
 class DocPacker:
@@ -181,7 +186,7 @@ class DocPacker:
         shape = self.shape(tuple(event))
         if shape is not None:
             seq_entry = _SEQ_KEY + _packb(event["seq"])
-            pieces = [_packb(k) + _packb(event[k]) for k in shape.keys]
+            pieces = [packed + _packb(event[key]) for packed, key in shape.keys]
             start = len(shape.header)
             prefix = b"".join(pieces)
             stop = start + len(prefix)
@@ -190,10 +195,8 @@ class DocPacker:
             # where packing them says; anything else (another packer's bytes) takes the slow way.
             if (stop <= end and raw.startswith(shape.header) and raw.endswith(seq_entry)
                     and raw[start:stop] == prefix):
-                get = event.get
-                return b"".join((shape.doc_header, seq_entry, b"\xa4type", _packb(get("type")), b"\xa2id",
-                                 _packb(get("id")), b"\xa5ts_ms", _packb(get("ts_ms")),
-                                 *[pieces[i] for i in shape.kept], raw[stop:end]))
+                return b"".join((shape.doc_header, seq_entry,
+                                 *[pieces[i] if type(i) is int else i for i in shape.order], raw[stop:end]))
         return _packb(to_doc(event))
 
 
