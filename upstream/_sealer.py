@@ -124,8 +124,10 @@ def to_doc(event: dict) -> dict:
 # An event is stored as the MessagePack of its dict, `seq` last (append_event adds it), packed by
 # the same packer as the batches. Its document moves `seq`, `type`, `id`, `ts_ms` to the front and
 # drops internal keys: only the first few entries change, so the rest (lines, payments, moves: most
-# of the bytes) is copied as stored instead of rebuilt and packed again. Any event this cannot
-# prove right for falls back to packing `to_doc(event)`; both give the same bytes.
+# of the bytes) is copied as stored instead of rebuilt and packed again. Any event whose leading
+# entries or trailing seq are not exactly where packing them says falls back to packing
+# `to_doc(event)`. For what the store wrote both give the same bytes; bytes another packer wrote in
+# the copied part go out as stored (the same values).
 
 _HEAD_KEYS = ("seq", "type", "id", "ts_ms")
 _SEQ_KEY = _packb("seq")
