@@ -108,9 +108,10 @@ async def test_a_request_reads_a_big_backlog_before_sealing_any_of_it(make_core,
     up = Upstream(core, store_key, erp_key, settings, None)
     await up.seal_all()
     append_sales(up.store, 60)
-    answers = [await up.seal() for _ in range(6)]
-    # 60 events not read yet: 25, 25, then the last 10 read and 20 sealed; then 20, 20, and nothing.
-    assert [a["sealed"] for a in answers] == [0, 0, 2, 2, 2, 0]
+    answers = [await up.seal() for _ in range(5)]
+    # The first 20 are to be sealed; the 40 after them are read first: 25, then the last 15 and the
+    # first 20 sealed; then 20, 20 (each event decoded once more at most), and nothing.
+    assert [a["sealed"] for a in answers] == [0, 2, 2, 2, 0]
     assert_bodies_are_the_reference(up)
 
 
@@ -139,11 +140,11 @@ async def test_events_read_then_rolled_back_are_not_remembered(upstream):
     with store.begin(write=True) as tx:
         _seal_all(tx, upstream, settings)     # the seeded events, read and sealed
     tx = store.begin(write=True)
-    _sell_in(tx, 5, "SKU-4", "gone")
-    assert _seal(tx, upstream, settings) == []   # reads 3 of the 5, seals nothing
+    _sell_in(tx, 10, "SKU-4", "gone")
+    assert _seal(tx, upstream, settings) == []   # 4 to seal, reads 3 of the 6 after them, seals nothing
     tx.abort()
     with store.begin(write=True) as tx:  # the same seqs, other events: SKU-2 moves, not SKU-4
-        _sell_in(tx, 5, "SKU-2", "kept")
+        _sell_in(tx, 10, "SKU-2", "kept")
     with store.begin(write=True) as tx:
         _seal_all(tx, upstream, settings)
     assert_bodies_are_the_reference(upstream)
@@ -197,3 +198,19 @@ async def test_decoding_a_body_leaves_the_collector_as_it_found_it(upstream):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+async def test_a_plan_that_shrinks_between_requests_reads_again(upstream):
+    from core_ext import _master
+    settings = Settings(batch_max_events=10, seal_max_events=20, scan_max_events=25)
+    store = upstream.store
+    with store.begin(write=True) as tx:
+        _seal_all(tx, upstream, settings)
+        _sell_in(tx, 65, "SKU-4", "a")
+        assert _seal(tx, upstream, settings) == []      # 20 to seal, 25 of the 45 after them read
+        # Batches of 3 from now on: the next request seals only 18, before what was read starts.
+        _master.apply(tx, "policy", 1, {"batch_max_events": 3})
+        _sell_in(tx, 2, "SKU-1", "b")
+        _seal_all(tx, upstream, settings)
+    envs = assert_bodies_are_the_reference(upstream)
+    assert {e["last_event"] - e["first_event"] + 1 for e in envs[-10:]} <= {3, 2, 1}

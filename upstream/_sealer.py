@@ -208,14 +208,17 @@ class DocPacker:
 
 @dataclass(slots=True)
 class _Tail:
-    """The net moves per (sku, lot) of events `head.last_event + 1 ..= through`, for the chain head
-    whose digest is `head_digest`. `on_hand_after` of a batch is the current balance minus the moves
-    after it: with this kept from one seal to the next, each event is read once, not once per seal.
+    """The net moves per (sku, lot) of the events `start + 1 ..= through`, for the chain head whose
+    digest is `head_digest` (`start` is at or after the head's last event: the events between are
+    sealed next and need no remembering). `on_hand_after` of a batch is the current balance minus
+    the moves after it: with this kept from one seal to the next, an event sealed in the request
+    that first sees it is decoded once, and any other once more, not once per seal.
 
     Kept in memory only: checked against the store before each use (the head's digest, and the
     bytes of event `through`, so events rolled back and written again are not trusted)."""
 
     head_digest: bytes | None
+    start: int
     through: int
     through_raw: bytes | None
     deltas: dict
@@ -244,13 +247,16 @@ def _add_moves(deltas: dict, event: dict) -> None:
         deltas[key] = deltas.get(key, 0) + delta
 
 
-def _tail(tx, head: Head, last_seq: int, max_events: int) -> _Tail | None:
-    """The tail after `head` through `last_seq`, reading at most `max_events` events not read
-    before; None when more remain to read (the next seal request goes on from there)."""
+def _tail(tx, head: Head, end: int, last_seq: int, max_events: int) -> _Tail | None:
+    """The moves after `end` (the last event this request seals) through `last_seq`, reading at
+    most `max_events` events not read before; None when more remain to read (the next seal request
+    goes on from there). What it holds before `end` is taken out while sealing."""
     tail = tx.store.cache.get(_TAIL)
     if (tail is None or tail.head_digest != head.digest or tail.through > last_seq
-            or (tail.through > head.last_event and tx.get_raw("events", u64(tail.through)) != tail.through_raw)):
-        tail = _Tail(head.digest, head.last_event, None, {})
+            or (tail.through > tail.start and tx.get_raw("events", u64(tail.through)) != tail.through_raw)
+            or tail.start > end or tail.through <= end):
+        # Nothing to trust, or nothing that helps (all it counted is sealed now): start after `end`.
+        tail = _Tail(head.digest, end, end, None, {})
         tx.store.cache[_TAIL] = tail
     upto = min(last_seq, tail.through + max_events)
     raws = _events_raw(tx, tail.through + 1, upto)
@@ -285,33 +291,6 @@ def _packed_alerts(tx) -> bytes:
     return _array_header(len(raws)) + b"".join(raws)
 
 
-def _body(tx, first: int, last: int, tail: _Tail, qty, docs: DocPacker, alerts: bytes) -> tuple[bytes, int]:
-    """(the packed body of events first..=last, its document count); takes the range's moves out
-    of `tail`, which then starts after `last`.
-
-    Packed piece by piece, one event decoded at a time: the bytes are those of
-    `packb({"docs": [...], "stock": [...], "alerts": [...]})`, without a batch of dicts in memory."""
-    packed, net = [], {}
-    pack, add, unpack = docs.pack, packed.append, _unpack
-    for raw in _events_raw(tx, first, last):
-        event = unpack(raw)
-        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
-            net[sku, lot] = net.get((sku, lot), 0) + delta
-        add(pack(raw, event))
-    deltas = tail.deltas
-    stock = []
-    for key, delta in net.items():
-        left = deltas.get(key, 0) - delta    # the moves after `last`
-        if left:
-            deltas[key] = left
-        else:
-            deltas.pop(key, None)
-        stock.append([key[0], key[1], delta, qty(key[0], key[1]) - left])
-    body = b"".join((b"\x83\xa4docs", _array_header(len(packed)), *packed, b"\xa5stock", _packb(stock),
-                     b"\xa6alerts", alerts))
-    return body, len(packed)
-
-
 def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes((0x90 | n,))
@@ -320,14 +299,65 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+def _documents(raws: list, docs: DocPacker, packed: list, net: dict, counted: dict | None) -> None:
+    """Decode each event once: its document packed onto `packed`, its moves added to `net` (and to
+    `counted` when given: the moves the tail holds)."""
+    pack, add, unpack = docs.pack, packed.append, _unpack
+    for raw in raws:
+        event = unpack(raw)
+        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
+            net[sku, lot] = net.get((sku, lot), 0) + delta
+            if counted is not None:
+                counted[sku, lot] = counted.get((sku, lot), 0) + delta
+        add(pack(raw, event))
+
+
+def _bodies(tx, ranges: list, tail: _Tail, qty, docs: DocPacker, alerts: bytes) -> list[tuple[bytes, int]]:
+    """(packed body, document count) of each range, in order; the ranges' moves are taken out of
+    `tail`, which then starts after the last range.
+
+    One event decoded at a time, its document kept packed: the bytes are those of
+    `packb({"docs": [...], "stock": [...], "alerts": [...]})`, without the events' dicts in memory.
+    `on_hand_after` is computed from the last range back: the tail holds the moves after the last,
+    and each range's moves are added for the one before it."""
+    pieces, counted = [], {}
+    for first, last in ranges:
+        raws = _events_raw(tx, first, last)
+        cut = max(0, min(len(raws), tail.start - first + 1))   # those up to `start` are not in the tail
+        packed, net = [], {}
+        _documents(raws[:cut], docs, packed, net, None)
+        _documents(raws[cut:], docs, packed, net, counted)
+        pieces.append((packed, net))
+    deltas = tail.deltas
+    for key, delta in counted.items():
+        left = deltas.get(key, 0) - delta
+        if left:
+            deltas[key] = left
+        else:
+            deltas.pop(key, None)
+    tail.start = ranges[-1][1]
+    later: dict = {}   # moves of the ranges after the current one
+    bodies = []
+    for packed, net in reversed(pieces):
+        stock = [[sku, lot, delta, qty(sku, lot) - deltas.get((sku, lot), 0) - later.get((sku, lot), 0)]
+                 for (sku, lot), delta in net.items()]
+        for key, delta in net.items():
+            later[key] = later.get(key, 0) + delta
+        bodies.append((b"".join((b"\x83\xa4docs", _array_header(len(packed)), *packed, b"\xa5stock",
+                                 _packb(stock), b"\xa6alerts", alerts)), len(packed)))
+    bodies.reverse()
+    return bodies
+
+
 def build_bodies(tx, ranges: list[tuple[int, int]]) -> list[dict]:
     """The bodies of consecutive event ranges [(first, last), ...], decoded: what `seal_pending`
     packs, in the form a reader gets back (for tools and tests; the sealer never builds these)."""
-    tail = _Tail(None, ranges[0][0] - 1, None, {})
-    for raw in _events_raw(tx, ranges[0][0], tx.last_seq()):
+    end = ranges[-1][1]
+    tail = _Tail(None, end, end, None, {})
+    for raw in _events_raw(tx, end + 1, tx.last_seq()):
         _add_moves(tail.deltas, _unpack(raw))
-    qty, docs, alerts = _balance_reader(tx), DocPacker(), _packed_alerts(tx)
-    return [_unpack(_body(tx, first, last, tail, qty, docs, alerts)[0]) for first, last in ranges]
+    bodies = _bodies(tx, ranges, tail, _balance_reader(tx), DocPacker(), _packed_alerts(tx))
+    return [_unpack(body) for body, _count in bodies]
 
 
 def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, cap_events: int) -> list:
@@ -349,28 +379,27 @@ def seal_pending(tx, *, store_id: str, private_key, now_ms: int, settings: Setti
     """Seal what is waiting into batches in `tx`; returns the heads of the new batches (maybe none).
 
     One call seals at most `settings.seal_max_events` events, and first reads at most
-    `settings.scan_max_events` events it has not read before (after a restart over a big backlog,
-    the first calls only read, and seal nothing): each writer turn stays short."""
+    `settings.scan_max_events` events after those that it has not read before (after a restart over
+    a big backlog, the first calls only read, and seal nothing): each writer turn stays short."""
     head = read_head(tx)
     max_events, _max_age = limits(tx, settings)
     last_seq = tx.last_seq()
     ranges = plan_ranges(head, last_seq, max_events, flush=flush, cap_events=settings.seal_max_events)
     if not ranges:
         return []
-    tail = _tail(tx, head, last_seq, settings.scan_max_events)
+    tail = _tail(tx, head, ranges[-1][1], last_seq, settings.scan_max_events)
     if tail is None:
         return []
     # Changed below as batches are sealed: untrusted until the new head is known.
     tail.head_digest = None
-    qty, docs, alerts = _balance_reader(tx), DocPacker(), _packed_alerts(tx)
+    bodies = _bodies(tx, ranges, tail, _balance_reader(tx), DocPacker(), _packed_alerts(tx))
     sealed = []
-    for first, last in ranges:
-        body, count = _body(tx, first, last, tail, qty, docs, alerts)
-        _env, new_digest = seal_packed(store=store_id, seq=head.seq + 1, prev=head.digest, created_ms=now_ms,
-                                       first_event=first, last_event=last, packed_body=body, count=count,
-                                       private_key=private_key)
+    for (first, last), (body, count) in zip(ranges, bodies):
+        env, new_digest = seal_packed(store=store_id, seq=head.seq + 1, prev=head.digest, created_ms=now_ms,
+                                      first_event=first, last_event=last, packed_body=body, count=count,
+                                      private_key=private_key)
         head = Head(head.seq + 1, new_digest, last, now_ms)
-        tx.put_raw("batches", u64(head.seq), encode_envelope(_env))
+        tx.put_raw("batches", u64(head.seq), encode_envelope(env))
         sealed.append(head)
     tx.set_meta(HEAD, {"seq": head.seq, "digest": head.digest, "last_event": head.last_event,
                        "created_ms": head.created_ms})
