@@ -214,3 +214,11 @@ async def test_a_plan_that_shrinks_between_requests_reads_again(upstream):
         _seal_all(tx, upstream, settings)
     envs = assert_bodies_are_the_reference(upstream)
     assert {e["last_event"] - e["first_event"] + 1 for e in envs[-10:]} <= {3, 2, 1}
+
+
+def test_documents_are_counted_by_kind_whatever_their_type_holds():
+    from upstream._erp_client import summarize
+    env = {"seq": 1, "first_event": 1, "last_event": 5}
+    body = {"docs": [{"type": "sale"}, {"type": "sale"}, {"type": ["odd"]}, {}, "not a map"],
+            "stock": [], "alerts": []}
+    assert summarize(env, body).by_type == {"sale": 2, "['odd']": 1, "None": 2}

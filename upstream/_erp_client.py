@@ -191,11 +191,10 @@ class PullTotals:
 
 
 def summarize(env: dict, body: dict) -> BatchSummary:
-    # Counted by the C counter first, named after: a few kinds, thousands of documents.
-    counts = collections.Counter([doc.get("type") if type(doc) is dict else None for doc in body["docs"]])
-    by_type = {}
-    for kind, n in counts.items():
-        by_type[str(kind)] = by_type.get(str(kind), 0) + n
+    # Counted by the C counter: a few kinds, thousands of documents (any type named as text, so a
+    # malformed one is counted, never unhashable).
+    by_type = dict(collections.Counter([str(doc.get("type")) if type(doc) is dict else "None"
+                                        for doc in body["docs"]]))
     return BatchSummary(env["seq"], env["first_event"], env["last_event"], len(body["docs"]), by_type,
                         len(body["stock"]), len(body["alerts"]))
 
