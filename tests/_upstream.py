@@ -41,6 +41,16 @@ class Upstream:
         assert res.ok, res.body
         return res.body
 
+    async def seal_all(self) -> int:
+        """Seal until every committed event is in a batch (a request may only read a big backlog,
+        sealing nothing yet); returns the number of requests."""
+        with self.store.read() as tx:
+            last = tx.last_seq()
+        calls = 1
+        while (await self.seal())["last_event"] < last:
+            calls += 1
+        return calls
+
     def envelopes(self) -> list[dict]:
         with self.store.read() as tx:
             return [decode_envelope(bytes(v)) for _k, v in tx.txn.cursor(db=tx.db["batches"])]

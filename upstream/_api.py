@@ -111,13 +111,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
                 raise HttpError(410, PRUNED, f"batches before {first} were pruned after acknowledgement",
                                 first_available=first)
             last = read_head(tx).seq
-            raws = []
-            with tx.txn.cursor(db=tx.db["batches"]) as cur:
-                if cur.set_range(u64(after + 1)):
-                    for _key, value in cur:
-                        raws.append(bytes(value))
-                        if len(raws) >= limit:
-                            break
+            raws = _page(tx, after, limit, settings.page_max_bytes)
         return raws, after + len(raws) < last
 
     async def batches(query: dict, as_json: bool):
@@ -295,6 +289,21 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
         await asgi.respond(send, status_code, ctype, payload, extra=extra_headers)
 
     return app
+
+
+def _page(tx, after: int, limit: int, max_bytes: int) -> list[bytes]:
+    """The stored envelopes after `after`: at most `limit`, and no more once `max_bytes` are taken
+    (at least one), so a page of big batches never holds the gateway's memory ("at most M": the
+    answer says `more` and the ERP asks again)."""
+    raws, size = [], 0
+    with tx.txn.cursor(db=tx.db["batches"]) as cur:
+        if cur.set_range(u64(after + 1)):
+            for _key, value in cur:
+                raws.append(bytes(value))
+                size += len(value)
+                if len(raws) >= limit or size >= max_bytes:
+                    break
+    return raws
 
 
 def _route_name(path: str) -> str:
