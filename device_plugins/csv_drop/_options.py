@@ -23,8 +23,8 @@ DEFAULTS = {
     "max_bytes": 1 << 30,
     # A slice is what one request to the writer applies: at ~0.2 ms a line, 32 lines hold it for a
     # few milliseconds, so a till's sale waits at most that long behind a file.
-    "slice_baskets": 16,
-    "slice_lines": 32,
+    "slice_baskets": 64,
+    "slice_lines": 192,
 }
 KNOWN = ("name", "kind", "dir", "columns", *DEFAULTS)
 
