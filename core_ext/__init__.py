@@ -47,3 +47,7 @@ from ._day_figures import differences as day_differences, recompute_day  # noqa:
 from ._days import report as day_report  # noqa: E402
 
 __all__ += ["day_differences", "recompute_day", "day_report"]
+
+from ._writer_state import load_writer_state  # noqa: E402
+
+__all__ += ["load_writer_state"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import logging
 import os
@@ -13,7 +14,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 import upstream
-from core_ext import GatewayError, Request, Settings, Store, StoreError
+from core_ext import GatewayError, Request, Settings, Store, StoreError, load_writer_state
 from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
@@ -149,6 +150,11 @@ class Gateway:
             self.registry.register(DayCollector(self._read))
             edge = EdgeMetrics(self.registry)
             up_settings = upstream.Settings.from_config(cfg.upstream)
+            await trio.to_thread.run_sync(load_writer_state, self.store)
+            # What was just loaded lives as long as the process: out of the collector's way, or each
+            # full collection walks the whole catalog and ledger again.
+            gc.collect()
+            gc.freeze()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit

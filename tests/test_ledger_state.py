@@ -120,3 +120,17 @@ def test_master_data_in_memory_follows_commits_and_rollbacks(seeded_store):
     tx.abort()
     with seeded_store.read() as tx:
         assert _master.view(tx).items["SKU-1"].unit_cents == before
+
+
+def test_the_writer_state_loads_before_serving_and_changes_nothing(seeded_store):
+    from core_ext import load_writer_state
+    with seeded_store.read() as tx:
+        before = {table: list(tx.items(table)) for table in ("lots", "skus", "alerts", "meta")}
+    seeded_store.states.clear()
+    load_writer_state(seeded_store)
+    assert {cls.__name__ for cls in seeded_store.states} == {"Balances", "MasterState", "OpenAlerts", "DayTotals"}
+    with seeded_store.read() as tx:
+        assert {table: list(tx.items(table)) for table in ("lots", "skus", "alerts", "meta")} == before
+    with seeded_store.begin(write=True) as tx:
+        from core_ext import ledger
+        assert ledger.lot_qty(tx, "SKU-1", "A1") == 10
