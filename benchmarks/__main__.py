@@ -24,6 +24,7 @@ BENCHMARKS = {
     "csv": "bench_csv",           # a CSV drop while a lane sells
     "startup": "bench_startup",   # gateway run to /readyz with a big ledger
     "erp": "bench_erp",           # ERP catch-up over a big ledger
+    "dayclose": "bench_dayclose",  # closing a business day of many documents
 }
 RSS_TARGET_MB = 150
 
