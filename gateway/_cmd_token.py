@@ -14,18 +14,15 @@ TOKEN_BYTES = 32  # 256 bits from the system's CSPRNG: nothing to guess, nothing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    new = sub.add_parser("new", help="print a fresh token for terminal NAME and the configuration line",
-                         description="Print a fresh random token for the POS/1 terminal NAME (give it to the "
-                                     "terminal) and the line to paste under [pos_api.tokens], in both forms: the "
-                                     "token itself, or only its SHA-256 so the file holds no usable token. Then "
-                                     "send the gateway SIGHUP (systemctl reload gateway) to take it without a "
-                                     "restart. Nothing is written.")
-    new.add_argument("name", metavar="NAME", help="the terminal's name (1-32 letters, digits, '_', '.', '-')")
+    parser.add_argument("action", choices=["new"], help="new: print a fresh token for terminal NAME and the "
+                                                        "lines to paste (nothing is written)")
+    parser.add_argument("name", metavar="NAME", help="the terminal's name (1-32 letters, digits, '_', '.', '-')")
+    parser.add_argument("--bytes", type=int, default=TOKEN_BYTES, metavar="N",
+                        help=f"random bytes in the token, at least 16 (default {TOKEN_BYTES})")
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+def new_token(n_bytes: int = TOKEN_BYTES) -> str:
+    return secrets.token_urlsafe(n_bytes)
 
 
 def run(args) -> int:
@@ -34,7 +31,10 @@ def run(args) -> int:
         print(f"token: NAME must be 1 to 32 letters, digits, '_', '.' or '-' (starting with a letter or digit), "
               f"got {name!r}", file=sys.stderr)
         return 2
-    token = new_token()
+    if args.bytes < 16:
+        print(f"token: --bytes must be at least 16, got {args.bytes}", file=sys.stderr)
+        return 2
+    token = new_token(args.bytes)
     # A TOML bare key cannot hold '.': such a name is quoted.
     key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
     print(f"token for terminal {name} (give it to the terminal; it is shown only now):")
