@@ -31,10 +31,12 @@ from . import _alerts as alerts  # noqa: E402
 from . import _asgi as asgi  # noqa: E402
 from . import _barcodes as barcodes  # noqa: E402
 from . import _master as master  # noqa: E402
+from . import _peer as peer  # noqa: E402
+from . import _tokens as tokens  # noqa: E402
 from ._records import Item, Move, SaleLine, answer_ok, answer_refused  # noqa: E402
 from ._stock import post_movement  # noqa: E402
 
-__all__ += ["alerts", "asgi", "barcodes", "master", "Item", "Move", "SaleLine", "answer_ok", "answer_refused",
+__all__ += ["alerts", "asgi", "barcodes", "master", "peer", "tokens", "Item", "Move", "SaleLine", "answer_ok", "answer_refused",
             "post_movement"]
 
 from ._inspect import (day_sales, events_backwards, latest_refusals, ledger_head, master_versions,  # noqa: E402

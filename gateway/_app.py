@@ -1,6 +1,7 @@
 """The gateway process: one store, one core loop, and every listener and device task around it."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import importlib
@@ -18,10 +19,11 @@ from core_ext import GatewayError, Request, Settings, Store, StoreError, load_wr
 from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
-from ._config import Config
+from ._config import Config, ConfigError, load_config, secret_file_problems
 from ._day_metrics import DayCollector
 from ._day_timer import run_day_closer
 from ._http import serve_asgi
+from ._reload import Reload, needs_restart, token_changes
 from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
 from ._status import UpstreamSeen, snapshot
 from ._status_page import PATHS as STATUS_PATHS, make_handler as make_status_page
@@ -69,6 +71,44 @@ class Gateway:
         self._device_metrics: dict = {}  # one metrics family per device kind; the device name is a label
         self.upstream_seen = UpstreamSeen()
         self.started_ms: int | None = None
+        self.pos_app = None   # the POS/1 and UP/1 apps, whose tokens a reload swaps
+        self.up_app = None
+        self._reloaded = trio.Event()
+
+    def reload_waiter(self) -> trio.Event:
+        """Set when the next reload is done (take it before sending SIGHUP)."""
+        return self._reloaded
+
+    async def reload(self) -> Reload:
+        """Read the configuration file again; take the new tokens, say what needs a restart."""
+        path = self.config.path
+        try:
+            if path is None:
+                raise ConfigError([("--config", "the embedded default has no file to read again")])
+            new = await trio.to_thread.run_sync(load_config, path)
+        except ConfigError as exc:
+            result = Reload(problems=tuple(exc.problems))
+        else:
+            result = self._apply(new)
+        result.log(path or "the embedded default")
+        self._reloaded.set()
+        self._reloaded = trio.Event()
+        return result
+
+    def _apply(self, new: Config) -> Reload:
+        old = self.config
+        terminals = token_changes(old.pos_api.tokens, new.pos_api.tokens)
+        erp_changed = bool(token_changes({"erp": old.upstream.token}, {"erp": new.upstream.token}))
+        if self.pos_app is not None:
+            self.pos_app.tokens.replace(new.pos_api.tokens)
+        if self.up_app is not None:
+            self.up_app.tokens.replace({"erp": new.upstream.token})
+        restart = tuple(needs_restart(old, new))
+        # Only the tokens are taken; the rest stays as started until the restart the log asks for.
+        self.config = dataclasses.replace(
+            old, pos_api=dataclasses.replace(old.pos_api, tokens=dict(new.pos_api.tokens)),
+            upstream=dataclasses.replace(old.upstream, token=new.upstream.token))
+        return Reload(terminals=terminals, erp_token_changed=erp_changed, restart_needed=restart)
 
     def status(self, now_ms: int | None = None) -> dict:
         """The status page's snapshot, read through an LMDB reader (blocking: call it off the loop)."""
@@ -118,6 +158,9 @@ class Gateway:
     async def _run(self, task_status) -> None:
         cfg = self.config
         # The keys first: a key that cannot be used must stop the start before the store is touched.
+        # One that other users may read is refused too: it may already have been copied.
+        for key, problem in secret_file_problems(cfg):
+            raise StartError(key, problem)
         try:
             signing_key = upstream.load_private_key(cfg.keys.signing_key)
         except upstream.KeyFileError as exc:
@@ -163,12 +206,15 @@ class Gateway:
                 await nursery.start(run_day_closer, submit)
                 self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
                     self.registry, self.health, self.ready, edge=edge.counter("metrics"),
-                    pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen)
+                    pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen,
+                    certfile=cfg.metrics.tls_cert, keyfile=cfg.metrics.tls_key)
                 up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
                                            public_key=signing_key, signal=seal_signal, edge=edge.counter("upstream"))
+                self.up_app = up_app
                 self.urls["upstream"] = await _listen(nursery, "upstream.listen", self.upstream_seen.watch(up_app),
                                                       cfg.upstream.listen,
-                                                      certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key)
+                                                      certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key,
+                                                      client_ca=cfg.upstream.tls_client_ca)
                 await nursery.start(lambda task_status: upstream.run_sealer(
                     submit, lambda: upstream.read_backlog(self.store, up_settings), self.core.wait_commit,
                     metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s,
@@ -184,9 +230,12 @@ class Gateway:
                         run_link, store_id=cfg.store.id, store=self.store, submit=submit, signal=seal_signal,
                         config=cfg.nats, registry=self.registry))
                 from device_plugins import pos_api
-                pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry),
-                                           edge=edge.counter("pos_api"))
-                self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen)
+                pos_app = self.pos_app = pos_api.make_app(
+                    submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry), edge=edge.counter("pos_api"),
+                    client_certs=bool(cfg.pos_api.tls_client_ca))
+                self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen,
+                                                     certfile=cfg.pos_api.tls_cert, keyfile=cfg.pos_api.tls_key,
+                                                     client_ca=cfg.pos_api.tls_client_ca)
                 for i, device in enumerate(cfg.devices):
                     try:
                         await self._start_device(nursery, device, submit)
@@ -246,17 +295,31 @@ async def _listen(nursery, key: str, app, listen: str, **tls) -> list[str]:
     return await nursery.start(functools.partial(serve_asgi, app, f"fd://{fd}", **tls))
 
 
-async def run_until_signal(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly (what is committed stays committed).
+async def _start_and_announce(nursery, gateway: Gateway, task_status) -> None:
+    await nursery.start(gateway.run)
+    task_status.started(gateway)
+
+
+async def run_until_signal(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly (what is committed stays committed); on
+    SIGHUP reload the tokens from the file (`gateway._reload`). `task_status.started(gateway)` once
+    every listener is up.
 
     Raises StartError (alone, not in a group) when the gateway cannot start.
     """
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 gateway = Gateway(config)
-                nursery.start_soon(gateway.run)
+                # Started beside the signal loop, so a SIGTERM during a slow start still stops it.
+                nursery.start_soon(_start_and_announce, nursery, gateway, task_status)
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if gateway.started:
+                            await gateway.reload()
+                        else:
+                            log.warning("SIGHUP before the gateway started: nothing reloaded")
+                        continue
                     log.info("%s received: stopping", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
                     break

@@ -39,6 +39,10 @@ COMMANDS = {
                "give the ERP). Never overwrites an existing key. To try the ERP's side on one machine, "
                "'gateway keygen --out erp --name erp' makes a pair standing in for the ERP's: its "
                "erp.pub.pem goes where keys.erp_public_key points, erp.pem is the --key of 'gateway erp'."),
+    "token": ("gateway._cmd_token", "make a terminal's bearer token: 'gateway token new NAME'",
+              "Make POS/1 terminal tokens. 'gateway token new NAME' prints a fresh token and the line to paste "
+              "under [pos_api.tokens], as the token or as its SHA-256 ('sha256:<hex>'). SIGHUP makes a running "
+              "gateway take the new tokens without a restart (docs/security.md)."),
     "verify-ledger": ("gateway._cmd_ledger", "replay the ledger and check every balance",
                       "Replay every ledger event and compare each stock balance with the replay; "
                       "exits 0 only when all are equal, 1 when one differs. It only reads, so it may run "

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit
 
+from core_ext._tokens import digest_of as token_digest, digest_problem as token_digest_problem
+
+from . import _tls
+
 DEVICE_KINDS = ("ecr_serial", "scanner_serial", "csv_drop")
 SCANNER_ROLES = ("receive", "count", "lane")
 SCANNER_TERMINATORS = ("any", "cr", "lf", "crlf")
@@ -54,7 +58,10 @@ class KeysConfig:
 @dataclass(frozen=True, slots=True)
 class PosApiConfig:
     listen: str
-    tokens: dict = field(default_factory=dict)  # terminal name -> bearer token (env: resolved)
+    tokens: dict = field(default_factory=dict)  # terminal name -> bearer token or "sha256:<hex>" (env: resolved)
+    tls_cert: str = ""       # both set: HTTPS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # set: terminals need a certificate this CA signed, named as their terminal
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +75,15 @@ class UpstreamConfig:
     retention_acked_s: float
     push_url: str
     push_token: str = ""   # bearer token sent with pushed batches (optional)
+    tls_client_ca: str = ""  # set: the ERP needs a client certificate this CA signed
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     listen: str
     page_token: str = ""   # the status page's token (env: resolved); empty: no status page
+    tls_cert: str = ""     # both set: HTTPS
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +167,11 @@ def load_config(path: str | None, *, environ: dict | None = None, resolve_secret
 _DEFAULTS = {
     "store": {"id": None, "data_dir": "data", "timezone": "UTC", "day_starts_at": "00:00"},
     "keys": {"signing_key": "keys/store.pem", "erp_public_key": "keys/erp.pub.pem"},
-    "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}},
-    "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "",
+    "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}, "tls_cert": "", "tls_key": "", "tls_client_ca": ""},
+    "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "", "tls_client_ca": "",
                  "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
                  "push_url": "", "push_token": ""},
-    "metrics": {"listen": "127.0.0.1:9600", "page_token": ""},
+    "metrics": {"listen": "127.0.0.1:9600", "page_token": "", "tls_cert": "", "tls_key": ""},
     "nats": {"servers": [], "prefix": "gw", "token": "", "creds": "", "tls_ca": "", "trust_stream": False},
 }
 _TOP_LEVEL = (*_DEFAULTS, "devices")
@@ -347,23 +357,49 @@ class _Loader:
             key = f"pos_api.tokens.{terminal}"
             self.name(key, terminal)
             before = len(self.problems)
-            token = self.secret(key, value)
+            token = self.bearer_token(key, value)
+            digest = token_digest(token) if token else b""
             if not token and len(self.problems) == before:  # empty in the file or in the environment
                 self.problem(key, "must not be empty")
-            elif token and token in seen:
-                # A shared token would make the terminal (and so the id prefix) ambiguous.
-                self.problem(key, f"is the same token as pos_api.tokens.{seen[token]}")
+            elif token and digest in seen:
+                # A shared token would make the terminal (and so the id prefix) ambiguous; a token and
+                # its own sha256: form are one token.
+                self.problem(key, f"is the same token as pos_api.tokens.{seen[digest]}")
             if token:
-                seen.setdefault(token, terminal)
+                seen.setdefault(digest, terminal)
             tokens[terminal] = token
-        return PosApiConfig(listen=self.listen("pos_api.listen", s["listen"]), tokens=tokens)
+        tls_cert, tls_key = self.tls_pair("pos_api", s)
+        client_ca = self.client_ca("pos_api", s, tls_cert)
+        return PosApiConfig(listen=self.listen("pos_api.listen", s["listen"]), tokens=tokens,
+                            tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=client_ca)
+
+    def bearer_token(self, key: str, value) -> str:
+        """A token the gateway checks: the token itself, `sha256:<hex>` of it, or `env:NAME`."""
+        token = self.secret(key, value)
+        problem = token_digest_problem(token)
+        if problem:
+            self.problem(key, problem)
+            return ""
+        return token
+
+    def tls_pair(self, section: str, s: dict) -> tuple[str, str]:
+        tls_cert = self.path(f"{section}.tls_cert", s["tls_cert"], empty_ok=True)
+        tls_key = self.path(f"{section}.tls_key", s["tls_key"], empty_ok=True)
+        if bool(tls_cert) != bool(tls_key):
+            missing = f"{section}.tls_key" if tls_cert else f"{section}.tls_cert"
+            self.problem(missing, "must be set too: give both tls_cert and tls_key (HTTPS) or neither")
+        return tls_cert, tls_key
+
+    def client_ca(self, section: str, s: dict, tls_cert: str) -> str:
+        client_ca = self.path(f"{section}.tls_client_ca", s["tls_client_ca"], empty_ok=True)
+        if client_ca and not tls_cert:
+            # Client certificates are part of a TLS handshake: without TLS there is none to ask for.
+            self.problem(f"{section}.tls_client_ca", "needs tls_cert and tls_key: client certificates come with TLS")
+        return client_ca
 
     def upstream(self, s: dict) -> UpstreamConfig:
-        tls_cert = self.path("upstream.tls_cert", s["tls_cert"], empty_ok=True)
-        tls_key = self.path("upstream.tls_key", s["tls_key"], empty_ok=True)
-        if bool(tls_cert) != bool(tls_key):
-            missing = "upstream.tls_key" if tls_cert else "upstream.tls_cert"
-            self.problem(missing, "must be set too: give both tls_cert and tls_key (HTTPS) or neither")
+        tls_cert, tls_key = self.tls_pair("upstream", s)
+        client_ca = self.client_ca("upstream", s, tls_cert)
         push_url = self.string("upstream.push_url", s["push_url"])
         if push_url:
             parts = urlsplit(push_url)
@@ -371,9 +407,10 @@ class _Loader:
                 self.problem("upstream.push_url", f"must be an http:// or https:// URL, got {push_url!r}")
         return UpstreamConfig(
             listen=self.listen("upstream.listen", s["listen"]),
-            token=self.secret("upstream.token", s["token"]),
+            token=self.bearer_token("upstream.token", s["token"]),
             tls_cert=tls_cert,
             tls_key=tls_key,
+            tls_client_ca=client_ca,
             batch_max_events=self.positive_int("upstream.batch_max_events", s["batch_max_events"], maximum=100_000),
             batch_max_age_s=self.seconds("upstream.batch_max_age_s", s["batch_max_age_s"], positive=True),
             retention_acked_s=self.seconds("upstream.retention_acked_s", s["retention_acked_s"], positive=False),
@@ -386,7 +423,9 @@ class _Loader:
         if token and len(token) < 16:
             # The page shows stock and sales to whoever holds it: a guessable token is no lock.
             self.problem("metrics.page_token", "must be at least 16 characters (or empty: no status page)")
-        return MetricsConfig(listen=self.listen("metrics.listen", s["listen"]), page_token=token)
+        tls_cert, tls_key = self.tls_pair("metrics", s)
+        return MetricsConfig(listen=self.listen("metrics.listen", s["listen"]), page_token=token,
+                             tls_cert=tls_cert, tls_key=tls_key)
 
     def nats(self, s: dict) -> NatsConfig:
         servers = s["servers"]
@@ -588,23 +627,46 @@ def check_files(config: Config) -> list[tuple[str, str]]:
                          f"(`gateway keygen --out {folder}{name}` writes one)"))
     elif not os.access(config.keys.signing_key, os.R_OK):
         problems.append(("keys.signing_key", f"{config.keys.signing_key} cannot be read by this user"))
-    for key, path in (("upstream.tls_cert", config.upstream.tls_cert), ("upstream.tls_key", config.upstream.tls_key)):
-        if path and not os.path.isfile(path):
-            problems.append((key, f"{path} does not exist (give the path of the PEM file, or set tls_cert "
-                                  "and tls_key to \"\" for plain HTTP)"))
-        elif path and not os.access(path, os.R_OK):
-            problems.append((key, f"{path} cannot be read by this user"))
+    elif _tls.key_mode_problem(config.keys.signing_key):
+        problems.append(("keys.signing_key", _tls.key_mode_problem(config.keys.signing_key)))
+    for section in ("pos_api", "upstream", "metrics"):
+        part = getattr(config, section)
+        if part.tls_cert and part.tls_key:
+            problems += _tls.pair_problems(section, part.tls_cert, part.tls_key)
+        client_ca = getattr(part, "tls_client_ca", "")
+        if client_ca:
+            problem = _tls.client_ca_problem(client_ca)
+            if problem:
+                problems.append((f"{section}.tls_client_ca", problem))
     for key, path in (("nats.creds", config.nats.creds), ("nats.tls_ca", config.nats.tls_ca)):
         if path and not os.path.isfile(path):
             problems.append((key, f"{path} does not exist"))
         elif path and not os.access(path, os.R_OK):
             problems.append((key, f"{path} cannot be read by this user"))
+        elif key == "nats.creds" and path and _tls.key_mode_problem(path):
+            problems.append((key, _tls.key_mode_problem(path)))
     data_dir = config.store.data_dir
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         problems.append(("store.data_dir", f"{data_dir} exists and is not a directory"))
     elif os.path.isdir(data_dir) and not os.access(data_dir, os.W_OK):
         problems.append(("store.data_dir", f"{data_dir} is not writable by this user"))
     return problems
+
+
+def secret_file_problems(config: Config) -> list[tuple[str, str]]:
+    """The signing key, TLS keys and NATS credentials that users other than the owner may read.
+
+    Checked again by `gateway run` as it starts, so a key opened up since `check-config` ran is
+    still refused.
+    """
+    found = []
+    for key, path in (("keys.signing_key", config.keys.signing_key), ("pos_api.tls_key", config.pos_api.tls_key),
+                      ("upstream.tls_key", config.upstream.tls_key), ("metrics.tls_key", config.metrics.tls_key),
+                      ("nats.creds", config.nats.creds)):
+        problem = _tls.key_mode_problem(path) if path else ""
+        if problem:
+            found.append((key, problem))
+    return found
 
 
 def notes(config: Config) -> list[tuple[str, str]]:

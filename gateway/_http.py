@@ -9,9 +9,11 @@ from hypercorn.trio import serve
 
 from core_ext import limits
 
+from ._tls import TlsConfig, configure as configure_tls, with_tls_extension
 
-def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "") -> HypercornConfig:
-    config = HypercornConfig()
+
+def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "", client_ca: str = "") -> HypercornConfig:
+    config = TlsConfig()
     config.bind = [listen]
     config.accesslog = None
     config.errorlog = logging.getLogger("gateway.http")
@@ -23,16 +25,19 @@ def hypercorn_config(listen: str, *, certfile: str = "", keyfile: str = "") -> H
     config.h2_max_header_list_size = limits.MAX_HEADER_BYTES
     config.graceful_timeout = 2.0
     if certfile and keyfile:
-        config.certfile = certfile
-        config.keyfile = keyfile
+        configure_tls(config, certfile=certfile, keyfile=keyfile, client_ca=client_ca)
     return config
 
 
-async def serve_asgi(app, listen: str, *, certfile: str = "", keyfile: str = "",
+async def serve_asgi(app, listen: str, *, certfile: str = "", keyfile: str = "", client_ca: str = "",
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` on `listen` ("host:port"; port 0 picks a free one) until cancelled.
 
+    With `certfile` and `keyfile`: HTTPS, each request's scope carrying the ASGI TLS extension;
+    with `client_ca` too, only clients whose certificate that CA signed get through the handshake.
     `task_status.started()` receives the bound URLs, e.g. `["http://127.0.0.1:8600"]`.
     """
-    config = hypercorn_config(listen, certfile=certfile, keyfile=keyfile)
+    config = hypercorn_config(listen, certfile=certfile, keyfile=keyfile, client_ca=client_ca)
+    if config.ssl_enabled:
+        app = with_tls_extension(app)
     await serve(app, config, task_status=task_status, mode="asgi")

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from gateway._config import (DEVICE_KINDS, Config, ConfigError, check_files, default_text, load_config, notes,
                              public_key_path)
+from upstream import write_keypair
+
+from ._pki import LocalCA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -305,10 +308,11 @@ def test_tls_files_are_resolved_and_checked_on_disk(tmp_path):
     keys = [k for k, _ in check_files(config)]
     assert keys == ["keys.signing_key", "upstream.tls_cert", "upstream.tls_key"]
     (tmp_path / "tls").mkdir()
-    (tmp_path / "tls" / "c.pem").write_text("cert")
-    (tmp_path / "tls" / "k.pem").write_text("key")
+    issued = LocalCA(tmp_path / "tls").issue("gateway.test", server=True)
+    os.replace(issued.cert, tmp_path / "tls" / "c.pem")
+    os.replace(issued.key, tmp_path / "tls" / "k.pem")
     (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "store.pem").write_text("key")
+    write_keypair(str(tmp_path / "keys" / "store.pem"), str(tmp_path / "keys" / "store.pub.pem"))
     assert check_files(config) == []
     (tmp_path / "data").write_text("a file where the data directory should be")
     assert [k for k, _ in check_files(config)] == ["store.data_dir"]

@@ -54,6 +54,7 @@ def store_root(tmp_path, monkeypatch):
     (root / "etc" / "tls" / "gateway.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (root / "etc" / "tls" / "gateway.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(root / "etc" / "tls" / "gateway.key", 0o600)  # a key others may read is refused
     return place
 
 

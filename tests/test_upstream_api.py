@@ -200,6 +200,7 @@ def self_signed(tmp_path):
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
+    keyfile.chmod(0o600)  # the gateway refuses a private key other users may read
     return str(certfile), str(keyfile)
 
 

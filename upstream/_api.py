@@ -7,7 +7,6 @@ the core loop, answered only once durable.
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import math
@@ -20,6 +19,7 @@ import trio
 
 from core_ext import Request, errors, u64
 from core_ext import asgi
+from core_ext import tokens as bearer
 
 from . import _day_close
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
@@ -94,13 +94,14 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
     """
     edge = edge or (lambda reason: None)
     settings = Settings.from_config(config)
-    expected = f"Bearer {settings.token}".encode()
+    # The ERP's token, or its `sha256:` digest; `app.tokens.replace(...)` swaps it while serving.
+    tokens = bearer.TokenTable({"erp": settings.token})
     raw_key = raw_public_key(public_key)
 
     def authorized(headers: dict) -> bool:
-        given = headers.get(b"authorization", b"")
-        # Compared in constant time; an empty configured token lets nobody in.
-        return bool(settings.token) and hmac.compare_digest(given, expected)
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        # Compared by digest in constant time; an empty configured token lets nobody in.
+        return scheme == b"Bearer" and tokens.find(given) == "erp"
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -288,6 +289,7 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             metrics.request(route_name, status_code)
         await asgi.respond(send, status_code, ctype, payload, extra=extra_headers)
 
+    app.tokens = tokens
     return app
 
 

@@ -5,7 +5,6 @@ call into one `Request` for the core, and maps the core's answer to a status cod
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -15,7 +14,8 @@ from urllib.parse import unquote
 
 import msgpack
 
-from core_ext import Request, Submit, answer_refused, asgi, errors, limits
+from core_ext import Request, Submit, answer_refused, asgi, errors, limits, peer
+from core_ext import tokens as bearer
 
 from .._messages import id_problem
 from ._metrics import Metrics
@@ -78,18 +78,20 @@ class _Route:
 
 
 def make_app(submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
-             max_body: int = 1 << 20, edge=None):
-    """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token; `edge(reason)` counts a
-    request refused before the core (reason: one of `core_ext.asgi.EDGE_REASONS`)."""
-    return PosApp(submit, tokens, metrics, max_body=max_body, edge=edge)
+             max_body: int = 1 << 20, edge=None, client_certs: bool = False):
+    """The POS/1 ASGI app: `tokens` maps terminal name -> bearer token (or `sha256:<hex>` of it);
+    `edge(reason)` counts a request refused before the core (reason: one of
+    `core_ext.asgi.EDGE_REASONS`); `client_certs`: each request's connection must carry a client
+    certificate (ASGI TLS extension) whose CN is the terminal its token names."""
+    return PosApp(submit, tokens, metrics, max_body=max_body, edge=edge, client_certs=client_certs)
 
 
 class PosApp:
     def __init__(self, submit: Submit, tokens: dict[str, str], metrics: Metrics, *,
-                 max_body: int = 1 << 20, edge=None):
+                 max_body: int = 1 << 20, edge=None, client_certs: bool = False):
         self.submit = submit
-        # An empty token would let any `Bearer ` header in; the configuration check refuses it too.
-        self._tokens = [(name, token.encode()) for name, token in tokens.items() if token]
+        self.tokens = bearer.TokenTable(tokens)
+        self.client_certs = client_certs
         self.metrics = metrics
         self.max_body = max_body
         self.edge = edge or (lambda reason: None)
@@ -121,6 +123,7 @@ class PosApp:
                 route, unrouted = None, refusal
             # Nobody learns anything, not even which routes exist, without a token.
             terminal = self._authenticate(headers)
+            self._check_certificate(scope, terminal)
             if unrouted is not None:
                 raise unrouted
             if route.method == "POST":
@@ -159,18 +162,23 @@ class PosApp:
         values = headers.get(b"authorization", [])
         scheme, _, given = values[0].partition(b" ") if len(values) == 1 else (b"", b"", b"")
         given = given.strip()
-        found = ""
-        if scheme.lower() == b"bearer" and given:
-            # Compare with every token, without stopping at a match, so the time taken says nothing
-            # about which terminal (if any) the token belongs to.
-            for name, token in self._tokens:
-                if hmac.compare_digest(given, token):
-                    found = name
+        # Compared by digest with every token, in constant time (core_ext.tokens).
+        found = self.tokens.find(given) if scheme.lower() == b"bearer" else ""
         if not found:
             raise _Refusal(401, UNAUTHORIZED, "a valid 'Authorization: Bearer <terminal token>' "
                                               "header is required",
                            headers=((b"www-authenticate", b'Bearer realm="pos"'),), edge="unauthorized")
         return found
+
+    def _check_certificate(self, scope, terminal: str) -> None:
+        """With client certificates: the certificate's CN must be the terminal the token names, so a
+        token copied off one till is no use from a machine holding another till's certificate."""
+        if not self.client_certs:
+            return
+        name = peer.client_common_name(scope)
+        if name != terminal:
+            raise _Refusal(403, UNAUTHORIZED, "this token belongs to another terminal than the client "
+                                              "certificate names", reason="CERTIFICATE_MISMATCH", edge="unauthorized")
 
     async def _body(self, receive, headers: dict, fmt: str) -> dict:
         lengths = headers.get(b"content-length", [])
