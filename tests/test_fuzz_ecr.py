@@ -137,6 +137,10 @@ def test_noise_without_stx_never_delays_the_next_frame(examples):
 def test_noise_with_stray_stx_bytes_never_delays_the_next_frame(examples):
     # Tried first, whatever hypothesis draws: STX and a length of 16384, then the terminal's frame.
     assert first_send_taken(bytes([STX]) + (16384).to_bytes(2, "big"), {"t": "ping", "id": "p1"})
+    # A stray STX whose "frame" ends inside the real one (a short LEN): that bad frame is NAKed, and
+    # the real frame that began inside it is still taken at once (found by the soak's fuzzing).
+    assert first_send_taken(bytes([STX, 0]), {"t": None})
+    assert first_send_taken(bytes([STX, 0]), {"t": "ping", "id": "p2"})
     stx_noise = st.binary(max_size=24).map(lambda b: bytes([STX]) + b)
 
     def check(noise, body):

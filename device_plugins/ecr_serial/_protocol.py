@@ -126,6 +126,9 @@ class EcrConnection:
         # A queued frame is stale once all its sends could have happened while it waited.
         self.stale_after = (1 + max_retries) * ack_timeout
         self._buf = bytearray()
+        # Bytes at the head of _buf that belong to a bad frame already NAKed: a frame starting in
+        # them and failing too is the same fault, answered by that one NAK (one resend per fault).
+        self._quiet = 0
         self._frame_started: float | None = None  # when the STX at _buf[0] was seen
         # STXs inside the partial frame at _buf[0]: the next index to look at, and a heap of
         # (index its frame would end at, index) for those whose LEN is plausible.
@@ -213,7 +216,7 @@ class EcrConnection:
             return False
         # Drop only the STX: a real frame may start within the bytes that followed it.
         self._events.append(FrameRejected("timeout"))
-        del self._buf[:1]
+        self._consume(1)
         self._frame_started = None
         self._reset_inner()
         return True
@@ -224,9 +227,9 @@ class EcrConnection:
             if self._frame_started is None:
                 start = self._hunt(now)
                 if start is None:
-                    buf.clear()
+                    self._consume(len(buf))
                     break
-                del buf[:start]
+                self._consume(start)
                 self._flush_garbage()
                 self._frame_started = now
                 self._reset_inner()
@@ -243,27 +246,37 @@ class EcrConnection:
                     break
                 # The partial frame was noise: the good frame inside it is taken (spec, link layer).
                 self._garbage += inner
-                del buf[:inner]
+                self._consume(inner)
                 self._flush_garbage()
                 self._frame_started = now
                 self._reset_inner()
                 continue
             head_body = bytes(buf[1:3 + length])
             if buf[end - 1] != ETX:
-                self._reject("etx", end)
+                self._reject("etx", self._bad_frame_end(end), end)
             elif crc16(head_body) != int.from_bytes(buf[end - 3:end - 1], "big"):
-                self._reject("crc", end)
+                self._reject("crc", self._bad_frame_end(end), end)
             else:
                 body = decode_body(head_body[2:])
                 if body is None:
                     self._reject("body", end)
                 else:
-                    del buf[:end]
+                    self._consume(end)
                     self._frame_started = None
                     self._reset_inner()
                     self._out.append(ACK)
                     self._events.append(Message(body))
         self._flush_garbage()
+
+    def _bad_frame_end(self, end: int) -> int:
+        """How much of a bad frame at _buf[0] to discard: up to the next STX inside it, where a real
+        frame may begin (stray bytes before a frame must not take the frame down with them)."""
+        inner = self._buf.find(STX, 1, end)
+        return end if inner < 0 else inner
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._quiet = max(0, self._quiet - n)
 
     def _reset_inner(self) -> None:
         self._scan = 1
@@ -309,12 +322,16 @@ class EcrConnection:
                 self._garbage += 1
         return None
 
-    def _reject(self, reason: str, drop: int) -> None:
+    def _reject(self, reason: str, drop: int, frame_end: int = 0) -> None:
         self._events.append(FrameRejected(reason))
-        self._out.append(NAK)
+        if self._quiet <= 0:
+            self._out.append(NAK)
         if reason == "length":
             self._garbage += drop
-        del self._buf[:drop]
+        self._consume(drop)
+        if frame_end > drop:
+            # The rest of this bad frame is still in _buf (a real frame may start in it).
+            self._quiet = max(self._quiet, frame_end - drop)
         self._frame_started = None
         self._reset_inner()
 
