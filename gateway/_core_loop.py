@@ -55,6 +55,40 @@ class Context:
         self._after_commit.append(callback)
 
 
+class _Room:
+    """Places in the writer's queue: at most `limit` in all and `per_source` for one source, each
+    held from `submit` until the request is answered. Trio's semaphores hand them out first come
+    first served and wake one waiter per place freed, so a source flooding the gateway waits behind
+    its own share, and thousands of waiters cost nothing while they wait."""
+
+    def __init__(self, limit: int, per_source: int):
+        self._all = trio.Semaphore(limit)
+        self._per_source = per_source
+        self._sources: dict[str, trio.Semaphore] = {}
+
+    async def take(self, source: str) -> None:
+        mine = self._sources.get(source)
+        if mine is None:
+            mine = self._sources[source] = trio.Semaphore(self._per_source)
+        await mine.acquire()  # a source's own share first: its flood never holds places of the others
+        try:
+            await self._all.acquire()
+        except BaseException:
+            mine.release()
+            raise
+
+    def give_back(self, source: str) -> None:
+        self._all.release()
+        self._sources[source].release()
+
+    def close(self) -> None:
+        """Let every waiter through (the loop has stopped: each is refused at once)."""
+        waiting = sum(s.statistics().tasks_waiting for s in (self._all, *self._sources.values()))
+        for semaphore in (self._all, *self._sources.values()):
+            for _ in range(waiting):
+                semaphore.release()
+
+
 def _source_of(slot) -> str:
     return slot[0].source
 
@@ -85,9 +119,9 @@ class CoreLoop:
         self.before_group = before_group
         # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing;
         # a source that fills its own share waits without holding up the others.
-        self._queue = FairQueue(queue_limit, per_source_limit)
+        self._queue = FairQueue()
+        self._room = _Room(queue_limit, per_source_limit)
         self._work = trio.Event()    # set when a slot is queued
-        self._room = trio.Event()    # set when slots leave the queue
         self._commit_event = trio.Event()
         self.running = False
         self.commits = 0
@@ -98,8 +132,7 @@ class CoreLoop:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
         done = trio.Event()
         slot = [request, None, done]
-        while not self._queue.has_room(request.source):
-            await self._room.wait()
+        await self._room.take(request.source)
         if not self.running:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
         self._queue.put(request.source, slot)
@@ -114,10 +147,7 @@ class CoreLoop:
         while not len(self._queue):
             self._work = trio.Event()
             await self._work.wait()
-        group = self._queue.take(self.max_group)
-        self._room.set()
-        self._room = trio.Event()
-        return group
+        return self._queue.take(self.max_group)
 
     async def wait_commit(self) -> None:
         """Return after the next durable commit."""
@@ -143,6 +173,8 @@ class CoreLoop:
                         del pending[served:]
                     if self.metrics:
                         self.metrics.queue_depth.dec(len(pending))
+                    for slot in pending:
+                        self._room.give_back(slot[0].source)
                     # Committed (or rolled back whole and answered so): wake the callers first, so
                     # nothing after this point can leave a committed request unanswered.
                     for slot in pending:
@@ -170,7 +202,7 @@ class CoreLoop:
             for slot in self._queue.drain():
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
                 slot[2].set()
-            self._room.set()  # wake submitters waiting for room: they see the loop stopped
+            self._room.close()  # wake submitters waiting for room: they see the loop stopped
 
     # Runs in a worker thread: everything from begin to commit of one write transaction.
     def _apply_group(self, slots: list) -> tuple[list, int]:

@@ -11,21 +11,15 @@ from collections import deque
 
 
 class FairQueue:
-    """Waiting slots by source, at most `limit` in all and `per_source` for one source."""
+    """Waiting slots by source (how many may wait is the core loop's business: `_Room`)."""
 
-    def __init__(self, limit: int, per_source: int):
-        self.limit = limit
-        self.per_source = per_source
+    def __init__(self):
         self._queues: dict[str, deque] = {}
         self._turns: deque[str] = deque()  # sources with waiting slots, next turn first
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
-
-    def has_room(self, source: str) -> bool:
-        queue = self._queues.get(source)
-        return self.size < self.limit and (queue is None or len(queue) < self.per_source)
 
     def put(self, source: str, slot) -> None:
         queue = self._queues.get(source)
