@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from core_ext import u64
 
-from ._sealer import ACKED, Settings, limits, read_head
+from ._sealer import ACKED, Settings, read_head
 
 
 def disk_pressure(store) -> bool:
@@ -41,7 +41,7 @@ class _ChainCollector:
                 "gateway_upstream_backlog_events": tx.last_seq() - head.last_event,
                 "gateway_upstream_unacked_age_seconds": _age_s(now_ms, _oldest_unacked_ms(tx, head, acked)),
                 "gateway_upstream_unsealed_age_seconds": _age_s(now_ms, _oldest_unsealed_ms(tx, head)),
-                "gateway_upstream_seal_max_age_seconds": limits(tx, self.settings)[1],
+                "gateway_upstream_seal_max_age_seconds": _seal_max_age_s(tx, self.settings),
             }
         values["gateway_upstream_disk_full"] = 1 if disk_pressure(self.store) else 0
         for name, doc in _GAUGES:
@@ -52,7 +52,9 @@ def _oldest_unacked_ms(tx, head, acked: int):
     """When the oldest batch the ERP has not acknowledged was sealed, or None when all are."""
     if acked >= head.seq:
         return None
-    raw = tx.get_raw("batches", u64(acked + 1))  # never pruned: unacknowledged batches stay
+    # Unacknowledged batches are not pruned (with [nats] trust_stream, one the stream holds may be: then
+    # the ERP's acknowledgement is not what this store watches, and the age reads 0).
+    raw = tx.get_raw("batches", u64(acked + 1))
     # The envelope is a map; its body stays compressed bytes, so reading the header costs little.
     return msgpack.unpackb(raw, raw=False)["created_ms"] if raw is not None else None
 
@@ -63,6 +65,13 @@ def _oldest_unsealed_ms(tx, head):
         return None
     event = tx.event(head.last_event + 1)
     return event.get("ts_ms") if isinstance(event, dict) else None
+
+
+def _seal_max_age_s(tx, settings: Settings) -> float:
+    """batch_max_age_s in force, as `_sealer.limits` decides it, from the policy document alone (the
+    stored policy, `core_ext._master.apply`): a reader's `master.policy` would decode the whole catalog
+    at every scrape."""
+    return float((tx.meta("policy") or {}).get("batch_max_age_s") or settings.batch_max_age_s)
 
 
 def _age_s(now_ms: float, then_ms) -> float:
