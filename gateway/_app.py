@@ -179,7 +179,7 @@ class Gateway:
             raise StartError("store.data_dir", str(exc)) from exc
         try:
             seal_signal = upstream.SealSignal()
-            up_metrics = upstream.Metrics(self.registry, self.store)
+            up_metrics = upstream.Metrics(self.registry, self.store, settings=cfg.upstream)
             handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
                                               config=cfg.upstream, signal=seal_signal)
             if cfg.nats.enabled:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from typing import Callable
 
@@ -69,8 +70,9 @@ class LedgerCollector(Collector):
     store is not open; then only `gateway_store_open 0` is reported.
     """
 
-    def __init__(self, read_store: Callable):
+    def __init__(self, read_store: Callable, *, clock: Callable[[], float] = time.time):
         self._read_store = read_store
+        self._clock = clock
 
     def describe(self):
         # Names only, so registering does not open a transaction.
@@ -89,8 +91,12 @@ class LedgerCollector(Collector):
                 f["gateway_ledger_alerts"].add_metric([kind], n)
             f["gateway_store_size_bytes"].add_metric([], figures["size"])
             f["gateway_store_free_bytes"].add_metric([], figures["free"])
+            f["gateway_store_map_size_bytes"].add_metric([], figures["map_size"])
+            f["gateway_store_min_free_bytes"].add_metric([], figures["min_free"])
             for kind, version in sorted(figures["versions"].items()):
                 f["gateway_master_version"].add_metric([kind], version)
+            for kind, overdue in sorted(figures["overdue"].items()):
+                f["gateway_master_pending_overdue_seconds"].add_metric([kind], overdue)
         return [family for family in f.values() if family.samples]
 
     def _read(self) -> tuple[bool, dict]:
@@ -106,7 +112,8 @@ class LedgerCollector(Collector):
             last = tx.event(last_seq) if last_seq else None
             # Key = sku \0 kind \0 lot (core_ext._alerts.alert_key); the label is the kind, never the SKU.
             alerts = Counter(key.split(b"\x00")[1].decode("utf-8", "replace") for key, _ in tx.items("alerts"))
-            versions = {key.decode(): row.get("version", 0) for key, row in tx.items("master")}
+            rows = {key.decode(): row for key, row in tx.items("master")}
+            versions = {kind: row.get("version", 0) for kind, row in rows.items()}
             figures = {
                 "last_seq": last_seq,
                 "last_ts_ms": last.get("ts_ms") if isinstance(last, dict) else None,
@@ -114,7 +121,10 @@ class LedgerCollector(Collector):
                 "alerts": alerts,
                 "size": tx.store.file_size(),
                 "free": max(0, tx.store.space_left()),
+                "map_size": tx.store.map_size,
+                "min_free": tx.store.min_free_bytes,
                 "versions": versions,
+                "overdue": {kind: _overdue_s(row, self._clock()) for kind, row in rows.items()},
             }
         except lmdb.Error as exc:
             log.warning("metrics: the store cannot be read: %s", exc)
@@ -122,6 +132,15 @@ class LedgerCollector(Collector):
         finally:
             tx.abort()
         return True, figures
+
+
+def _overdue_s(row: dict, now_s: float) -> float:
+    """How long the earliest document of a kind waiting for its `effective_ms` has been due (0: none due).
+
+    The activation timer brings a document into force when it is due, so anything above a few seconds
+    means the timer or the writer is not running."""
+    due = [p["effective_ms"] for p in row.get("pending") or () if p["effective_ms"] <= now_s * 1000]
+    return (now_s * 1000 - min(due)) / 1000.0 if due else 0.0
 
 
 _LEDGER_GAUGES = (
@@ -134,6 +153,10 @@ _LEDGER_GAUGES = (
      ["kind"]),
     ("gateway_store_size_bytes", "Size of the LMDB data file", None),
     ("gateway_store_free_bytes", "Bytes the store can still grow by (the smaller of map and file system)", None),
+    ("gateway_store_map_size_bytes", "Size of the LMDB map: the most the store can ever hold", None),
+    ("gateway_store_min_free_bytes", "The floor: below this much free space new sales are refused", None),
+    ("gateway_master_pending_overdue_seconds", "How long the earliest master document waiting for its "
+     "effective_ms has been due without coming into force (0: none due), by kind", ["kind"]),
 )
 
 
