@@ -144,7 +144,7 @@ async def run_demo(folder: str, *, fresh: bool = False, ports=(8600, 8700, 9600)
     tally = Tally()
     run_id = format(int(time.time()), "x")[-6:].upper()
     rng = random.Random()
-    gateway = Gateway(config)
+    gateway = Gateway(config, freeze_state=True)  # a process of its own, like `gateway run`
     screen = Screen(out)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -59,8 +59,11 @@ def _start_error(exc: BaseException) -> StartError | None:
 class Gateway:
     """Everything one `gateway run` holds; `run()` serves until cancelled."""
 
-    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None):
+    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None, freeze_state: bool = False):
         self.config = config
+        # A process of its own (`gateway run`) freezes what it loaded out of the collector's way; a
+        # gateway inside a test session must not freeze the session's objects with it.
+        self.freeze_state = freeze_state
         self.registry = registry or make_registry()
         self.store: Store | None = None
         self.core = None
@@ -194,10 +197,11 @@ class Gateway:
             edge = EdgeMetrics(self.registry)
             up_settings = upstream.Settings.from_config(cfg.upstream)
             await trio.to_thread.run_sync(load_writer_state, self.store)
-            # What was just loaded lives as long as the process: out of the collector's way, or each
-            # full collection walks the whole catalog and ledger again.
-            gc.collect()
-            gc.freeze()
+            if self.freeze_state:
+                # What was just loaded lives as long as the process: out of the collector's way, or
+                # each full collection walks the whole catalog and ledger again.
+                gc.collect()
+                gc.freeze()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit
@@ -300,7 +304,8 @@ async def _start_and_announce(nursery, gateway: Gateway, task_status) -> None:
     task_status.started(gateway)
 
 
-async def run_until_signal(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_until_signal(config: Config, *, freeze_state: bool = False,
+                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly (what is committed stays committed); on
     SIGHUP reload the tokens from the file (`gateway._reload`). `task_status.started(gateway)` once
     every listener is up.
@@ -310,7 +315,7 @@ async def run_until_signal(config: Config, *, task_status=trio.TASK_STATUS_IGNOR
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
-                gateway = Gateway(config)
+                gateway = Gateway(config, freeze_state=freeze_state)
                 # Started beside the signal loop, so a SIGTERM during a slow start still stops it.
                 nursery.start_soon(_start_and_announce, nursery, gateway, task_status)
                 async for signum in signals:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 
@@ -39,7 +40,7 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        trio.run(run_until_signal, config)
+        trio.run(functools.partial(run_until_signal, config, freeze_state=True))
     except StartError as exc:
         print(f"{exc.key}: {exc.problem}", file=sys.stderr)
         print("gateway: could not start; nothing is running", file=sys.stderr)
