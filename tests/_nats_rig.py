@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import nats
+from nats.js.errors import NotFoundError
 import pytest
 import trio
 from prometheus_client import CollectorRegistry
@@ -85,10 +86,14 @@ class Chain:
 
         return await self.bridge.run(send)
 
-    async def consumer_pending(self, durable: str) -> tuple[int, int]:
-        """(messages not yet delivered, delivered and not acknowledged) of a consumer of the documents stream."""
+    async def consumer_pending(self, durable: str) -> tuple[int, int] | None:
+        """(messages not yet delivered, delivered and not acknowledged) of a consumer of the documents
+        stream; None while the consumer does not exist yet."""
         async def info():
-            ci = await self.nc.jetstream().consumer_info(stream_names(self.prefix)[1], durable)
+            try:
+                ci = await self.nc.jetstream().consumer_info(stream_names(self.prefix)[1], durable)
+            except NotFoundError:
+                return None  # the gateway's link has not made its consumer yet: nothing drained
             return ci.num_pending, ci.num_ack_pending
 
         return await self.bridge.run(info)
