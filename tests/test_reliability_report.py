@@ -14,9 +14,9 @@ RECORDS = {"fuzzed": {"POS/1 bodies (HTTP)": 30, "scans: parse_scan": 12}, "kill
 def test_the_hand_written_part_is_kept_and_the_figures_replaced():
     first = render(None, RECORDS, "2026-01-01")
     assert "## Guaranteed" in first and "**45**" in first and "| **all** | **42** |" in first
-    edited = first.replace("## Guaranteed", "## Guaranteed\n\nA sentence the lead added.")
+    edited = first.replace("## Guaranteed", "## Guaranteed\n\nA sentence a maintainer added.")
     again = render(edited, {**RECORDS, "kills": {"sigkill": 7}}, "2026-02-02")
-    assert "A sentence the lead added." in again
+    assert "A sentence a maintainer added." in again
     assert "**7**" in again and "**45**" not in again and again.count(MARK) == 1
     assert "| 500 concurrent POS/1 connections | 12.0 ms | 40.5 ms | 50.0 ms | 50.0 MiB | 256.0 MiB |" in again
 
