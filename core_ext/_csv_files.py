@@ -20,7 +20,7 @@ import re
 from . import _alerts, _errors as E, _sales
 from ._errors import Refused, bad_request
 from ._ids import body_hash
-from ._limits import MAX_ID, MAX_LINES, check_text
+from ._limits import MAX_LINES, check_id
 from ._localtime import today
 from ._records import Move
 from ._select import ledger
@@ -162,7 +162,7 @@ def _one_basket(tx, request, ctx, doc, file: str, answer: dict) -> None:
 def _basket_lines(doc) -> list:
     if not isinstance(doc, dict):
         raise bad_request("each basket must be a map")
-    check_text("basket id", doc.get("id"), MAX_ID)
+    check_id(doc.get("id"), "basket id")
     lines = doc.get("lines")
     if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_LINES:
         raise bad_request(f"a basket needs 1 to {MAX_LINES} lines")

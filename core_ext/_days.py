@@ -232,11 +232,6 @@ def _roll(tx, state: DayTotals, now_ms: int, tz: str, starts_at: str) -> list[st
         closed.append(day)
 
 
-def open_until_ms(tx, settings) -> int:
-    tz, starts_at = _calendar(settings)
-    return day_start_ms(next_day(tx.state(DayTotals).row["day"]), tz, starts_at)
-
-
 def roll_due(tx, ctx) -> None:
     """Before a group of requests: close the days that have ended, so that every document of the
     group falls into the day of its ledger time. A failure here is logged and the group goes on (the
@@ -248,7 +243,7 @@ def roll_due(tx, ctx) -> None:
         return
     child = tx.child()
     try:
-        _roll(child, tx.state(DayTotals), ctx.now_ms, tz, starts_at)
+        _roll(child, state, ctx.now_ms, tz, starts_at)
         child.commit()
     except lmdb.Error:
         child.abort()
@@ -272,8 +267,9 @@ def handle_day_close(tx, request, ctx) -> dict:
         current = state.row["day"]
         if not isinstance(day, str) or len(day) != 10:
             raise bad_request("day must be a date YYYY-MM-DD")
-        if tx.get("days", day) is not None:
-            raise Refused(ALREADY_CLOSED, f"business day {day} is closed already (event {tx.get('days', day)})")
+        close_seq = tx.get("days", day)
+        if close_seq is not None:
+            raise Refused(ALREADY_CLOSED, f"business day {day} is closed already (event {close_seq})")
         if day != current:
             raise Refused(BAD_REQUEST, f"only the current business day ({current}) can be closed early, not {day}")
         answer["seq"] = _close(tx, state, ctx.now_ms, ctx.now_ms)

@@ -8,7 +8,7 @@ memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
-from ._store import _pack, split_lot_key
+from ._store import _pack, alert_key, split_lot_key
 
 FLAVOUR = "cython"
 
@@ -273,17 +273,15 @@ def lot_alerts(tx, str sku, lots, str today, Py_ssize_t warn_days, dict recalls)
                 first = date.fromisoformat(today)
             left = (date.fromisoformat(expiry) - first).days
             if left <= warn_days:
-                want[_alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
+                want[alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
                                                           "days_left": left, "qty": qty}
         recall = recalls.get(lot) or every
         if recall is not None:
-            want[_alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
+            want[alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
                                                       "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
     return want
 
 
-cdef inline bytes _alert_key(str sku, str kind, lot):
-    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
 
 
 def replay(events):

@@ -13,7 +13,7 @@ A move is `Move(sku, lot, delta, expiry, serials)`; `lot` None is the SKU's bala
 from __future__ import annotations
 
 from ._localtime import days_between
-from ._store import lot_key, split_lot_key
+from ._store import alert_key, lot_key, split_lot_key
 
 FLAVOUR = "python"
 
@@ -255,17 +255,15 @@ def lot_alerts(tx, sku, lots, today, warn_days, recalls):
         if expiry is not None:
             left = days_between(today, expiry)
             if left <= warn_days:
-                want[_alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
+                want[alert_key(sku, "expiring", lot)] = {"kind": "expiring", "sku": sku, "lot": lot, "expiry": expiry,
                                                           "days_left": left, "qty": qty}
         recall = recalls.get(lot) or recalls.get(None)
         if recall is not None:
-            want[_alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
+            want[alert_key(sku, "recalled", lot)] = {"kind": "recalled", "sku": sku, "lot": lot, "qty": qty,
                                                       "recall_id": recall["recall_id"], "reason": recall.get("reason", "")}
     return want
 
 
-def _alert_key(sku, kind, lot):
-    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
 
 
 def replay(events):

@@ -72,22 +72,6 @@ class SaleLine:
         return self.item.sku
 
 
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    """Where a sold line's units came from (ECR/1 `allocations`)."""
-
-    lot: str | None
-    expiry: str | None
-    qty: int
-
-    @classmethod
-    def of_move(cls, move: Move) -> "Allocation":
-        return cls(move.lot, move.expiry, -move.delta)
-
-    def to_doc(self) -> dict:
-        return {"lot": self.lot, "expiry": self.expiry, "qty": self.qty}
-
-
 # --- answers ---------------------------------------------------------------------------------
 
 def answer_ok(request_id, fields: dict | None = None) -> dict:

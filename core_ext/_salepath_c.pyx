@@ -7,14 +7,12 @@ builds a key to ask whether an alert is open, this first asks whether the SKU ha
 The answers, the rows written and the events appended are the same, byte for byte.
 """
 import hashlib
-import time
 
-from ._days import observe as _observe_day
 from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine
-from ._store import _pack, _unpack, u64
+from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
 
@@ -31,8 +29,6 @@ cdef inline object _move(sku, lot, delta, expiry, serials):
 cdef tuple _NO_SERIALS = ()
 
 
-cdef inline bytes _alert_key(str sku, str kind, lot):
-    return f"{sku}\x00{kind}\x00{lot or ''}".encode()
 
 
 cdef inline LotRow _row(Balances bal, str sku, lot):
@@ -68,18 +64,6 @@ cdef object _holder_of(Balances bal, str sku, serial):
         if serial in row.serials:
             holder = lot
     return holder
-
-
-cdef object _recall_of(dict recalls, str sku, lot):
-    """`MasterView.recall_of`: the recall blocking this SKU and lot (every lot counts), or None."""
-    cdef dict lots = recalls.get(sku)
-    if not lots:
-        return None
-    if lot is not None:
-        hit = lots.get(lot)
-        if hit is not None:
-            return hit
-    return lots.get(None)
 
 
 cdef inline long long _days_between(str first, str second):
@@ -150,13 +134,13 @@ def resolve_lines(tx, list lines, resolve_code):
 
 def check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
     cdef list warnings = []
-    cdef dict recalls = _master.view(tx).recalls
+    view = _master.view(tx)
     cdef Balances bal = None
     cdef LotRow row
     for line in resolved:
         sku = line.item.sku
         lot = line.lot
-        recall = _recall_of(recalls, sku, lot) if recalls else None
+        recall = view.recall_of(sku, lot) if view.recalls else None
         if recall is not None and as_happened:  # sold at the counter already: reported, not refused
             warnings.append({"kind": E.RECALLED_LOT_SOLD, "sku": sku, "lot": lot, "recall_id": recall["recall_id"]})
         elif recall is not None:
@@ -242,43 +226,21 @@ def allocate(tx, line, str day, bint refuse_negative):
     return _allocate(tx, _balances(tx), line, day, refuse_negative)
 
 
-cdef object _lots_db(tx, str name):
-    return tx.db[name]
-
-
 def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
     cdef list moves = []
-    cdef list line_moves, allocations
+    cdef list line_moves
     cdef Balances bal = _balances(tx)
-    cdef LotRow row
-    cdef long long total
     cdef Py_ssize_t i
     cdef dict priced_line
-    txn = tx.txn
-    lots_db = tx.db["lots"]
-    skus_db = tx.db["skus"]
     for i in range(min(len(resolved), len(priced_lines))):
         line = resolved[i]
         priced_line = priced_lines[i]
         line_moves = _allocate(tx, bal, line, day, refuse_negative)
-        allocations = []
-        # Applied now, so a later line of the same SKU sees what this one took (as `apply_moves`).
-        for move in line_moves:
-            sku, lot, delta, expiry, serials = move
-            row, total = bal.apply_one(sku, lot, delta, expiry, serials)
-            key = f"{sku}\x00{lot or ''}".encode()
-            if row is None:
-                txn.delete(key, db=lots_db)
-            else:
-                txn.put(key, _pack({"qty": row.qty, "expiry": row.expiry, "serials": list(row.serials)}), db=lots_db)
-            if total == 0:
-                txn.delete(sku.encode(), db=skus_db)
-            else:
-                txn.put(sku.encode(), _pack(total), db=skus_db)
-            allocations.append({"lot": lot, "expiry": expiry, "qty": -delta})
+        # Applied now, so a later line of the same SKU sees what this one took.
+        _ledger_c.apply_moves(tx, line_moves)
         moves.extend(line_moves)
         priced_line["category"] = line.item.category
-        priced_line["allocations"] = allocations
+        priced_line["allocations"] = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
     return moves
 
 
@@ -317,21 +279,6 @@ def answer_lines(list priced_lines):
 
 
 cdef object _MISSING = object()
-
-
-def append_event(tx, dict doc):
-    txn = tx.txn
-    db = tx.db
-    raw = txn.get(b"last_seq", db=db["meta"])
-    seq = (0 if raw is None else _unpack(raw)) + 1
-    doc["seq"] = seq
-    if "ts_ms" not in doc:
-        doc["ts_ms"] = int(time.time() * 1000)
-    # Into the open business day's running totals, as `Tx.append_event` does.
-    _observe_day(tx, doc)
-    txn.put(u64(seq), _pack(doc), db=db["events"], append=True)
-    txn.put(b"last_seq", _pack(seq), db=db["meta"])
-    return seq
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -443,10 +390,10 @@ cdef dict _sku_alerts(dict items, Balances bal, str sku):
         reorder_point = item.reorder_point
         if reorder_point > 0 and on_hand <= reorder_point:
             suggested = reorder_point - on_hand + max(<long long>item.reorder_qty, 1)
-            out[_alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
+            out[alert_key(sku, "low_stock", None)] = {"kind": "low_stock", "sku": sku, "lot": None, "on_hand": on_hand,
                                                        "reorder_point": item.reorder_point, "suggested_qty": suggested}
     if unallocated < 0:
-        out[_alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
+        out[alert_key(sku, "unallocated", None)] = {"kind": "unallocated", "sku": sku, "lot": None, "qty": unallocated}
     return out
 
 
@@ -491,9 +438,9 @@ def after_moves(tx, moves, str today, now_ms):
             want.update(_ledger_c.lot_alerts(tx, sku, lots, today, warn_days, recalls))
         if not want and sku not in state.per_sku:
             continue  # nothing due and nothing open: no key to build, no row to touch
-        have = [_alert_key(sku, "low_stock", None), _alert_key(sku, "unallocated", None)]
+        have = [alert_key(sku, "low_stock", None), alert_key(sku, "unallocated", None)]
         for lot in lots:
-            have += [_alert_key(sku, "expiring", lot), _alert_key(sku, "recalled", lot)]
+            have += [alert_key(sku, "expiring", lot), alert_key(sku, "recalled", lot)]
         raised += _sync(tx, state, want, have, now_ms)
     return raised
 

@@ -176,11 +176,6 @@ def answer_lines(priced_lines: list) -> list:
             for l in priced_lines]
 
 
-def append_event(tx, doc: dict) -> int:
-    """Append the sale's event (`Tx.append_event`); returns its seq."""
-    return tx.append_event(doc)
-
-
 # --- alerts ----------------------------------------------------------------------------------
 
 class OpenAlerts:

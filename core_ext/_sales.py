@@ -59,11 +59,6 @@ def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
     return salepath.resolve_lines(tx, lines, resolve_code)
 
 
-def check_lots(tx, resolved: list[SaleLine], day: str, warn_days: int, *, record: bool, as_happened: bool = False) -> list:
-    """Refuse recalled and expired lots a line names; returns warnings for lots expiring soon."""
-    return salepath.check_lots(tx, resolved, day, warn_days, record, as_happened)
-
-
 # --- pricing ---------------------------------------------------------------------------------
 
 def engine_for(tx, version: int | None = None):
@@ -117,7 +112,7 @@ def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
     weekday, minute, day = local_parts(ctx.now_ms, ctx.settings.timezone)
     policy = _master.policy(tx)
     # A sale (also one from a POS file) offering a recalled or expired lot is recorded; a quote is not.
-    warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], record=request.kind != "quote", as_happened=as_happened)
+    warnings = salepath.check_lots(tx, resolved, day, policy["expiry_warn_days"], request.kind != "quote", as_happened)
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
@@ -152,13 +147,6 @@ def handle_quote(tx, request, ctx) -> dict:
     # What the basket would earn if paid in cash (PROMO/1, Points).
     earned = basket.engine.points_earned(basket.priced["total_cents"], member.get("tier"), True) if member else 0
     return _answer(basket, points_earned=earned, points_balance=member["points"] if member else None)
-
-
-# --- stock allocation ------------------------------------------------------------------------
-
-def allocate(tx, line: SaleLine, day: str, refuse_negative: bool) -> list:
-    """Moves taking `line` out of stock: the named lot, else FEFO; the rest per the negative-stock policy."""
-    return salepath.allocate(tx, line, day, refuse_negative)
 
 
 # --- sale ------------------------------------------------------------------------------------
@@ -230,7 +218,7 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     if body.get("lane"):
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
-    seq = salepath.append_event(tx, doc)
+    seq = tx.append_event(doc)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
     return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
 

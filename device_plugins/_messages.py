@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from core_ext import limits
 
-MAX_ID_CHARS = limits.MAX_ID
-
 
 def id_problem(body: dict) -> str | None:
     """Why the request's `id` is not an acceptable string of 1 to `limits.MAX_ID` characters (None when it is).
@@ -14,10 +12,10 @@ def id_problem(body: dict) -> str | None:
     """
     rid = body.get("id")
     if rid is None:
-        return f"the request has no id; every request needs a string id of 1 to {MAX_ID_CHARS} characters"
+        return f"the request has no id; every request needs a string id of 1 to {limits.MAX_ID} characters"
     if not isinstance(rid, str):
-        return f"id must be a string of 1 to {MAX_ID_CHARS} characters, not {type(rid).__name__}"
-    if not 1 <= len(rid) <= MAX_ID_CHARS:
-        return f"id must be a string of 1 to {MAX_ID_CHARS} characters, not {len(rid)}"
-    problem = limits.text_problem(rid, MAX_ID_CHARS)
+        return f"id must be a string of 1 to {limits.MAX_ID} characters, not {type(rid).__name__}"
+    if not 1 <= len(rid) <= limits.MAX_ID:
+        return f"id must be a string of 1 to {limits.MAX_ID} characters, not {len(rid)}"
+    problem = limits.text_problem(rid, limits.MAX_ID)
     return None if problem is None else f"id {problem}"

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"}
 
@@ -38,3 +42,9 @@ def drop_dir(tmp_path):
     path = tmp_path / "drop"
     path.mkdir()
     return path
+
+
+def csv_worker(data, drop, *args) -> subprocess.Popen:
+    """`tests/adv_csv_worker.py` in a process of its own (to be killed mid-file), on `data` and `drop`."""
+    return subprocess.Popen([sys.executable, "-m", "tests.adv_csv_worker", str(data), str(drop), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})

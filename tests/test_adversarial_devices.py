@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import trio
@@ -14,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from device_plugins.csv_drop import CsvDrop, Metrics
 from device_plugins.ecr_serial import _protocol as ecr
 
-from ._csv import device, drop_file, listing, stock
+from ._csv import device, drop_file, listing, stock, csv_worker
 from ._ecr_rig import WAIT_S
 from .ecr_terminal import ACK, NAK, STX, build_frame
 
@@ -149,17 +147,12 @@ async def test_a_large_file_near_the_default_max_bytes_is_applied_in_one_commit(
         assert tx.last_seq() - seq0 == 100
 
 
-def _worker(data, drop, mode):
-    return subprocess.Popen([sys.executable, "-m", "tests.adv_csv_worker", str(data), str(drop), mode],
-                            cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})
-
-
 def test_sigkill_between_commit_and_move_applies_the_file_once_and_ends_in_done(tmp_path, drop_dir):
     from core_ext import Store
 
     data = tmp_path / "data"
     drop_file(drop_dir, "k.csv", HEADER + "T1,4711,2,\nT2,SKU-1,1,\n")
-    stalled = _worker(data, drop_dir, "stall")
+    stalled = csv_worker(data, drop_dir, "stall")
     try:
         line = stalled.stdout.readline()
         assert json.loads(line) == {"committed": True, "slices": [2]}
@@ -173,7 +166,7 @@ def test_sigkill_between_commit_and_move_applies_the_file_once_and_ends_in_done(
     committed, ids = stock(store), sale_ids(store)
     store.close()
     assert len(ids) == 2
-    again = _worker(data, drop_dir, "run")
+    again = csv_worker(data, drop_dir, "run")
     try:
         out, _ = again.communicate(timeout=20)
     finally:

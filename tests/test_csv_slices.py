@@ -6,8 +6,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import tracemalloc
 
 import pytest
@@ -18,7 +16,7 @@ from core_ext import Request, Store
 from device_plugins.csv_drop import BasketIndex, CsvDrop, CsvMapping, ErrorList, Metrics, scan
 
 from ._data import apply_master
-from ._csv import device as csv_device, drop_file, listing, stock
+from ._csv import device as csv_device, drop_file, listing, stock, csv_worker
 
 HEADER = "TicketNo,ItemCode,Qty,Lot,Exp,Card,Pay\n"
 COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot", "expiry": "Exp",
@@ -180,15 +178,10 @@ async def test_a_slice_sent_again_applies_nothing_twice(core):
     assert changed.body["err"] == "BAD_REQUEST" and "mapping" in changed.body["msg"]
 
 
-def _worker(data, drop, *args):
-    return subprocess.Popen([sys.executable, "-m", "tests.adv_csv_worker", str(data), str(drop), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})
-
-
 def test_sigkill_mid_file_then_a_restart_applies_every_basket_exactly_once(tmp_path, drop_dir):
     data = tmp_path / "data"
     drop_file(drop_dir, "k.csv", baskets_file(9) + "T3,4711,1,,,,\n")  # T3 has a row at the end too
-    stalled = _worker(data, drop_dir, "stall:2", "2")
+    stalled = csv_worker(data, drop_dir, "stall:2", "2")
     try:
         assert json.loads(stalled.stdout.readline()) == {"committed": True, "slices": [2, 4]}
         stalled.send_signal(signal.SIGKILL)
@@ -205,7 +198,7 @@ def test_sigkill_mid_file_then_a_restart_applies_every_basket_exactly_once(tmp_p
         before = stock(store)
     finally:
         store.close()
-    again = _worker(data, drop_dir, "run", "2")
+    again = csv_worker(data, drop_dir, "run", "2")
     try:
         out, _ = again.communicate(timeout=30)
     finally:

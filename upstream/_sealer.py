@@ -350,17 +350,6 @@ def _bodies(tx, ranges: list, tail: _Tail, qty, docs: DocPacker, alerts: bytes) 
     return bodies
 
 
-def build_bodies(tx, ranges: list[tuple[int, int]]) -> list[dict]:
-    """The bodies of consecutive event ranges [(first, last), ...], decoded: what `seal_pending`
-    packs, in the form a reader gets back (for tools and tests; the sealer never builds these)."""
-    end = ranges[-1][1]
-    tail = _Tail(None, end, end, None, {})
-    for raw in _events_raw(tx, end + 1, tx.last_seq()):
-        _add_moves(tail.deltas, _unpack(raw))
-    bodies = _bodies(tx, ranges, tail, _balance_reader(tx), DocPacker(), _packed_alerts(tx))
-    return [_unpack(body) for body, _count in bodies]
-
-
 def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, cap_events: int) -> list:
     """The event ranges to seal now: full batches, and the partial tail too when `flush`."""
     ranges = []
