@@ -1,10 +1,12 @@
 """The store's business day (CLOSE/1): running totals kept by the single writer, drawer counts,
 the close, and reports.
 
-Every event appended to the log is folded into the open day's running totals as it is appended
-(`observe`, called by `Tx.append_event`), in memory with an undo log like the ledger's balances, so
-a rolled-back request takes its figures with it. The totals are written to the `days` table once per
-committed group (`flush`, called by `Tx.commit`), in the same transaction as the events they count:
+Every event appended to the log is taken into the open day's running totals (`observe`, called by
+`Tx.append_event`), in memory with an undo log like the ledger's balances, so a rolled-back request
+takes its figures with it. A document is only queued when appended; the queue is folded when the
+group commits (`flush`, once, with no undo log: compiled for sales) or earlier when something reads
+the totals mid-group (a drawer count, a close: `settle`, logged). The totals are written to the
+`days` table once per committed group, in the same transaction as the events they count:
 after `kill -9` the table and the log agree, a restart reads one row instead of replaying the day,
 and readers (the UP/1 report, `gateway report day`, metrics) read the day so far without the writer.
 
@@ -23,6 +25,7 @@ from ._day_figures import (
     FIGURES, REFUND_METHODS, empty_totals, finish, fold, split_refund,
 )
 from ._errors import BAD_REQUEST, Refused, bad_request
+from . import _select
 from ._localtime import _zone
 
 log = logging.getLogger("gateway.core")
@@ -30,6 +33,8 @@ log = logging.getLogger("gateway.core")
 ALREADY_CLOSED = "ALREADY_CLOSED"
 OPEN_KEY = b"open"
 _MISSING = object()
+# An undo-log entry meaning "the last queued document was never appended" (see DayTotals.observe).
+_QUEUED = (None, None, None)
 
 
 # --- the calendar ----------------------------------------------------------------------------
@@ -115,14 +120,19 @@ class DayTotals:
     changed by every appended event, written back once per committed group."""
 
     def __init__(self, row: dict):
-        self.holder = {"row": row}  # replaced whole when a day closes, through the undo log
+        # Replaced whole when a day closes, and the queue when it is folded: through the undo log.
+        self.holder = {"row": row, "queued": []}
         self._undo: list = []
         self.acc = Undo(self._undo)
         self.dirty = False
+        self.flushed = False  # folded without an undo log for a commit that has not happened yet
         self.seq = 0  # the last event these totals include, as `Tx` keeps it for every state
 
     @property
     def row(self) -> dict:
+        """The totals with every appended document in them."""
+        if self.holder["queued"]:
+            self.settle()
         return self.holder["row"]
 
     @classmethod
@@ -144,9 +154,18 @@ class DayTotals:
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
+        if self.flushed:
+            # Folded for a commit that failed: what was folded cannot be undone, so these totals are
+            # stale and the next write transaction loads them again from the table.
+            self.seq = -1
+            return
         undo = self._undo
         while len(undo) > mark:
-            d, key, old = undo.pop()
+            entry = undo.pop()
+            if entry is _QUEUED:
+                self.holder["queued"].pop()
+                continue
+            d, key, old = entry
             if old is _MISSING:
                 d.pop(key, None)
             else:
@@ -154,21 +173,42 @@ class DayTotals:
 
     def forget(self) -> None:
         self._undo.clear()
+        self.flushed = False
 
     def flush(self, tx) -> None:
-        """Write the totals into the transaction about to commit (the top-level one)."""
+        """Fold what is queued and write the totals into the transaction about to commit (the
+        top-level one); nothing can roll back between here and the commit but the commit itself."""
+        queued = self.holder["queued"]
+        if queued:
+            self.flushed = True
+            row = self.holder["row"]
+            fold_day = _select.salepath.fold_day
+            for doc in queued:
+                fold_day(doc, row)
+            self.holder["queued"] = []
         if self.dirty:
-            tx.put("days", OPEN_KEY, self.row)
+            tx.put("days", OPEN_KEY, self.holder["row"])
             self.dirty = False
 
     # Folding.
     def observe(self, tx, doc: dict) -> None:
-        row = self.row
-        seq = doc["seq"]
-        if seq != row["folded"] + 1:
-            for missed in tx.events(row["folded"] + 1, seq - 1):
+        queued = self.holder["queued"]
+        last = queued[-1]["seq"] if queued else self.holder["row"]["folded"]
+        if doc["seq"] != last + 1:
+            row = self.row
+            for missed in tx.events(row["folded"] + 1, doc["seq"] - 1):
                 self._fold(row, missed)
-        self._fold(row, doc)
+        queued.append(doc)
+        self._undo.append(_QUEUED)
+        self.dirty = True
+
+    def settle(self) -> None:
+        """Fold what is queued now, logged, so that a rollback takes it back out."""
+        queued = self.holder["queued"]
+        self.acc.put(self.holder, "queued", [])
+        row = self.holder["row"]
+        for doc in queued:
+            self._fold(row, doc)
 
     def _fold(self, row: dict, doc: dict) -> None:
         acc = self.acc

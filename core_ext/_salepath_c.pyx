@@ -9,6 +9,7 @@ The answers, the rows written and the events appended are the same, byte for byt
 import hashlib
 
 from . import _errors as E, _ledger_c, _master, _salepath_py
+from ._day_figures import fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine
@@ -443,6 +444,71 @@ def after_moves(tx, moves, str today, now_ms):
             have += [alert_key(sku, "expiring", lot), alert_key(sku, "recalled", lot)]
         raised += _sync(tx, state, want, have, now_ms)
     return raised
+
+
+# --- the business day ------------------------------------------------------------------------
+
+cdef inline void _add(dict d, key, n):
+    if n:
+        d[key] = d.get(key, 0) + n
+
+
+cdef inline dict _at(dict d, key):
+    sub = d.get(key)
+    if sub is None:
+        sub = d[key] = {}
+    return sub
+
+
+cdef void _fold_sale(dict doc, dict totals):
+    # `_day_figures._fold_sale` with the plain accumulator, the same changes in the same order.
+    cdef dict lane = _at(totals["lanes"], doc.get("source") or "")
+    cdef dict taken, points, by_rule, promo
+    cdef list entry
+    cdef long long units = 0
+    _add(lane, "sales", 1)
+    _add(lane, "gross_cents", doc.get("gross_cents", 0))
+    _add(lane, "discount_cents", doc.get("discount_cents", 0))
+    _add(lane, "net_cents", doc.get("total_cents", 0))
+    taken = _at(lane, "taken")
+    for payment in doc.get("payments") or ():
+        _add(taken, payment["method"], payment["cents"])
+    points = doc.get("points") or {}
+    _add(lane, "points_earned", points.get("earned", 0))
+    _add(lane, "points_redeemed", points.get("redeemed", 0))
+    by_rule = {}
+    for line in doc.get("lines") or ():
+        promos = line.get("promos")
+        if not promos:
+            continue
+        for p in promos:
+            entry = by_rule.get(p[0])
+            if entry is None:
+                entry = by_rule[p[0]] = [0, 0]
+            entry[0] += line.get("qty", 0)
+            entry[1] += p[2]
+    ruleset = doc.get("ruleset") or 0
+    for rule_id, entry in by_rule.items():
+        promo = _at(totals["promotions"], rule_id)
+        if ruleset > promo.get("ruleset", 0):
+            promo["ruleset"] = ruleset
+        _add(promo, "baskets", 1)
+        _add(promo, "units", entry[0])
+        _add(promo, "discount_cents", entry[1])
+    for m in doc.get("moves") or ():
+        units += m[2]
+    _add(totals["stock"], "sold", -units)
+
+
+def fold_day(dict doc, dict row):
+    """Fold one appended document into the open day's totals `row`, in place (no undo log)."""
+    if row["first_ms"] is None and doc.get("ts_ms") is not None:
+        row["first_ms"] = doc["ts_ms"]
+    if doc.get("type") == "sale":
+        _fold_sale(doc, row)
+    else:
+        _fold(doc, row)
+    row["folded"] = doc["seq"]
 
 
 # --- the request's shape ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ import hashlib
 import msgpack
 
 from . import _errors as E, _master
+from ._day_figures import fold
 from ._errors import Refused, bad_request
 from ._localtime import days_between
 from ._records import Move, SaleLine
@@ -280,6 +281,17 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
         # events come out as they would lot by lot (SKU-wide first, then each lot in turn).
         raised += sync_alerts(tx, want, have, now_ms)
     return raised
+
+
+# --- the business day ------------------------------------------------------------------------
+
+def fold_day(doc: dict, row: dict) -> None:
+    """Fold one appended document into the open day's totals `row`, in place (no undo log: the
+    writer calls this only just before its commit)."""
+    if row["first_ms"] is None and doc.get("ts_ms") is not None:
+        row["first_ms"] = doc["ts_ms"]
+    fold(doc, row)
+    row["folded"] = doc["seq"]
 
 
 # --- the request's shape ---------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""The open day's totals take each appended document into a queue, folded when the group commits:
+a reader inside the group still sees every document before it, a rolled-back request takes its
+documents back out whether or not they were folded yet, and a commit that fails after the fold
+leaves totals that are read again from the table."""
+from __future__ import annotations
+
+import pytest
+
+from core_ext import Request, Store, day_report, recompute_day
+from core_ext._day_figures import finish
+from core_ext._days import DayTotals
+from gateway._app_core import build_core
+
+from ._data import NOW, STORE, seed
+from ._twins import twins
+
+
+def sale(rid: str, lane: str = "lane1", qty: int = 1) -> Request:
+    return Request("sale", {"t": "sale", "id": rid, "lines": [{"sku": "SKU-2", "qty": qty}],
+                            "payments": [{"method": "cash", "cents": 4990 * qty}]}, lane, "ecr")
+
+
+def count(rid: str, lane: str = "lane1", cash: int = 0) -> Request:
+    return Request("drawer_count", {"t": "drawer_count", "id": rid, "counted": {"cash": cash}}, lane, "ecr")
+
+
+def apply(core, requests) -> list[dict]:
+    slots = [[r, None, None] for r in requests]
+    core._apply_group(slots)
+    return [slot[1].body for slot in slots]
+
+
+@pytest.fixture
+def core(tmp_path):
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    loop = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    yield loop
+    store.close()
+
+
+def open_figures(store) -> dict:
+    with store.read() as tx:
+        return day_report(tx)
+
+
+def test_a_drawer_count_in_the_same_group_expects_the_sales_before_it(core):
+    answers = apply(core, [sale("s1"), sale("s2", qty=2), count("c1", cash=100), sale("s3")])
+    assert [a["ok"] for a in answers] == [True, True, True, True]
+    assert answers[2]["expected"] == {"cash": 3 * 4990}
+    report = open_figures(core.store)
+    assert report["to_seq"] == answers[3]["seq"]
+    with core.store.read() as tx:
+        assert report["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
+
+
+def test_a_refused_request_takes_its_documents_out_folded_or_not(core):
+    # The count folds the queue (s1) mid-group; the refused sale after it must leave no trace.
+    conflict = Request("sale", {"t": "sale", "id": "s1", "lines": [{"sku": "SKU-2", "qty": 5}],
+                                "payments": [{"method": "cash", "cents": 5 * 4990}]}, "lane1", "ecr")
+    short = Request("sale", {"t": "sale", "id": "s9", "lines": [{"sku": "SKU-2", "qty": 1}],
+                             "payments": [{"method": "cash", "cents": 1}]}, "lane1", "ecr")
+    answers = apply(core, [sale("s1"), count("c1"), conflict, short, sale("s2")])
+    assert [a["ok"] for a in answers] == [True, True, False, False, True]
+    lane = open_figures(core.store)["lanes"]["lane1"]
+    assert (lane["sales"], lane["payments"]["cash"]["taken"]) == (2, 2 * 4990)
+
+
+def test_totals_folded_for_a_commit_that_fails_are_read_again_from_the_table(core):
+    apply(core, [sale("s1")])
+    store = core.store
+    tx = store.begin(write=True)
+    tx.append_event({"type": "sale", "id": "x:1", "source": "lane1", "gross_cents": 7, "discount_cents": 0,
+                     "total_cents": 7, "payments": [{"method": "cash", "cents": 7}], "moves": []})
+    state = tx.state(DayTotals)
+    state.flush(tx)  # folded as the commit does, then the commit fails before it is durable
+    assert state.holder["row"]["lanes"]["lane1"]["net_cents"] == 4990 + 7
+    tx.abort()
+    answers = apply(core, [sale("s2")])
+    assert answers[0]["ok"]
+    assert open_figures(store)["lanes"]["lane1"]["net_cents"] == 2 * 4990
+    assert store.states[DayTotals] is not state, "the stale totals were loaded again"
+
+
+@pytest.mark.parametrize("salepath", twins("salepath"))
+def test_fold_day_of_each_flavour_equals_the_reference_fold(salepath, core):
+    apply(core, [sale("s1"), sale("s2", lane="lane2", qty=3), count("c1"),
+                 Request("return", {"t": "return", "id": "r1", "orig": "s1", "lines": [{"sku": "SKU-2", "qty": 1}]},
+                         "lane1", "ecr")])
+    with core.store.read() as tx:
+        docs = list(tx.events())
+        report = day_report(tx)
+        row = {"first_ms": None, "folded": 0, "lanes": {}, "counts": {}, "promotions": {}, "refusals": {},
+               "stock": {}}
+        for doc in docs:
+            salepath.fold_day(doc, row)
+        assert row["folded"] == docs[-1]["seq"]
+        assert finish(row)["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
+        assert row["stock"]["sold"] == 4
+
+
+def test_a_basket_refused_after_its_sale_was_appended_takes_the_sale_back_out(core):
+    # The sale's document is queued, then the basket's return row names nothing: the basket is
+    # rolled back (its queued sale with it) and recorded as a refusal.
+    basket = {"id": "T1", "lines": [{"code": "SKU-2", "qty": 1}, {"code": "NOPE", "qty": -1}], "rows": [2, 3]}
+    slice_ = Request("csv_slice", {"file": "f.csv", "hash": "0" * 64, "first": 0, "baskets": 2, "rows": 3,
+                                   "docs": [basket, {"id": "T2", "lines": [{"code": "SKU-2", "qty": 2}], "rows": [4]}]},
+                     "legacy", "csv")
+    answer = apply(core, [slice_, count("c1", lane="legacy")])
+    assert answer[0]["ok"] and [r["basket"] for r in answer[0]["refused"]] == ["T1"]
+    assert answer[1]["expected"] == {"cash": 2 * 4990}
+    report = open_figures(core.store)
+    assert report["lanes"]["legacy"]["sales"] == 1
+    assert sum(report["refusals"].values()) == 1
+    with core.store.read() as tx:
+        assert report["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
