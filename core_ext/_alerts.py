@@ -3,7 +3,7 @@ lots still on hand, and units sold beyond the ledger's stock (the unallocated ba
 
 One alert per kind, SKU and lot. A newly raised alert is also appended to the log as an `alert`
 document so the ERP hears of it; a cleared one simply disappears from the open alerts. The writer
-keeps the open alerts' keys in memory (`OpenAlerts` in the sale path's twins), so keeping alerts
+keeps the open alerts in memory (`OpenAlerts` in the sale path's twins), so keeping alerts
 current after a sale costs nothing when none is open or due.
 """
 from __future__ import annotations

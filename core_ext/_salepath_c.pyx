@@ -285,39 +285,42 @@ cdef object _MISSING = object()
 # --- alerts ----------------------------------------------------------------------------------
 
 cdef class OpenAlerts:
-    """The keys of the `alerts` table in memory, with an undo log (the protocol of `Tx.state`), and
-    how many are open per SKU, so a SKU with none costs no key at all."""
+    """The `alerts` table in memory, with an undo log (the protocol of `Tx.state`), and how many
+    are open per SKU, so a SKU with none costs no key at all."""
 
-    cdef public set keys
+    cdef public dict alerts
     cdef dict per_sku
     cdef list _undo
     cdef public long long seq
 
     def __init__(self):
-        self.keys = set()
+        self.alerts = {}
         self.per_sku = {}
         self._undo = []
         self.seq = 0
 
+    @property
+    def keys(self):
+        return self.alerts.keys()
+
     @classmethod
     def load(cls, tx):
         cdef OpenAlerts state = cls()
-        for key, _alert in tx.items("alerts"):
-            state._add(key)
+        for key, alert in tx.items("alerts"):
+            state._set(key, alert)
         return state
 
-    cdef void _add(self, bytes key):
-        if key in self.keys:
-            return
-        self.keys.add(key)
-        sku = key.split(b"\x00", 1)[0].decode()
-        self.per_sku[sku] = <long long>self.per_sku.get(sku, 0) + 1
+    cdef void _set(self, bytes key, alert):
+        if key not in self.alerts:
+            sku = key.split(b"\x00", 1)[0].decode()
+            self.per_sku[sku] = <long long>self.per_sku.get(sku, 0) + 1
+        self.alerts[key] = alert
 
     cdef void _discard(self, bytes key):
         cdef long long n
-        if key not in self.keys:
+        if key not in self.alerts:
             return
-        self.keys.discard(key)
+        del self.alerts[key]
         sku = key.split(b"\x00", 1)[0].decode()
         n = <long long>self.per_sku[sku] - 1
         if n:
@@ -331,22 +334,22 @@ cdef class OpenAlerts:
     def rollback(self, Py_ssize_t mark):
         cdef list undo = self._undo
         while len(undo) > mark:
-            key, was_open = undo.pop()
-            if was_open:
-                self._add(key)
-            else:
+            key, old = undo.pop()
+            if old is None:
                 self._discard(key)
+            else:
+                self._set(key, old)
 
     def forget(self):
         self._undo.clear()
 
     cdef void put(self, tx, bytes key, dict alert):
-        self._undo.append((key, key in self.keys))
-        self._add(key)
+        self._undo.append((key, self.alerts.get(key)))
+        self._set(key, alert)
         tx.txn.put(key, _pack(alert), db=tx.db["alerts"])
 
     cdef void delete(self, tx, bytes key):
-        self._undo.append((key, True))
+        self._undo.append((key, self.alerts.get(key)))
         self._discard(key)
         tx.txn.delete(key, db=tx.db["alerts"])
 
@@ -362,10 +365,10 @@ def open_alerts(tx):
 cdef Py_ssize_t _sync(tx, OpenAlerts state, dict want, have_keys, now_ms) except -1:
     cdef Py_ssize_t raised = 0
     for key in have_keys:
-        if key not in want and key in state.keys:
+        if key not in want and key in state.alerts:
             state.delete(tx, key)
     for key, alert in want.items():
-        old = tx.get("alerts", key) if key in state.keys else None
+        old = state.alerts.get(key)
         if old is None:
             raised += 1
             # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.

@@ -7,7 +7,7 @@ and keep the alerts of what moved current. The request's body hash (its idempote
 too. The compiled twin does the same over the ledger's C fields; both give the same answers and
 write the same rows, byte for byte.
 
-The open alerts' keys are kept in memory by the writer (`OpenAlerts`, the `Tx.state` protocol), so
+The open alerts are kept in memory by the writer (`OpenAlerts`, the `Tx.state` protocol), so
 a sale that changes no alert reads and writes no alert row.
 """
 from __future__ import annotations
@@ -180,22 +180,26 @@ def answer_lines(priced_lines: list) -> list:
 # --- alerts ----------------------------------------------------------------------------------
 
 class OpenAlerts:
-    """The keys of the `alerts` table, in memory, with an undo log (the protocol of `Tx.state`).
+    """The `alerts` table, in memory, with an undo log (the protocol of `Tx.state`).
 
-    Every change to the table goes through `put` and `delete`. An absent key is trusted (raising an
-    alert appends an event, so another writer's raise makes this state stale and reloaded); a
-    present one is read from the table, which holds the alert itself.
+    Every change to the table goes through `put` and `delete`, so the memory holds each open alert
+    as stored (raising an alert appends an event, so another writer's change makes this state stale
+    and reloaded), and keeping an alert current reads nothing.
     """
 
     def __init__(self):
-        self.keys: set = set()
+        self.alerts: dict = {}  # key -> the alert as stored
         self._undo: list = []
         self.seq = 0
+
+    @property
+    def keys(self):
+        return self.alerts.keys()
 
     @classmethod
     def load(cls, tx) -> "OpenAlerts":
         state = cls()
-        state.keys.update(key for key, _alert in tx.items("alerts"))
+        state.alerts.update(tx.items("alerts"))
         return state
 
     def mark(self) -> int:
@@ -203,23 +207,22 @@ class OpenAlerts:
 
     def rollback(self, mark: int) -> None:
         while len(self._undo) > mark:
-            key, was_open = self._undo.pop()
-            if was_open:
-                self.keys.add(key)
+            key, old = self._undo.pop()
+            if old is None:
+                self.alerts.pop(key, None)
             else:
-                self.keys.discard(key)
+                self.alerts[key] = old
 
     def forget(self) -> None:
         self._undo.clear()
 
     def put(self, tx, key: bytes, alert: dict) -> None:
-        self._undo.append((key, key in self.keys))
-        self.keys.add(key)
+        self._undo.append((key, self.alerts.get(key)))
+        self.alerts[key] = alert
         tx.put("alerts", key, alert)
 
     def delete(self, tx, key: bytes) -> None:
-        self._undo.append((key, True))
-        self.keys.discard(key)
+        self._undo.append((key, self.alerts.pop(key)))
         tx.delete("alerts", key)
 
 
@@ -232,10 +235,10 @@ def sync_alerts(tx, want: dict, have_keys, now_ms: int) -> int:
     state = open_alerts(tx)
     raised = 0
     for key in have_keys:
-        if key not in want and key in state.keys:
+        if key not in want and key in state.alerts:
             state.delete(tx, key)
     for key, alert in want.items():
-        old = tx.get("alerts", key) if key in state.keys else None
+        old = state.alerts.get(key)
         if old is None:
             raised += 1
             # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.

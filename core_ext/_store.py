@@ -165,7 +165,7 @@ class Store:
 class Tx:
     """A transaction with MessagePack values; also a context manager (commit on success)."""
 
-    __slots__ = ("store", "txn", "db", "parent", "write", "_marks")
+    __slots__ = ("store", "txn", "db", "parent", "write", "_marks", "_last", "_appended")
 
     def __init__(self, store: Store, txn: lmdb.Transaction, parent: "Tx | None" = None, write: bool = False):
         self.store = store
@@ -175,6 +175,9 @@ class Tx:
         self.write = write
         # Where each in-memory state's undo log stood when this transaction began.
         self._marks = {state: state.mark() for state in store.states.values()} if write else None
+        # The log's last seq, read once: appends move it here and write it to `meta` at the commit.
+        self._last = parent._last if parent is not None else None
+        self._appended = False
 
     def __enter__(self) -> "Tx":
         return self
@@ -186,11 +189,15 @@ class Tx:
             self.abort()
 
     def commit(self) -> None:
-        if self.write and self.parent is None and self.store.states:
+        top = self.write and self.parent is None
+        if top and self.store.states:
             for state in list(self.store.states.values()):
                 flush = getattr(state, "flush", None)
                 if flush is not None:  # a state kept in a table written once per commit (the day's totals)
                     flush(self)
+        if top and self._appended:
+            self.set_meta("last_seq", self._last)
+        if top and self.store.states:
             last = self.last_seq()
             self.txn.commit()
             for state in self.store.states.values():
@@ -198,6 +205,10 @@ class Tx:
                 state.seq = last
             return
         self.txn.commit()
+        parent = self.parent
+        if parent is not None and self._appended:
+            parent._last = self._last
+            parent._appended = True
 
     def abort(self) -> None:
         self.txn.abort()
@@ -267,7 +278,10 @@ class Tx:
 
     # The event log.
     def last_seq(self) -> int:
-        return self.meta("last_seq", 0)
+        last = self._last
+        if last is None:
+            last = self._last = self.meta("last_seq", 0)
+        return last
 
     def append_event(self, doc: dict) -> int:
         """Append `doc` to the log, giving it the next `seq` (and `ts_ms` if absent)."""
@@ -278,7 +292,8 @@ class Tx:
         # loaded now must be those of the events before this one.
         _observe_day(self, doc)
         self.txn.put(u64(seq), _pack(doc), db=self.db["events"], append=True)
-        self.set_meta("last_seq", seq)
+        self._last = seq
+        self._appended = True
         return seq
 
     def event(self, seq: int) -> dict | None:
