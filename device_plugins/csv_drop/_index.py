@@ -13,12 +13,13 @@ import sqlite3
 
 from core_ext import limits
 
-from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encode_line
+from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encode_extras
 
 _SCHEMA = """
 CREATE TABLE baskets (ord INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lines INTEGER NOT NULL,
                       member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER);
-CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, line TEXT);
+CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, good INTEGER NOT NULL, qty INTEGER,
+                    extras TEXT);
 """
 _CACHE_KIB = 2048  # SQLite's page cache; the rest of the scratch stays on disk
 
@@ -77,8 +78,10 @@ class BasketIndex:
                 errors.add(mapped.row, "lines", f"basket {_short(basket.key)} has more than "
                                                 f"{limits.MAX_LINES} lines, the most one basket may hold")
                 line = None
+        # `good`: the row's line is applied (a row with an error only lists its code for the check).
         self._pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
-                              None if line is None else encode_line(line)))
+                              line is not None, None if line is None else line["qty"],
+                              None if line is None else encode_extras(line)))
         if len(self._pending) >= 1000:
             self._flush_rows()
 
@@ -87,12 +90,14 @@ class BasketIndex:
         if current is not None and current.key == key:
             return current
         self._store(current)
-        found = self.db.execute("SELECT ord, key, lines, member, member_row, payment, payment_row "
-                                "FROM baskets WHERE key = ?", (key,)).fetchone()
-        if found is None:
-            found = (self.baskets, key)
+        try:
+            # Most keys are new (a basket's rows are mostly together): one statement for those.
             self.db.execute("INSERT INTO baskets (ord, key, lines) VALUES (?, ?, 0)", (self.baskets, key))
+            found = (self.baskets, key)
             self.baskets += 1
+        except sqlite3.IntegrityError:
+            found = self.db.execute("SELECT ord, key, lines, member, member_row, payment, payment_row "
+                                    "FROM baskets WHERE key = ?", (key,)).fetchone()
         self._current = _Basket(*found)
         return self._current
 
@@ -124,7 +129,8 @@ class BasketIndex:
         return ok
 
     def _flush_rows(self) -> None:
-        self.db.executemany("INSERT INTO lines (basket, row, code, line) VALUES (?, ?, ?, ?)", self._pending)
+        self.db.executemany("INSERT INTO lines (basket, row, code, good, qty, extras) VALUES (?, ?, ?, ?, ?, ?)",
+                            self._pending)
         self._pending.clear()
 
     def finish(self) -> None:
@@ -172,17 +178,17 @@ class BasketIndex:
 
     def _docs(self, digest: str, start: int):
         cursor = self.db.execute(
-            "SELECT b.ord, b.key, b.member, b.payment, l.row, l.line FROM lines l "
-            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.line IS NOT NULL ORDER BY l.basket, l.row", (start,))
+            "SELECT b.ord, b.key, b.member, b.payment, l.row, l.code, l.qty, l.extras FROM lines l "
+            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.good ORDER BY l.basket, l.row", (start,))
         doc, ord_ = None, None
         while chunk := cursor.fetchmany(256):
-            for basket, key, member, payment, row, line in chunk:
+            for basket, key, member, payment, row, code, qty, extras in chunk:
                 if basket != ord_:
                     if doc is not None:
                         yield doc
                     doc, ord_ = _new_doc(digest, key, member, payment), basket
                 doc["rows"].append(row)
-                doc["lines"].append(decode_line(line))
+                doc["lines"].append(decode_line(code, qty, extras))
         if doc is not None:
             yield doc
 

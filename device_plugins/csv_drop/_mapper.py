@@ -132,11 +132,13 @@ class ErrorList:
         self.limit = limit
         self.dropped = 0
         self.last_row = 0
+        self.count = 0  # listed and dropped: read once or twice per row, so kept rather than summed
 
     def __len__(self) -> int:
-        return len(self.items) + self.dropped
+        return self.count
 
     def add(self, row: int, code: str, reason: str) -> None:
+        self.count += 1
         self.last_row = max(self.last_row, row)
         if len(self.items) < self.limit:
             self.items.append(RowError(row, code, reason))
@@ -303,17 +305,17 @@ class RowMapper:
 
     def row(self, row: int, fields: list) -> MappedRow:
         errors = self.errors
-        before = len(errors)
+        before = errors.count
         if len(fields) != self.width:
             errors.add(row, "fields", f"has {len(fields)} fields where the header has {self.width}")
             return MappedRow(row, None, None, None, None, None)
         values = {name: fields[i].strip() for name, i in self.index.items()}
-        line = _line(row, values, self.mapping, errors)
+        line, code_ok = _line(row, values, self.mapping, errors)
         key = _basket_key(row, values, "id" in self.index, errors)
         member = _text(row, "member", values.get("member", ""), limits.MAX_TEXT, errors)
         payment = _payment(row, values.get("payment", ""), self.mapping, errors)
-        code = line["code"] if text_problem(line["code"], limits.MAX_CODE, allow_gs=True) is None else None
-        good = len(errors) == before
+        code = line["code"] if code_ok else None
+        good = errors.count == before
         return MappedRow(row, key, code, line if good else None, member, payment)
 
 
@@ -328,12 +330,14 @@ def _text(row: int, name: str, value: str, max_len: int, errors: ErrorList, *, a
     return value
 
 
-def _line(row: int, values: dict, mapping: CsvMapping, errors: ErrorList) -> dict:
+def _line(row: int, values: dict, mapping: CsvMapping, errors: ErrorList) -> tuple[dict, bool]:
+    """The row's line, and whether its code is one ECR/1 accepts."""
     code = values["code"]
     if not code:
         errors.add(row, "code", "code is empty")
+        code_ok = False
     else:
-        _text(row, "code", code, limits.MAX_CODE, errors, allow_gs=True)
+        code_ok = _text(row, "code", code, limits.MAX_CODE, errors, allow_gs=True) is not None
     line: dict = {"code": code, "qty": _qty(row, values["qty"], mapping.qty_factor, errors)}
     for name in ("lot", "serial"):
         value = _text(row, name, values.get(name, ""), limits.MAX_TEXT, errors)
@@ -355,13 +359,20 @@ def _line(row: int, values: dict, mapping: CsvMapping, errors: ErrorList) -> dic
                                           f"{'an amount' if mapping.price_format == 'decimal' else 'whole cents'}")
         else:
             line["unit_cents"] = cents
-    return line
+    return line, code_ok
 
 
 def _qty(row: int, raw: str, factor: int, errors: ErrorList) -> int:
     if not raw:
         errors.add(row, "qty", "qty is empty")
         return 0
+    if raw.isascii() and raw.isdigit() and len(raw) <= 24:
+        qty = int(raw) * factor  # plain digits, as nearly every row has: no Decimal needed
+        if qty == 0:
+            errors.add(row, "qty", "qty is zero")
+        elif qty > MAX_QTY:
+            errors.add(row, "qty", f"qty {qty} is beyond {MAX_QTY} units")
+        return qty
     if len(raw) > 24 or not _NUMBER.fullmatch(raw):
         errors.add(row, "qty", f"qty {_short(raw)} is not a number")
         return 0
@@ -426,9 +437,17 @@ def _short(raw: str) -> str:
     return repr(raw if len(raw) <= 40 else raw[:40] + "...")
 
 
-def encode_line(line: dict) -> str:
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+def encode_extras(line: dict) -> str | None:
+    """What a line holds beyond its code and qty (lot, serial, expiry, price), or None: most lines
+    hold nothing more, and are kept as two columns."""
+    if len(line) == 2:
+        return None
+    return json.dumps({k: v for k, v in line.items() if k not in ("code", "qty")}, separators=(",", ":"),
+                      ensure_ascii=False)
 
 
-def decode_line(text: str) -> dict:
-    return json.loads(text)
+def decode_line(code: str, qty: int, extras: str | None) -> dict:
+    line = {"code": code, "qty": qty}
+    if extras is not None:
+        line.update(json.loads(extras))
+    return line
