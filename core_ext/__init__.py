@@ -50,6 +50,6 @@ from ._days import report as day_report  # noqa: E402
 
 __all__ += ["day_differences", "recompute_day", "day_report"]
 
-from ._writer_state import load_writer_state  # noqa: E402
+from ._writer_state import freeze_loaded_state, load_writer_state  # noqa: E402
 
-__all__ += ["load_writer_state"]
+__all__ += ["freeze_loaded_state", "load_writer_state"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import importlib
 import logging
 import os
@@ -15,7 +14,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 import upstream
-from core_ext import GatewayError, Request, Settings, Store, StoreError, load_writer_state
+from core_ext import GatewayError, Request, Settings, Store, StoreError, freeze_loaded_state, load_writer_state
 from upstream._handlers import read_next_activation
 
 from ._app_core import build_core
@@ -198,10 +197,7 @@ class Gateway:
             up_settings = upstream.Settings.from_config(cfg.upstream)
             await trio.to_thread.run_sync(load_writer_state, self.store)
             if self.freeze_state:
-                # What was just loaded lives as long as the process: out of the collector's way, or
-                # each full collection walks the whole catalog and ledger again.
-                gc.collect()
-                gc.freeze()
+                freeze_loaded_state()
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.core.run)
                 submit = self.core.submit

@@ -3,6 +3,7 @@ transaction that reads them: after commits, aborted requests (nested transaction
 and a second writer of the same files."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,24 @@ def test_the_writer_state_loads_before_serving_and_changes_nothing(seeded_store)
     with seeded_store.begin(write=True) as tx:
         from core_ext import ledger
         assert ledger.lot_qty(tx, "SKU-1", "A1") == 10
+
+
+def test_a_gateway_process_freezes_its_loaded_state_and_collects_its_young_objects_less_often(tmp_path):
+    # In a process of its own: freezing and thresholds are the whole interpreter's.
+    script = textwrap.dedent("""
+        import gc, json, sys
+        from core_ext import Store, freeze_loaded_state, load_writer_state
+        from tests._data import seed
+        store = Store(sys.argv[1])
+        seed(store)
+        load_writer_state(store)
+        before = (gc.get_freeze_count(), gc.get_threshold())
+        freeze_loaded_state()
+        print(json.dumps({"before": before, "frozen": gc.get_freeze_count(), "threshold": gc.get_threshold()}))
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data")], cwd=root, check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}).stdout
+    result = json.loads(out)
+    assert result["before"][0] == 0 and result["frozen"] > result["before"][0]
+    assert result["threshold"][0] == 10_000 and result["threshold"][1:] == result["before"][1][1:]
