@@ -122,9 +122,13 @@ def handle_csv_slice(tx, request, ctx) -> dict:
         raise bad_request(f"the file has been applied up to basket {progress['next']}, not {first}")
     if first + len(docs) > progress["baskets"]:
         raise bad_request(f"baskets {first} to {first + len(docs) - 1} are beyond the file's {progress['baskets']}")
-    answer = {"applied": 0, "duplicates": 0, "rows": 0, "seqs": [], "refused": [], "alerts": []}
-    for index, doc in enumerate(docs):
-        if first + index >= progress["next"]:
+    todo = [doc for index, doc in enumerate(docs) if first + index >= progress["next"]]
+    answer = _all_baskets(tx, request, ctx, todo, progress["file"])
+    if answer is None:
+        # A basket was refused: each basket again in a transaction of its own, so that only the
+        # refused one is rolled back (and recorded).
+        answer = _new_answer()
+        for doc in todo:
             _one_basket(tx, request, ctx, doc, progress["file"], answer)
     progress["next"] = max(progress["next"], first + len(docs))
     progress["done"] = progress["next"] == progress["baskets"]
@@ -135,6 +139,39 @@ def handle_csv_slice(tx, request, ctx) -> dict:
     tx.put("files", key, progress)
     answer.update(_progress_answer(progress))
     return answer
+
+
+def _new_answer() -> dict:
+    return {"applied": 0, "duplicates": 0, "rows": 0, "seqs": [], "refused": [], "alerts": []}
+
+
+def _all_baskets(tx, request, ctx, docs: list, file: str) -> dict | None:
+    """Apply `docs` in one nested transaction (a file was checked whole: refusals are rare, and a
+    transaction per basket costs as much as a basket's stock moves); None, with nothing applied,
+    if any basket is refused."""
+    answer = _new_answer()
+    child = tx.child()
+    try:
+        for doc in docs:
+            _count_basket(answer, doc, *_apply_basket(child, request, ctx, doc, file))
+        child.commit()
+    except Refused:
+        child.abort()
+        return None
+    except BaseException:
+        child.abort()
+        raise
+    return answer
+
+
+def _count_basket(answer: dict, doc, outcome: str, seq: int | None, alerts: list) -> None:
+    if outcome == "duplicate":
+        answer["duplicates"] += 1
+        return
+    answer["applied"] += 1
+    answer["rows"] += len(doc.get("rows") or ())
+    answer["seqs"].append(seq)
+    answer["alerts"] += alerts
 
 
 def _one_basket(tx, request, ctx, doc, file: str, answer: dict) -> None:
@@ -150,13 +187,7 @@ def _one_basket(tx, request, ctx, doc, file: str, answer: dict) -> None:
     except BaseException:
         child.abort()
         raise
-    if outcome == "duplicate":
-        answer["duplicates"] += 1
-        return
-    answer["applied"] += 1
-    answer["rows"] += len(doc.get("rows") or ())
-    answer["seqs"].append(seq)
-    answer["alerts"] += alerts
+    _count_basket(answer, doc, outcome, seq, alerts)
 
 
 def _basket_lines(doc) -> list:
