@@ -217,7 +217,8 @@ def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, li
     backs = [line for line in lines if line["qty"] < 0]
     seq, alerts = None, []
     if sales:
-        result = _sales.sell(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True)
+        result = _sales.sell(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True,
+                             answered=False)
         seq = result["seq"]
         alerts = _alert_sold(tx, request, ctx, doc, file, seq,
                              [w for w in result["warnings"] if isinstance(w, dict)])

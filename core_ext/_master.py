@@ -7,6 +7,7 @@ one by one and every error names the entry, so the ERP can fix them all at once.
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass
 
 from ._records import Item
@@ -202,7 +203,7 @@ def _code_key(prefix: str, code: str) -> str:
 def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
     """Make a validated document the one in force (the caller checked signature, version, content)."""
     # Taken before the tables change, so a first load sees what is committed (see `Tx.state`).
-    master = tx.state(MasterState) if kind in VIEW_KINDS else None
+    master = tx.state(MasterState) if kind in VIEW_KINDS or kind == "promotions" else None
     if kind == "catalog":
         tx.clear("catalog")
         tx.clear("codes")
@@ -232,7 +233,9 @@ def apply(tx, kind: str, version: int, body, issued_ms: int = 0) -> None:
         pass  # kept in master_docs by version; the engine is built from there
     else:
         raise ValueError(f"unknown master-data kind {kind!r}")
-    if master is not None:
+    if kind == "promotions":
+        master.replace(dataclasses.replace(master.view, promotions=version))
+    elif master is not None:
         master.replace(_build_view(tx))
 
 
@@ -284,7 +287,7 @@ def item(tx, sku) -> Item | None:
 
 # --- master data decoded once per version ----------------------------------------------------------
 
-# The kinds a `MasterView` holds.
+# The kinds a `MasterView` is rebuilt for (it also holds the rule-set version in force).
 VIEW_KINDS = ("catalog", "recalls", "policy")
 _NO_RECALLS: dict = {}
 
@@ -301,6 +304,7 @@ class MasterView:
     codes: dict          # "g:<gtin14>" | "h:<HIBC>" | "p:<pos code>" -> sku
     recalls: dict        # sku -> {lot or None: recall {"recall_id", "reason"}}
     policy: dict
+    promotions: int      # the version of the rule set in force (0: none)
 
     def recall_of(self, sku: str, lot: str | None):
         lots = self.recalls.get(sku)
@@ -362,4 +366,4 @@ def _build_view(tx) -> MasterView:
         recalls.setdefault(sku, {})[lot or None] = row
     merged = dict(POLICY_DEFAULTS)
     merged.update(tx.meta("policy") or {})
-    return MasterView(items, codes, recalls, merged)
+    return MasterView(items, codes, recalls, merged, version(tx, "promotions"))

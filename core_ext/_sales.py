@@ -64,7 +64,7 @@ def resolve_lines(tx, lines: list[dict]) -> list[SaleLine]:
 def engine_for(tx, version: int | None = None):
     """The promotion engine of rule-set `version` (default: the one in force), built once per store."""
     if version is None:
-        version = _master.version(tx, "promotions")
+        version = _master.view(tx).promotions
     cache = tx.store.cache
     engine = cache.get(("promotions", version))
     if engine is None:
@@ -191,7 +191,10 @@ def _redeemed(basket: Basket, points_cents: int) -> int:
     return redeemed
 
 
-def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False, as_happened: bool = False) -> dict:
+def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False, as_happened: bool = False,
+         answered: bool = True) -> dict:
+    """Price, take from stock and record a sale; its ECR/1 answer fields (only `seq` and `warnings`
+    when not `answered`: a file's basket has no terminal waiting for its lines)."""
     basket = price(tx, ctx, request, body, as_happened=as_happened)
     priced, member = basket.priced, basket.member
     payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
@@ -220,6 +223,8 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         tx.delete("baskets", str(body["lane"]))
     seq = tx.append_event(doc)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
+    if not answered:
+        return {"seq": seq, "warnings": basket.warnings}
     return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import trio
 
-from core_ext import Request
+from core_ext import Request, u64
 from core_ext._verify import verify
 
 from ._data import GTIN_STRIPS, apply_master
@@ -252,7 +252,8 @@ async def test_return_lines_of_two_lots_each_get_their_own_refund(core):
 
 
 async def test_a_rule_set_missing_from_the_store_refuses_rather_than_prices_without_it(core):
+    apply_master(core.store, "promotions", {"rules": []}, version=9)
     with core.store.begin(write=True) as tx:
-        tx.put("master", "promotions", {"version": 9, "issued_ms": 0, "effective_ms": None})
+        tx.delete("master_docs", b"promotions\x00" + u64(9))  # in force, but its body is gone
     res = await core.request("quote", {"id": "q9", "lines": [{"code": "SKU-4", "qty": 1}]})
     assert res.body["err"] == "UNAVAILABLE" and "rule set 9" in res.body["msg"]

@@ -116,8 +116,16 @@ def test_master_data_in_memory_follows_commits_and_rollbacks(seeded_store):
         assert _master.view(tx).items["SKU-1"].unit_cents == before
         _master.apply(tx, "recalls", 2, {"recalls": [{"recall_id": "R1", "sku": "SKU-1", "lot": "A1"}]})
         assert _master.view(tx).recall_of("SKU-1", "A1")["recall_id"] == "R1"
+        rules = _master.view(tx).promotions
+        child = tx.child()
+        _master.apply(child, "promotions", rules + 5, {"rules": []})
+        assert _master.view(child).promotions == rules + 5
+        child.abort()
+        assert _master.view(tx).promotions == rules
+        _master.apply(tx, "promotions", rules + 6, {"rules": []})
     tx = seeded_store.begin(write=True)
     assert _master.view(tx).recall_of("SKU-1", "A1")["recall_id"] == "R1"
+    assert _master.view(tx).promotions == rules + 6
     tx.abort()
     with seeded_store.read() as tx:
         assert _master.view(tx).items["SKU-1"].unit_cents == before
