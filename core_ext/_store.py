@@ -196,7 +196,7 @@ class Tx:
                 if flush is not None:  # a state kept in a table written once per commit (the day's totals)
                     flush(self)
         if top and self._appended:
-            self.set_meta("last_seq", self._last)
+            self.put("meta", "last_seq", self._last)
         if top and self.store.states:
             last = self.last_seq()
             self.txn.commit()
@@ -274,6 +274,11 @@ class Tx:
         return self.get("meta", name, default)
 
     def set_meta(self, name: str, value) -> None:
+        if name == "last_seq":
+            # The log's end is kept by this transaction and written at its commit (`append_event`).
+            self._last = value
+            self._appended = True
+            return
         self.put("meta", name, value)
 
     # The event log.
