@@ -10,11 +10,11 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 all: test
 
-$(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_ledger_c.pxd core_ext/_promo_c.pyx core_ext/_salepath_c.pyx
+$(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_ledger_c.pxd core_ext/_promo_c.pyx core_ext/_salepath_c.pyx core_ext/_docbytes_c.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'
-	GATEWAY_REQUIRE_EXTENSIONS=1 $(PY) -c "import core_ext._select as s; assert {s.ledger.__name__, s.promo.__name__, s.salepath.__name__} == {'core_ext._ledger_c', 'core_ext._promo_c', 'core_ext._salepath_c'}; print('core_ext: compiled extensions built')"
+	GATEWAY_REQUIRE_EXTENSIONS=1 $(PY) -c "import core_ext._select as s; assert {s.ledger.__name__, s.promo.__name__, s.salepath.__name__, s.docbytes.__name__} == {'core_ext._ledger_c', 'core_ext._promo_c', 'core_ext._salepath_c', 'core_ext._docbytes_c'}; print('core_ext: compiled extensions built')"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -53,3 +53,8 @@ __all__ += ["day_differences", "recompute_day", "day_report"]
 from ._writer_state import freeze_loaded_state, load_writer_state  # noqa: E402
 
 __all__ += ["freeze_loaded_state", "load_writer_state"]
+
+# Stored events cut into upstream documents, sealed bodies counted (compiled, or the pure twin).
+from ._select import docbytes  # noqa: E402
+
+__all__ += ["docbytes"]

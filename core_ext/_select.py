@@ -27,9 +27,9 @@ ledger = load("ledger")
 
 
 def __getattr__(name: str):
-    # The promotion engine and the sale path are loaded on first use, like the ledger but lazily
+    # The promotion engine, the sale path and the upstream's byte cutting are loaded on first use, like the ledger but lazily
     # (the sale path imports the ledger from here).
-    if name in ("promo", "salepath"):
+    if name in ("promo", "salepath", "docbytes"):
         module = load(name)
         globals()[name] = module
         return module

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import msgpack
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
@@ -156,3 +157,63 @@ def test_keys_written_by_write_keypair_sign_documents(tmp_path):
     write_keypair(str(tmp_path / "erp.pem"), str(tmp_path / "erp.pub.pem"))
     key = load_private_key(str(tmp_path / "erp.pem"))
     assert len(key.sign(b"x")) == 64
+
+
+# --- pulling without a caller for the documents: bodies counted, not decoded ------------------
+
+def _pull(served, **kw):
+    from upstream import ChainVerifier, ErpClient, pull
+    with ErpClient(served.url, TOKEN) as client:
+        verifier = ChainVerifier(served.up.store_key.public_key())
+        return pull(client, verifier, limit=3, **kw), verifier
+
+
+async def test_pull_counting_bodies_totals_what_decoding_them_totals(served):
+    await sales_and_seal(served.up, 7)
+    seen = []
+    decoded, _ = await trio.to_thread.run_sync(lambda: _pull(served, on_batch=lambda e, b, s: seen.append(b)))
+    counted, verifier = await trio.to_thread.run_sync(lambda: _pull(served, ack=True))
+    assert counted.acked == counted.last_seq and decoded.acked == 0
+    counted.acked = 0
+    assert counted == decoded and counted.batches == len(seen) > 2 and counted.by_type
+    assert verifier.last_event == served.up.envelopes()[-1]["last_event"]
+
+
+async def test_pull_counting_bodies_rejects_a_tampered_batch_and_a_gap(served):
+    from upstream import EnvelopeError
+    up = served.up
+    await sales_and_seal(up, 7)
+    total = len(up.envelopes())
+    with up.store.begin(write=True) as tx:
+        env = decode_envelope(tx.get_raw("batches", u64(2)))
+        body = bytearray(env["body"])
+        body[len(body) // 2] ^= 0x01
+        tx.put_raw("batches", u64(2), encode_envelope({**env, "body": bytes(body)}))
+        tx.delete("batches", u64(total - 1))
+    with pytest.raises(EnvelopeError) as bad:
+        await trio.to_thread.run_sync(_pull, served)
+    assert (bad.value.seq, bad.value.reason) == (2, "signature")
+    with up.store.begin(write=True) as tx:
+        tx.put_raw("batches", u64(2), encode_envelope(env))
+    with pytest.raises(EnvelopeError) as gap:
+        await trio.to_thread.run_sync(_pull, served)
+    assert (gap.value.seq, gap.value.reason) == (total, "chain")
+
+
+def test_a_signed_body_that_is_not_what_its_envelope_says_is_refused_when_counted():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from upstream import EnvelopeError
+    from upstream._envelope import ZERO_DIGEST, count_body, decode_body, seal_packed, verify_envelope
+    key = Ed25519PrivateKey.generate()
+    good = msgpack.packb({"docs": [{"type": "sale"}], "stock": [], "alerts": []})
+    for packed, count, problem in ((good, 2, "holds 1 documents, the envelope says 2"),
+                                   (good[:-1], 1, "not valid MessagePack"),
+                                   (msgpack.packb({"docs": [], "stock": []}), 0, "'alerts' is missing"),
+                                   (msgpack.packb([1]), 0, "not a map")):
+        env, _digest = seal_packed(store="S001", seq=1, prev=ZERO_DIGEST, created_ms=1, first_event=1,
+                                   last_event=1, packed_body=packed, count=count, private_key=key)
+        verify_envelope(env, key.public_key(), ZERO_DIGEST)   # signed as it is: only its body is wrong
+        for read in (count_body, decode_body):
+            with pytest.raises(EnvelopeError, match=problem):
+                read(env)

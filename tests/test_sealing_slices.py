@@ -108,10 +108,22 @@ async def test_a_request_reads_a_big_backlog_before_sealing_any_of_it(make_core,
     up = Upstream(core, store_key, erp_key, settings, None)
     await up.seal_all()
     append_sales(up.store, 60)
-    answers = [await up.seal() for _ in range(5)]
-    # The first 20 are to be sealed; the 40 after them are read first: 25, then the last 15 and the
-    # first 20 sealed; then 20, 20 (each event decoded once more at most), and nothing.
-    assert [a["sealed"] for a in answers] == [0, 2, 2, 2, 0]
+    up.store.cache.clear()   # a restart: the balances as of the head are no longer in memory
+    answers = [await up.seal() for _ in range(6)]
+    # The 60 events after the head are read first, 25 a request; then 20 are sealed a request.
+    assert [a["sealed"] for a in answers] == [0, 0, 2, 2, 2, 0]
+    assert_bodies_are_the_reference(up)
+
+
+async def test_a_backlog_is_sealed_at_once_while_the_balances_at_the_head_are_kept(
+        make_core, seeded_store, store_key, erp_key):
+    settings = Settings(batch_max_events=10, seal_max_events=20, scan_max_events=25)
+    core = await make_core(seeded_store, extra_handlers=handlers_for(store_key, erp_key, settings, None))
+    up = Upstream(core, store_key, erp_key, settings, None)
+    await up.seal_all()
+    append_sales(up.store, 60)
+    answers = [await up.seal() for _ in range(4)]
+    assert [a["sealed"] for a in answers] == [2, 2, 2, 0]   # each event read once, when sealed
     assert_bodies_are_the_reference(up)
 
 
@@ -139,9 +151,10 @@ async def test_events_read_then_rolled_back_are_not_remembered(upstream):
     store = upstream.store
     with store.begin(write=True) as tx:
         _seal_all(tx, upstream, settings)     # the seeded events, read and sealed
+    store.cache.clear()   # a restart: what follows the head is read again
     tx = store.begin(write=True)
     _sell_in(tx, 10, "SKU-4", "gone")
-    assert _seal(tx, upstream, settings) == []   # 4 to seal, reads 3 of the 6 after them, seals nothing
+    assert _seal(tx, upstream, settings) == []   # reads 3 of the 10 after the head, seals nothing
     tx.abort()
     with store.begin(write=True) as tx:  # the same seqs, other events: SKU-2 moves, not SKU-4
         _sell_in(tx, 10, "SKU-2", "kept")
@@ -200,14 +213,15 @@ async def test_decoding_a_body_leaves_the_collector_as_it_found_it(upstream):
         gc.enable()
 
 
-async def test_a_plan_that_shrinks_between_requests_reads_again(upstream):
+async def test_a_plan_that_shrinks_between_requests_seals_the_reference(upstream):
     from core_ext import _master
     settings = Settings(batch_max_events=10, seal_max_events=20, scan_max_events=25)
     store = upstream.store
     with store.begin(write=True) as tx:
         _seal_all(tx, upstream, settings)
         _sell_in(tx, 65, "SKU-4", "a")
-        assert _seal(tx, upstream, settings) == []      # 20 to seal, 25 of the 45 after them read
+        store.cache.clear()   # a restart: what follows the head is read again
+        assert _seal(tx, upstream, settings) == []      # 20 to seal, 25 of the 65 after the head read
         # Batches of 3 from now on: the next request seals only 18, before what was read starts.
         _master.apply(tx, "policy", 1, {"batch_max_events": 3})
         _sell_in(tx, 2, "SKU-1", "b")

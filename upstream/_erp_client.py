@@ -6,7 +6,6 @@ chain, no gap in seq or events) before it is counted as received.
 """
 from __future__ import annotations
 
-import collections
 import datetime
 import http.client
 import json
@@ -17,8 +16,11 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from core_ext import docbytes
+
 from ._envelope import (
-    EnvelopeError, UpstreamError, ZERO_DIGEST, check_envelope, decode_body, to_jsonable, unpack, verify_envelope,
+    EnvelopeError, UpstreamError, ZERO_DIGEST, check_envelope, count_body, decode_body, to_jsonable, unpack,
+    verify_envelope,
 )
 
 API = "/upstream/v1"
@@ -191,26 +193,34 @@ class PullTotals:
 
 
 def summarize(env: dict, body: dict) -> BatchSummary:
-    # Counted by the C counter: a few kinds, thousands of documents (any type named as text, so a
-    # malformed one is counted, never unhashable).
-    by_type = dict(collections.Counter([str(doc.get("type")) if type(doc) is dict else "None"
-                                        for doc in body["docs"]]))
-    return BatchSummary(env["seq"], env["first_event"], env["last_event"], len(body["docs"]), by_type,
-                        len(body["stock"]), len(body["alerts"]))
+    # Documents counted by type as text (a malformed type is counted, never unhashable).
+    return BatchSummary(env["seq"], env["first_event"], env["last_event"], len(body["docs"]),
+                        docbytes.count_docs(body["docs"]), len(body["stock"]), len(body["alerts"]))
+
+
+def _counted(env: dict) -> BatchSummary:
+    # The same summary, counted from the body's bytes: no caller needs its documents.
+    counts = count_body(env)
+    return BatchSummary(env["seq"], env["first_event"], env["last_event"], counts.docs, counts.by_type,
+                        counts.stock_rows, counts.alerts)
 
 
 def pull(client: ErpClient, verifier: ChainVerifier, *, ack: bool = False, limit: int = 500, wait: float = 0,
          on_batch=None, progress=None, until: int | None = None) -> PullTotals:
-    """Pull every batch after `verifier.seq`, verify each, decode its body, and (with `ack`)
-    acknowledge after each page. `on_batch(env, body, summary)` sees each batch in order;
+    """Pull every batch after `verifier.seq`, verify each, read its body, and (with `ack`)
+    acknowledge after each page. `on_batch(env, body, summary)` sees each batch in order, its body
+    decoded; without it, bodies are only counted (as checked, without building their documents).
     `progress(totals, last_seq)` is called after each page. Stops when the gateway says no more."""
     totals = PullTotals(last_seq=verifier.seq)
     while True:
         envelopes, more = client.batches(after=verifier.seq, limit=limit, wait=wait if not totals.batches else 0)
         for env in envelopes:
             verifier.check(env)
-            body = decode_body(env)
-            summary = summarize(env, body)
+            if on_batch is None:
+                body, summary = None, _counted(env)
+            else:
+                body = decode_body(env)
+                summary = summarize(env, body)
             totals.batches += 1
             totals.docs += summary.docs
             totals.stock_rows += summary.stock_rows

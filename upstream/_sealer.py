@@ -8,7 +8,6 @@ there or neither is, and the next seal continues the chain from what is on disk.
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
@@ -20,7 +19,7 @@ import trio
 
 import msgpack
 
-from core_ext import Request, StoreError, ledger, lot_key, u64
+from core_ext import Request, StoreError, docbytes, ledger, lot_key, split_lot_key, u64
 
 from ._envelope import ZERO_DIGEST, encode_envelope, seal_packed
 
@@ -33,11 +32,10 @@ FIRST_AVAILABLE = "upstream.first_available"  # lowest batch seq still stored (p
 STREAM_TRUSTED = "upstream.nats.trusted"  # with [nats] trust_stream: the stream holds batches through this seq
 
 # Event keys that only the gateway itself needs: the envelope names the store already.
-INTERNAL_KEYS = frozenset({"store"})
+INTERNAL_KEYS = docbytes.INTERNAL_KEYS
 
-# The store's own packing and unpacking of events (core_ext._store), so bytes match bytes.
+# The store's own packing of events (core_ext._store), so bytes match bytes.
 _packb = msgpack.Packer(use_bin_type=True).pack
-_unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +53,12 @@ class Settings:
     push_token: str = ""
     # A document or movement list larger than this is refused with 413 before it is read whole.
     max_body_bytes: int = 32 << 20
-    # One seal request seals at most this many events (about 10 µs each: some 10 ms of the writer's
+    # One seal request seals at most this many events (about 2.5 µs each: some 10 ms of the writer's
     # time), so a big backlog never stalls sales for long; it is sealed over many requests.
-    seal_max_events: int = 1000
+    seal_max_events: int = 4000
     # One seal request reads at most this many events it has not read before (their stock moves,
-    # about 2.5 µs each): after a restart over a big backlog, the first requests only read.
-    scan_max_events: int = 4000
+    # about 1.5 µs each): after a restart over a big backlog, the first requests only read.
+    scan_max_events: int = 6000
     # One prune request deletes at most this many batches, for the same reason.
     prune_max_batches: int = 5000
     # A page of GET /batches stops once it holds this many bytes of envelopes (at least one).
@@ -110,122 +108,43 @@ def limits(tx, settings: Settings) -> tuple[int, float]:
     return max(1, int(max_events)), float(max_age)
 
 
-def to_doc(event: dict) -> dict:
-    """The upstream document of a ledger event: seq, type, id, ts_ms first, then its fields."""
-    doc = {"seq": event["seq"], "type": event.get("type"), "id": event.get("id"), "ts_ms": event.get("ts_ms")}
-    for key, value in event.items():
-        if key not in doc and key not in INTERNAL_KEYS and not key.startswith("_"):
-            doc[key] = value
-    return doc
+# The upstream document of a stored event, and the cutting of it from the stored bytes, are
+# core_ext's (`docbytes`: compiled, with its pure-Python twin as the reference).
+to_doc = docbytes.to_doc
+DocPacker = docbytes.DocPacker
 
 
 # ---------------------------------------------------------------------------------------------
-# Documents straight from the stored bytes
+# The balances as of the sealed head, remembered between seals
 #
-# An event is stored as the MessagePack of its dict, `seq` last (append_event adds it), packed by
-# the same packer as the batches. Its document moves `seq`, `type`, `id`, `ts_ms` to the front and
-# drops internal keys: only the first few entries change, so the rest (lines, payments, moves: most
-# of the bytes) is copied as stored instead of rebuilt and packed again. Any event whose leading
-# entries or trailing seq are not exactly where packing them says falls back to packing
-# `to_doc(event)`. For what the store wrote both give the same bytes; bytes another packer wrote in
-# the copied part go out as stored (the same values).
+# A batch's `on_hand_after` is the balance as of its last event: the balances as of the head plus
+# the moves of the batches sealed since, in order. Kept from one seal to the next, each event is
+# read once, when it is sealed. Kept in memory only, for the head whose digest it names: after a
+# restart (or a seal rolled back) it is made again, from nothing when nothing is sealed yet (the
+# ledger is its events replayed from an empty store), else from the current balances less the
+# moves of the events after the head (read over a few seal requests when they are many).
 
-_HEAD_KEYS = ("seq", "type", "id", "ts_ms")
-_SEQ_KEY = _packb("seq")
-_MAX_SHAPES = 1024
+@dataclass(slots=True)
+class _AtHead:
+    head_digest: bytes | None
+    balances: dict        # (sku, lot) -> on hand as of the head's last event; absent: 0
 
-
-def _special(key) -> bool:
-    return key in _HEAD_KEYS or key in INTERNAL_KEYS or key.startswith("_")
-
-
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return b"\xde" + n.to_bytes(2, "big")
-    return b"\xdf" + n.to_bytes(4, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class _Shape:
-    """How to cut the stored bytes of events with these keys (in this order)."""
-
-    keys: tuple          # (packed key, key) of the leading entries to pack one by one: up to the last special key
-    order: tuple         # the document's entries after seq: an index into those, or the bytes of an absent one
-    header: bytes        # the stored map's header
-    doc_header: bytes    # the document's map header
-
-
-def _shape_of(keys: tuple) -> _Shape | None:
-    if not keys or keys[-1] != "seq" or not all(type(k) is str for k in keys):
-        return None
-    body = keys[:-1]
-    cut = max((i + 1 for i, k in enumerate(body) if _special(k)), default=0)
-    lead = body[:cut]
-    # type, id, ts_ms (None when the event has none), then the leading entries kept, in order.
-    order = tuple(lead.index(k) if k in lead else _packb(k) + _packb(None) for k in _HEAD_KEYS[1:])
-    order += tuple(i for i, k in enumerate(lead) if not _special(k))
-    size = len(_HEAD_KEYS) + len(order) - 3 + len(body) - cut
-    return _Shape(tuple((_packb(k), k) for k in lead), order, _map_header(len(keys)), _map_header(size))
-
-
-class DocPacker:
-    """Packs the upstream document of a stored event, reusing the stored bytes where it can."""
-
-    def __init__(self) -> None:
-        self._shapes: dict = {}
-
-    def shape(self, keys: tuple) -> _Shape | None:
-        try:
-            return self._shapes[keys]
-        except KeyError:
-            if len(self._shapes) >= _MAX_SHAPES:
-                self._shapes.clear()
-            shape = self._shapes[keys] = _shape_of(keys)
-            return shape
-
-    def pack(self, raw: bytes, event: dict) -> bytes:
-        """The MessagePack of `to_doc(event)`, `raw` being the stored bytes `event` was decoded from."""
-        shape = self.shape(tuple(event))
-        if shape is not None:
-            seq_entry = _SEQ_KEY + _packb(event["seq"])
-            pieces = [packed + _packb(event[key]) for packed, key in shape.keys]
-            start = len(shape.header)
-            prefix = b"".join(pieces)
-            stop = start + len(prefix)
-            end = len(raw) - len(seq_entry)
-            # The cut points are right only if the leading entries and the trailing seq are exactly
-            # where packing them says; anything else (another packer's bytes) takes the slow way.
-            if (stop <= end and raw.startswith(shape.header) and raw.endswith(seq_entry)
-                    and raw[start:stop] == prefix):
-                return b"".join((shape.doc_header, seq_entry,
-                                 *[pieces[i] if type(i) is int else i for i in shape.order], raw[stop:end]))
-        return _packb(to_doc(event))
-
-
-# ---------------------------------------------------------------------------------------------
-# What is committed after the sealed head, remembered between seals
 
 @dataclass(slots=True)
 class _Tail:
-    """The net moves per (sku, lot) of the events `start + 1 ..= through`, for the chain head whose
-    digest is `head_digest` (`start` is at or after the head's last event: the events between are
-    sealed next and need no remembering). `on_hand_after` of a batch is the current balance minus
-    the moves after it: with this kept from one seal to the next, an event sealed in the request
-    that first sees it is decoded once, and any other once more, not once per seal.
+    """The net moves per (sku, lot) of the events after the head (whose digest is `head_digest`)
+    through `through`, read so far to make `_AtHead`; `through_raw` is the stored bytes of event
+    `through`, so events rolled back and written again are not trusted."""
 
-    Kept in memory only: checked against the store before each use (the head's digest, and the
-    bytes of event `through`, so events rolled back and written again are not trusted)."""
-
-    head_digest: bytes | None
-    start: int
+    head_digest: bytes
     through: int
     through_raw: bytes | None
     deltas: dict
 
 
-_TAIL = "upstream.tail"   # its key in the store's in-memory cache (cleared when a group rolls back)
+# Their keys in the store's in-memory cache (cleared when a group rolls back).
+_AT_HEAD = "upstream.at_head"
+_TAIL = "upstream.tail"
 
 
 def _events_raw(tx, first: int, last: int) -> list[bytes]:
@@ -242,32 +161,41 @@ def _events_raw(tx, first: int, last: int) -> list[bytes]:
     raise StoreError(f"the event log does not hold every event from {first} to {last}")
 
 
-def _add_moves(deltas: dict, event: dict) -> None:
-    for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
-        key = (sku, lot)
-        deltas[key] = deltas.get(key, 0) + delta
-
-
-def _tail(tx, head: Head, end: int, last_seq: int, max_events: int) -> _Tail | None:
-    """The moves after `end` (the last event this request seals) through `last_seq`, reading at
-    most `max_events` events not read before; None when more remain to read (the next seal request
-    goes on from there). What it holds before `end` is taken out while sealing."""
+def _tail(tx, head: Head, last_seq: int, max_events: int) -> _Tail | None:
+    """The moves after the head through `last_seq`, reading at most `max_events` events not read
+    before; None when more remain to read (the next seal request goes on from there)."""
     tail = tx.store.cache.get(_TAIL)
     if (tail is None or tail.head_digest != head.digest or tail.through > last_seq
-            or (tail.through > tail.start and tx.get_raw("events", u64(tail.through)) != tail.through_raw)
-            or tail.start > end or tail.through <= end):
-        # Nothing to trust, or nothing that helps (all it counted is sealed now): start after `end`.
-        tail = _Tail(head.digest, end, end, None, {})
+            or (tail.through > head.last_event and tx.get_raw("events", u64(tail.through)) != tail.through_raw)):
+        tail = _Tail(head.digest, head.last_event, None, {})
         tx.store.cache[_TAIL] = tail
     upto = min(last_seq, tail.through + max_events)
     raws = _events_raw(tx, tail.through + 1, upto)
-    deltas, unpack = tail.deltas, _unpack
-    for raw in raws:
-        for sku, lot, delta, _expiry, _serials in unpack(raw).get("moves") or ():
-            deltas[sku, lot] = deltas.get((sku, lot), 0) + delta
+    docbytes.add_moves(raws, tail.deltas)
     if raws:
         tail.through, tail.through_raw = upto, raws[-1]
     return tail if tail.through == last_seq else None
+
+
+def _at_head(tx, head: Head, last_seq: int, max_events: int) -> _AtHead | None:
+    """The balances as of the head; None while the events after it are still being read."""
+    state = tx.store.cache.get(_AT_HEAD)
+    if state is not None and state.head_digest == head.digest:
+        return state
+    if head.last_event == 0:
+        state = _AtHead(head.digest, {})
+    else:
+        tail = _tail(tx, head, last_seq, max_events)
+        if tail is None:
+            return None
+        qty, moved = _balance_reader(tx), tail.deltas
+        keys = set(moved)
+        with tx.txn.cursor(db=tx.db["lots"]) as cur:
+            keys.update(split_lot_key(key) for key in cur.iternext(keys=True, values=False))
+        state = _AtHead(head.digest, {key: qty(*key) - moved.get(key, 0) for key in keys})
+        tx.store.cache.pop(_TAIL, None)
+    tx.store.cache[_AT_HEAD] = state
+    return state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,54 +228,16 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _documents(raws: list, docs: DocPacker, packed: list, net: dict, counted: dict | None) -> None:
-    """Decode each event once: its document packed onto `packed`, its moves added to `net` (and to
-    `counted` when given: the moves the tail holds)."""
-    pack, add, unpack = docs.pack, packed.append, _unpack
-    for raw in raws:
-        event = unpack(raw)
-        for sku, lot, delta, _expiry, _serials in event.get("moves") or ():
-            net[sku, lot] = net.get((sku, lot), 0) + delta
-            if counted is not None:
-                counted[sku, lot] = counted.get((sku, lot), 0) + delta
-        add(pack(raw, event))
+def _body(tx, first: int, last: int, balances: dict, alerts: bytes) -> tuple[bytes, int]:
+    """(packed body, document count) of the events first..=last; `balances` (as of the event
+    before `first`) takes their moves.
 
-
-def _bodies(tx, ranges: list, tail: _Tail, qty, docs: DocPacker, alerts: bytes) -> list[tuple[bytes, int]]:
-    """(packed body, document count) of each range, in order; the ranges' moves are taken out of
-    `tail`, which then starts after the last range.
-
-    One event decoded at a time, its document kept packed: the bytes are those of
-    `packb({"docs": [...], "stock": [...], "alerts": [...]})`, without the events' dicts in memory.
-    `on_hand_after` is computed from the last range back: the tail holds the moves after the last,
-    and each range's moves are added for the one before it."""
-    pieces, counted = [], {}
-    for first, last in ranges:
-        raws = _events_raw(tx, first, last)
-        cut = max(0, min(len(raws), tail.start - first + 1))   # those up to `start` are not in the tail
-        packed, net = [], {}
-        _documents(raws[:cut], docs, packed, net, None)
-        _documents(raws[cut:], docs, packed, net, counted)
-        pieces.append((packed, net))
-    deltas = tail.deltas
-    for key, delta in counted.items():
-        left = deltas.get(key, 0) - delta
-        if left:
-            deltas[key] = left
-        else:
-            deltas.pop(key, None)
-    tail.start = ranges[-1][1]
-    later: dict = {}   # moves of the ranges after the current one
-    bodies = []
-    for packed, net in reversed(pieces):
-        stock = [[sku, lot, delta, qty(sku, lot) - deltas.get((sku, lot), 0) - later.get((sku, lot), 0)]
-                 for (sku, lot), delta in net.items()]
-        for key, delta in net.items():
-            later[key] = later.get(key, 0) + delta
-        bodies.append((b"".join((b"\x83\xa4docs", _array_header(len(packed)), *packed, b"\xa5stock",
-                                 _packb(stock), b"\xa6alerts", alerts)), len(packed)))
-    bodies.reverse()
-    return bodies
+    Each event's document is cut from its stored bytes: the bytes are those of
+    `packb({"docs": [...], "stock": [...], "alerts": [...]})`, without the events' dicts in memory."""
+    net: dict = {}
+    packed = docbytes.documents(_events_raw(tx, first, last), net)
+    return (b"".join((b"\x83\xa4docs", _array_header(len(packed)), *packed, b"\xa5stock",
+                      docbytes.stock_rows(net, balances), b"\xa6alerts", alerts)), len(packed))
 
 
 def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, cap_events: int) -> list:
@@ -368,23 +258,25 @@ def plan_ranges(head: Head, last_event: int, max_events: int, *, flush: bool, ca
 def seal_pending(tx, *, store_id: str, private_key, now_ms: int, settings: Settings, flush: bool) -> list[Head]:
     """Seal what is waiting into batches in `tx`; returns the heads of the new batches (maybe none).
 
-    One call seals at most `settings.seal_max_events` events, and first reads at most
-    `settings.scan_max_events` events after those that it has not read before (after a restart over
-    a big backlog, the first calls only read, and seal nothing): each writer turn stays short."""
+    One call seals at most `settings.seal_max_events` events. When the balances as of the head are
+    not in memory (after a restart over a sealed head), it first reads at most
+    `settings.scan_max_events` events after the head that it has not read before (over a big
+    backlog, the first calls only read, and seal nothing): each writer turn stays short."""
     head = read_head(tx)
     max_events, _max_age = limits(tx, settings)
     last_seq = tx.last_seq()
     ranges = plan_ranges(head, last_seq, max_events, flush=flush, cap_events=settings.seal_max_events)
     if not ranges:
         return []
-    tail = _tail(tx, head, ranges[-1][1], last_seq, settings.scan_max_events)
-    if tail is None:
+    state = _at_head(tx, head, last_seq, settings.scan_max_events)
+    if state is None:
         return []
     # Changed below as batches are sealed: untrusted until the new head is known.
-    tail.head_digest = None
-    bodies = _bodies(tx, ranges, tail, _balance_reader(tx), DocPacker(), _packed_alerts(tx))
+    state.head_digest = None
+    alerts = _packed_alerts(tx)
     sealed = []
-    for (first, last), (body, count) in zip(ranges, bodies):
+    for first, last in ranges:
+        body, count = _body(tx, first, last, state.balances, alerts)
         env, new_digest = seal_packed(store=store_id, seq=head.seq + 1, prev=head.digest, created_ms=now_ms,
                                       first_event=first, last_event=last, packed_body=body, count=count,
                                       private_key=private_key)
@@ -395,7 +287,7 @@ def seal_pending(tx, *, store_id: str, private_key, now_ms: int, settings: Setti
                        "created_ms": head.created_ms})
     if tx.meta(FIRST_AVAILABLE) is None:
         tx.set_meta(FIRST_AVAILABLE, 1)
-    tail.head_digest = head.digest
+    state.head_digest = head.digest
     return sealed
 
 

@@ -1,0 +1,757 @@
+# cython: language_level=3
+"""Stored events to upstream documents and sealed bodies to summaries, compiled: mirrors
+`_docbytes_py.py` (the reference) without decoding.
+
+A small MessagePack reader walks the bytes over C types: it checks them as strictly as msgpack's
+decoder would (UTF-8 text, no reserved byte, nothing truncated or trailing, no container as a map
+key) and builds only what it hands back (the moves' SKUs and lots, a document's bytes, the types'
+names). Anything it does not handle itself (an ext type, nesting deeper than it tracks, a leading
+entry packed otherwise than the store packs it, an odd move) goes the reference's way, event by
+event, so the results are the reference's, byte for byte.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+from . import _docbytes_py
+from ._docbytes_py import HEAD_KEYS, INTERNAL_KEYS, BodyCounts, DocPacker, count_docs, to_doc  # noqa: F401 (the face)
+
+FLAVOUR = "cython"
+
+cdef enum:
+    MAX_DEPTH = 32     # nesting tracked; deeper bytes go the reference's way
+    MAX_KEYS = 64      # top-level entries of an event tracked; more go the reference's way
+
+cdef enum Kind:
+    K_NIL, K_BOOL, K_INT, K_UINT, K_FLOAT, K_STR, K_BIN, K_ARRAY, K_MAP
+
+
+cdef struct Item:
+    Kind kind
+    Py_ssize_t start      # where its header starts
+    Py_ssize_t data       # where its payload (text, bytes, first element) starts
+    Py_ssize_t size       # payload bytes (text, bin, number), or elements (array, map entries)
+    Py_ssize_t end        # where it ends (a container: where its header ends)
+    bint canonical        # its header is the one msgpack's packer writes for this value
+    int64_t value         # an integer's value (K_INT; K_UINT only when it fits)
+
+
+cdef inline uint64_t _be(const uint8_t* p, int n) noexcept:
+    cdef uint64_t v = 0
+    cdef int k
+    for k in range(n):
+        v = (v << 8) | p[k]
+    return v
+
+
+cdef inline bint _uint_canonical(uint64_t v, int width) noexcept:
+    # The packer writes a non-negative integer in the smallest of: fixint, uint8, 16, 32, 64.
+    if v < 128:
+        return width == 0
+    if v < 256:
+        return width == 1
+    if v < 65536:
+        return width == 2
+    if v < 4294967296:
+        return width == 4
+    return width == 8
+
+
+cdef inline bint _int_canonical(int64_t v, int width) noexcept:
+    # ... and a negative one in the smallest of: negative fixint, int8, 16, 32, 64.
+    if v >= -32:
+        return width == 0
+    if v >= -128:
+        return width == 1
+    if v >= -32768:
+        return width == 2
+    if v >= -2147483648:
+        return width == 4
+    return width == 8
+
+
+cdef inline bint _len_canonical(Py_ssize_t n, int width, Py_ssize_t fixmax) noexcept:
+    if n <= fixmax:
+        return width == 0
+    if n < 256 and fixmax == 31:   # str8 (with use_bin_type); containers have no 8-bit form
+        return width == 1
+    if n < 65536:
+        return width == 2
+    return width == 4
+
+
+cdef inline int _read(const uint8_t* p, Py_ssize_t n, Py_ssize_t i, Item* it) noexcept:
+    """The item at `i`: 0, or -1 when it is truncated or of a kind handled the reference's way
+    (ext types, the reserved 0xc1)."""
+    cdef uint8_t b
+    cdef int w = 0
+    cdef uint64_t u
+    if i >= n:
+        return -1
+    b = p[i]
+    it.start = i
+    it.canonical = True
+    if b <= 0x7f:
+        it.kind = K_INT
+        it.value = b
+        it.data = it.end = i + 1
+        it.size = 0
+        return 0
+    if b >= 0xe0:
+        it.kind = K_INT
+        it.value = <int64_t>b - 256
+        it.data = it.end = i + 1
+        it.size = 0
+        return 0
+    if b <= 0x8f or (0x90 <= b <= 0x9f):
+        it.kind = K_MAP if b <= 0x8f else K_ARRAY
+        it.size = b & 0x0f
+        it.data = it.end = i + 1
+        return 0
+    if 0xa0 <= b <= 0xbf:
+        it.kind = K_STR
+        it.size = b & 0x1f
+        it.data = i + 1
+        it.end = it.data + it.size
+        return 0 if it.end <= n else -1
+    if b == 0xc0 or b == 0xc2 or b == 0xc3:
+        it.kind = K_NIL if b == 0xc0 else K_BOOL
+        it.value = b == 0xc3
+        it.data = it.end = i + 1
+        it.size = 0
+        return 0
+    if b == 0xca or b == 0xcb:
+        it.kind = K_FLOAT
+        it.size = 4 if b == 0xca else 8
+        it.data = i + 1
+        it.end = it.data + it.size
+        return 0 if it.end <= n else -1
+    if 0xcc <= b <= 0xd3:
+        w = 1 << ((b - 0xcc) & 3)
+        if i + 1 + w > n:
+            return -1
+        u = _be(p + i + 1, w)
+        it.data = i + 1
+        it.end = i + 1 + w
+        it.size = w
+        if b <= 0xcf:
+            it.kind = K_UINT if u > <uint64_t>9223372036854775807 else K_INT
+            it.value = <int64_t>u
+            it.canonical = _uint_canonical(u, w)
+        else:
+            it.kind = K_INT
+            if w == 1:
+                it.value = <int64_t>(<signed char>u)
+            elif w == 2:
+                it.value = <int64_t>(<short>u)
+            elif w == 4:
+                it.value = <int64_t>(<int>u)
+            else:
+                it.value = <int64_t>u
+            # The packer writes a non-negative value in the unsigned forms.
+            it.canonical = it.value < 0 and _int_canonical(it.value, w)
+        return 0
+    if b == 0xc4 or b == 0xc5 or b == 0xc6 or b == 0xd9 or b == 0xda or b == 0xdb:
+        w = 1 << ((b - 0xc4) if b <= 0xc6 else (b - 0xd9))
+        if i + 1 + w > n:
+            return -1
+        it.kind = K_BIN if b <= 0xc6 else K_STR
+        it.size = <Py_ssize_t>_be(p + i + 1, w)
+        it.data = i + 1 + w
+        it.end = it.data + it.size
+        if it.kind == K_STR:
+            it.canonical = _len_canonical(it.size, w, 31)
+        return 0 if it.end <= n else -1
+    if 0xdc <= b <= 0xdf:
+        w = 2 if b == 0xdc or b == 0xde else 4
+        if i + 1 + w > n:
+            return -1
+        it.kind = K_ARRAY if b <= 0xdd else K_MAP
+        it.size = <Py_ssize_t>_be(p + i + 1, w)
+        it.data = it.end = i + 1 + w
+        it.canonical = _len_canonical(it.size, w, 15)
+        return 0
+    return -1   # 0xc1, ext types
+
+
+cdef bint _utf8(const uint8_t* s, Py_ssize_t n) noexcept:
+    """Valid UTF-8 as Python's strict decoder takes it (no surrogates, no overlong forms)."""
+    cdef Py_ssize_t i = 0
+    cdef uint8_t c, c1
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xc2 or c > 0xf4:
+            return False
+        if c < 0xe0:
+            if i + 1 >= n or (s[i + 1] & 0xc0) != 0x80:
+                return False
+            i += 2
+            continue
+        if c < 0xf0:
+            if i + 2 >= n:
+                return False
+            c1 = s[i + 1]
+            if (c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80:
+                return False
+            if (c == 0xe0 and c1 < 0xa0) or (c == 0xed and c1 > 0x9f):
+                return False
+            i += 3
+            continue
+        if i + 3 >= n:
+            return False
+        c1 = s[i + 1]
+        if (c1 & 0xc0) != 0x80 or (s[i + 2] & 0xc0) != 0x80 or (s[i + 3] & 0xc0) != 0x80:
+            return False
+        if (c == 0xf0 and c1 < 0x90) or (c == 0xf4 and c1 > 0x8f):
+            return False
+        i += 4
+    return True
+
+
+cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t n, Py_ssize_t i) noexcept:
+    """Where the value at `i` ends, every byte of it checked; -1 when the reference must decide."""
+    cdef Py_ssize_t left[MAX_DEPTH]
+    cdef bint is_map[MAX_DEPTH]
+    cdef int top = 0
+    cdef Item it
+    cdef bint key
+    left[0] = 1
+    is_map[0] = False
+    while True:
+        while left[top] == 0:
+            if top == 0:
+                return i
+            top -= 1
+        key = is_map[top] and left[top] % 2 == 0
+        left[top] -= 1
+        if _read(p, n, i, &it) < 0:
+            return -1
+        if it.kind == K_ARRAY or it.kind == K_MAP:
+            if key or top + 1 >= MAX_DEPTH:
+                return -1   # unhashable as a key; or deeper than tracked
+            top += 1
+            is_map[top] = it.kind == K_MAP
+            left[top] = it.size * 2 if is_map[top] else it.size
+            if left[top] > n - it.end:
+                return -1   # more elements than bytes left
+        elif it.kind == K_STR and not _utf8(p + it.data, it.size):
+            return -1
+        i = it.end
+
+
+cdef inline bint _is(const uint8_t* p, Item* it, const char* text, Py_ssize_t size) noexcept:
+    return it.kind == K_STR and it.size == size and memcmp(p + it.data, text, size) == 0
+
+
+cdef inline str _text(const uint8_t* p, Item* it):
+    return PyUnicode_DecodeUTF8(<const char*>(p + it.data), it.size, NULL)
+
+
+# ---------------------------------------------------------------------------------------------
+# An event's top-level entries
+
+cdef struct Entries:
+    int count
+    Py_ssize_t key[MAX_KEYS]      # where each entry starts (its key's header)
+    Py_ssize_t value[MAX_KEYS]    # where its value starts
+    Py_ssize_t end[MAX_KEYS]      # where it ends
+    Item keys[MAX_KEYS]
+    int moves                     # the entry named "moves" (the last one so named), or -1
+    bint canonical                # the map's header is the packer's
+
+
+cdef int _entries(const uint8_t* p, Py_ssize_t n, Entries* e) noexcept:
+    """The entries of a stored event (a map, nothing after it): 0, or -1 for the reference."""
+    cdef Item it
+    cdef Py_ssize_t i
+    cdef int k
+    if _read(p, n, 0, &it) < 0 or it.kind != K_MAP or it.size > MAX_KEYS:
+        return -1
+    e.count = <int>it.size
+    e.canonical = it.canonical
+    e.moves = -1
+    i = it.end
+    for k in range(e.count):
+        e.key[k] = i
+        if _read(p, n, i, &e.keys[k]) < 0 or e.keys[k].kind == K_ARRAY or e.keys[k].kind == K_MAP:
+            return -1
+        if e.keys[k].kind == K_STR and not _utf8(p + e.keys[k].data, e.keys[k].size):
+            return -1
+        i = e.value[k] = e.keys[k].end
+        i = _skip(p, n, i)
+        if i < 0:
+            return -1
+        e.end[k] = i
+        if _is(p, &e.keys[k], b"moves", 5):
+            e.moves = k
+    return 0 if i == n else -1
+
+
+# The (sku, lot) keys of the moves, made once and found again by their bytes: the same few
+# thousand keys come back in every event, and a key that is the same object is found in a dict
+# without comparing text. A slot holds the last key that hashed to it.
+cdef enum:
+    KEY_SLOTS = 8192      # a power of two
+cdef PyObject* _key_cache[KEY_SLOTS]
+cdef uint64_t _key_hashes[KEY_SLOTS]
+cdef uint64_t _FNV_OFFSET = (<uint64_t>0xcbf29ce4 << 32) | <uint64_t>0x84222325
+cdef uint64_t _FNV_PRIME = (<uint64_t>0x100 << 32) | <uint64_t>0x1b3
+
+
+cdef inline uint64_t _fnv(const uint8_t* s, Py_ssize_t n, uint64_t h) noexcept:
+    cdef Py_ssize_t k
+    for k in range(n):
+        h = (h ^ s[k]) * _FNV_PRIME
+    return h
+
+
+cdef inline bint _same_text(str text, const uint8_t* p, Item* it):
+    cdef Py_ssize_t size
+    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &size)
+    return size == it.size and memcmp(data, p + it.data, size) == 0
+
+
+cdef tuple _move_key(const uint8_t* p, Item* sku, Item* lot):
+    """(sku, lot) of a move's text (and text or nil) items, as a decoded move would give them."""
+    cdef uint64_t h = _fnv(p + sku.data, sku.size, _FNV_OFFSET)
+    h = _fnv(p + lot.data, lot.size, (h ^ (0x100 if lot.kind == K_NIL else 0x200)) * _FNV_PRIME)
+    cdef Py_ssize_t slot = h & (KEY_SLOTS - 1)
+    cdef PyObject* cached = _key_cache[slot]
+    cdef tuple key
+    if cached != NULL and _key_hashes[slot] == h:
+        key = <tuple>cached
+        if _same_text(key[0], p, sku) and (key[1] is None if lot.kind == K_NIL
+                                           else key[1] is not None and _same_text(key[1], p, lot)):
+            return key
+    key = (_text(p, sku), None if lot.kind == K_NIL else _text(p, lot))
+    Py_INCREF(key)
+    Py_XDECREF(cached)
+    _key_cache[slot] = <PyObject*>key
+    _key_hashes[slot] = h
+    return key
+
+
+cdef int _check_moves(const uint8_t* p, Py_ssize_t n, Entries* e) noexcept:
+    """How many moves the event has, each `[sku text, lot text or nil, integer, any, any]`; -1 for
+    anything else (the reference decides what an odd `moves` means)."""
+    cdef Item it, field
+    cdef Py_ssize_t i
+    cdef int count, k, f
+    if e.moves < 0:
+        return 0
+    i = e.value[e.moves]
+    _read(p, n, i, &it)
+    if it.kind == K_NIL:
+        return 0
+    if it.kind != K_ARRAY or it.size > 1 << 20:
+        return -1
+    count = <int>it.size
+    i = it.end
+    for k in range(count):
+        _read(p, n, i, &it)
+        if it.kind != K_ARRAY or it.size != 5:
+            return -1
+        i = it.end
+        for f in range(5):
+            _read(p, n, i, &field)
+            if (f == 0 and field.kind != K_STR) or (f == 1 and field.kind != K_STR and field.kind != K_NIL) \
+                    or (f == 2 and field.kind != K_INT):
+                return -1
+            i = _skip(p, n, i)
+    return count
+
+
+cdef void _add_moves(const uint8_t* p, Py_ssize_t n, Entries* e, dict net):
+    cdef Item it, field, sku, lot
+    cdef Py_ssize_t i
+    cdef int count, k
+    if e.moves < 0:
+        return
+    i = e.value[e.moves]
+    _read(p, n, i, &it)
+    if it.kind == K_NIL:
+        return
+    count = <int>it.size
+    i = it.end
+    for k in range(count):
+        _read(p, n, i, &it)
+        i = it.end
+        _read(p, n, i, &sku)
+        _read(p, n, sku.end, &lot)
+        _read(p, n, lot.end, &field)
+        delta = field.value
+        i = _skip(p, n, field.end)
+        i = _skip(p, n, i)
+        key = _move_key(p, &sku, &lot)
+        net[key] = net.get(key, 0) + delta
+
+
+def add_moves(raws, dict sums):
+    """Add the stock moves of each stored event of `raws` to `sums` ((sku, lot) -> net delta)."""
+    cdef Entries e
+    cdef bytes raw
+    cdef const uint8_t* p
+    cdef Py_ssize_t n
+    for raw in raws:
+        p = <const uint8_t*>PyBytes_AS_STRING(raw)
+        n = PyBytes_GET_SIZE(raw)
+        if _entries(p, n, &e) < 0 or _check_moves(p, n, &e) < 0:
+            _docbytes_py.add_moves((raw,), sums)
+        else:
+            _add_moves(p, n, &e, sums)
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+
+cdef inline bint _special(const uint8_t* p, Item* k) noexcept:
+    # HEAD_KEYS, INTERNAL_KEYS ("store") and keys starting "_" (see _docbytes_py._special).
+    return (_is(p, k, b"seq", 3) or _is(p, k, b"type", 4) or _is(p, k, b"id", 2) or _is(p, k, b"ts_ms", 5)
+            or _is(p, k, b"store", 5) or (k.kind == K_STR and k.size > 0 and p[k.data] == 0x5f))
+
+
+cdef inline bint _plain(const uint8_t* p, Py_ssize_t n, Py_ssize_t i) noexcept:
+    # A value the packer writes one way, written that way (anything else: the reference decides).
+    cdef Item it
+    _read(p, n, i, &it)
+    return it.canonical and (it.kind == K_NIL or it.kind == K_BOOL or it.kind == K_INT or it.kind == K_UINT
+                             or it.kind == K_STR)
+
+
+cdef Py_ssize_t _map_header(uint8_t* out, Py_ssize_t count) noexcept:
+    if count < 16:
+        out[0] = 0x80 | count
+        return 1
+    if count < 65536:
+        out[0] = 0xde
+        out[1] = (count >> 8) & 0xff
+        out[2] = count & 0xff
+        return 3
+    out[0] = 0xdf
+    out[1] = (count >> 24) & 0xff
+    out[2] = (count >> 16) & 0xff
+    out[3] = (count >> 8) & 0xff
+    out[4] = count & 0xff
+    return 5
+
+
+cdef object _document(const uint8_t* p, Py_ssize_t n, Entries* e):
+    """The document's bytes, as `DocPacker.pack` cuts them, or None where it would not cut."""
+    cdef int last = e.count - 1
+    cdef int cut = 0, k, j, kept = 0
+    cdef int head[3]
+    cdef Item seq
+    cdef Py_ssize_t size, at, piece
+    cdef uint8_t header[5]
+    cdef uint8_t* out
+    if last < 0 or not e.canonical:
+        return None
+    for k in range(e.count):
+        if e.keys[k].kind != K_STR:
+            return None
+        for j in range(k):   # duplicates: the decoded map would be shorter than its header says
+            if e.keys[j].size == e.keys[k].size and memcmp(p + e.keys[j].data, p + e.keys[k].data,
+                                                           e.keys[k].size) == 0:
+                return None
+    _read(p, n, e.value[last], &seq)
+    if not _is(p, &e.keys[last], b"seq", 3) or not e.keys[last].canonical or not seq.canonical or (seq.kind != K_INT and seq.kind != K_UINT):
+        return None
+    for k in range(last):
+        if _special(p, &e.keys[k]):
+            cut = k + 1
+    head[0] = head[1] = head[2] = -1
+    for k in range(cut):
+        if not e.keys[k].canonical or not _plain(p, n, e.value[k]):
+            return None
+        if _is(p, &e.keys[k], b"type", 4):
+            head[0] = k
+        elif _is(p, &e.keys[k], b"id", 2):
+            head[1] = k
+        elif _is(p, &e.keys[k], b"ts_ms", 5):
+            head[2] = k
+        elif not _special(p, &e.keys[k]):
+            kept += 1
+    at = _map_header(header, 4 + kept + last - cut)
+    # header, the seq entry, type, id, ts_ms (nil when absent), the leading entries kept, the rest.
+    size = at + (n - e.key[last])
+    for j in range(3):
+        size += e.end[head[j]] - e.key[head[j]] if head[j] >= 0 else len(HEAD_KEYS[j + 1]) + 2
+    for k in range(cut):
+        if not _special(p, &e.keys[k]):
+            size += e.end[k] - e.key[k]
+    size += e.key[last] - (e.key[cut] if cut < last else e.key[last])
+    doc = PyBytes_FromStringAndSize(NULL, size)
+    out = <uint8_t*>PyBytes_AS_STRING(doc)
+    memcpy(out, header, at)
+    memcpy(out + at, p + e.key[last], n - e.key[last])
+    at += n - e.key[last]
+    for j in range(3):
+        if head[j] >= 0:
+            piece = e.end[head[j]] - e.key[head[j]]
+            memcpy(out + at, p + e.key[head[j]], piece)
+            at += piece
+        else:
+            name = HEAD_KEYS[j + 1].encode()
+            out[at] = 0xa0 | len(name)
+            memcpy(out + at + 1, PyBytes_AS_STRING(name), len(name))
+            out[at + 1 + len(name)] = 0xc0
+            at += len(name) + 2
+    for k in range(cut):
+        if not _special(p, &e.keys[k]):
+            piece = e.end[k] - e.key[k]
+            memcpy(out + at, p + e.key[k], piece)
+            at += piece
+    if cut < last:
+        memcpy(out + at, p + e.key[cut], e.key[last] - e.key[cut])
+    return doc
+
+
+def documents(raws, dict net) -> list:
+    """The packed document of each stored event of `raws`, in order; their moves added to `net`."""
+    cdef Entries e
+    cdef bytes raw
+    cdef const uint8_t* p
+    cdef Py_ssize_t n
+    cdef list packed = []
+    for raw in raws:
+        p = <const uint8_t*>PyBytes_AS_STRING(raw)
+        n = PyBytes_GET_SIZE(raw)
+        doc = None
+        if _entries(p, n, &e) == 0 and _check_moves(p, n, &e) >= 0:
+            doc = _document(p, n, &e)
+        if doc is None:
+            packed.extend(_docbytes_py.documents((raw,), net))
+        else:
+            _add_moves(p, n, &e, net)
+            packed.append(doc)
+    return packed
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies, as the ERP reads them
+
+cdef inline int _key(const uint8_t* p, Py_ssize_t n, Py_ssize_t i, Item* key) noexcept:
+    # A map key, checked as `_skip` checks one: 0, or -1 for the reference.
+    if _read(p, n, i, key) < 0 or key.kind == K_ARRAY or key.kind == K_MAP:
+        return -1
+    if key.kind == K_STR and not _utf8(p + key.data, key.size):
+        return -1
+    return 0
+
+
+cdef Py_ssize_t _count_doc(const uint8_t* p, Py_ssize_t n, Py_ssize_t i, dict by_type) except -3:
+    """Count the document at `i` under str(doc.get("type")) (a document not a map: "None"); where
+    it ends, or -1 (bytes for the reference) or -2 (a type the reference names)."""
+    cdef Item it, key, value
+    cdef Py_ssize_t k
+    cdef Py_ssize_t found = -1
+    if _read(p, n, i, &it) < 0:
+        return -1
+    if it.kind != K_MAP:
+        name = "None"
+        i = _skip(p, n, i)
+    else:
+        i = it.end
+        for k in range(it.size):
+            if _key(p, n, i, &key) < 0:
+                return -1
+            if _is(p, &key, b"type", 4):
+                found = key.end   # the last one so named, as a decoded map keeps
+            i = _skip(p, n, key.end)
+            if i < 0:
+                return -1
+        if found < 0:
+            name = "None"
+        else:
+            _read(p, n, found, &value)
+            if value.kind == K_STR:
+                name = _text(p, &value)
+            elif value.kind == K_NIL:
+                name = "None"
+            elif value.kind == K_BOOL:
+                name = "True" if value.value else "False"
+            elif value.kind == K_INT:
+                name = str(value.value)
+            else:
+                return -2
+    if i >= 0:
+        by_type[name] = by_type.get(name, 0) + 1
+    return i
+
+
+def body_counts(bytes raw):
+    """The counts of a decompressed body, or None when it is not a map of lists `docs`, `stock`,
+    `alerts` in valid MessagePack (the caller decodes it then, to say what is wrong)."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    cdef Item it, key, value
+    cdef Py_ssize_t i, k, d
+    cdef Py_ssize_t size[3]
+    cdef int field
+    by_type = None
+    size[0] = size[1] = size[2] = -1
+    if _read(p, n, 0, &it) < 0 or it.kind != K_MAP:
+        return _docbytes_py.body_counts(raw)
+    # One pass: every byte checked as `_skip` checks it, the documents counted on the way.
+    i = it.end
+    for k in range(it.size):
+        if _key(p, n, i, &key) < 0:
+            return _docbytes_py.body_counts(raw)
+        i = key.end
+        field = 0 if _is(p, &key, b"docs", 4) else 1 if _is(p, &key, b"stock", 5) else \
+            2 if _is(p, &key, b"alerts", 6) else -1
+        if field < 0:
+            i = _skip(p, n, i)
+        else:
+            if _read(p, n, i, &value) < 0:
+                return _docbytes_py.body_counts(raw)
+            # The last one so named counts, as a decoded map keeps; -1: not a list.
+            size[field] = value.size if value.kind == K_ARRAY else -1
+            if field == 0 and value.kind == K_ARRAY:
+                by_type = {}
+                i = value.end
+                for d in range(value.size):
+                    i = _count_doc(p, n, i, by_type)
+                    if i < 0:
+                        return _docbytes_py.body_counts(raw)
+            else:
+                i = _skip(p, n, i)
+        if i < 0:
+            return _docbytes_py.body_counts(raw)
+    if i != n:
+        return _docbytes_py.body_counts(raw)
+    if size[0] < 0 or size[1] < 0 or size[2] < 0:
+        return None
+    return BodyCounts(size[0], by_type, size[1], size[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# A body's stock rows
+
+cdef struct Writer:
+    uint8_t* buf
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef int _reserve(Writer* w, Py_ssize_t more) except -1:
+    cdef Py_ssize_t cap = w.cap
+    cdef uint8_t* grown
+    if w.size + more <= cap:
+        return 0
+    while cap < w.size + more:
+        cap = cap * 2 if cap else 4096
+    grown = <uint8_t*>PyMem_Realloc(w.buf, cap)
+    if grown == NULL:
+        raise MemoryError()
+    w.buf = grown
+    w.cap = cap
+    return 0
+
+
+cdef inline void _put_be(uint8_t* out, uint64_t v, int n) noexcept:
+    cdef int k
+    for k in range(n):
+        out[k] = (v >> (8 * (n - 1 - k))) & 0xff
+
+
+cdef int _pack_length(Writer* w, Py_ssize_t n, uint8_t fix, Py_ssize_t fixmax, uint8_t b8, uint8_t b16) except -1:
+    # fix | n, then (when there is one: b8 != 0) the 8-bit form, then the 16- and 32-bit forms (b16, b16 + 1).
+    _reserve(w, 5)
+    if n <= fixmax:
+        w.buf[w.size] = fix | n
+        w.size += 1
+    elif b8 and n < 256:
+        w.buf[w.size] = b8
+        w.buf[w.size + 1] = n
+        w.size += 2
+    elif n < 65536:
+        w.buf[w.size] = b16
+        _put_be(w.buf + w.size + 1, n, 2)
+        w.size += 3
+    else:
+        w.buf[w.size] = b16 + 1
+        _put_be(w.buf + w.size + 1, n, 4)
+        w.size += 5
+    return 0
+
+
+cdef int _pack_str(Writer* w, str text) except -1:
+    cdef Py_ssize_t n
+    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
+    _pack_length(w, n, 0xa0, 31, 0xd9, 0xda)
+    _reserve(w, n)
+    memcpy(w.buf + w.size, data, n)
+    w.size += n
+    return 0
+
+
+cdef int _pack_int(Writer* w, long long v) except -1:
+    # As msgpack's packer writes it (see _uint_canonical, _int_canonical).
+    _reserve(w, 9)
+    if 0 <= v < 128 or -32 <= v < 0:
+        w.buf[w.size] = <uint8_t>(v & 0xff)
+        w.size += 1
+        return 0
+    cdef uint8_t b
+    cdef int n
+    if v > 0:
+        b, n = (0xcc, 1) if v < 256 else (0xcd, 2) if v < 65536 else (0xce, 4) if v < 4294967296 else (0xcf, 8)
+    else:
+        b, n = ((0xd0, 1) if v >= -128 else (0xd1, 2) if v >= -32768 else (0xd2, 4) if v >= -2147483648
+                else (0xd3, 8))
+    w.buf[w.size] = b
+    _put_be(w.buf + w.size + 1, <uint64_t>v, n)
+    w.size += 1 + n
+    return 0
+
+
+cdef inline bint _small_int(value) noexcept:
+    # An int the C arithmetic below takes: far from the 64-bit limits (quantities are bounded far below).
+    return type(value) is int and -_LIMIT < value < _LIMIT
+
+
+cdef object _LIMIT = 1 << 60
+
+
+def stock_rows(dict net, dict balances) -> bytes:
+    """The packed list of a batch's stock rows `[sku, lot, net_delta, on_hand_after]`, one per
+    (sku, lot) of `net` (its moves), in that order; `balances` (on hand before the batch, absent
+    is 0) takes the moves, and gives `on_hand_after`."""
+    cdef Writer w
+    cdef tuple pair
+    for key, value in net.items():
+        if (type(key) is not tuple or len(<tuple>key) != 2 or type((<tuple>key)[0]) is not str
+                or ((<tuple>key)[1] is not None and type((<tuple>key)[1]) is not str) or not _small_int(value)
+                or not _small_int(balances.get(key, 0))):
+            return _docbytes_py.stock_rows(net, balances)   # rows the reference packs
+    w.buf = NULL
+    w.size = w.cap = 0
+    try:
+        _pack_length(&w, len(net), 0x90, 15, 0, 0xdc)
+        for key, value in net.items():
+            pair = <tuple>key
+            after = balances.get(key, 0) + value
+            balances[key] = after
+            _reserve(&w, 1)
+            w.buf[w.size] = 0x94
+            w.size += 1
+            _pack_str(&w, pair[0])
+            if pair[1] is None:
+                _reserve(&w, 1)
+                w.buf[w.size] = 0xc0
+                w.size += 1
+            else:
+                _pack_str(&w, pair[1])
+            _pack_int(&w, value)
+            _pack_int(&w, after)
+        return PyBytes_FromStringAndSize(<const char*>w.buf, w.size)
+    finally:
+        PyMem_Free(w.buf)
