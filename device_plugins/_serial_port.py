@@ -1,8 +1,8 @@
 """The one module that touches serial ports: pyserial sets the line up, trio does the I/O.
 
 `open_serial(port, ...)` returns a plain `trio.abc.Stream`: for a device path, pyserial opens and
-configures it (raw mode, baud rate, parity, stop bits) and the stream reads and writes a duplicate
-of its file descriptor; for `socket://host:port` (a serial server on the network) a TCP stream; for
+configures it (raw mode, baud rate, parity, stop bits) and the stream (`PortStream`) reads and
+writes a duplicate of its file descriptor; for `socket://host:port` (a serial server on the network) a TCP stream; for
 the other pyserial URLs (`loop://`, `rfc2217://host:port`, `spy://...`), which have no descriptor to
 hand over, a stream whose reads and writes run pyserial's own calls in a worker thread.
 """
@@ -53,7 +53,7 @@ async def open_serial(port: str, *, baudrate: int = 115200, bytesize: int = 8, p
         return _PyserialStream(ser, port)
     # Opening a tty is quick but is a blocking system call: keep it off the event loop.
     fd = await trio.to_thread.run_sync(_open_fd, port, settings)
-    return trio.lowlevel.FdStream(fd)
+    return PortStream(fd)
 
 
 def port_problem(port) -> str | None:
@@ -112,6 +112,105 @@ def _open_fd(port: str, settings: dict) -> int:
         os.close(fd)
         raise SerialPortError(port, f"cannot set the line up: {exc}") from None
     return fd
+
+
+class PortStream(trio.abc.Stream):
+    """A serial port's file descriptor (owned: closed by `aclose`) as a trio stream that reads and
+    writes before it yields, as trio's own sockets do.
+
+    `trio.lowlevel.FdStream` yields to every other runnable task before each read and write. When
+    eight terminals send at once, an ACK or an answer then waited for all of their turns, several
+    times over a round trip. Here the system call comes first; only one that would block waits for
+    the descriptor (that wait is the checkpoint), and one that did not yields after it. A caller
+    already cancelled still stops before the call, so nothing is read or written that it cannot see.
+    """
+
+    def __init__(self, fd: int):
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._closed = False
+        self._receiving = False
+        self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = 4096 if max_bytes is None else max_bytes
+        if not isinstance(size, int) or size < 1:
+            raise ValueError("max_bytes must be an integer of at least 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is reading this port")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = self._read(size)
+            except BlockingIOError:
+                pass
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            while True:
+                await trio.lowlevel.wait_readable(self._fd)
+                try:
+                    return self._read(size)
+                except BlockingIOError:
+                    pass
+        finally:
+            self._receiving = False
+
+    def _read(self, size: int) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("the port is closed")
+        try:
+            return os.read(self._fd, size)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"the port went away: {exc}") from exc
+
+    async def send_all(self, data) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is writing to this port")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            with memoryview(data) as view:
+                sent = self._write(view)
+                waited = False
+                while sent < len(view):
+                    await trio.lowlevel.wait_writable(self._fd)
+                    waited = True
+                    with view[sent:] as rest:
+                        sent += self._write(rest)
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    def _write(self, view: memoryview) -> int:
+        """Bytes written now (0 when the port cannot take any yet)."""
+        if self._closed:
+            raise trio.ClosedResourceError("the port is closed")
+        if not view:
+            return 0
+        try:
+            return os.write(self._fd, view)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"the port went away: {exc}") from exc
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the port is closed")
+        await trio.lowlevel.wait_writable(self._fd)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            # Tasks waiting on the descriptor get ClosedResourceError, not a wait on a reused number.
+            trio.lowlevel.notify_closing(self._fd)
+            os.close(self._fd)
+        await trio.lowlevel.checkpoint()
 
 
 # How long one read of a descriptor-less pyserial port waits in its thread: the longest a

@@ -218,9 +218,19 @@ class _Link:
         return answer
 
     async def _write(self, data: bytes) -> None:
-        if data:
-            async with self.write_lock:
-                await self.stream.send_all(data)
+        if not data:
+            return
+        # The lock only keeps the reader's ACKs and the responder's answers from interleaving when
+        # the port is slow to take them; free (nearly always), it is taken without a turn given
+        # away, so the bytes leave at once.
+        try:
+            self.write_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.write_lock.acquire()
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self.write_lock.release()
 
 
 def _echo(rid):
