@@ -616,6 +616,18 @@ cdef object _order(k):
     return (type(k).__name__, str(k))
 
 
+cdef bint _sorted_leaf(dict d):
+    """Whether `d` has only `str` keys, already in order, and no map or array among its values."""
+    cdef str previous = None
+    for k, v in d.items():
+        if type(k) is not str or (previous is not None and not previous < <str>k):
+            return False
+        if isinstance(v, (dict, list, tuple)):
+            return False
+        previous = <str>k
+    return True
+
+
 cdef object _sorted(obj, int depth):
     cdef list keys
     cdef dict out
@@ -625,6 +637,8 @@ cdef object _sorted(obj, int depth):
         # recursion, bounded by Python's limit, rather than the C stack.
         return _salepath_py._sorted(obj)
     if isinstance(obj, dict):
+        if _sorted_leaf(<dict>obj):
+            return obj  # packs as its sorted copy would (a basket line `{"code", "qty"}`, say)
         keys = list(obj)
         for k in keys:
             if type(k) is not str:
