@@ -90,6 +90,7 @@ class Store:
         self.path = path
         self.map_size = map_size
         self.min_free_bytes = min_free_bytes
+        self._page_size = self.env.stat()["psize"]
         if readonly:
             # A reader beside a running gateway: it creates nothing; a table not made yet is absent.
             self.db = {}
@@ -148,6 +149,19 @@ class Store:
         used = self.pages_in_use() * self.env.stat()["psize"]
         fs = os.statvfs(self.path)
         return min(self.map_size - used, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - used))
+
+    def nearly_full(self) -> bool:
+        """Whether less than `min_free_bytes` is left (`space_left`). Asked before every group, so it
+        is first answered from LMDB's high-water mark, which counts freed pages as used and so gives
+        a lower bound of the room left: only when that bound is below the limit are the pages in use
+        counted table by table."""
+        info = self.env.info()
+        high = (info["last_pgno"] + 1) * self._page_size
+        fs = os.statvfs(self.path)
+        room = min(self.map_size - high, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - high))
+        if room >= self.min_free_bytes:
+            return False
+        return self.space_left() < self.min_free_bytes
 
     def pages_in_use(self) -> int:
         """Pages holding live data: every table's tree, the main tree naming them, two meta pages."""

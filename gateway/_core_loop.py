@@ -127,7 +127,7 @@ class CoreLoop:
         self.clock = clock
         self.max_group = max_group
         self.metrics = metrics
-        self.disk_pressure = disk_pressure or (lambda: store.space_left() < store.min_free_bytes)
+        self.disk_pressure = disk_pressure or store.nearly_full
         self.group_budget_s = group_budget_s
         # `before_group(tx, ctx)` runs first in every group's transaction (the business day's turn,
         # so that each document falls into the day of its ledger time).

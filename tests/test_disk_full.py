@@ -201,3 +201,21 @@ def test_a_real_gateway_on_a_full_filesystem_refuses_sales_and_keeps_every_ack(t
 
 
 from .test_gateway_process import processes  # noqa: E402,F401  (the fixture, for the soak case)
+
+
+def test_nearly_full_answers_as_the_exact_count_would_around_freed_pages(tmp_path):
+    # Pages freed by deletes lie below LMDB's high-water mark: the quick bound counts them as used,
+    # so between that bound and the exact room left only the exact count may answer.
+    store = Store(str(tmp_path / "data"), map_size=64 << 20)
+    with store.begin(write=True) as tx:
+        for i in range(2000):
+            tx.put("batches", i.to_bytes(8, "big"), b"x" * 4000)
+    with store.begin(write=True) as tx:
+        tx.clear("batches")
+    exact = store.space_left()
+    bound = min(store.map_size - (store.env.info()["last_pgno"] + 1) * store.env.stat()["psize"], exact)
+    assert bound < exact - (4 << 20), "the deletes left freed pages under the high-water mark"
+    for limit in (bound - 1, bound + 1, (bound + exact) // 2, exact, exact + 1, exact + (1 << 20)):
+        store.min_free_bytes = limit
+        assert store.nearly_full() == (store.space_left() < limit), limit
+    store.close()

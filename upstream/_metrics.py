@@ -15,7 +15,7 @@ from ._sealer import ACKED, Settings, read_head
 def disk_pressure(store) -> bool:
     """True when the store is nearly full: new sales are then refused (UNAVAILABLE) so that nothing
     already accepted, unacknowledged batches above all, has to be dropped to make room."""
-    return store.space_left() < store.min_free_bytes
+    return store.nearly_full()
 
 
 class _ChainCollector:

@@ -81,6 +81,8 @@ def decode_body(body: bytes) -> dict | None:
 
 def invalid_utf8(value) -> str | None:
     """Where the decoded `value` held bytes that are not UTF-8, for a person; None if nowhere."""
+    if not _has_escaped_byte(value):
+        return None  # nearly every request: no path is spelled out for it
     stack = [(value, "")]
     while stack:
         item, path = stack.pop()
@@ -100,6 +102,24 @@ def invalid_utf8(value) -> str | None:
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _has_escaped_byte(value) -> bool:
+    """Whether a string anywhere in `value` (keys included) holds an escaped byte."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _ESCAPED.search(item):
+                return True
+        elif isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and not key.isascii() and _ESCAPED.search(key):
+                    return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _escaped_byte(text: str) -> str | None:
