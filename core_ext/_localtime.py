@@ -22,6 +22,7 @@ def local_parts(ts_ms: int, tz: str) -> tuple[int, int, str]:
     return dt.isoweekday(), dt.hour * 60 + dt.minute, dt.date().isoformat()
 
 
+@lru_cache(maxsize=64)
 def today(ts_ms: int, tz: str) -> str:
     return local_datetime(ts_ms, tz).date().isoformat()
 
