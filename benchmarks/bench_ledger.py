@@ -93,6 +93,9 @@ def _child(sales: int, clients: int) -> dict:
         seed(store)
         with store.read() as tx:
             first = tx.last_seq() + 1
+        # As `gateway run` does before it serves.
+        core_ext.load_writer_state(store)
+        core_ext.freeze_loaded_state()
         per_client = sales // clients
         out = {"flavour": core_ext.FLAVOUR}
 
