@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import trio
@@ -36,31 +35,10 @@ WORK = ".work"           # scratch indexes of the files being taken (hidden from
 MAX_RETRY_S = 30.0
 CHECK_BATCH = 256        # codes per `csv_check`: a few milliseconds of catalog reads
 PROGRESS_EVERY = 100     # slices between two progress lines in the log
-# Slices of one file queued at the writer at once: while it applies one, the next waits behind it
-# rather than the writer waiting for the answer to travel back and the next slice to be read.
-IN_FLIGHT = 2
 
 
 class _NotNow(Exception):
     """The core cannot take the file now (unavailable, or no answer): the file stays for a retry."""
-
-
-class _Answer:
-    """The core's answer to a slice submitted in the background, once it has come."""
-
-    def __init__(self):
-        self._done = trio.Event()
-        self._value: dict | _NotNow | None = None
-
-    def set(self, value: "dict | _NotNow") -> None:
-        self._value = value
-        self._done.set()
-
-    async def get(self) -> dict:
-        await self._done.wait()
-        if isinstance(self._value, _NotNow):
-            raise self._value
-        return self._value
 
 
 @dataclass(slots=True)
@@ -328,9 +306,7 @@ class CsvDrop:
         return progress
 
     async def _apply(self, name: str, index: BasketIndex, scanned: Scanned, start: int) -> str:
-        """Submit the file's baskets from `start` on, a slice at a time, `IN_FLIGHT` slices queued at
-        the writer at once (in order: the core applies a file's slices in the order they were
-        submitted, and refuses one that would skip a basket), each answer awaited in turn."""
+        """Submit the file's baskets from `start` on, one slice at a time, each awaited."""
         total = index.baskets
         self.metrics.in_progress.labels(self.name).set(1)
         self.metrics.progress.labels(self.name).set(start / total)
@@ -339,43 +315,21 @@ class CsvDrop:
         slices = index.slices(scanned.hash, start, self.slice_baskets, self.slice_lines)
         applied = count = rows = 0
         began = time.perf_counter()
-        queued: deque[tuple[int, list, _Answer]] = deque()
-        async with trio.open_nursery() as nursery:
-            item = await trio.to_thread.run_sync(next, slices, None)
-            while item is not None or queued:
-                while item is not None and len(queued) < IN_FLIGHT:
-                    first, docs = item
-                    answer = _Answer()
-                    # Returns once the slice is in the writer's queue: the next one queues behind it.
-                    await nursery.start(self._ask_slice, answer, {
-                        "file": name, "hash": scanned.hash, "baskets": total, "rows": scanned.rows,
-                        "first": first, "docs": docs})
-                    queued.append((first, docs, answer))
-                    # Read while the writer applies what is queued.
-                    item = await trio.to_thread.run_sync(next, slices, None)
-                first, docs, pending = queued.popleft()
-                answer = await pending.get()
-                self._account(name, answer)
-                applied += answer["applied"]
-                rows += answer["rows"]
-                count += 1
-                self.metrics.progress.labels(self.name).set(answer["next"] / total)
-                if answer["next"] != first + len(docs):
-                    raise _NotNow(f"the core has it at basket {answer['next']}, not {first + len(docs)}")
-                if count % PROGRESS_EVERY == 0:
-                    log.info("csv_drop %s: %s: %d of %d baskets, %.0f rows/s", self.name, name, answer["next"],
-                             total, rows / max(time.perf_counter() - began, 1e-9))
+        while (item := await trio.to_thread.run_sync(next, slices, None)) is not None:
+            first, docs = item
+            answer = await self._ask("csv_slice", {"file": name, "hash": scanned.hash, "baskets": total,
+                                                   "rows": scanned.rows, "first": first, "docs": docs})
+            self._account(name, answer)
+            applied += answer["applied"]
+            rows += answer["rows"]
+            count += 1
+            self.metrics.progress.labels(self.name).set(answer["next"] / total)
+            if answer["next"] != first + len(docs):
+                raise _NotNow(f"the core has it at basket {answer['next']}, not {first + len(docs)}")
+            if count % PROGRESS_EVERY == 0:
+                log.info("csv_drop %s: %s: %d of %d baskets, %.0f rows/s", self.name, name, answer["next"],
+                         total, rows / max(time.perf_counter() - began, 1e-9))
         return "applied" if applied else "replayed"
-
-    async def _ask_slice(self, answer: "_Answer", body: dict, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """`csv_slice` of `body`, its answer (or the `_NotNow` that stands for it) left in `answer`."""
-        task_status.started()
-        # `submit` queues the request before it first waits, so the caller's next slice, submitted
-        # after `started`, queues behind this one.
-        try:
-            answer.set(await self._ask("csv_slice", body))
-        except _NotNow as exc:
-            answer.set(exc)
 
     def _account(self, name: str, answer: dict) -> None:
         """Metrics and log lines of one committed slice."""
