@@ -49,6 +49,13 @@ class Plain:
 PLAIN = Plain()
 
 
+def promotion_rules(doc: dict):
+    """The promotion rules whose day figures `doc` changes (a sale's, through its lines)."""
+    if doc.get("type") != "sale":
+        return ()
+    return {promo[0] for line in doc.get("lines") or () for promo in line.get("promos") or ()}
+
+
 def _units(doc: dict) -> int:
     return sum(m[2] for m in doc.get("moves") or ())
 

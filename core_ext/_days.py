@@ -10,8 +10,9 @@ the totals mid-group (a drawer count, a close: `settle`, logged). The totals are
 after `kill -9` the table and the log agree, a restart reads one row instead of replaying the day,
 and readers (the UP/1 report, `gateway report day`, metrics) read the day so far without the writer.
 
-`days` rows: `"open"` -> the open day's running totals and where it started; `"YYYY-MM-DD"` -> the
-seq of that day's `day_close` document.
+`days` rows: `"open"` -> the open day's running totals and where it started, but its promotion
+rules' figures; `"open\x00<rule id>"` -> one rule's figures of the open day (a commit rewrites only
+the rules its documents used); `"YYYY-MM-DD"` -> the seq of that day's `day_close` document.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from functools import lru_cache
 import lmdb
 
 from ._day_figures import (
-    FIGURES, REFUND_METHODS, empty_totals, finish, fold, split_refund,
+    FIGURES, REFUND_METHODS, empty_totals, finish, fold, promotion_rules, split_refund,
 )
 from ._errors import BAD_REQUEST, Refused, bad_request
 from . import _select
@@ -32,6 +33,9 @@ log = logging.getLogger("gateway.core")
 
 ALREADY_CLOSED = "ALREADY_CLOSED"
 OPEN_KEY = b"open"
+# Each promotion rule's figures of the open day under a key of its own: the open row stays small,
+# and a commit rewrites only the rules its sales used (a day may use thousands of rules).
+RULE_PREFIX = b"open\x00"
 _MISSING = object()
 # An undo-log entry meaning "the last queued document was never appended" (see DayTotals.observe).
 _QUEUED = (None, None, None)
@@ -119,7 +123,7 @@ class DayTotals:
     """The open day's running totals, in memory (a `Tx.state`): loaded from the `days` table,
     changed by every appended event, written back once per committed group."""
 
-    def __init__(self, row: dict):
+    def __init__(self, row: dict, written: dict | None = None):
         # Replaced whole when a day closes, and the queue when it is folded: through the undo log.
         self.holder = {"row": row, "queued": []}
         self._undo: list = []
@@ -127,6 +131,9 @@ class DayTotals:
         self.dirty = False
         self.flushed = False  # folded without an undo log for a commit that has not happened yet
         self.seq = 0  # the last event these totals include, as `Tx` keeps it for every state
+        # The row whose rules the table holds (None: none of them yet), and the rules changed since.
+        self._written = written
+        self._touched: set = set()
 
     @property
     def row(self) -> dict:
@@ -138,14 +145,16 @@ class DayTotals:
     @classmethod
     def load(cls, tx) -> "DayTotals":
         last = tx.last_seq()
-        row = tx.get("days", OPEN_KEY)
+        row, inline = _stored_open_row(tx)
         if row is None:
             # A new store, or one from before days were kept: the first day starts with the next event.
             return cls(_new_row(None, last + 1, None))
         behind = row["folded"] < last
         for doc in tx.events(row["folded"] + 1, last):  # events appended by a writer that kept no days
             _fold_plain(row, doc)
-        state = cls(row)
+        # Written whole on the next commit when the table is behind (or kept the rules in the row,
+        # as before they had keys of their own).
+        state = cls(row, None if behind or inline else row)
         state.dirty = behind
         return state
 
@@ -179,16 +188,35 @@ class DayTotals:
         """Fold what is queued and write the totals into the transaction about to commit (the
         top-level one); nothing can roll back between here and the commit but the commit itself."""
         queued = self.holder["queued"]
+        row = self.holder["row"]
         if queued:
             self.flushed = True
-            row = self.holder["row"]
             fold_day = _select.salepath.fold_day
+            touched = self._touched
             for doc in queued:
-                fold_day(doc, row)
+                fold_day(doc, row, touched)
             self.holder["queued"] = []
         if self.dirty:
-            tx.put("days", OPEN_KEY, self.holder["row"])
+            self._write(tx, row)
             self.dirty = False
+
+    def _write(self, tx, row: dict) -> None:
+        """The open row without its rules, and the rules changed since they were last written (all
+        of them, the old day's gone, when the day was closed meanwhile)."""
+        tx.put("days", OPEN_KEY, {k: v for k, v in row.items() if k != "promotions"})
+        promotions = row["promotions"]
+        if self._written is not row:
+            for key, _figures in list(tx.items("days", prefix=RULE_PREFIX)):
+                tx.delete("days", key)
+            changed = promotions
+        else:
+            changed = self._touched
+        for rule in changed:
+            figures = promotions.get(rule)
+            if figures is not None:  # a rule whose first use was rolled back was never written
+                tx.put("days", RULE_PREFIX + rule.encode(), figures)
+        self._written = row
+        self._touched = set()
 
     # Folding.
     def observe(self, tx, doc: dict) -> None:
@@ -216,6 +244,7 @@ class DayTotals:
             acc.put(row, "first_ms", doc["ts_ms"])
         fold(doc, row, acc)
         acc.put(row, "folded", doc["seq"])
+        self._touched.update(promotion_rules(doc))
         self.dirty = True
 
 
@@ -359,7 +388,7 @@ def report(tx, day: str | None = None) -> dict | None:
     None when `day` is neither. Reads only: safe in any read transaction."""
     if "days" not in tx.db:
         return None
-    row = tx.get("days", OPEN_KEY)
+    row, _inline = _stored_open_row(tx)
     if day is None:
         day = row["day"] if row else None
         if day is None:
@@ -378,7 +407,20 @@ def open_totals(tx) -> dict | None:
     """The open day's running totals as stored (for metrics), or None."""
     if "days" not in tx.db:
         return None
-    return tx.get("days", OPEN_KEY)
+    return _stored_open_row(tx)[0]
+
+
+def _stored_open_row(tx) -> tuple[dict | None, bool]:
+    """The open row with its rules' figures put back in, and whether the row held them itself
+    (written before they had keys of their own)."""
+    row = tx.get("days", OPEN_KEY)
+    if row is None:
+        return None, False
+    if "promotions" in row:
+        return row, True
+    row["promotions"] = {key[len(RULE_PREFIX):].decode(): figures
+                         for key, figures in tx.items("days", prefix=RULE_PREFIX)}
+    return row, False
 
 
 __all__ = ["ALREADY_CLOSED", "FIGURES", "REFUND_METHODS", "DayTotals", "day_of", "day_start_ms", "handle_day_close",

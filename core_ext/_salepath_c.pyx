@@ -463,7 +463,7 @@ cdef inline dict _at(dict d, key):
     return sub
 
 
-cdef void _fold_sale(dict doc, dict totals):
+cdef void _fold_sale(dict doc, dict totals, set touched):
     # `_day_figures._fold_sale` with the plain accumulator, the same changes in the same order.
     cdef dict lane = _at(totals["lanes"], doc.get("source") or "")
     cdef dict taken, points, by_rule, promo
@@ -492,6 +492,7 @@ cdef void _fold_sale(dict doc, dict totals):
             entry[1] += p[2]
     ruleset = doc.get("ruleset") or 0
     for rule_id, entry in by_rule.items():
+        touched.add(rule_id)
         promo = _at(totals["promotions"], rule_id)
         if ruleset > promo.get("ruleset", 0):
             promo["ruleset"] = ruleset
@@ -503,12 +504,13 @@ cdef void _fold_sale(dict doc, dict totals):
     _add(totals["stock"], "sold", -units)
 
 
-def fold_day(dict doc, dict row):
-    """Fold one appended document into the open day's totals `row`, in place (no undo log)."""
+def fold_day(dict doc, dict row, set touched):
+    """Fold one appended document into the open day's totals `row`, in place (no undo log); the
+    rules whose figures it changed go into `touched`."""
     if row["first_ms"] is None and doc.get("ts_ms") is not None:
         row["first_ms"] = doc["ts_ms"]
     if doc.get("type") == "sale":
-        _fold_sale(doc, row)
+        _fold_sale(doc, row, touched)
     else:
         _fold(doc, row)
     row["folded"] = doc["seq"]

@@ -17,7 +17,7 @@ import hashlib
 import msgpack
 
 from . import _errors as E, _master
-from ._day_figures import fold
+from ._day_figures import fold, promotion_rules
 from ._errors import Refused, bad_request
 from ._localtime import days_between
 from ._records import Move, SaleLine
@@ -288,12 +288,14 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
 
 # --- the business day ------------------------------------------------------------------------
 
-def fold_day(doc: dict, row: dict) -> None:
+def fold_day(doc: dict, row: dict, touched: set) -> None:
     """Fold one appended document into the open day's totals `row`, in place (no undo log: the
-    writer calls this only just before its commit)."""
+    writer calls this only just before its commit); the rules whose figures it changed go into
+    `touched`."""
     if row["first_ms"] is None and doc.get("ts_ms") is not None:
         row["first_ms"] = doc["ts_ms"]
     fold(doc, row)
+    touched.update(promotion_rules(doc))
     row["folded"] = doc["seq"]
 
 

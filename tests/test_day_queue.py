@@ -11,7 +11,7 @@ from core_ext._day_figures import finish
 from core_ext._days import DayTotals
 from gateway._app_core import build_core
 
-from ._data import NOW, STORE, seed
+from ._data import NOW, STORE, apply_master, seed
 from ._twins import twins
 
 
@@ -92,9 +92,11 @@ def test_fold_day_of_each_flavour_equals_the_reference_fold(salepath, core):
         report = day_report(tx)
         row = {"first_ms": None, "folded": 0, "lanes": {}, "counts": {}, "promotions": {}, "refusals": {},
                "stock": {}}
+        touched = set()
         for doc in docs:
-            salepath.fold_day(doc, row)
+            salepath.fold_day(doc, row, touched)
         assert row["folded"] == docs[-1]["seq"]
+        assert touched == set(row["promotions"])
         assert finish(row)["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
         assert row["stock"]["sold"] == 4
 
@@ -114,3 +116,58 @@ def test_a_basket_refused_after_its_sale_was_appended_takes_the_sale_back_out(co
     assert sum(report["refusals"].values()) == 1
     with core.store.read() as tx:
         assert report["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
+
+
+def test_each_rules_figures_have_a_key_of_their_own_and_a_commit_writes_only_those_it_used(tmp_path):
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    apply_master(store, "promotions", {"rules": [
+        {"id": f"R-{sku}", "version": 1, "kind": "percent_off", "params": {"pct_bp": 500}, "target": {"skus": [sku]}}
+        for sku in ("SKU-2", "SKU-4")]})
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+
+    def priced_sale(rid: str, sku: str, qty: int) -> Request:
+        lines = [{"sku": sku, "qty": qty}]
+        [quote] = apply(core, [Request("quote", {"t": "quote", "id": f"q-{rid}", "lines": lines}, "lane1", "ecr")])
+        return Request("sale", {"t": "sale", "id": rid, "lines": lines,
+                                "payments": [{"method": "cash", "cents": quote["total_cents"]}]}, "lane1", "ecr")
+
+    answers = apply(core, [priced_sale("s1", "SKU-2", 1), priced_sale("s2", "SKU-4", 2)])
+    assert all(a["ok"] for a in answers), answers
+
+    def stored():
+        with store.read() as tx:
+            return {key: value for key, value in tx.items("days")}
+
+    first = stored()
+    assert "promotions" not in first[b"open"]
+    assert set(first) >= {b"open", b"open\x00R-SKU-2", b"open\x00R-SKU-4"}
+    # A probe behind the writer's back: a key the next commit rewrites loses it.
+    with store.begin(write=True) as tx:
+        tx.put("days", b"open\x00R-SKU-4", {**first[b"open\x00R-SKU-4"], "probe": True})
+    assert apply(core, [priced_sale("s3", "SKU-2", 1)])[0]["ok"]  # uses R-SKU-2 only
+    second = stored()
+    assert second[b"open\x00R-SKU-4"] == {**first[b"open\x00R-SKU-4"], "probe": True}, "not rewritten"
+    assert second[b"open\x00R-SKU-2"]["baskets"] == first[b"open\x00R-SKU-2"]["baskets"] + 1
+    assert "probe" not in second[b"open\x00R-SKU-2"]
+    store.close()
+
+
+def test_an_open_row_that_holds_its_rules_itself_is_read_and_rewritten_with_keys(tmp_path):
+    # As a gateway of the previous version left it: the rules' figures inside the open row.
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    apply(core, [sale("s1")])
+    with store.begin(write=True) as tx:
+        row = tx.get("days", b"open")
+        row["promotions"] = {"OLD-1": {"ruleset": 1, "baskets": 4, "units": 4, "discount_cents": 40}}
+        tx.put("days", b"open", row)
+    store.states.clear()
+    assert open_figures(store)["promotions"]["OLD-1"]["baskets"] == 4
+    apply(core, [sale("s2")])
+    with store.read() as tx:
+        assert "promotions" not in tx.get("days", b"open")
+        assert tx.get("days", b"open\x00OLD-1")["discount_cents"] == 40
+    assert open_figures(store)["promotions"]["OLD-1"]["baskets"] == 4
+    store.close()
