@@ -11,12 +11,14 @@ after `kill -9` the table and the log agree, a restart reads one row instead of 
 and readers (the UP/1 report, `gateway report day`, metrics) read the day so far without the writer.
 
 `days` rows: `"open"` -> the open day's running totals and where it started, but its promotion
-rules' figures; `"open\x00<rule id>"` -> one rule's figures of the open day (a commit rewrites only
-the rules its documents used); `"YYYY-MM-DD"` -> the seq of that day's `day_close` document.
+rules' figures; `"open\x00<digest of a rule id>"` -> `{"rule", "figures"}`, one rule's figures of the
+open day (a commit rewrites only the rules its documents used); `"YYYY-MM-DD"` -> the seq of that
+day's `day_close` document.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 from functools import lru_cache
 
@@ -34,8 +36,13 @@ log = logging.getLogger("gateway.core")
 ALREADY_CLOSED = "ALREADY_CLOSED"
 OPEN_KEY = b"open"
 # Each promotion rule's figures of the open day under a key of its own: the open row stays small,
-# and a commit rewrites only the rules its sales used (a day may use thousands of rules).
+# and a commit rewrites only the rules its sales used (a day may use thousands of rules). The key
+# holds a digest of the rule's id (ids have no length limit, LMDB keys do); the value, the id.
 RULE_PREFIX = b"open\x00"
+
+
+def _rule_key(rule: str) -> bytes:
+    return RULE_PREFIX + hashlib.sha256(rule.encode()).digest()[:16]
 _MISSING = object()
 # An undo-log entry meaning "the last queued document was never appended" (see DayTotals.observe).
 _QUEUED = (None, None, None)
@@ -214,7 +221,7 @@ class DayTotals:
         for rule in changed:
             figures = promotions.get(rule)
             if figures is not None:  # a rule whose first use was rolled back was never written
-                tx.put("days", RULE_PREFIX + rule.encode(), figures)
+                tx.put("days", _rule_key(rule), {"rule": rule, "figures": figures})
         self._written = row
         self._touched = set()
 
@@ -418,8 +425,7 @@ def _stored_open_row(tx) -> tuple[dict | None, bool]:
         return None, False
     if "promotions" in row:
         return row, True
-    row["promotions"] = {key[len(RULE_PREFIX):].decode(): figures
-                         for key, figures in tx.items("days", prefix=RULE_PREFIX)}
+    row["promotions"] = {stored["rule"]: stored["figures"] for _key, stored in tx.items("days", prefix=RULE_PREFIX)}
     return row, False
 
 

@@ -38,7 +38,7 @@ TABLES = (
     "movements",    # ERP movement id -> ledger seq (upstream)
     "batches",      # u64 batch seq -> envelope bytes (upstream)
     "files",        # "<device>:<file sha256 hex>" -> a legacy POS file's progress (csv files, _csv_files.py)
-    "days",         # "open" (+ "open\0<rule>") -> the open business day's running totals; day -> its close's seq (_days.py)
+    "days",         # "open" (+ a key per rule) -> the open business day's running totals; day -> its close's seq (_days.py)
 )
 
 _U64 = struct.Struct(">Q")

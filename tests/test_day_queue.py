@@ -8,7 +8,7 @@ import pytest
 
 from core_ext import Request, Store, day_report, recompute_day
 from core_ext._day_figures import finish
-from core_ext._days import DayTotals
+from core_ext._days import DayTotals, _rule_key
 from gateway._app_core import build_core
 
 from ._data import NOW, STORE, apply_master, seed
@@ -137,19 +137,19 @@ def test_each_rules_figures_have_a_key_of_their_own_and_a_commit_writes_only_tho
 
     def stored():
         with store.read() as tx:
-            return {key: value for key, value in tx.items("days")}
+            return {value["rule"] if key.startswith(b"open\x00") else key: value for key, value in tx.items("days")}
 
     first = stored()
     assert "promotions" not in first[b"open"]
-    assert set(first) >= {b"open", b"open\x00R-SKU-2", b"open\x00R-SKU-4"}
+    assert set(first) >= {b"open", "R-SKU-2", "R-SKU-4"}
     # A probe behind the writer's back: a key the next commit rewrites loses it.
     with store.begin(write=True) as tx:
-        tx.put("days", b"open\x00R-SKU-4", {**first[b"open\x00R-SKU-4"], "probe": True})
+        tx.put("days", _rule_key("R-SKU-4"), {**first["R-SKU-4"], "probe": True})
     assert apply(core, [priced_sale("s3", "SKU-2", 1)])[0]["ok"]  # uses R-SKU-2 only
     second = stored()
-    assert second[b"open\x00R-SKU-4"] == {**first[b"open\x00R-SKU-4"], "probe": True}, "not rewritten"
-    assert second[b"open\x00R-SKU-2"]["baskets"] == first[b"open\x00R-SKU-2"]["baskets"] + 1
-    assert "probe" not in second[b"open\x00R-SKU-2"]
+    assert second["R-SKU-4"] == {**first["R-SKU-4"], "probe": True}, "not rewritten"
+    assert second["R-SKU-2"]["figures"]["baskets"] == first["R-SKU-2"]["figures"]["baskets"] + 1
+    assert "probe" not in second["R-SKU-2"]
     store.close()
 
 
@@ -168,6 +168,21 @@ def test_an_open_row_that_holds_its_rules_itself_is_read_and_rewritten_with_keys
     apply(core, [sale("s2")])
     with store.read() as tx:
         assert "promotions" not in tx.get("days", b"open")
-        assert tx.get("days", b"open\x00OLD-1")["discount_cents"] == 40
+        assert tx.get("days", _rule_key("OLD-1")) == {"rule": "OLD-1", "figures": {"ruleset": 1, "baskets": 4,
+                                                                                    "units": 4, "discount_cents": 40}}
     assert open_figures(store)["promotions"]["OLD-1"]["baskets"] == 4
+    store.close()
+
+
+def test_a_rule_id_longer_than_any_key_still_has_its_figures_kept(tmp_path):
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    long_id = "R" * 2000  # ids have no length limit; LMDB keys stop at 511 bytes
+    apply_master(store, "promotions", {"rules": [
+        {"id": long_id, "version": 1, "kind": "percent_off", "params": {"pct_bp": 1000}, "target": {"skus": ["SKU-4"]}}]})
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    [answer] = apply(core, [Request("sale", {"t": "sale", "id": "s1", "lines": [{"sku": "SKU-4", "qty": 1}],
+                                             "payments": [{"method": "cash", "cents": 315}]}, "lane1", "ecr")])
+    assert answer["ok"], answer
+    assert open_figures(store)["promotions"][long_id]["discount_cents"] == 35
     store.close()
