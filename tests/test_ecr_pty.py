@@ -261,3 +261,23 @@ async def test_every_response_has_the_shape_the_spec_shows(rig, mock_clock):
 
     [pong] = await rig.request({"t": "ping", "id": "SH-P"})
     assert _is_int(pong["time_ms"]) and pong["re"] == "SH-P"
+
+
+async def test_a_drawer_count_over_the_line_is_answered_with_what_the_ledger_expects(rig, mock_clock):
+    lines = [{"code": "SKU-2", "qty": 1}]
+    [quote] = await rig.request({"t": "quote", "id": "Q-D", "lines": lines})
+    [sold] = await rig.request(sale("S-D", lines, quote["total_cents"]))
+    assert sold["ok"] is True
+    count = {"t": "drawer_count", "id": "D-1", "counted": {"cash": quote["total_cents"] + 100}}
+    [counted] = await rig.request(count)
+    assert counted["ok"] is True and counted["re"] == "D-1"
+    assert counted["expected"] == {"cash": quote["total_cents"]} and isinstance(counted["day"], str)
+    [event] = rig.events_with_id("lane1:D-1")
+    assert event["type"] == "drawer_count" and event["seq"] == counted["seq"]
+    assert event["counted"] == {"cash": quote["total_cents"] + 100}
+    # A repeat gets the first answer; another count under the same id is a conflict.
+    [again] = await rig.request(count)
+    assert again == counted
+    [conflict] = await rig.request({**count, "counted": {"cash": 1}})
+    assert conflict["ok"] is False and conflict["err"] == "DUPLICATE_ID_CONFLICT"
+    assert len(rig.events_with_id("lane1:D-1")) == 1
