@@ -218,10 +218,16 @@ async def test_every_acked_request_of_a_burst_gets_exactly_one_response(rig):
                 got.append(rig.terminal._read_frame(time.monotonic() + 3.0))
             except TerminalError:  # no more responses: the rest were dropped
                 break
-        return got
+        # Then one more request: whatever comes before its answer is a response too many.
+        rig.terminal.noise(build_frame({"t": "ping", "id": "after"}))
+        extra = []
+        while not extra or extra[-1].get("re") != "after":
+            extra.append(rig.terminal._read_frame(time.monotonic() + 3.0))
+        return got, extra[:-1]
 
-    got = await rig.run(send_and_collect)
+    got, extra = await rig.run(send_and_collect)
     assert sorted(r["re"] for r in got) == sorted(f"b{i}" for i in range(burst))
+    assert extra == [], "a request of the burst was answered twice"
 
 
 async def test_a_flood_of_bad_frames_is_counted_not_logged_line_by_line(rig, caplog):
