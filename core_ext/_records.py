@@ -74,6 +74,13 @@ class SaleLine:
 
 # --- answers ---------------------------------------------------------------------------------
 
+def alert_raised(alert: dict, seq: int, now_ms: int) -> dict:
+    """The `alert` event of an alert newly raised, to be appended as event `seq`: an alert may be
+    raised, cleared and raised again, so the seq keeps each document's id unique."""
+    return {"type": "alert", "id": f"alert:{alert['sku']}:{alert['kind']}:{alert['lot'] or ''}:{seq}",
+            "ts_ms": now_ms, "moves": [], **alert}
+
+
 def answer_ok(request_id, fields: dict | None = None) -> dict:
     """The ECR/1 answer of an accepted request: `ok: true` and the handler's fields."""
     answer = {"t": "res", "re": request_id, "ok": True}

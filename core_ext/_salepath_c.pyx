@@ -12,7 +12,7 @@ from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._day_figures import fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
-from ._records import Move, SaleLine
+from ._records import Move, SaleLine, alert_raised
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
@@ -371,9 +371,7 @@ cdef Py_ssize_t _sync(tx, OpenAlerts state, dict want, have_keys, now_ms) except
         old = state.alerts.get(key)
         if old is None:
             raised += 1
-            # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.
-            tx.append_event({"type": "alert", "id": f"alert:{alert['sku']}:{alert['kind']}:{alert['lot'] or ''}:"
-                                                    f"{tx.last_seq() + 1}", "ts_ms": now_ms, "moves": [], **alert})
+            tx.append_event(alert_raised(alert, tx.last_seq() + 1, now_ms))
         if old != alert:
             state.put(tx, key, alert)
     return raised

@@ -20,7 +20,7 @@ from . import _errors as E, _master
 from ._day_figures import fold, promotion_rules
 from ._errors import Refused, bad_request
 from ._localtime import days_between
-from ._records import Move, SaleLine
+from ._records import Move, SaleLine, alert_raised
 from ._select import ledger
 from ._store import alert_key
 from ._types import is_int
@@ -241,9 +241,7 @@ def sync_alerts(tx, want: dict, have_keys, now_ms: int) -> int:
         old = state.alerts.get(key)
         if old is None:
             raised += 1
-            # An alert may be raised, cleared and raised again: the seq keeps each document's id unique.
-            tx.append_event({"type": "alert", "id": f"alert:{alert['sku']}:{alert['kind']}:{alert['lot'] or ''}:"
-                                                    f"{tx.last_seq() + 1}", "ts_ms": now_ms, "moves": [], **alert})
+            tx.append_event(alert_raised(alert, tx.last_seq() + 1, now_ms))
         if old != alert:
             state.put(tx, key, alert)
     return raised

@@ -146,7 +146,10 @@ class Store:
 
         Pages in use are counted table by table, not up to LMDB's high-water mark: pages freed by a
         delete (pruned batches) are reused, so the room they leave counts as room again."""
-        used = self.pages_in_use() * self.env.stat()["psize"]
+        return self._room(self.pages_in_use() * self._page_size)
+
+    def _room(self, used: int) -> int:
+        """Bytes still usable with `used` bytes of the map in use."""
         fs = os.statvfs(self.path)
         return min(self.map_size - used, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - used))
 
@@ -155,11 +158,7 @@ class Store:
         is first answered from LMDB's high-water mark, which counts freed pages as used and so gives
         a lower bound of the room left: only when that bound is below the limit are the pages in use
         counted table by table."""
-        info = self.env.info()
-        high = (info["last_pgno"] + 1) * self._page_size
-        fs = os.statvfs(self.path)
-        room = min(self.map_size - high, fs.f_bavail * fs.f_frsize + max(0, self.file_size() - high))
-        if room >= self.min_free_bytes:
+        if self._room((self.env.info()["last_pgno"] + 1) * self._page_size) >= self.min_free_bytes:
             return False
         return self.space_left() < self.min_free_bytes
 

@@ -163,15 +163,23 @@ def _table(head: list[str], rows: list[list], *, empty: str, nums=()) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _facts(section: str, title: str, rows: list[tuple[str, str, str]]) -> str:
+    """A section of (label, HTML, class of the value) rows."""
+    cells = []
+    for label, value, cls in rows:
+        attr = f' class="{cls}"' if cls else ""
+        cells.append(f"<tr><th>{label}</th><td{attr}>{value}</td></tr>")
+    return f'<section id="{section}"><h2>{title}</h2><table>{"".join(cells)}</table></section>'
+
+
 def _store(s: dict) -> str:
     st, ledger = s["store"], s["ledger"]
-    return (f'<section id="store"><h2>Store</h2><table>'
-            f'<tr><th>store</th><td>{_e(st["id"])}</td></tr>'
-            f'<tr><th>version</th><td>{_e(st["version"])}</td></tr>'
-            f'<tr><th>uptime</th><td>{_e(duration(st["uptime_s"]))}</td></tr>'
-            f'<tr><th>local time</th><td>{_e(clock(st["now_ms"], st["timezone"]))} ({_e(st["timezone"])})</td></tr>'
-            f'<tr><th>events</th><td>{ledger["events"]:,} (last {_e(age(ledger["last_event_ms"], st["now_ms"]))})'
-            f'</td></tr></table></section>')
+    return _facts("store", "Store", [
+        ("store", _e(st["id"]), ""),
+        ("version", _e(st["version"]), ""),
+        ("uptime", _e(duration(st["uptime_s"])), ""),
+        ("local time", f'{_e(clock(st["now_ms"], st["timezone"]))} ({_e(st["timezone"])})', ""),
+        ("events", f'{ledger["events"]:,} (last {_e(age(ledger["last_event_ms"], st["now_ms"]))})', "")])
 
 
 def _devices(s: dict) -> str:
@@ -215,14 +223,13 @@ def _alerts(s: dict) -> str:
 def _batches(s: dict) -> str:
     b, now = s["batches"], s["store"]["now_ms"]
     cls = "warn" if b["unacked_batches"] > 10 else "ok"
-    return (f'<section id="batches"><h2>Batches to the ERP</h2><table>'
-            f'<tr><th>sealed</th><td>{b["sealed"]} (last {_e(age(b["last_sealed_ms"], now))})</td></tr>'
-            f'<tr><th>acknowledged</th><td>{b["acked"]}</td></tr>'
-            f'<tr><th>not yet acknowledged</th><td class="{cls}">{b["unacked_batches"]} batches</td></tr>'
-            f'<tr><th>events waiting to be sealed</th><td>{b["backlog_events"]}</td></tr>'
-            f'<tr><th>last ERP pull</th><td>{_e(age(b["last_pull_ms"], now))}</td></tr>'
-            f'<tr><th>last acknowledgement</th><td>{_e(age(b["last_ack_ms"], now))}</td></tr>'
-            f'</table></section>')
+    return _facts("batches", "Batches to the ERP", [
+        ("sealed", f'{b["sealed"]} (last {_e(age(b["last_sealed_ms"], now))})', ""),
+        ("acknowledged", f'{b["acked"]}', ""),
+        ("not yet acknowledged", f'{b["unacked_batches"]} batches', cls),
+        ("events waiting to be sealed", f'{b["backlog_events"]}', ""),
+        ("last ERP pull", _e(age(b["last_pull_ms"], now)), ""),
+        ("last acknowledgement", _e(age(b["last_ack_ms"], now)), "")])
 
 
 def _master(s: dict) -> str:

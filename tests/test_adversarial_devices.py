@@ -14,6 +14,7 @@ from device_plugins.ecr_serial import _protocol as ecr
 
 from ._csv import device, drop_file, listing, stock, csv_worker
 from ._ecr_rig import WAIT_S
+from ._http import post_raw
 from .ecr_terminal import ACK, NAK, STX, build_frame
 
 HEADER = "TicketNo,ItemCode,Qty,Lot\n"
@@ -338,15 +339,7 @@ async def _pos(core, nursery, registry=None):
 
 
 async def _post(port, body: bytes, token="tok-lane2-secret", ctype="application/json") -> tuple[int, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"POST /pos/v1/sales HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                              + f"Authorization: Bearer {token}\r\nContent-Type: {ctype}\r\n"
-                                f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        raw = b""
-        while chunk := await stream.receive_some(65536):
-            raw += chunk
-    return int(raw.split(b" ", 2)[1]), raw
+    return await post_raw(port, "/pos/v1/sales", body, token, ctype)
 
 
 async def test_slow_bodies_from_several_clients_do_not_starve_a_seller(core, nursery):

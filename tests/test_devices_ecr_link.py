@@ -91,16 +91,9 @@ class Core:
 # Each test asks for `autojump_clock` itself: pytest-trio runs a test on the clock among its own arguments.
 @pytest.fixture
 async def line(nursery):
-    gateway_end, terminal_end = trio.testing.memory_stream_pair()
-    registry = CollectorRegistry()
     core = Core()
-    link = _Link("lane1", gateway_end, core, ecr_serial.Metrics(registry))
-    nursery.start_soon(link.run)
-
-    def metric(name, **labels):
-        return registry.get_sample_value(name, {"device": "lane1", **labels}) or 0.0
-
-    return TerminalEnd(terminal_end), core, metric
+    terminal, _link, metric = start_link(nursery, core)
+    return terminal, core, metric
 
 
 async def test_an_unacknowledged_response_goes_four_times_a_second_apart_then_a_link_error(line, autojump_clock):

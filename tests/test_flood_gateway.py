@@ -17,6 +17,7 @@ import trio
 from core_ext import Store
 
 from . import _records
+from ._http import post_raw
 from ._data import CATALOG
 from .ecr_terminal import ACK, STX, build_frame
 from .test_gateway_e2e import ERP_TOKEN, TILL_TOKEN, ecr_device, make_keys, signed, write_config
@@ -210,17 +211,8 @@ def test_pos_sale_latency_alone_and_with_the_ecr_line_flooded(gateway):
 
 
 async def one_sale(port: int, sale_id: str) -> tuple[int, dict]:
-    body = json.dumps(sale(sale_id)).encode()
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"POST /pos/v1/sales HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                              + f"Authorization: Bearer {TILL_TOKEN}\r\nContent-Type: application/json\r\n"
-                                f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        raw = b""
-        while chunk := await stream.receive_some(65536):
-            raw += chunk
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), json.loads(payload)
+    status, payload = await post_raw(port, "/pos/v1/sales", json.dumps(sale(sale_id)).encode(), TILL_TOKEN)
+    return status, json.loads(payload)
 
 
 TILL = "till1"
