@@ -217,11 +217,10 @@ def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, li
     backs = [line for line in lines if line["qty"] < 0]
     seq, alerts = None, []
     if sales:
-        result = _sales.sell(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True,
-                             answered=False)
-        seq = result["seq"]
+        sold = _sales.sell(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True)
+        seq = sold.seq
         alerts = _alert_sold(tx, request, ctx, doc, file, seq,
-                             [w for w in result["warnings"] if isinstance(w, dict)])
+                             [w for w in sold.basket.warnings if isinstance(w, dict)])
     if backs:
         back = _stock_return(tx, request, ctx, {**doc, "lines": backs}, key + (":return" if sales else ""))
         seq = seq if seq is not None else back

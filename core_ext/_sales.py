@@ -191,10 +191,20 @@ def _redeemed(basket: Basket, points_cents: int) -> int:
     return redeemed
 
 
-def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False, as_happened: bool = False,
-         answered: bool = True) -> dict:
-    """Price, take from stock and record a sale; its ECR/1 answer fields (only `seq` and `warnings`
-    when not `answered`: a file's basket has no terminal waiting for its lines)."""
+@dataclass(slots=True)
+class Sold:
+    """A sale recorded: its event's seq, the basket as priced, and the member's points."""
+
+    seq: int
+    basket: Basket
+    points_earned: int
+    points_balance: int | None
+
+
+def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = False,
+         as_happened: bool = False) -> Sold:
+    """Price, take from stock and record a sale (a terminal's answer is `handle_sale`'s to build; a
+    file's basket has no terminal waiting for it)."""
     basket = price(tx, ctx, request, body, as_happened=as_happened)
     priced, member = basket.priced, basket.member
     payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
@@ -223,10 +233,10 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
         tx.delete("baskets", str(body["lane"]))
     seq = tx.append_event(doc)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
-    if not answered:
-        return {"seq": seq, "warnings": basket.warnings}
-    return {"seq": seq, **_answer(basket, points_earned=earned, points_balance=points_balance)}
+    return Sold(seq, basket, earned, points_balance)
 
 
 def handle_sale(tx, request, ctx) -> dict:
-    return sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
+    sold = sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
+    return {"seq": sold.seq, **_answer(sold.basket, points_earned=sold.points_earned,
+                                       points_balance=sold.points_balance)}

@@ -202,26 +202,25 @@ class Tx:
             self.abort()
 
     def commit(self) -> None:
-        top = self.write and self.parent is None
-        if top and self.store.states:
-            for state in list(self.store.states.values()):
-                flush = getattr(state, "flush", None)
-                if flush is not None:  # a state kept in a table written once per commit (the day's totals)
-                    flush(self)
-        if top and self._appended:
-            self.put("meta", "last_seq", self._last)
-        if top and self.store.states:
-            last = self.last_seq()
-            self.txn.commit()
-            for state in self.store.states.values():
-                state.forget()
-                state.seq = last
-            return
-        self.txn.commit()
         parent = self.parent
-        if parent is not None and self._appended:
-            parent._last = self._last
-            parent._appended = True
+        if not self.write or parent is not None:
+            self.txn.commit()
+            if parent is not None and self._appended:
+                parent._last = self._last
+                parent._appended = True
+            return
+        states = list(self.store.states.values())
+        for state in states:
+            flush = getattr(state, "flush", None)
+            if flush is not None:  # a state kept in a table written once per commit (the day's totals)
+                flush(self)
+        if self._appended:
+            self.put("meta", "last_seq", self._last)
+        last = self.last_seq() if states else 0
+        self.txn.commit()
+        for state in states:
+            state.forget()
+            state.seq = last
 
     def abort(self) -> None:
         self.txn.abort()

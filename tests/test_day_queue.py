@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from core_ext import Request, Store, day_report, recompute_day
+from core_ext import _day_figures
 from core_ext._day_figures import finish
 from core_ext._days import DayTotals, _rule_key
 from gateway._app_core import build_core
@@ -92,13 +93,38 @@ def test_fold_day_of_each_flavour_equals_the_reference_fold(salepath, core):
         report = day_report(tx)
         row = {"first_ms": None, "folded": 0, "lanes": {}, "counts": {}, "promotions": {}, "refusals": {},
                "stock": {}}
-        touched = set()
         for doc in docs:
-            salepath.fold_day(doc, row, touched)
+            salepath.fold_day(doc, row, set())
         assert row["folded"] == docs[-1]["seq"]
-        assert touched == set(row["promotions"])
         assert finish(row)["lanes"] == recompute_day(tx.events(), report)[0]["lanes"]
         assert row["stock"]["sold"] == 4
+
+
+@pytest.mark.parametrize("salepath", twins("salepath"))
+def test_fold_day_counts_each_rule_once_a_basket_and_names_the_rules_it_changed(salepath):
+    def sale_doc(seq, lane, ruleset, lines):
+        return {"type": "sale", "seq": seq, "ts_ms": 1000 + seq, "source": lane, "ruleset": ruleset,
+                "gross_cents": 900, "discount_cents": 190, "total_cents": 710,
+                "payments": [{"method": "cash", "cents": 700}, {"method": "points", "cents": 10}],
+                "points": {"earned": 7, "redeemed": 1}, "lines": lines,
+                "moves": [["SKU-1", "A1", -line["qty"], None, []] for line in lines]}
+
+    docs = [sale_doc(1, "lane1", 3, [{"qty": 2, "promos": [["R1", 3, 100], ["R2", 3, 50]]},
+                                     {"qty": 1, "promos": [["R1", 3, 40]]}]),
+            sale_doc(2, "lane2", 4, [{"qty": 5, "promos": []}, {"qty": 1, "promos": [["R2", 4, 9]]}]),
+            {"type": "drawer_count", "seq": 3, "source": "lane1", "counted": {"cash": 1}, "moves": []}]
+    row = {"first_ms": None, "folded": 0, "lanes": {}, "counts": {}, "promotions": {}, "refusals": {}, "stock": {}}
+    reference = dict(row, lanes={}, counts={}, promotions={}, refusals={}, stock={})
+    touched = set()
+    for doc in docs:
+        salepath.fold_day(doc, row, touched)
+        _day_figures.fold(doc, reference)
+    reference.update(first_ms=1001, folded=3)
+    assert row == reference
+    assert touched == {"R1", "R2"}
+    assert row["promotions"] == {"R1": {"ruleset": 3, "baskets": 1, "units": 3, "discount_cents": 140},
+                                 "R2": {"ruleset": 4, "baskets": 2, "units": 3, "discount_cents": 59}}
+    assert row["stock"]["sold"] == 9 and row["lanes"]["lane1"]["taken"] == {"cash": 700, "points": 10}
 
 
 def test_a_basket_refused_after_its_sale_was_appended_takes_the_sale_back_out(core):
