@@ -49,6 +49,12 @@ def text_problem(value, max_len: int, *, allow_gs: bool = False) -> str | None:
     return None
 
 
+def plain_text(text: str) -> bool:
+    """Whether `text` holds none of the characters a string may not hold (nor a GS): many fields
+    joined are checked at once, and only a text that is not plain needs each field looked at."""
+    return _BAD.search(text) is None
+
+
 def check_text(field: str, value, max_len: int, *, allow_gs: bool = False) -> str:
     """`value` if it is acceptable, else a `BAD_REQUEST` naming `field` and what is wrong."""
     problem = text_problem(value, max_len, allow_gs=allow_gs)

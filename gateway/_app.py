@@ -216,7 +216,7 @@ class Gateway:
                                                       certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key,
                                                       client_ca=cfg.upstream.tls_client_ca)
                 await nursery.start(lambda task_status: upstream.run_sealer(
-                    submit, lambda: upstream.read_backlog(self.store, up_settings), self.core.wait_commit,
+                    submit, upstream.BacklogReader(self.store, up_settings), self.core.wait_commit,
                     metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s,
                     pressure=lambda: upstream.disk_pressure(self.store), task_status=task_status))
                 await nursery.start(lambda task_status: upstream.run_master_activation(

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from core_ext import Request, Store, _master, ledger
-from upstream import SealSignal, Settings, read_backlog, run_sealer
+from upstream import BacklogReader, SealSignal, Settings, read_backlog, run_sealer
 
 from gateway._app_core import build_core
 
@@ -81,6 +81,25 @@ async def test_policy_overrides_the_batch_size(upstream):
         _master.apply(tx, "policy", 1, {"batch_max_events": 2})
     await upstream.seal(flush=False)
     assert {e["last_event"] - e["first_event"] + 1 for e in upstream.envelopes()} == {2}
+
+
+async def test_the_backlog_reader_follows_the_head_as_batches_are_sealed(upstream, clock):
+    """The timer's reader remembers the oldest unsealed event's time per head: after a seal it
+    names the new oldest event, exactly as a fresh read does."""
+    reader = BacklogReader(upstream.store, upstream.settings)
+    await upstream.seal()
+    assert reader().events == 0 and reader().oldest_ts_ms is None
+    await upstream.sale("b1")
+    first = reader()
+    clock.t += 10
+    await upstream.sale("b2")
+    assert (first.events, reader().events) == (1, 2)
+    assert reader().oldest_ts_ms == first.oldest_ts_ms == int(NOW * 1000)
+    await upstream.seal()
+    clock.t += 10
+    await upstream.sale("b3")
+    assert reader() == read_backlog(upstream.store, upstream.settings)
+    assert reader().events == 1 and reader().oldest_ts_ms == int(NOW * 1000) + 20_000
 
 
 # --- restarts and kills ----------------------------------------------------------------------

@@ -325,15 +325,34 @@ class Backlog:
     max_age_s: float
 
 
+class BacklogReader:
+    """`read_backlog` for a timer that asks after every commit: the time of the oldest event not
+    sealed is read once per head, not decoded again on each call (events never change once
+    committed, and only a seal moves the head)."""
+
+    def __init__(self, store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self._oldest: tuple[int, int | None] | None = None  # (seq, ts_ms) of the oldest unsealed event
+
+    def __call__(self) -> Backlog:
+        with self.store.read() as tx:
+            head = read_head(tx)
+            waiting = tx.last_seq() - head.last_event
+            ts = self._oldest_ts(tx, head.last_event + 1) if waiting > 0 else None
+            max_events, max_age = limits(tx, self.settings)
+        return Backlog(waiting, ts, max_events, max_age)
+
+    def _oldest_ts(self, tx, seq: int) -> int | None:
+        if self._oldest is None or self._oldest[0] != seq:
+            event = tx.event(seq)
+            ts = event.get("ts_ms") if event else None
+            self._oldest = (seq, ts if isinstance(ts, int) else None)
+        return self._oldest[1]
+
+
 def read_backlog(store, settings: Settings) -> Backlog:
-    with store.read() as tx:
-        head = read_head(tx)
-        last = tx.last_seq()
-        waiting = last - head.last_event
-        oldest = tx.event(head.last_event + 1) if waiting > 0 else None
-        max_events, max_age = limits(tx, settings)
-    ts = oldest.get("ts_ms") if oldest else None
-    return Backlog(waiting, ts if isinstance(ts, int) else None, max_events, max_age)
+    return BacklogReader(store, settings)()
 
 
 def _wall_ms() -> int:
@@ -353,6 +372,8 @@ async def run_sealer(submit, read_backlog: Callable[[], Backlog], wait_commit, *
     task_status.started()
     next_prune = trio.current_time()
     while True:
+        # Woken by a commit together with the tasks answering its requests: they go first.
+        await trio.lowlevel.cancel_shielded_checkpoint()
         if trio.current_time() >= next_prune:
             force = bool(pressure and pressure())
             answer = await submit(Request("prune", {"force": force}, source="sealer"))
