@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit
 
-from core_ext._tokens import digest_of as token_digest, digest_problem as token_digest_problem
+from core_ext._tokens import SHA256_PREFIX, digest_of as token_digest, digest_problem as token_digest_problem
 
 from . import _tls
 
@@ -419,8 +419,8 @@ class _Loader:
         )
 
     def metrics(self, s: dict) -> MetricsConfig:
-        token = self.secret("metrics.page_token", s["page_token"])
-        if token and len(token) < 16:
+        token = self.bearer_token("metrics.page_token", s["page_token"])
+        if token and len(token) < 16 and not token.startswith(SHA256_PREFIX):
             # The page shows stock and sales to whoever holds it: a guessable token is no lock.
             self.problem("metrics.page_token", "must be at least 16 characters (or empty: no status page)")
         tls_cert, tls_key = self.tls_pair("metrics", s)

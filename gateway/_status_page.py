@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import trio
 
+from core_ext import tokens
 from core_ext._asgi import respond
 
 PAGE, JSON_PATH = "/status", "/status.json"
@@ -28,8 +29,13 @@ REFRESH_S = 10
 
 
 def cookie_value(token: str) -> str:
-    """What the cookie carries: proof of the token, from which the token cannot be read back."""
-    return hmac.new(token.encode(), b"gateway status page", hashlib.sha256).hexdigest()
+    """What the cookie carries: proof of the token (as configured: itself or `sha256:<hex>` of it),
+    from which the token cannot be read back."""
+    return hmac.new(tokens.digest_of(token), b"gateway status page", hashlib.sha256).hexdigest()
+
+
+def _is_token(given: str, digest: bytes) -> bool:
+    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(), digest)
 
 
 def _cookies(scope) -> dict:
@@ -54,6 +60,7 @@ def _bearer(scope) -> str:
 def make_handler(token: str, read_snapshot, *, count=lambda reason: None):
     """`handle(scope, send)` for the page's two paths; `read_snapshot()` (blocking) reads the store."""
     expected = cookie_value(token) if token else ""
+    digest = tokens.digest_of(token) if token else b""
 
     async def handle(scope, send) -> None:
         method = scope["method"]
@@ -70,7 +77,7 @@ def make_handler(token: str, read_snapshot, *, count=lambda reason: None):
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         given = (query.get("token") or [""])[0]
         if given:
-            if not hmac.compare_digest(given.encode(), token.encode()):
+            if not _is_token(given, digest):
                 count("unauthorized")
                 await _unauthorized(send, method)
                 return
@@ -80,7 +87,7 @@ def make_handler(token: str, read_snapshot, *, count=lambda reason: None):
             return
         bearer = _bearer(scope)
         allowed = (hmac.compare_digest(_cookies(scope).get(COOKIE, "").encode(), expected.encode())
-                   or bool(bearer) and hmac.compare_digest(bearer.encode(), token.encode()))
+                   or bool(bearer) and _is_token(bearer, digest))
         if not allowed:
             count("unauthorized")
             await _unauthorized(send, method)

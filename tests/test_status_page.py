@@ -9,6 +9,7 @@ import struct
 import pytest
 import trio
 
+from core_ext import tokens
 from gateway._app import Gateway
 from gateway._config import load_config
 
@@ -25,9 +26,9 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-async def open_store(tmp_path, nursery):
+async def open_store(tmp_path, nursery, page_token: str = PAGE_TOKEN):
     _store_key, erp_key = make_keys(tmp_path)
-    text = config_text() + f'page_token = "{PAGE_TOKEN}"\n'
+    text = config_text() + f'page_token = "{page_token}"\n'
     (tmp_path / "gateway.toml").write_text(text, encoding="utf-8")
     gateway = await nursery.start(Gateway(load_config(str(tmp_path / "gateway.toml"))).run)
     erp = Client(gateway.urls["upstream"][0], ERP_TOKEN)
@@ -94,6 +95,26 @@ async def test_the_page_answers_only_with_its_token_and_shows_each_section(tmp_p
         assert secret not in page and secret not in str(snap)
 
 
+async def test_a_page_token_configured_as_its_sha256_opens_the_page_with_the_token(tmp_path):
+    async with trio.open_nursery() as nursery:
+        gateway = await open_store(tmp_path, nursery, page_token=tokens.hashed_form(PAGE_TOKEN))
+        anonymous = Client(gateway.urls["metrics"][0], None)
+        status, headers, _b = await anonymous.call("GET", f"/status?token={PAGE_TOKEN}")
+        assert status == 303
+        cookie = headers["set-cookie"].split(";")[0]
+        status, _h, _b = await anonymous.call("GET", "/status", headers={"Cookie": cookie})
+        assert status == 200
+        status, _h, _b = await Client(gateway.urls["metrics"][0], PAGE_TOKEN).call("GET", "/status.json")
+        assert status == 200
+        # The digest itself is not the token.
+        for path in (f"/status?token={tokens.hashed_form(PAGE_TOKEN)}", "/status?token=page-token-5be1c0de9b"):
+            status, _h, _b = await anonymous.call("GET", path)
+            assert status == 401, path
+        status, _h, _b = await Client(gateway.urls["metrics"][0], tokens.hashed_form(PAGE_TOKEN)).call("GET", "/status.json")
+        assert status == 401
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_gateway_without_a_page_token_has_no_page(tmp_path):
     make_keys(tmp_path)
     (tmp_path / "gateway.toml").write_text(config_text(), encoding="utf-8")
@@ -148,3 +169,12 @@ def test_a_short_page_token_is_named_by_check_config(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(str(tmp_path / "gateway.toml"))
     assert caught.value.problems == [("metrics.page_token", "must be at least 16 characters (or empty: no status page)")]
+
+
+def test_a_malformed_sha256_page_token_is_named_by_check_config(tmp_path):
+    from gateway._config import ConfigError
+    (tmp_path / "gateway.toml").write_text(config_text() + 'page_token = "sha256:abc"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path / "gateway.toml"))
+    [(key, problem)] = caught.value.problems
+    assert key == "metrics.page_token" and "64 lower-case hex digits" in problem
