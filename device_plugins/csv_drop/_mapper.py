@@ -325,7 +325,6 @@ class RowMapper:
         good = errors.count == before
         return MappedRow(row, key, code, line if good else None, member, payment)
 
-
     def _plain_row(self, row: int, values: dict) -> MappedRow | None:
         """A good row of an id/code/qty mapping, mapped with fewer steps; None for anything else
         (an empty, long or odd field, any character a field may not hold): `row` then maps it the
