@@ -13,6 +13,7 @@ import math
 import re
 import time
 import urllib.parse
+from dataclasses import dataclass
 
 import msgpack
 import trio
@@ -84,7 +85,7 @@ def _int_param(query: dict, name: str, default: int, low: int, high: int) -> int
 
 
 def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_key,
-             signal: SealSignal | None = None, edge=None):
+             signal: SealSignal | None = None, edge=None) -> "UpstreamApp":
     """The UP/1 ASGI app.
 
     `submit` hands requests to the core loop; `read_store()` opens a read transaction (Store.read);
@@ -92,192 +93,62 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
     `public_key` the store's (its raw bytes are in /status); `signal` wakes long polls after a seal;
     `edge(reason)` counts a request refused before the core (one of `core_ext.asgi.EDGE_REASONS`).
     """
-    edge = edge or (lambda reason: None)
-    settings = Settings.from_config(config)
-    # The ERP's token, or its `sha256:` digest; `app.tokens.replace(...)` swaps it while serving.
-    tokens = bearer.TokenTable({"erp": settings.token})
-    raw_key = raw_public_key(public_key)
+    return UpstreamApp(submit, read_store, Settings.from_config(config), metrics, store_id=store_id,
+                       raw_key=raw_public_key(public_key), signal=signal, edge=edge or (lambda reason: None))
 
-    def authorized(headers: dict) -> bool:
-        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
-        # Compared by digest in constant time; an empty configured token lets nobody in.
-        return scheme == b"Bearer" and tokens.find(given) == "erp"
 
-    # --- reads ------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Call:
+    """One HTTP request as the routes see it: its line and headers decoded once, its body read and
+    decoded only by the route that takes one."""
 
-    def read_batches(after: int, limit: int):
-        with read_store() as tx:
-            first = tx.meta(FIRST_AVAILABLE, 1)
-            if after + 1 < first:
-                raise HttpError(410, PRUNED, f"batches before {first} were pruned after acknowledgement",
-                                first_available=first)
-            last = read_head(tx).seq
-            raws = _page(tx, after, limit, settings.page_max_bytes)
-        return raws, after + len(raws) < last
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    receive: object
+    as_json: bool
+    max_body_bytes: int
 
-    async def batches(query: dict, as_json: bool):
-        after = _int_param(query, "after", 0, 0, 2 ** 63)
-        limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        wait_s = 0.0
-        if query.get("wait"):
-            try:
-                wait_s = float(query["wait"][-1])
-            except ValueError:
-                raise HttpError(400, errors.BAD_REQUEST, f"wait must be a number of seconds, got {query['wait'][-1]!r}",
-                                edge="bad_request") from None
-            if not math.isfinite(wait_s) or wait_s < 0:
-                raise HttpError(400, errors.BAD_REQUEST, f"wait must be between 0 and {MAX_WAIT_S:g}",
-                                edge="bad_request")
-            wait_s = min(wait_s, MAX_WAIT_S)
-        deadline = trio.current_time() + wait_s
-        while True:
-            waiter = signal.waiter() if signal is not None else None
-            # A page may be tens of megabytes: copy it out of LMDB off the event loop.
-            raws, more = await trio.to_thread.run_sync(read_batches, after, limit)
-            if raws or waiter is None or trio.current_time() >= deadline:
-                break
-            with trio.move_on_at(deadline):
-                await waiter.wait()
-        if as_json:
-            return {"batches": [to_jsonable(decode_envelope(raw)) for raw in raws], "more": more}
-        # The stored envelope bytes go out as they are: no decoding, no re-encoding.
-        packer = msgpack.Packer(use_bin_type=True)
-        return (b"\x82" + packer.pack("batches") + packer.pack_array_header(len(raws)) + b"".join(raws)
-                + packer.pack("more") + packer.pack(more))
+    def only(self, allowed: str) -> None:
+        _only(self.method, allowed)
 
-    def status():
-        with read_store() as tx:
-            head = read_head(tx)
-            last_event = tx.last_seq()
-            versions, pending = {}, {}
-            for kind in MASTER_KINDS:
-                row = tx.get("master", kind) or {}
-                versions[kind] = row.get("version", 0)
-                if row.get("pending"):
-                    pending[kind] = [[p["version"], p["effective_ms"]] for p in row["pending"]]
-            return {
-                "store": store_id, "public_key": raw_key, "last_seq": head.seq, "acked_seq": tx.meta(ACKED, 0),
-                "backlog": last_event - head.last_event, "last_event": last_event,
-                "sealed_event": head.last_event, "first_available": tx.meta(FIRST_AVAILABLE, 1),
-                "versions": versions, "pending": pending, "time_ms": int(time.time() * 1000),
-            }
+    async def body(self):
+        return _decode_body(await _read_body(self.receive, self.headers, self.max_body_bytes), self.headers)
 
-    # --- writes -----------------------------------------------------------------------------
 
-    async def through_core(kind: str, body: dict) -> dict:
-        response = await submit(Request(kind, body, source="erp", channel="erp"))
-        answer = response.body
-        if answer.get("ok"):
-            return {k: v for k, v in answer.items() if k not in ("t", "re", "ok")}
-        code = answer.get("err", errors.UNAVAILABLE)
-        extra = {"errors": answer["errors"]} if answer.get("errors") is not None else {}
-        raise HttpError(STATUS.get(code, 422), code, answer.get("msg", ""), **extra)
+class UpstreamApp:
+    """The UP/1 ASGI app, in layers: `__call__` (ASGI: lifespan, one HTTP request in, one answer
+    out), `_answer` (header limits, then the ERP's token, then the route), `_route` (the path to its
+    handler, each of which checks its method and decodes its own input), then the handlers.
 
-    def decode_request(raw: bytes, headers: dict):
-        ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if ctype.startswith("application/json"):
-            try:
-                value = asgi.decode_json(raw)
-            except asgi.InvalidText as exc:
-                # Decoded and checked here, once: the core and every answer see valid text only.
-                raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="invalid_text") from None
-            except (ValueError, RecursionError):
-                # RecursionError: nesting deeper than the parser's stack, from "[[[[..." alone.
-                raise HttpError(400, errors.BAD_REQUEST, "the body is not valid JSON", edge="malformed_body") from None
-            return _from_json_doc(value)
-        # MessagePack's decoder refuses invalid UTF-8 (lone surrogates included) itself.
-        try:
-            return unpack(raw, "the body")
-        except ValueError as exc:
-            raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="malformed_body") from None
+    `tokens` is the ERP's token table: `app.tokens.replace(...)` swaps it while serving.
+    """
 
-    async def read_body(receive, headers: dict) -> bytes:
-        limit = settings.max_body_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, errors.BAD_REQUEST, "the client went away")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+    def __init__(self, submit, read_store, settings: Settings, metrics, *, store_id: str, raw_key: bytes,
+                 signal: SealSignal | None, edge):
+        self.submit = submit
+        self.read_store = read_store
+        self.settings = settings
+        self.metrics = metrics
+        self.store_id = store_id
+        self.raw_key = raw_key
+        self.signal = signal
+        self.edge = edge
+        # The ERP's token, or its `sha256:` digest.
+        self.tokens = bearer.TokenTable({"erp": settings.token})
 
-    # --- routing ----------------------------------------------------------------------------
+    # --- ASGI ---------------------------------------------------------------------------------
 
-    async def route(method: str, path: str, query: dict, headers: dict, receive, as_json: bool):
-        if path == f"{PREFIX}/batches":
-            _only(method, "GET")
-            return await batches(query, as_json)
-        if path == f"{PREFIX}/status":
-            _only(method, "GET")
-            return status()
-        if path == f"{PREFIX}/ack":
-            _only(method, "POST")
-            body = decode_request(await read_body(receive, headers), headers)
-            if not isinstance(body, dict):
-                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"through": N}', edge="malformed_body")
-            return await through_core("ack", {"through": body.get("through")})
-        if path == f"{PREFIX}/movements":
-            _only(method, "POST")
-            doc = decode_request(await read_body(receive, headers), headers)
-            return await through_core("movements", {"doc": doc})
-        if path == f"{PREFIX}/day-close" or path.startswith(f"{PREFIX}/day/"):
-            async def body():
-                return decode_request(await read_body(receive, headers), headers)
-            return await _day_close.route(method, path, body, through_core, read_store, HttpError, _only)
-        match = _COUNT_CLOSE_PATH.match(path)
-        if match:
-            _only(method, "POST")
-            body = decode_request(await read_body(receive, headers), headers)
-            if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-                raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"id": "<close id>"}',
-                                edge="malformed_body")
-            return await through_core("count_close", {"id": body["id"], "device": match.group(1)})
-        match = _MASTER_PATH.match(path)
-        if match:
-            _only(method, "PUT")
-            kind = match.group(1)
-            if kind not in MASTER_KINDS:
-                raise HttpError(404, "NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of "
-                                                  f"{', '.join(MASTER_KINDS)}", edge="not_found")
-            doc = decode_request(await read_body(receive, headers), headers)
-            return await through_core("master", {"kind": kind, "doc": doc})
-        raise HttpError(404, "NOT_FOUND", f"no such resource {path!r}", edge="not_found")
-
-    async def app(scope, receive, send):
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             await asgi.lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        headers = {}
-        for name, value in scope["headers"]:
-            headers[name.lower()] = value
+        headers = {name.lower(): value for name, value in scope["headers"]}
         as_json = b"application/json" in headers.get(b"accept", b"")
-        route_name, status_code = "other", 200
-        try:
-            problem = asgi.header_problem(scope)
-            if problem is not None:
-                raise HttpError(431, "HEADERS_TOO_LARGE", problem[1], edge=problem[0])
-            if not authorized(headers):
-                # Nothing else is said: not whether the token was missing or wrong, not the route.
-                route_name = "unauthorized"
-                raise HttpError(401, "UNAUTHORIZED", "authentication required", edge="unauthorized")
-            route_name = _route_name(scope["path"])
-            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            answer = await route(scope["method"], scope["path"], query, headers, receive, as_json)
-        except HttpError as exc:
-            status_code = exc.status
-            answer = {"error": exc.code, "message": exc.message, **exc.extra}
-            if exc.edge:
-                edge(exc.edge)
+        route_name, status_code, answer = await self._answer(scope, headers, receive, as_json)
         extra_headers = [(b"www-authenticate", b"Bearer")] if status_code == 401 else []
         if isinstance(answer, bytes):
             payload, ctype = answer, "application/msgpack"
@@ -285,12 +156,200 @@ def make_app(submit, read_store, config, metrics=None, *, store_id: str, public_
             payload, ctype = json.dumps(to_jsonable(answer)).encode(), "application/json"
         else:
             payload, ctype = _packb(answer), "application/msgpack"
-        if metrics is not None:
-            metrics.request(route_name, status_code)
+        if self.metrics is not None:
+            self.metrics.request(route_name, status_code)
         await asgi.respond(send, status_code, ctype, payload, extra=extra_headers)
 
-    app.tokens = tokens
-    return app
+    async def _answer(self, scope, headers: dict, receive, as_json: bool) -> tuple[str, int, object]:
+        """(metric label of the route, HTTP status, answer: a map, or bytes already packed)."""
+        route_name = "other"
+        try:
+            problem = asgi.header_problem(scope)
+            if problem is not None:
+                raise HttpError(431, "HEADERS_TOO_LARGE", problem[1], edge=problem[0])
+            if not self._authorized(headers):
+                # Nothing else is said: not whether the token was missing or wrong, not the route.
+                route_name = "unauthorized"
+                raise HttpError(401, "UNAUTHORIZED", "authentication required", edge="unauthorized")
+            route_name = _route_name(scope["path"])
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            call = _Call(scope["method"], scope["path"], query, headers, receive, as_json,
+                         self.settings.max_body_bytes)
+            return route_name, 200, await self._route(call)
+        except HttpError as exc:
+            if exc.edge:
+                self.edge(exc.edge)
+            return route_name, exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
+
+    def _authorized(self, headers: dict) -> bool:
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        # Compared by digest in constant time; an empty configured token lets nobody in.
+        return scheme == b"Bearer" and self.tokens.find(given) == "erp"
+
+    # --- routing ------------------------------------------------------------------------------
+
+    async def _route(self, call: _Call):
+        path = call.path
+        fixed = {f"{PREFIX}/batches": self._batches, f"{PREFIX}/status": self._status, f"{PREFIX}/ack": self._ack,
+                 f"{PREFIX}/movements": self._movements}.get(path)
+        if fixed is not None:
+            return await fixed(call)
+        if path == f"{PREFIX}/day-close" or path.startswith(f"{PREFIX}/day/"):
+            return await _day_close.route(call.method, path, call.body, self._through_core, self.read_store,
+                                          HttpError, _only)
+        match = _COUNT_CLOSE_PATH.match(path)
+        if match:
+            return await self._count_close(call, match.group(1))
+        match = _MASTER_PATH.match(path)
+        if match:
+            return await self._master(call, match.group(1))
+        raise HttpError(404, "NOT_FOUND", f"no such resource {path!r}", edge="not_found")
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def _batches(self, call: _Call):
+        call.only("GET")
+        after = _int_param(call.query, "after", 0, 0, 2 ** 63)
+        limit = _int_param(call.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        deadline = trio.current_time() + _wait_param(call.query)
+        while True:
+            waiter = self.signal.waiter() if self.signal is not None else None
+            # A page may be tens of megabytes: copy it out of LMDB off the event loop.
+            raws, more = await trio.to_thread.run_sync(self._read_batches, after, limit)
+            if raws or waiter is None or trio.current_time() >= deadline:
+                break
+            with trio.move_on_at(deadline):
+                await waiter.wait()
+        if call.as_json:
+            return {"batches": [to_jsonable(decode_envelope(raw)) for raw in raws], "more": more}
+        # The stored envelope bytes go out as they are: no decoding, no re-encoding.
+        packer = msgpack.Packer(use_bin_type=True)
+        return (b"\x82" + packer.pack("batches") + packer.pack_array_header(len(raws)) + b"".join(raws)
+                + packer.pack("more") + packer.pack(more))
+
+    def _read_batches(self, after: int, limit: int) -> tuple[list[bytes], bool]:
+        with self.read_store() as tx:
+            first = tx.meta(FIRST_AVAILABLE, 1)
+            if after + 1 < first:
+                raise HttpError(410, PRUNED, f"batches before {first} were pruned after acknowledgement",
+                                first_available=first)
+            last = read_head(tx).seq
+            raws = _page(tx, after, limit, self.settings.page_max_bytes)
+        return raws, after + len(raws) < last
+
+    async def _status(self, call: _Call) -> dict:
+        call.only("GET")
+        with self.read_store() as tx:
+            head = read_head(tx)
+            last_event = tx.last_seq()
+            versions, pending = _master_versions(tx)
+            return {
+                "store": self.store_id, "public_key": self.raw_key, "last_seq": head.seq,
+                "acked_seq": tx.meta(ACKED, 0), "backlog": last_event - head.last_event, "last_event": last_event,
+                "sealed_event": head.last_event, "first_available": tx.meta(FIRST_AVAILABLE, 1),
+                "versions": versions, "pending": pending, "time_ms": int(time.time() * 1000),
+            }
+
+    # --- writes, each one more request of the core loop ---------------------------------------
+
+    async def _ack(self, call: _Call) -> dict:
+        call.only("POST")
+        body = await call.body()
+        if not isinstance(body, dict):
+            raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"through": N}', edge="malformed_body")
+        return await self._through_core("ack", {"through": body.get("through")})
+
+    async def _movements(self, call: _Call) -> dict:
+        call.only("POST")
+        return await self._through_core("movements", {"doc": await call.body()})
+
+    async def _count_close(self, call: _Call, device: str) -> dict:
+        call.only("POST")
+        body = await call.body()
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"id": "<close id>"}',
+                            edge="malformed_body")
+        return await self._through_core("count_close", {"id": body["id"], "device": device})
+
+    async def _master(self, call: _Call, kind: str) -> dict:
+        call.only("PUT")
+        if kind not in MASTER_KINDS:
+            raise HttpError(404, "NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of "
+                                              f"{', '.join(MASTER_KINDS)}", edge="not_found")
+        return await self._through_core("master", {"kind": kind, "doc": await call.body()})
+
+    async def _through_core(self, kind: str, body: dict) -> dict:
+        response = await self.submit(Request(kind, body, source="erp", channel="erp"))
+        answer = response.body
+        if answer.get("ok"):
+            return {k: v for k, v in answer.items() if k not in ("t", "re", "ok")}
+        code = answer.get("err", errors.UNAVAILABLE)
+        extra = {"errors": answer["errors"]} if answer.get("errors") is not None else {}
+        raise HttpError(STATUS.get(code, 422), code, answer.get("msg", ""), **extra)
+
+
+# --- decoding what a request brings ---------------------------------------------------------------
+
+def _wait_param(query: dict) -> float:
+    """A long poll's `wait`, in seconds (0 when absent), at most MAX_WAIT_S."""
+    if not query.get("wait"):
+        return 0.0
+    try:
+        wait_s = float(query["wait"][-1])
+    except ValueError:
+        raise HttpError(400, errors.BAD_REQUEST, f"wait must be a number of seconds, got {query['wait'][-1]!r}",
+                        edge="bad_request") from None
+    if not math.isfinite(wait_s) or wait_s < 0:
+        raise HttpError(400, errors.BAD_REQUEST, f"wait must be between 0 and {MAX_WAIT_S:g}", edge="bad_request")
+    return min(wait_s, MAX_WAIT_S)
+
+
+async def _read_body(receive, headers: dict, limit: int) -> bytes:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, errors.BAD_REQUEST, "the client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "TOO_LARGE", f"the body is over the limit of {limit} bytes", edge="body_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _decode_body(raw: bytes, headers: dict):
+    ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
+    if ctype.startswith("application/json"):
+        try:
+            value = asgi.decode_json(raw)
+        except asgi.InvalidText as exc:
+            # Decoded and checked here, once: the core and every answer see valid text only.
+            raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="invalid_text") from None
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than the parser's stack, from "[[[[..." alone.
+            raise HttpError(400, errors.BAD_REQUEST, "the body is not valid JSON", edge="malformed_body") from None
+        return _from_json_doc(value)
+    # MessagePack's decoder refuses invalid UTF-8 (lone surrogates included) itself.
+    try:
+        return unpack(raw, "the body")
+    except ValueError as exc:
+        raise HttpError(400, errors.BAD_REQUEST, str(exc), edge="malformed_body") from None
+
+
+def _master_versions(tx) -> tuple[dict, dict]:
+    """The version in force of each master-data kind, and the versions waiting for their time."""
+    versions, pending = {}, {}
+    for kind in MASTER_KINDS:
+        row = tx.get("master", kind) or {}
+        versions[kind] = row.get("version", 0)
+        if row.get("pending"):
+            pending[kind] = [[p["version"], p["effective_ms"]] for p in row["pending"]]
+    return versions, pending
 
 
 def _page(tx, after: int, limit: int, max_bytes: int) -> list[bytes]:

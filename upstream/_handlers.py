@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime
 
-from core_ext import Refused, errors, is_int, u64
+from core_ext import Refused, alerts, errors, is_int, post_movement, u64
+from core_ext import master as master_data
 
 from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
 from ._sealer import ACKED, FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, Settings, read_head, seal_pending
@@ -30,7 +31,6 @@ MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
 MAX_ID_BYTES = 128
 # Far beyond any real stock, and balances summed from such quantities stay within 64 bits.
 MAX_QTY = 10 ** 9
-
 
 
 def _doc_key(kind: str, version: int) -> bytes:
@@ -57,48 +57,60 @@ def _check_movements(body) -> list[str]:
     movements = body.get("movements") if isinstance(body, dict) else None
     if not isinstance(movements, list):
         return ["movements: must be a list"]
+    return [problem for i, m in enumerate(movements) for problem in _movement_problems(i, m)]
+
+
+def _movement_problems(i: int, m) -> list[str]:
+    where = f"movements[{i}]"
+    if not isinstance(m, dict):
+        return [f"{where}: must be a map"]
     problems = []
-    for i, m in enumerate(movements):
-        where = f"movements[{i}]"
-        if not isinstance(m, dict):
-            problems.append(f"{where}: must be a map")
-            continue
-        if isinstance(m.get("id"), str) and 0 < len(m["id"].encode()) <= MAX_ID_BYTES:
-            where = f"movements[{i}] (id {m['id']!r})"
-        else:
-            problems.append(f"{where}: id must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
-        kind = m.get("type")
-        if kind not in MOVEMENT_TYPES:
-            problems.append(f"{where}: type must be one of {', '.join(MOVEMENT_TYPES)}")
-        if not isinstance(m.get("sku"), str) or not 0 < len(m["sku"].encode()) <= MAX_ID_BYTES:
-            problems.append(f"{where}: sku must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
-        if m.get("lot") is not None and (not isinstance(m["lot"], str)
-                                         or not 0 < len(m["lot"].encode()) <= MAX_ID_BYTES):
-            problems.append(f"{where}: lot must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8) or null")
-        expiry = m.get("expiry")
-        if expiry is not None:
-            try:
-                if not isinstance(expiry, str) or len(expiry) != 10:
-                    raise ValueError
-                datetime.date.fromisoformat(expiry)
-            except ValueError:
-                problems.append(f"{where}: expiry must be an ISO date (YYYY-MM-DD) or null")
-        serials = m.get("serials", [])
-        if serials is not None and (not isinstance(serials, list)
-                                    or not all(isinstance(s, str) and s for s in serials)):
-            problems.append(f"{where}: serials must be a list of non-empty strings")
-        qty = m.get("qty")
-        if not is_int(qty):
-            problems.append(f"{where}: qty must be an integer")
-        elif abs(qty) > MAX_QTY:
-            problems.append(f"{where}: qty {qty} is beyond {MAX_QTY} units")
-        elif kind == "adjustment" and qty == 0:
-            problems.append(f"{where}: an adjustment's qty must not be 0")
-        elif kind in ("receipt", "transfer_out", "opening") and qty <= 0:
-            problems.append(f"{where}: a {kind}'s qty must be positive")
-        if m.get("reason") is not None and not isinstance(m["reason"], str):
-            problems.append(f"{where}: reason must be a string")
+    if isinstance(m.get("id"), str) and 0 < len(m["id"].encode()) <= MAX_ID_BYTES:
+        where = f"movements[{i}] (id {m['id']!r})"
+    else:
+        problems.append(f"{where}: id must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
+    kind = m.get("type")
+    if kind not in MOVEMENT_TYPES:
+        problems.append(f"{where}: type must be one of {', '.join(MOVEMENT_TYPES)}")
+    if not isinstance(m.get("sku"), str) or not 0 < len(m["sku"].encode()) <= MAX_ID_BYTES:
+        problems.append(f"{where}: sku must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8)")
+    if m.get("lot") is not None and (not isinstance(m["lot"], str)
+                                     or not 0 < len(m["lot"].encode()) <= MAX_ID_BYTES):
+        problems.append(f"{where}: lot must be a string of 1 to {MAX_ID_BYTES} bytes (UTF-8) or null")
+    if not _iso_date_or_none(m.get("expiry")):
+        problems.append(f"{where}: expiry must be an ISO date (YYYY-MM-DD) or null")
+    serials = m.get("serials", [])
+    if serials is not None and (not isinstance(serials, list)
+                                or not all(isinstance(s, str) and s for s in serials)):
+        problems.append(f"{where}: serials must be a list of non-empty strings")
+    problems += _qty_problems(where, kind, m.get("qty"))
+    if m.get("reason") is not None and not isinstance(m["reason"], str):
+        problems.append(f"{where}: reason must be a string")
     return problems
+
+
+def _iso_date_or_none(value) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str) or len(value) != 10:
+        return False
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _qty_problems(where: str, kind, qty) -> list[str]:
+    if not is_int(qty):
+        return [f"{where}: qty must be an integer"]
+    if abs(qty) > MAX_QTY:
+        return [f"{where}: qty {qty} is beyond {MAX_QTY} units"]
+    if kind == "adjustment" and qty == 0:
+        return [f"{where}: an adjustment's qty must not be 0"]
+    if kind in ("receipt", "transfer_out", "opening") and qty <= 0:
+        return [f"{where}: a {kind}'s qty must be positive"]
+    return []
 
 
 def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
@@ -108,42 +120,49 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
     `signing_key` signs batches; `erp_public_key` verifies the ERP's documents; `config` is the
     [upstream] section (see `Settings.from_config`); `signal` is woken after every seal commits.
     """
-    from core_ext import alerts as _alerts, master as _master, post_movement
+    return UpstreamHandlers(store_id=store_id, signing_key=signing_key, erp_public_key=erp_public_key,
+                            settings=Settings.from_config(config), signal=signal).by_kind()
 
-    settings = Settings.from_config(config)
 
-    def seal(tx, request, ctx) -> dict:
-        sealed = seal_pending(tx, store_id=store_id, private_key=signing_key, now_ms=ctx.now_ms,
-                              settings=settings, flush=bool(request.body.get("flush", True)))
+class UpstreamHandlers:
+    """One method a request kind, each `(tx, request, ctx) -> response fields` or `Refused`."""
+
+    def __init__(self, *, store_id: str, signing_key, erp_public_key, settings: Settings,
+                 signal: SealSignal | None):
+        self.store_id = store_id
+        self.signing_key = signing_key
+        self.erp_public_key = erp_public_key
+        self.settings = settings
+        self.signal = signal
+
+    def by_kind(self) -> dict:
+        return {"seal": self.seal, "ack": self.ack, "prune": self.prune, "master": self.master,
+                "master_activate": self.master_activate, "movements": self.movements}
+
+    def _notify_after_commit(self, ctx) -> None:
+        """Long polls and the push client hear of it once the change is durable."""
+        if self.signal is not None:
+            ctx.after_commit(self.signal.notify)
+
+    # --- the sealer timer's -------------------------------------------------------------------
+
+    def seal(self, tx, request, ctx) -> dict:
+        sealed = seal_pending(tx, store_id=self.store_id, private_key=self.signing_key, now_ms=ctx.now_ms,
+                              settings=self.settings, flush=bool(request.body.get("flush", True)))
         head = read_head(tx)
-        if sealed and signal is not None:
-            ctx.after_commit(signal.notify)
+        if sealed:
+            self._notify_after_commit(ctx)
         return {"sealed": len(sealed), "last_seq": head.seq, "last_event": head.last_event}
 
-    def ack(tx, request, ctx) -> dict:
-        through = request.body.get("through")
-        if not is_int(through) or through < 0:
-            raise Refused(errors.BAD_REQUEST, f"through must be an integer >= 0, got {through!r}")
-        last = read_head(tx).seq
-        if through > last:
-            raise Refused(ACK_BEYOND_LAST, f"batch {through} was never sealed; the last is {last}")
-        acked = tx.meta(ACKED, 0)
-        if through > acked:
-            tx.set_meta(ACKED, through)
-            acked = through
-            if signal is not None:
-                ctx.after_commit(signal.notify)
-        return {"acked": acked}
-
-    def prune(tx, request, ctx) -> dict:
+    def prune(self, tx, request, ctx) -> dict:
         # Only acknowledged batches go, oldest first; `force` (disk pressure) skips the retention.
         # A batch the NATS stream holds counts as acknowledged only with [nats] trust_stream (chain-nats.md).
         acked = max(tx.meta(ACKED, 0), tx.meta(STREAM_TRUSTED, 0))
         first = tx.meta(FIRST_AVAILABLE, 1)
-        keep_after_ms = ctx.now_ms - int(settings.retention_acked_s * 1000)
+        keep_after_ms = ctx.now_ms - int(self.settings.retention_acked_s * 1000)
         force = bool(request.body.get("force"))
         pruned = 0
-        while first <= acked and pruned < settings.prune_max_batches:
+        while first <= acked and pruned < self.settings.prune_max_batches:
             raw = tx.get_raw("batches", u64(first))
             if raw is not None:
                 if not force and decode_envelope(raw)["created_ms"] > keep_after_ms:
@@ -155,59 +174,44 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
             tx.set_meta(FIRST_AVAILABLE, first)
         return {"pruned": pruned, "first_available": first}
 
-    def _apply(tx, ctx, kind: str, version: int, issued_ms: int, effective_ms, body) -> None:
-        _master.apply(tx, kind, version, body, issued_ms)
-        row = tx.get("master", kind) or {}
-        # An older version still waiting for its time is superseded by this one: were it kept, its
-        # effective_ms would bring it back over a newer version in force. Never in force, it priced
-        # no sale, so its body goes too.
-        pending = []
-        for p in row.get("pending", []):
-            if p["version"] > version:
-                pending.append(p)
-            else:
-                tx.delete("master_docs", _doc_key(kind, p["version"]))
-        tx.put("master", kind, {"version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
-                                "pending": pending})
-        tx.append_event({"type": "master_applied", "id": f"erp:{kind}:{version}", "kind": kind,
-                         "version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
-                         "ts_ms": ctx.now_ms, "moves": []})
-        if kind != "promotions":
-            # Only rule sets are needed again (to re-price old sales); a catalog a day would fill the disk.
-            tx.delete("master_docs", _doc_key(kind, version))
-        if kind in ("catalog", "recalls", "policy"):
-            # Reorder points, recalled lots and the expiry window may have changed under the stock.
-            _alerts.refresh_all(tx, ctx.now_ms, ctx.settings.timezone)
+    # --- the ERP's ----------------------------------------------------------------------------
 
-    def master(tx, request, ctx) -> dict:
+    def ack(self, tx, request, ctx) -> dict:
+        through = request.body.get("through")
+        if not is_int(through) or through < 0:
+            raise Refused(errors.BAD_REQUEST, f"through must be an integer >= 0, got {through!r}")
+        last = read_head(tx).seq
+        if through > last:
+            raise Refused(ACK_BEYOND_LAST, f"batch {through} was never sealed; the last is {last}")
+        acked = tx.meta(ACKED, 0)
+        if through > acked:
+            tx.set_meta(ACKED, through)
+            acked = through
+            self._notify_after_commit(ctx)
+        return {"acked": acked}
+
+    def master(self, tx, request, ctx) -> dict:
         kind = request.body.get("kind")
         if kind not in MASTER_KINDS:
             raise Refused("NOT_FOUND", f"unknown master-data kind {kind!r}; expected one of {', '.join(MASTER_KINDS)}")
         doc = request.body.get("doc")
-        body = _verified_body(doc, erp_public_key, kind)
+        body = _verified_body(doc, self.erp_public_key, kind)
         version = doc["version"]
         row = tx.get("master", kind) or {"version": 0, "pending": []}
-        newest = max([row.get("version", 0)] + [p["version"] for p in row.get("pending", [])])
-        if version <= newest:
-            raise Refused(VERSION_NOT_NEWER, f"{kind} version {version} is not newer than {newest}, the newest"
-                                             " in force or waiting")
-        problems = _master.validate(kind, body)
-        if problems:
-            raise Refused(INVALID_CONTENT, f"{kind} version {version}: {len(problems)} invalid entries: "
-                                           f"{'; '.join(problems[:5])}", details=problems)
+        _check_master(kind, version, body, row)
         tx.put("master_docs", _doc_key(kind, version), body)
         effective_ms = doc.get("effective_ms") or None
         if effective_ms is not None and effective_ms > ctx.now_ms:
+            # Sent ahead: kept until its time (`master_activate`).
             pending = row.get("pending", []) + [{"version": version, "issued_ms": doc["issued_ms"],
                                                  "effective_ms": effective_ms}]
             tx.put("master", kind, {**row, "pending": pending})
-            if signal is not None:
-                ctx.after_commit(signal.notify)
+            self._notify_after_commit(ctx)
             return {"applied": version, "effective_ms": effective_ms}
-        _apply(tx, ctx, kind, version, doc["issued_ms"], effective_ms, body)
+        _apply_master(tx, ctx, kind, version, doc["issued_ms"], effective_ms, body)
         return {"applied": version}
 
-    def master_activate(tx, request, ctx) -> dict:
+    def master_activate(self, tx, request, ctx) -> dict:
         # Every due document in version order: a members delta skipped would lose its changes.
         activated = []
         for key, row in list(tx.items("master")):
@@ -220,13 +224,13 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
             tx.put("master", kind, row)
             for p in due:
                 body = tx.get("master_docs", _doc_key(kind, p["version"]))
-                _apply(tx, ctx, kind, p["version"], p["issued_ms"], p["effective_ms"], body)
+                _apply_master(tx, ctx, kind, p["version"], p["issued_ms"], p["effective_ms"], body)
                 activated.append([kind, p["version"]])
         return {"activated": activated}
 
-    def movements(tx, request, ctx) -> dict:
+    def movements(self, tx, request, ctx) -> dict:
         doc = request.body.get("doc")
-        body = _verified_body(doc, erp_public_key, "movements")
+        body = _verified_body(doc, self.erp_public_key, "movements")
         problems = _check_movements(body)
         if problems:
             raise Refused(INVALID_CONTENT, f"{len(problems)} invalid movements: {'; '.join(problems[:5])}",
@@ -236,19 +240,59 @@ def make_handlers(*, store_id: str, signing_key, erp_public_key, config=None,
             if tx.get("movements", m["id"]) is not None:
                 duplicates += 1
                 continue
-            try:
-                seq = post_movement(tx, ctx, m, f"erp:{m['id']}")
-            except Refused as exc:
-                # The whole document is refused (the core loop rolls back the movements before it).
-                code = INVALID_CONTENT if exc.code == errors.BAD_REQUEST else exc.code
-                problem = f"movements[{i}]: {exc.message}"
-                raise Refused(code, problem, details=[problem]) from None
-            tx.put("movements", m["id"], seq)
+            tx.put("movements", m["id"], _post_movement(tx, ctx, i, m))
             applied += 1
         return {"applied": applied, "duplicates": duplicates}
 
-    return {"seal": seal, "ack": ack, "prune": prune, "master": master, "master_activate": master_activate,
-            "movements": movements}
+
+def _check_master(kind: str, version: int, body, row: dict) -> None:
+    """Refuse a master-data document that is not newer than every version in force or waiting, or
+    whose entries are not valid."""
+    newest = max([row.get("version", 0)] + [p["version"] for p in row.get("pending", [])])
+    if version <= newest:
+        raise Refused(VERSION_NOT_NEWER, f"{kind} version {version} is not newer than {newest}, the newest"
+                                         " in force or waiting")
+    problems = master_data.validate(kind, body)
+    if problems:
+        raise Refused(INVALID_CONTENT, f"{kind} version {version}: {len(problems)} invalid entries: "
+                                       f"{'; '.join(problems[:5])}", details=problems)
+
+
+def _apply_master(tx, ctx, kind: str, version: int, issued_ms: int, effective_ms, body) -> None:
+    """Put a master-data document in force, with its `master_applied` event."""
+    master_data.apply(tx, kind, version, body, issued_ms)
+    row = tx.get("master", kind) or {}
+    # An older version still waiting for its time is superseded by this one: were it kept, its
+    # effective_ms would bring it back over a newer version in force. Never in force, it priced
+    # no sale, so its body goes too.
+    pending = []
+    for p in row.get("pending", []):
+        if p["version"] > version:
+            pending.append(p)
+        else:
+            tx.delete("master_docs", _doc_key(kind, p["version"]))
+    tx.put("master", kind, {"version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
+                            "pending": pending})
+    tx.append_event({"type": "master_applied", "id": f"erp:{kind}:{version}", "kind": kind,
+                     "version": version, "issued_ms": issued_ms, "effective_ms": effective_ms,
+                     "ts_ms": ctx.now_ms, "moves": []})
+    if kind != "promotions":
+        # Only rule sets are needed again (to re-price old sales); a catalog a day would fill the disk.
+        tx.delete("master_docs", _doc_key(kind, version))
+    if kind in ("catalog", "recalls", "policy"):
+        # Reorder points, recalled lots and the expiry window may have changed under the stock.
+        alerts.refresh_all(tx, ctx.now_ms, ctx.settings.timezone)
+
+
+def _post_movement(tx, ctx, index: int, movement: dict) -> int:
+    """Post one movement of a document (its ledger seq); a refusal refuses the whole document (the
+    core loop rolls back the movements before it)."""
+    try:
+        return post_movement(tx, ctx, movement, f"erp:{movement['id']}")
+    except Refused as exc:
+        code = INVALID_CONTENT if exc.code == errors.BAD_REQUEST else exc.code
+        problem = f"movements[{index}]: {exc.message}"
+        raise Refused(code, problem, details=[problem]) from None
 
 
 def next_activation_ms(tx) -> int | None:
