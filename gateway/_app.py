@@ -159,8 +159,47 @@ class Gateway:
 
     async def _run(self, task_status) -> None:
         cfg = self.config
-        # The keys first: a key that cannot be used must stop the start before the store is touched.
-        # One that other users may read is refused too: it may already have been copied.
+        signing_key, erp_key = self._load_keys()
+        self._open_store()
+        try:
+            seal_signal = upstream.SealSignal()
+            up_metrics = upstream.Metrics(self.registry, self.store, settings=cfg.upstream)
+            self.core = self._build_core(signing_key, erp_key, seal_signal)
+            self.registry.register(LedgerCollector(self._read))
+            self.registry.register(DayCollector(self._read))
+            edge = EdgeMetrics(self.registry)
+            await trio.to_thread.run_sync(load_writer_state, self.store)
+            if self.freeze_state:
+                freeze_loaded_state()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.core.run)
+                submit = self.core.submit
+                self.started_ms = int(time.time() * 1000)
+                # Days missed while stopped are closed before any device or API is heard.
+                await nursery.start(run_day_closer, submit)
+                self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
+                    self.registry, self.health, self.ready, edge=edge.counter("metrics"),
+                    pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen,
+                    certfile=cfg.metrics.tls_cert, keyfile=cfg.metrics.tls_key)
+                await self._serve_upstream(nursery, submit, signing_key, seal_signal, up_metrics,
+                                           edge.counter("upstream"))
+                await self._serve_pos_api(nursery, submit, edge.counter("pos_api"))
+                await self._start_devices(nursery, submit)
+                nursery.start_soon(self._refresh_alerts, submit)
+                log.info("gateway %s ready: %s", cfg.store.id,
+                         ", ".join(f"{k} {' '.join(v)}" for k, v in self.urls.items()))
+                self.started = True
+                task_status.started(self)
+        finally:
+            self.started = False
+            store, self.store = self.store, None
+            store.close()
+
+    def _load_keys(self):
+        """(the store's signing key, the ERP's public key or None). The keys come first: a key that
+        cannot be used must stop the start before the store is touched. One that other users may
+        read is refused too: it may already have been copied."""
+        cfg = self.config
         for key, problem in secret_file_problems(cfg):
             raise StartError(key, problem)
         try:
@@ -175,83 +214,70 @@ class Gateway:
             except upstream.KeyFileError as exc:
                 raise StartError("keys.erp_public_key", str(exc)) from exc
         self.erp_key_present = erp_key is not None
+        return signing_key, erp_key
+
+    def _open_store(self) -> None:
         try:
-            self.store = Store(cfg.store.data_dir)
+            self.store = Store(self.config.store.data_dir)
         except (StoreError, OSError) as exc:  # OSError: the directory cannot even be made
             raise StartError("store.data_dir", str(exc)) from exc
-        try:
-            seal_signal = upstream.SealSignal()
-            up_metrics = upstream.Metrics(self.registry, self.store, settings=cfg.upstream)
-            handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
-                                              config=cfg.upstream, signal=seal_signal)
-            if cfg.nats.enabled:
-                from upstream._nats_link import make_nats_handlers
-                handlers.update(make_nats_handlers(trust_stream=cfg.nats.trust_stream))
-            self.core = build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone,
-                                                        day_starts_at=cfg.store.day_starts_at),
-                                   extra_handlers=handlers, registry=self.registry,
-                                   disk_pressure=lambda: upstream.disk_pressure(self.store))
-            self.registry.register(LedgerCollector(self._read))
-            self.registry.register(DayCollector(self._read))
-            edge = EdgeMetrics(self.registry)
-            up_settings = upstream.Settings.from_config(cfg.upstream)
-            await trio.to_thread.run_sync(load_writer_state, self.store)
-            if self.freeze_state:
-                freeze_loaded_state()
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.core.run)
-                submit = self.core.submit
-                self.started_ms = int(time.time() * 1000)
-                # Days missed while stopped are closed before any device or API is heard.
-                await nursery.start(run_day_closer, submit)
-                self.urls["metrics"] = await _listen(nursery, "metrics.listen", make_metrics_app(
-                    self.registry, self.health, self.ready, edge=edge.counter("metrics"),
-                    pages=self._status_pages(edge.counter("metrics"))), cfg.metrics.listen,
-                    certfile=cfg.metrics.tls_cert, keyfile=cfg.metrics.tls_key)
-                up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
-                                           public_key=signing_key, signal=seal_signal, edge=edge.counter("upstream"))
-                self.up_app = up_app
-                self.urls["upstream"] = await _listen(nursery, "upstream.listen", self.upstream_seen.watch(up_app),
-                                                      cfg.upstream.listen,
-                                                      certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key,
-                                                      client_ca=cfg.upstream.tls_client_ca)
-                await nursery.start(lambda task_status: upstream.run_sealer(
-                    submit, upstream.BacklogReader(self.store, up_settings), self.core.wait_commit,
-                    metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s,
-                    pressure=lambda: upstream.disk_pressure(self.store), task_status=task_status))
-                await nursery.start(lambda task_status: upstream.run_master_activation(
-                    submit, lambda: read_next_activation(self.store), seal_signal, task_status=task_status))
-                if cfg.upstream.push_url:
-                    await nursery.start(lambda task_status: upstream.run_push(
-                        submit, self.store, cfg.upstream, seal_signal, up_metrics, task_status=task_status))
-                if cfg.nats.enabled:
-                    from upstream._nats_link import run_link
-                    await nursery.start(functools.partial(
-                        run_link, store_id=cfg.store.id, store=self.store, submit=submit, signal=seal_signal,
-                        config=cfg.nats, registry=self.registry))
-                from device_plugins import pos_api
-                pos_app = self.pos_app = pos_api.make_app(
-                    submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry), edge=edge.counter("pos_api"),
-                    client_certs=bool(cfg.pos_api.tls_client_ca))
-                self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", pos_app, cfg.pos_api.listen,
-                                                     certfile=cfg.pos_api.tls_cert, keyfile=cfg.pos_api.tls_key,
-                                                     client_ca=cfg.pos_api.tls_client_ca)
-                for i, device in enumerate(cfg.devices):
-                    try:
-                        await self._start_device(nursery, device, submit)
-                    except Exception as exc:  # groups too; a cancellation is not an Exception
-                        leaf = next(_leaves(exc))
-                        raise StartError(f"devices[{i}]", f"the {device['kind']} device {device['name']!r} "
-                                                          f"cannot start: {leaf}") from leaf
-                nursery.start_soon(self._refresh_alerts, submit)
-                log.info("gateway %s ready: %s", cfg.store.id,
-                         ", ".join(f"{k} {' '.join(v)}" for k, v in self.urls.items()))
-                self.started = True
-                task_status.started(self)
-        finally:
-            self.started = False
-            store, self.store = self.store, None
-            store.close()
+
+    def _build_core(self, signing_key, erp_key, seal_signal):
+        """The core loop with every handler: the core's own, the upstream's, the NATS link's."""
+        cfg = self.config
+        handlers = upstream.make_handlers(store_id=cfg.store.id, signing_key=signing_key, erp_public_key=erp_key,
+                                          config=cfg.upstream, signal=seal_signal)
+        if cfg.nats.enabled:
+            from upstream._nats_link import make_nats_handlers
+            handlers.update(make_nats_handlers(trust_stream=cfg.nats.trust_stream))
+        return build_core(self.store, Settings(store_id=cfg.store.id, timezone=cfg.store.timezone,
+                                               day_starts_at=cfg.store.day_starts_at),
+                          extra_handlers=handlers, registry=self.registry,
+                          disk_pressure=lambda: upstream.disk_pressure(self.store))
+
+    async def _serve_upstream(self, nursery, submit, signing_key, seal_signal, up_metrics, edge) -> None:
+        """UP/1 on its listener, and the upstream's tasks: the sealer, master-data activation, the
+        push client and the NATS link when configured."""
+        cfg = self.config
+        up_settings = upstream.Settings.from_config(cfg.upstream)
+        self.up_app = upstream.make_app(submit, self._read, cfg.upstream, up_metrics, store_id=cfg.store.id,
+                                        public_key=signing_key, signal=seal_signal, edge=edge)
+        self.urls["upstream"] = await _listen(nursery, "upstream.listen", self.upstream_seen.watch(self.up_app),
+                                              cfg.upstream.listen,
+                                              certfile=cfg.upstream.tls_cert, keyfile=cfg.upstream.tls_key,
+                                              client_ca=cfg.upstream.tls_client_ca)
+        await nursery.start(lambda task_status: upstream.run_sealer(
+            submit, upstream.BacklogReader(self.store, up_settings), self.core.wait_commit,
+            metrics=up_metrics, prune_interval_s=up_settings.prune_interval_s,
+            pressure=lambda: upstream.disk_pressure(self.store), task_status=task_status))
+        await nursery.start(lambda task_status: upstream.run_master_activation(
+            submit, lambda: read_next_activation(self.store), seal_signal, task_status=task_status))
+        if cfg.upstream.push_url:
+            await nursery.start(lambda task_status: upstream.run_push(
+                submit, self.store, cfg.upstream, seal_signal, up_metrics, task_status=task_status))
+        if cfg.nats.enabled:
+            from upstream._nats_link import run_link
+            await nursery.start(functools.partial(
+                run_link, store_id=cfg.store.id, store=self.store, submit=submit, signal=seal_signal,
+                config=cfg.nats, registry=self.registry))
+
+    async def _serve_pos_api(self, nursery, submit, edge) -> None:
+        from device_plugins import pos_api
+        cfg = self.config
+        self.pos_app = pos_api.make_app(submit, dict(cfg.pos_api.tokens), pos_api.Metrics(self.registry), edge=edge,
+                                        client_certs=bool(cfg.pos_api.tls_client_ca))
+        self.urls["pos_api"] = await _listen(nursery, "pos_api.listen", self.pos_app, cfg.pos_api.listen,
+                                             certfile=cfg.pos_api.tls_cert, keyfile=cfg.pos_api.tls_key,
+                                             client_ca=cfg.pos_api.tls_client_ca)
+
+    async def _start_devices(self, nursery, submit) -> None:
+        for i, device in enumerate(self.config.devices):
+            try:
+                await self._start_device(nursery, device, submit)
+            except Exception as exc:  # groups too; a cancellation is not an Exception
+                leaf = next(_leaves(exc))
+                raise StartError(f"devices[{i}]", f"the {device['kind']} device {device['name']!r} "
+                                                  f"cannot start: {leaf}") from leaf
 
     async def _start_device(self, nursery, device: dict, submit) -> None:
         plugin = importlib.import_module(f"device_plugins.{device['kind']}")

@@ -112,6 +112,31 @@ def refusal(request: Request, code: str, message: str, details=None) -> dict:
     return answer_refused(request.body.get("id") if isinstance(request.body, dict) else None, code, message, details)
 
 
+def _repeated(request: Request, first: dict, digest: bytes) -> Response:
+    """The answer to a request whose id was committed before: the first answer again, or a conflict
+    when the body differs."""
+    if first["h"] != digest:
+        return Response(refusal(request, errors.DUPLICATE_ID_CONFLICT,
+                                f"id {request.body.get('id')!r} was already committed with a different body"))
+    return Response(first["res"], replayed=True)
+
+
+def _record_refusal(tx, request: Request, ctx: Context, key: str | None, exc: Refused) -> None:
+    """A refusal worth keeping (a recalled lot offered, say) goes into the log, outside the request's
+    rolled-back transaction."""
+    doc = dict(exc.record)
+    doc.setdefault("type", "refusal")
+    # Its own id: the request's may still be committed later, and ids are unique upstream.
+    doc["request_id"] = key or f"{request.source}:{request.body.get('id')}"
+    doc["id"] = f"{doc['request_id']}#refused-{tx.last_seq() + 1}"
+    doc.setdefault("source", request.source)
+    doc.setdefault("err", exc.code)
+    doc.setdefault("msg", exc.message)
+    doc.setdefault("moves", [])
+    doc["ts_ms"] = ctx.now_ms
+    tx.append_event(doc)
+
+
 class CoreLoop:
     """The single writer. Requests wait by source and are taken one per source in turn; a group
     stops taking more once its handlers have used `group_budget_s`, so no source holds the writer
@@ -284,16 +309,18 @@ class CoreLoop:
         return ctx._after_commit, served
 
     def _apply_one(self, tx, request: Request, ctx: Context) -> Response:
+        """One request in its own nested transaction: checked, answered again if it was committed
+        before, else run; its effects stay only if it succeeds."""
         handler = self.handlers.get(request.kind)
         body = request.body
         if handler is None or not isinstance(body, dict):
             return Response(refusal(request, errors.BAD_REQUEST, f"unknown request type {request.kind!r}"))
         if request.kind in ECR_KINDS and (refused := request_refusal(request.kind, body)) is not None:
             return Response(refused)  # the same limits for every way in (ecr-serial.md, Limits)
-        key = digest = None
         rid = body.get("id")
         if (handler.idempotent or handler.requires_id) and (not isinstance(rid, str) or not 1 <= len(rid) <= 64):
             return Response(refusal(request, errors.BAD_REQUEST, "id must be a string of 1 to 64 characters"))
+        key = digest = None
         if handler.idempotent:
             key = f"{request.source}:{rid}"
             try:
@@ -302,15 +329,16 @@ class CoreLoop:
                 return Response(refusal(request, exc.code, exc.message))
             first = tx.get("ids", key)
             if first is not None:
-                if first["h"] != digest:
-                    return Response(refusal(request, errors.DUPLICATE_ID_CONFLICT,
-                                            f"id {rid!r} was already committed with a different body"))
-                return Response(first["res"], replayed=True)
+                return _repeated(request, first, digest)
+        return self._run_handler(tx, handler, request, ctx, key, digest)
+
+    def _run_handler(self, tx, handler: Handler, request: Request, ctx: Context, key: str | None,
+                     digest: bytes | None) -> Response:
+        """Run the handler in a nested transaction; with `key`, remember its answer under it."""
         child = tx.child()
         callbacks_before = len(ctx._after_commit)
         try:
-            fields = handler.fn(child, request, ctx)
-            answer = answer_ok(body.get("id"), fields)
+            answer = answer_ok(request.body.get("id"), handler.fn(child, request, ctx))
             if key is not None:
                 child.put("ids", key, {"h": digest, "seq": answer.get("seq"), "res": answer})
             child.commit()
@@ -319,17 +347,7 @@ class CoreLoop:
             child.abort()
             del ctx._after_commit[callbacks_before:]
             if exc.record is not None:
-                doc = dict(exc.record)
-                doc.setdefault("type", "refusal")
-                # Its own id: the request's may still be committed later, and ids are unique upstream.
-                doc["request_id"] = key or f"{request.source}:{body.get('id')}"
-                doc["id"] = f"{doc['request_id']}#refused-{tx.last_seq() + 1}"
-                doc.setdefault("source", request.source)
-                doc.setdefault("err", exc.code)
-                doc.setdefault("msg", exc.message)
-                doc.setdefault("moves", [])
-                doc["ts_ms"] = ctx.now_ms
-                tx.append_event(doc)
+                _record_refusal(tx, request, ctx, key, exc)
             return Response(refusal(request, exc.code, exc.message, exc.details))
         except lmdb.BadValsizeError as exc:
             # A key or value this request brought is beyond what LMDB stores: its fault alone.
@@ -338,11 +356,11 @@ class CoreLoop:
             return Response(refusal(request, errors.BAD_REQUEST, f"a field is too long to be stored ({exc})"))
         except lmdb.Error:
             child.abort()
-            raise
+            raise  # the store's trouble, not this request's: the whole group rolls back
         except Exception as exc:
             child.abort()
             del ctx._after_commit[callbacks_before:]
-            log.exception("handler %r failed on %r", request.kind, body.get("id"))
+            log.exception("handler %r failed on %r", request.kind, request.body.get("id"))
             return Response(refusal(request, errors.UNAVAILABLE, f"internal error ({type(exc).__name__}); nothing was applied"))
 
     def _count(self, request: Request, response: Response) -> None:
