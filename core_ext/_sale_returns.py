@@ -85,40 +85,79 @@ def _check_serial(tx, sale: dict, sale_id: str, i: int, serial, sku: str, qty: i
 
 
 def handle_return(tx, request, ctx) -> dict:
-    from ._returns import ReturnPlanError, plan_return
     body = request.body
+    orig, lines = _return_request(body)
+    sale_key, sale = _sale_for(tx, request, orig)
+    state = tx.get("returns", sale_key) or {"units": {}, "refunded_cents": 0, "points_reversed": 0,
+                                            "points_restored": 0}
+    before = _units_returned(state)
+    drawn = _draw_lines(tx, sale, orig, state, lines)
+    take = _take(drawn, state)
+    plan = _plan(tx, sale, state, before, take)
+    moves, out_lines = _refund_lines(drawn, lines, plan, take)
+    ledger.apply_moves(tx, moves)
+    state["refunded_cents"] += plan["refund_cents"]
+    state["points_reversed"] += plan["points_reversed"]
+    state["points_restored"] += plan["points_restored"]
+    tx.put("returns", sale_key, state)
+    return _record(tx, request, ctx, sale_key, sale, plan, moves, out_lines)
+
+
+def _return_request(body: dict) -> tuple[str, list]:
     orig = body.get("orig")
     if not isinstance(orig, str) or not orig:
         raise bad_request("orig must name the sale being returned")
     lines = body.get("lines")
     if not isinstance(lines, list) or not lines:
         raise bad_request("lines must be a non-empty list")
-    sale_key, sale = _sale_for(tx, request, orig)
-    state = tx.get("returns", sale_key) or {"units": {}, "refunded_cents": 0, "points_reversed": 0,
-                                            "points_restored": 0}
+    return orig, lines
+
+
+def _units_returned(state: dict) -> dict:
+    """Sale line index -> units of it returned by earlier returns."""
     before = {}
     for key, units in state["units"].items():
         index = int(key.split("\x00", 1)[0])
         before[index] = before.get(index, 0) + units
+    return before
+
+
+def _draw_lines(tx, sale: dict, orig: str, state: dict, lines: list) -> list:
+    """What each return line gives back (`_draw`), its serial checked against the sale."""
     returnable = _returnable(sale, state)
     drawn = [_draw(returnable, orig, i, line) for i, line in enumerate(lines)]
-    for i, (line, (sku, lot, qty, _exp, _draws)) in enumerate(zip(lines, drawn)):
+    for i, (line, (sku, _lot, qty, _exp, _draws)) in enumerate(zip(lines, drawn)):
         _check_serial(tx, sale, orig, i, line.get("serial"), sku, qty)
+    return drawn
+
+
+def _take(drawn: list, state: dict) -> dict:
+    """Sale line index -> units this return takes back; the sale's return state counts them."""
     take = {}
     for _sku, lot, _qty, _exp, draws in drawn:
         for index, units in draws:
             take[index] = take.get(index, 0) + units
             key = f"{index}\x00{lot or ''}"
             state["units"][key] = state["units"].get(key, 0) + units
+    return take
+
+
+def _plan(tx, sale: dict, state: dict, before: dict, take: dict) -> dict:
+    """The refund and points of this return, by the sale's own priced lines (`plan_return`)."""
+    from ._returns import ReturnPlanError, plan_return
+    priced = {**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in l["promos"]]}
+                                for l in sale["lines"]],
+              "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
+              "points_restored_before": state["points_restored"]}
     try:
-        plan = plan_return({**sale, "lines": [{**l, "promos": [{"id": p[0], "version": p[1], "cents": p[2]}
-                                                               for p in l["promos"]]} for l in sale["lines"]],
-                            "refunded_cents": state["refunded_cents"], "points_reversed_before": state["points_reversed"],
-                            "points_restored_before": state["points_restored"]},
-                           before, take, engine_for(tx, sale["ruleset"]))
+        return plan_return(priced, before, take, engine_for(tx, sale["ruleset"]))
     except ReturnPlanError as exc:
         raise Refused(E.RETURN_EXCEEDS_SALE, str(exc)) from None
-    # A sale line's refund is shared by the return lines that drew on it, by units, exactly.
+
+
+def _refund_lines(drawn: list, lines: list, plan: dict, take: dict) -> tuple[list, list]:
+    """The stock moves and the answer's lines. A sale line's refund is shared by the return lines
+    that drew on it, by units, exactly."""
     refund_of = {p["index"]: p["refund_cents"] for p in plan["lines"]}
     given = {index: [0, 0] for index in take}  # units and cents handed out so far
     moves, out_lines = [], []
@@ -131,11 +170,12 @@ def handle_return(tx, request, ctx) -> dict:
             cents += share
         moves.append(Move(sku, lot, qty, expiry, (line["serial"],) if line.get("serial") else ()))
         out_lines.append({"sku": sku, "lot": lot, "qty": qty, "refund_cents": cents})
-    ledger.apply_moves(tx, moves)
-    state["refunded_cents"] += plan["refund_cents"]
-    state["points_reversed"] += plan["points_reversed"]
-    state["points_restored"] += plan["points_restored"]
-    tx.put("returns", sale_key, state)
+    return moves, out_lines
+
+
+def _record(tx, request, ctx, sale_key: str, sale: dict, plan: dict, moves: list, out_lines: list) -> dict:
+    """The return's event, the member's points, the alerts; the answer."""
+    body = request.body
     # Lines carry the value given back; what was paid in points comes back as points, the rest as money.
     answer = {"refund_cents": plan["money_refund_cents"], "lines": out_lines}
     doc = {"type": "return", "id": f"{request.source}:{body['id']}", "source": request.source, "orig": sale_key,
