@@ -128,16 +128,8 @@ class PosApp:
                 raise unrouted
             if route.method == "POST":
                 fmt = _body_format(headers)
-                message = await self._body(receive, headers, fmt)
-                re = _usable_id(message)
-                if message.get("t", route.kind) != route.kind:
-                    raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but "
-                                                     f"{scope['path']} takes {route.kind!r}",
-                                   edge="bad_request")
-                problem = id_problem(message)
-                if problem:
-                    raise _Refusal(400, BAD_REQUEST, problem, edge="bad_request")
-                body = {**message, "t": route.kind}
+                body = await self._message(scope, receive, headers, fmt, route)
+                re = body["id"]
             else:
                 body = _query_body(route)
             status, answer = await self._ask(route, body, terminal)
@@ -179,6 +171,19 @@ class PosApp:
         if name != terminal:
             raise _Refusal(403, UNAUTHORIZED, "this token belongs to another terminal than the client "
                                               "certificate names", reason="CERTIFICATE_MISMATCH", edge="unauthorized")
+
+    async def _message(self, scope, receive, headers: dict, fmt: str, route: _Route) -> dict:
+        """A POST's message for the core: its body decoded, its type the route's, its id usable. A
+        refusal after the body is read names the id (the answer's `re`) when it is usable."""
+        message = await self._body(receive, headers, fmt)
+        re = _usable_id(message)
+        if message.get("t", route.kind) != route.kind:
+            raise _Refusal(400, BAD_REQUEST, f"t is {message['t']!r} but {scope['path']} takes {route.kind!r}",
+                           edge="bad_request", re=re)
+        problem = id_problem(message)
+        if problem:
+            raise _Refusal(400, BAD_REQUEST, problem, edge="bad_request", re=re)
+        return {**message, "t": route.kind}
 
     async def _body(self, receive, headers: dict, fmt: str) -> dict:
         lengths = headers.get(b"content-length", [])
