@@ -35,6 +35,23 @@ def plan_return(sale: dict, returned_before: dict[int, int], take: dict[int, int
     given back, of which `points_restored_cents` returns as points and `money_refund_cents` as money.
     """
     lines = sale["lines"]
+    _check_take(lines, returned_before, take)
+    paid = sum(line["net_cents"] for line in lines)
+    refunded_before = sale.get("refunded_cents", 0)
+    order = sorted(take)
+    shares = [refund_share(lines[i]["net_cents"], lines[i]["qty"], returned_before.get(i, 0), take[i]) for i in order]
+    if any(p["id"] in engine.clawback_ids for line in lines for p in line["promos"]):
+        refund = max(0, paid - _kept_total(sale, returned_before, take, engine) - refunded_before)
+        # Split over the returned lines as their own formula would, so a line's part stays explainable.
+        shares = spread(refund, shares if sum(shares) else [take[i] for i in order])
+    else:
+        refund = sum(shares)
+    points = _points(sale, returned_before, take, paid, refunded_before, refund)
+    return {"lines": [{"index": i, "qty": take[i], "refund_cents": cents} for i, cents in zip(order, shares)],
+            "refund_cents": refund, **points, "money_refund_cents": refund - points["points_restored_cents"]}
+
+
+def _check_take(lines: list, returned_before: dict, take: dict) -> None:
     if not take:
         raise ReturnPlanError("nothing to return")
     for index, units in sorted(take.items()):
@@ -44,50 +61,44 @@ def plan_return(sale: dict, returned_before: dict[int, int], take: dict[int, int
         if not isinstance(units, int) or units < 1 or before + units > lines[index]["qty"]:
             raise ReturnPlanError(f"line {index} ({lines[index]['sku']}): cannot return {units} units, "
                                   f"{lines[index]['qty'] - before} of {lines[index]['qty']} are left")
-    paid = sum(line["net_cents"] for line in lines)
-    refunded_before = sale.get("refunded_cents", 0)
-    order = sorted(take)
-    shares = [refund_share(lines[i]["net_cents"], lines[i]["qty"], returned_before.get(i, 0), take[i]) for i in order]
-    if any(p["id"] in engine.clawback_ids for line in lines for p in line["promos"]):
-        if engine.version != sale["ruleset"]:
-            raise ReturnPlanError(f"the sale was priced by rule set {sale['ruleset']}, "
-                                  f"the engine given is version {engine.version}")
-        kept = []
-        for i, line in enumerate(lines):
-            left = line["qty"] - returned_before.get(i, 0) - take.get(i, 0)
-            if left:
-                kept.append({"sku": line["sku"], "qty": left, "unit_cents": line["unit_cents"],
-                             "category": line.get("category", "")})
-        local = sale.get("local") or {}
-        member = {"id": sale["member"], "tier": sale.get("tier")} if sale.get("member") else None
-        kept_total = engine.price(kept, member=member, coupons=tuple(sale.get("coupons") or ()),
-                                  store=sale.get("store", ""), channel=sale.get("channel", "ecr"),
-                                  ts_ms=sale.get("ts_ms", 0), weekday=local.get("weekday", 1),
-                                  minute=local.get("minute", 0))["total_cents"] if kept else 0
-        refund = max(0, paid - kept_total - refunded_before)
-        # Split over the returned lines as their own formula would, so a line's part stays explainable.
-        weights = shares if sum(shares) else [take[i] for i in order]
-        shares = spread(refund, weights)
-    else:
-        refund = sum(shares)
-    refunded_after = refunded_before + refund
+
+
+def _kept_total(sale: dict, returned_before: dict, take: dict, engine) -> int:
+    """What the units the customer keeps cost, priced by the sale's own rule set at its own time."""
+    if engine.version != sale["ruleset"]:
+        raise ReturnPlanError(f"the sale was priced by rule set {sale['ruleset']}, "
+                              f"the engine given is version {engine.version}")
+    kept = []
+    for i, line in enumerate(sale["lines"]):
+        left = line["qty"] - returned_before.get(i, 0) - take.get(i, 0)
+        if left:
+            kept.append({"sku": line["sku"], "qty": left, "unit_cents": line["unit_cents"],
+                         "category": line.get("category", "")})
+    if not kept:
+        return 0
+    local = sale.get("local") or {}
+    member = {"id": sale["member"], "tier": sale.get("tier")} if sale.get("member") else None
+    return engine.price(kept, member=member, coupons=tuple(sale.get("coupons") or ()), store=sale.get("store", ""),
+                        channel=sale.get("channel", "ecr"), ts_ms=sale.get("ts_ms", 0),
+                        weekday=local.get("weekday", 1), minute=local.get("minute", 0))["total_cents"]
+
+
+def _points(sale: dict, returned_before: dict, take: dict, paid: int, refunded_before: int, refund: int) -> dict:
+    """Points earned reversed and points paid restored, in the proportion the refund (or, when
+    nothing was paid, the units) has reached: the last return settles every remaining point."""
     points = sale.get("points") or {}
-    earned = points.get("earned", 0)
-    redeemed = points.get("redeemed", 0)
     redeemed_cents = points.get("redeemed_cents", 0)
     if paid > 0:
-        done, whole = refunded_after, paid
+        done, whole = refunded_before + refund, paid
         done_before = refunded_before
     else:  # nothing was paid: points follow the units
-        whole = sum(line["qty"] for line in lines)
+        whole = sum(line["qty"] for line in sale["lines"])
         done_before = sum(returned_before.values())
         done = done_before + sum(take.values())
-    reversed_now = max(0, _cumulative(earned, done, whole) - sale.get("points_reversed_before", 0))
+    reversed_now = max(0, _cumulative(points.get("earned", 0), done, whole) - sale.get("points_reversed_before", 0))
     # Points paid part of every unit; they come back in the same proportion as the refund, so the
     # money part of a refund is never negative (a clawback lowers both alike).
-    restored_now = max(0, _cumulative(redeemed, done, whole) - sale.get("points_restored_before", 0))
+    restored_now = max(0, _cumulative(points.get("redeemed", 0), done, whole) - sale.get("points_restored_before", 0))
     restored_cents = _cumulative(redeemed_cents, done, whole) - _cumulative(redeemed_cents, done_before, whole)
-    restored_cents = min(max(0, restored_cents), refund)
-    return {"lines": [{"index": i, "qty": take[i], "refund_cents": cents} for i, cents in zip(order, shares)],
-            "refund_cents": refund, "points_reversed": reversed_now, "points_restored": restored_now,
-            "points_restored_cents": restored_cents, "money_refund_cents": refund - restored_cents}
+    return {"points_reversed": reversed_now, "points_restored": restored_now,
+            "points_restored_cents": min(max(0, restored_cents), refund)}
