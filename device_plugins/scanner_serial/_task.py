@@ -24,59 +24,73 @@ LOG_INTERVAL_S = 60.0
 
 async def serve(device: dict, submit, metrics, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the scanner `device` until cancelled, reopening its port whenever it goes away."""
-    name = device["name"]
-    role = device.get("role", "receive")
-    if role not in ROLES:
-        raise ValueError(f"scanner {name!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
-    terminator = device.get("terminator", "any")
-    ScannerConnection(terminator=terminator)  # a bad terminator fails here, at start
-    # Scan ids must never repeat, across reconnects and restarts: the start time plus a counter.
-    boot_ms = int(time.time() * 1000)
-    counter = iter(range(1, 1 << 62))
-    logs = RateLimitedLog(log, LOG_INTERVAL_S, trio.current_time,
-                          on_suppressed=metrics.log_suppressed.labels(name).inc)
+    scanner = _Scanner(device, submit, metrics)
+    await serve_port(device, scanner.run_link, metrics.connected.labels(scanner.name), scanner.logs,
+                     task_status=task_status)
 
-    async def run_link(stream: trio.abc.Stream) -> None:
+
+class _Scanner:
+    """One scanner: what lasts across reconnects (its scan ids, its log) and what one open port does."""
+
+    def __init__(self, device: dict, submit, metrics):
+        self.name = device["name"]
+        self.role = device.get("role", "receive")
+        if self.role not in ROLES:
+            raise ValueError(f"scanner {self.name!r}: role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        self.terminator = device.get("terminator", "any")
+        ScannerConnection(terminator=self.terminator)  # a bad terminator fails here, at start
+        self.lane = str(device.get("lane", ""))
+        self.submit = submit
+        self.metrics = metrics
+        # Scan ids must never repeat, across reconnects and restarts: the start time plus a counter.
+        self._boot_ms = int(time.time() * 1000)
+        self._counter = iter(range(1, 1 << 62))
+        self.logs = RateLimitedLog(log, LOG_INTERVAL_S, trio.current_time,
+                                   on_suppressed=metrics.log_suppressed.labels(self.name).inc)
+
+    async def run_link(self, stream: trio.abc.Stream) -> None:
         try:
-            await _read(stream)
+            await self._read(stream)
         finally:
-            logs.flush()
+            self.logs.flush()
 
-    async def _read(stream: trio.abc.Stream) -> None:
-        conn = ScannerConnection(terminator=terminator)
+    async def _read(self, stream: trio.abc.Stream) -> None:
+        conn = ScannerConnection(terminator=self.terminator)
         while True:
-            due = [d for d in (conn.next_deadline(), logs.next_due()) if d is not None]
+            due = [d for d in (conn.next_deadline(), self.logs.next_due()) if d is not None]
             with trio.CancelScope(deadline=min(due) if due else math.inf):
                 data = await stream.receive_some(READ_SIZE)
                 conn.receive_data(data, trio.current_time())
             conn.tick(trio.current_time())
-            logs.flush_due()
+            self.logs.flush_due()
             while (event := conn.next_event()) is not NEED_DATA:
-                if isinstance(event, Scanned):
-                    await _submit(event.scan, f"{boot_ms}-{next(counter)}")
-                elif isinstance(event, Rejected):
-                    metrics.rejects.labels(name, event.code).inc()
-                    logs.warning(("rejected", event.code), "scanner %s: scan %r rejected: %s",
-                                 name, event.raw, event.reason)
-                elif isinstance(event, ConnectionClosed):
+                if isinstance(event, ConnectionClosed):
                     return
+                await self._handle(event)
 
-    async def _submit(scan, scan_id: str) -> None:
-        metrics.scans.labels(name).inc()
-        body = {"id": scan_id, "role": role, "lane": str(device.get("lane", "")), "code": scan.raw,
+    async def _handle(self, event) -> None:
+        if isinstance(event, Scanned):
+            await self._submit(event.scan, f"{self._boot_ms}-{next(self._counter)}")
+        elif isinstance(event, Rejected):
+            self.metrics.rejects.labels(self.name, event.code).inc()
+            self.logs.warning(("rejected", event.code), "scanner %s: scan %r rejected: %s",
+                              self.name, event.raw, event.reason)
+
+    async def _submit(self, scan, scan_id: str) -> None:
+        name = self.name
+        self.metrics.scans.labels(name).inc()
+        body = {"id": scan_id, "role": self.role, "lane": self.lane, "code": scan.raw,
                 "gtin": scan.gtin, "hibc": scan.hibc, "lot": scan.lot, "expiry": scan.expiry,
                 "serial": scan.serial, "quantity": scan.quantity}
         try:
-            response = await submit(Request(kind="scan", body=body, source=name, channel="scanner"))
+            response = await self.submit(Request(kind="scan", body=body, source=name, channel="scanner"))
         except Exception:
-            logs.error("core_failed", "scanner %s: the core failed on scan %r", name, scan.raw,
-                       exc_info=True)
-            metrics.refused.labels(name, "UNAVAILABLE").inc()
+            self.logs.error("core_failed", "scanner %s: the core failed on scan %r", name, scan.raw,
+                            exc_info=True)
+            self.metrics.refused.labels(name, "UNAVAILABLE").inc()
             return
         if not response.body.get("ok"):
             err = str(response.body.get("err", "error"))
-            metrics.refused.labels(name, err).inc()
-            logs.warning(("refused", err), "scanner %s: scan %r refused: %s %s", name, scan.raw,
-                         err, response.body.get("msg"))
-
-    await serve_port(device, run_link, metrics.connected.labels(name), logs, task_status=task_status)
+            self.metrics.refused.labels(name, err).inc()
+            self.logs.warning(("refused", err), "scanner %s: scan %r refused: %s %s", name, scan.raw,
+                              err, response.body.get("msg"))
