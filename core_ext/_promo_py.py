@@ -691,8 +691,26 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
     """What `rule` would do now on its eligible `lines`; None when the basket has none."""
     if not lines:
         return None
+    segs, any_open = _open_segments(rule, state, lines)
+    if not segs:
+        return _Plan(rule, "units_used" if any_open else "units_closed")
+    plan = _Plan(rule)
+    amount, reason = _amount(rule, segs, plan.pieces)
+    if reason or amount == 0:
+        plan.reason = reason or "no_saving"
+        return plan
+    if rule.cap >= 0 and amount > rule.cap:
+        plan.trace.append(trace_entry(rule, "capped", cents=amount - rule.cap))
+        amount = rule.cap
+    _share_out(plan, rule, state, amount)
+    return plan
+
+
+def _open_segments(rule: Rule, state: list[_Line], lines: list[int]) -> tuple[list, bool]:
+    """The segments `rule` may still act on, as (line, index, segment, order); and whether any of
+    the lines' segments is open at all (a buy-X-get-Y or bundle skips segments already used)."""
     xy = rule.kind == BUNDLE or rule.kind == BUY_X_GET_Y
-    segs = []   # (line, index, segment, order)
+    segs = []
     any_open = False
     for li in lines:
         line = state[li]
@@ -703,77 +721,69 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
             if xy and seg.used:
                 continue
             segs.append((li, line, seg, len(segs)))
-    if not segs:
-        return _Plan(rule, "units_used" if any_open else "units_closed")
-    plan = _Plan(rule)
-    kind = rule.kind
-    pieces = plan.pieces
-    amount = 0
-    if kind == BUY_X_GET_Y:
+    return segs, any_open
+
+
+def _amount(rule: Rule, segs: list, pieces: list) -> tuple[int, str]:
+    """(the rule's whole saving on `segs`, "") with the units it counts in `pieces`; or (0, why it
+    gives none)."""
+    if rule.kind == BUY_X_GET_Y:
         amount = _plan_xy(rule, segs, pieces)
-        if amount < 0:
-            plan.reason = "not_enough_units"
-            return plan
-    elif kind == BUNDLE:
+        return (amount, "") if amount >= 0 else (0, "not_enough_units")
+    if rule.kind == BUNDLE:
         amount = _plan_bundle(rule, segs, pieces)
-        if amount < 0:
-            plan.reason = "no_complete_set"
-            return plan
-    else:
-        net = 0
-        for li, _line, seg, _o in segs:
-            net += seg.net
-        # Every eligible unit takes a share of the amount (step 5 names only buy-X-get-Y and bundles
-        # as exceptions), so a fixed price too is spread by net over all of them.
-        for li, _line, seg, _o in segs:
-            pieces.append((li, seg, seg.n, seg.net, True))
-        if kind == FIXED_PRICE:
-            # The amount counts only units above the fixed price: the rule never raises a price.
-            for li, _line, seg, _o in segs:
-                over = seg.net - rule.a * seg.n
-                if over > 0:
-                    amount += over
-        elif kind == PERCENT_OFF:
-            amount = half_up(net * rule.a)
-        elif kind == AMOUNT_OFF:
-            for li, _line, seg, _o in segs:
-                amount += min(rule.a * seg.n, seg.net)
-        elif kind == QTY_TIER:
-            amount = _qty_tier(rule, segs, net)
-            if amount < 0:
-                plan.reason = "qty_tier_not_reached"
-                return plan
-        elif kind == THRESHOLD:
-            if rule.steps:
-                amount = -1
-                for least, off in rule.steps:
-                    if net >= least:
-                        amount = off
-            else:
-                times = net // rule.a
-                if rule.c and times > rule.c:
-                    times = rule.c
-                amount = times * rule.b if times else -1
-            if amount < 0:
-                plan.reason = "threshold_not_reached"
-                return plan
-            amount = min(amount, net)
-        elif kind == ORDER_PERCENT_OFF:
-            if net < rule.b:
-                plan.reason = "below_min_cents"
-                return plan
-            amount = half_up(net * rule.a)
-    if amount == 0:
-        plan.reason = "no_saving"
-        return plan
-    if rule.cap >= 0 and amount > rule.cap:
-        plan.trace.append(trace_entry(rule, "capped", cents=amount - rule.cap))
-        amount = rule.cap
-    # Spread over the lines of the discounted units, weighted by their current net, then the ceiling.
-    # Lines go in basket order whatever order the units were drawn in, so remainder ties go to the
-    # earlier line.
+        return (amount, "") if amount >= 0 else (0, "no_complete_set")
+    # Every eligible unit takes a share of the amount (step 5 names only buy-X-get-Y and bundles
+    # as exceptions), so a fixed price too is spread by net over all of them.
+    net = 0
+    for li, _line, seg, _o in segs:
+        net += seg.net
+        pieces.append((li, seg, seg.n, seg.net, True))
+    return _amount_on_all(rule, segs, net)
+
+
+def _amount_on_all(rule: Rule, segs: list, net: int) -> tuple[int, str]:
+    """`_amount` of the kinds that discount every eligible unit."""
+    kind = rule.kind
+    if kind == FIXED_PRICE:
+        # The amount counts only units above the fixed price: the rule never raises a price.
+        return sum(max(0, seg.net - rule.a * seg.n) for _li, _line, seg, _o in segs), ""
+    if kind == PERCENT_OFF:
+        return half_up(net * rule.a), ""
+    if kind == AMOUNT_OFF:
+        return sum(min(rule.a * seg.n, seg.net) for _li, _line, seg, _o in segs), ""
+    if kind == QTY_TIER:
+        amount = _qty_tier(rule, segs, net)
+        return (amount, "") if amount >= 0 else (0, "qty_tier_not_reached")
+    if kind == THRESHOLD:
+        amount = _threshold(rule, net)
+        return (min(amount, net), "") if amount >= 0 else (0, "threshold_not_reached")
+    if kind == ORDER_PERCENT_OFF:
+        return (half_up(net * rule.a), "") if net >= rule.b else (0, "below_min_cents")
+    return 0, ""
+
+
+def _threshold(rule: Rule, net: int) -> int:
+    """A threshold rule's saving at `net`: its highest step reached, or `b` for every full `a`
+    (at most `c` times when set); -1 when not reached."""
+    if rule.steps:
+        amount = -1
+        for least, off in rule.steps:
+            if net >= least:
+                amount = off
+        return amount
+    times = net // rule.a
+    if rule.c and times > rule.c:
+        times = rule.c
+    return times * rule.b if times else -1
+
+
+def _share_out(plan: _Plan, rule: Rule, state: list[_Line], amount: int) -> None:
+    """Spread `amount` over the lines of the discounted units, weighted by their current net, then
+    the ceiling. Lines go in basket order whatever order the units were drawn in, so remainder ties
+    go to the earlier line."""
     weight: dict[int, int] = {}
-    for li, _seg, _k, net, discounted in pieces:
+    for li, _seg, _k, net, discounted in plan.pieces:
         if discounted:
             weight[li] = weight.get(li, 0) + net
     order = sorted(weight)
@@ -786,7 +796,6 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
             plan.trace.append(trace_entry(rule, "ceiling", line=li, cents=share - cents))
         plan.applied[li] = cents
         plan.saving += cents
-    return plan
 
 
 def _draw(order, count: int, used: dict, pieces: list, discounted: bool) -> None:
