@@ -214,45 +214,55 @@ class CoreLoop:
                 with trio.CancelScope(shield=True):
                     started = time.perf_counter()
                     callbacks, served = await trio.to_thread.run_sync(self._apply_group, pending)
-                    if served < len(pending):
-                        # The group used its time: the rest wait at the heads of their queues.
-                        self._queue.put_back(pending[served:], _source_of)
-                        self._work.set()
-                        if self.metrics:
-                            self.metrics.groups_cut.inc()
-                        del pending[served:]
-                    if self.metrics:
-                        self.metrics.queue_depth.dec(len(pending))
-                    for slot in pending:
-                        self._room.give_back(slot[0].source)
-                    # Committed (or rolled back whole and answered so): wake the callers first, so
-                    # nothing after this point can leave a committed request unanswered.
-                    for slot in pending:
-                        slot[2].set()
-                    group_size, pending = len(pending), []
-                    if self.metrics:
-                        self.metrics.observe_group(group_size, time.perf_counter() - started)
-                    for callback in callbacks:
-                        try:
-                            callback()
-                        except Exception:
-                            log.exception("after-commit callback failed")
-                    self.commits += 1
-                    self._commit_event.set()
-                    self._commit_event = trio.Event()
+                    self._answer_group(pending, served, started)
+                    pending = []
+                    self._after_commit(callbacks)
         finally:
             self.running = False
-            # Whatever is still queued was never applied: say so rather than leave callers hanging.
-            # A slot of an unfinished group may hold an answer from its rolled-back transaction:
-            # that answer was never committed, so it is replaced.
-            for slot in pending:
-                if not slot[2].is_set():
-                    slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
-                    slot[2].set()
-            for slot in self._queue.drain():
+            self._refuse_unserved(pending)
+
+    def _answer_group(self, pending: list, served: int, started: float) -> None:
+        """Wake the callers of a group's served requests, committed (or rolled back whole and
+        answered so); the rest, which the group had no time for, go back to the heads of their
+        queues."""
+        if served < len(pending):
+            self._queue.put_back(pending[served:], _source_of)
+            self._work.set()
+            if self.metrics:
+                self.metrics.groups_cut.inc()
+            del pending[served:]
+        if self.metrics:
+            self.metrics.queue_depth.dec(len(pending))
+        for slot in pending:
+            self._room.give_back(slot[0].source)
+        # The callers first, so nothing after this point can leave a committed request unanswered.
+        for slot in pending:
+            slot[2].set()
+        if self.metrics:
+            self.metrics.observe_group(len(pending), time.perf_counter() - started)
+
+    def _after_commit(self, callbacks: list) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
+        self.commits += 1
+        self._commit_event.set()
+        self._commit_event = trio.Event()
+
+    def _refuse_unserved(self, pending: list) -> None:
+        """Whatever is still queued was never applied: say so rather than leave callers hanging. A
+        slot of an unfinished group may hold an answer from its rolled-back transaction: that answer
+        was never committed, so it is replaced."""
+        for slot in pending:
+            if not slot[2].is_set():
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
                 slot[2].set()
-            self._room.close()  # wake submitters waiting for room: they see the loop stopped
+        for slot in self._queue.drain():
+            slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
+            slot[2].set()
+        self._room.close()  # wake submitters waiting for room: they see the loop stopped
 
     # Runs in a worker thread: everything from begin to commit of one write transaction.
     def _apply_group(self, slots: list) -> tuple[list, int]:
