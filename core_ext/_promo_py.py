@@ -691,7 +691,20 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
     """What `rule` would do now on its eligible `lines`; None when the basket has none."""
     if not lines:
         return None
-    segs, any_open = _open_segments(rule, state, lines)
+    # The segments the rule may still act on, as (line, index, segment, order) (a buy-X-get-Y or
+    # bundle skips segments already used), and whether any segment of these lines is open at all.
+    xy = rule.kind == BUNDLE or rule.kind == BUY_X_GET_Y
+    segs = []
+    any_open = False
+    for li in lines:
+        line = state[li]
+        for seg in line.segs:
+            if seg.closed:
+                continue
+            any_open = True
+            if xy and seg.used:
+                continue
+            segs.append((li, line, seg, len(segs)))
     if not segs:
         return _Plan(rule, "units_used" if any_open else "units_closed")
     plan = _Plan(rule)
@@ -706,52 +719,33 @@ def _plan(rule: Rule, state: list[_Line], lines: list[int]) -> _Plan | None:
     return plan
 
 
-def _open_segments(rule: Rule, state: list[_Line], lines: list[int]) -> tuple[list, bool]:
-    """The segments `rule` may still act on, as (line, index, segment, order); and whether any of
-    the lines' segments is open at all (a buy-X-get-Y or bundle skips segments already used)."""
-    xy = rule.kind == BUNDLE or rule.kind == BUY_X_GET_Y
-    segs = []
-    any_open = False
-    for li in lines:
-        line = state[li]
-        for seg in line.segs:
-            if seg.closed:
-                continue
-            any_open = True
-            if xy and seg.used:
-                continue
-            segs.append((li, line, seg, len(segs)))
-    return segs, any_open
-
-
 def _amount(rule: Rule, segs: list, pieces: list) -> tuple[int, str]:
     """(the rule's whole saving on `segs`, "") with the units it counts in `pieces`; or (0, why it
     gives none)."""
-    if rule.kind == BUY_X_GET_Y:
+    kind = rule.kind
+    if kind == BUY_X_GET_Y:
         amount = _plan_xy(rule, segs, pieces)
         return (amount, "") if amount >= 0 else (0, "not_enough_units")
-    if rule.kind == BUNDLE:
+    if kind == BUNDLE:
         amount = _plan_bundle(rule, segs, pieces)
         return (amount, "") if amount >= 0 else (0, "no_complete_set")
     # Every eligible unit takes a share of the amount (step 5 names only buy-X-get-Y and bundles
     # as exceptions), so a fixed price too is spread by net over all of them.
-    net = 0
+    net = over = off = 0
     for li, _line, seg, _o in segs:
         net += seg.net
         pieces.append((li, seg, seg.n, seg.net, True))
-    return _amount_on_all(rule, segs, net)
-
-
-def _amount_on_all(rule: Rule, segs: list, net: int) -> tuple[int, str]:
-    """`_amount` of the kinds that discount every eligible unit."""
-    kind = rule.kind
+        if kind == FIXED_PRICE and seg.net > rule.a * seg.n:
+            # Only units above the fixed price count: the rule never raises a price.
+            over += seg.net - rule.a * seg.n
+        elif kind == AMOUNT_OFF:
+            off += min(rule.a * seg.n, seg.net)
     if kind == FIXED_PRICE:
-        # The amount counts only units above the fixed price: the rule never raises a price.
-        return sum(max(0, seg.net - rule.a * seg.n) for _li, _line, seg, _o in segs), ""
+        return over, ""
+    if kind == AMOUNT_OFF:
+        return off, ""
     if kind == PERCENT_OFF:
         return half_up(net * rule.a), ""
-    if kind == AMOUNT_OFF:
-        return sum(min(rule.a * seg.n, seg.net) for _li, _line, seg, _o in segs), ""
     if kind == QTY_TIER:
         amount = _qty_tier(rule, segs, net)
         return (amount, "") if amount >= 0 else (0, "qty_tier_not_reached")
