@@ -124,59 +124,71 @@ def run_pull(args) -> int:
         verifier = ChainVerifier(public_key, seq=args.after or 0)
     if not verifier.anchored:
         _say(f"note: starting after batch {verifier.seq} without its digest: the first batch's prev is trusted")
-    out = sys.stdout
-    started = time.monotonic()
-    last_progress = [started]
-    reconciler = Reconciler()
-    differing = []
-
     with _client(args) as client:
-        target = client.status().get("last_seq", 0)
-
-        def on_batch(env, body, summary):
-            if args.verify:
-                seqs = [d.get("seq") if isinstance(d, dict) else None for d in body["docs"]]
-                if seqs != list(range(env["first_event"], env["last_event"] + 1)):
-                    raise EnvelopeError("its documents do not cover its events in order", seq=env["seq"])
-                for doc in body["docs"]:
-                    _reconcile(reconciler, doc, differing, out, args.json)
-            if args.json:
-                print(json.dumps({"batch": envelope_json(env, body)}), file=out)
-            else:
-                print(f"batch {summary.seq}: events {summary.first_event}-{summary.last_event}, "
-                      f"{summary.docs} docs ({_types(summary.by_type)}), {summary.stock_rows} stock rows, "
-                      f"{summary.alerts} alerts", file=out)
-
-        def progress(totals):
-            if args.state:
-                _write_state(args.state, verifier)
-            now = time.monotonic()
-            if now - last_progress[0] >= 1.0:
-                last_progress[0] = now
-                _say(f"... {totals.batches} batches through {totals.last_seq} of {max(target, totals.last_seq)}"
-                     f" ({totals.batches / (now - started):.0f}/s)")
-
+        run = _PullRun(args, verifier, target=client.status().get("last_seq", 0))
         try:
             totals = pull(client, verifier, ack=args.ack, limit=args.limit, wait=args.wait,
-                          on_batch=on_batch, progress=progress)
+                          on_batch=run.on_batch, progress=run.progress)
         except EnvelopeError as exc:
             if args.state:
                 _write_state(args.state, verifier)
             _say(f"REJECTED {exc} (verified through batch {verifier.seq}; nothing after it acknowledged)")
             return EXIT_FAILED
-    summary = {"batches": totals.batches, "docs": totals.docs, "by_type": totals.by_type,
-               "stock_rows": totals.stock_rows, "last_seq": totals.last_seq,
-               "acked": totals.acked if args.ack else None, "chain_anchored": verifier.anchored}
-    if args.json:
-        print(json.dumps({"totals": summary}), file=out)
-    else:
-        print(f"total: {totals.batches} batches, {totals.docs} docs ({_types(totals.by_type)}), "
-              f"{totals.stock_rows} stock rows; verified through batch {totals.last_seq}"
-              + (f", acknowledged through {totals.acked}" if args.ack and totals.acked else ""), file=out)
-    if differing:
-        _say(f"RECONCILIATION FAILED for {len(differing)} day(s): {', '.join(differing)}")
+    run.print_totals(totals)
+    if run.differing:
+        _say(f"RECONCILIATION FAILED for {len(run.differing)} day(s): {', '.join(run.differing)}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+class _PullRun:
+    """What one `gateway erp pull` prints and keeps as the batches come: each batch's line (or JSON),
+    the day closes reconciled, the progress on standard error, the chain state saved."""
+
+    def __init__(self, args, verifier: ChainVerifier, *, target: int):
+        self.args = args
+        self.verifier = verifier
+        self.target = target
+        self.out = sys.stdout
+        self.started = self.last_progress = time.monotonic()
+        self.reconciler = Reconciler()
+        self.differing: list[str] = []
+
+    def on_batch(self, env, body, summary) -> None:
+        args, out = self.args, self.out
+        if args.verify:
+            seqs = [d.get("seq") if isinstance(d, dict) else None for d in body["docs"]]
+            if seqs != list(range(env["first_event"], env["last_event"] + 1)):
+                raise EnvelopeError("its documents do not cover its events in order", seq=env["seq"])
+            for doc in body["docs"]:
+                _reconcile(self.reconciler, doc, self.differing, out, args.json)
+        if args.json:
+            print(json.dumps({"batch": envelope_json(env, body)}), file=out)
+        else:
+            print(f"batch {summary.seq}: events {summary.first_event}-{summary.last_event}, "
+                  f"{summary.docs} docs ({_types(summary.by_type)}), {summary.stock_rows} stock rows, "
+                  f"{summary.alerts} alerts", file=out)
+
+    def progress(self, totals) -> None:
+        if self.args.state:
+            _write_state(self.args.state, self.verifier)
+        now = time.monotonic()
+        if now - self.last_progress >= 1.0:
+            self.last_progress = now
+            _say(f"... {totals.batches} batches through {totals.last_seq} of {max(self.target, totals.last_seq)}"
+                 f" ({totals.batches / (now - self.started):.0f}/s)")
+
+    def print_totals(self, totals) -> None:
+        args = self.args
+        if args.json:
+            summary = {"batches": totals.batches, "docs": totals.docs, "by_type": totals.by_type,
+                       "stock_rows": totals.stock_rows, "last_seq": totals.last_seq,
+                       "acked": totals.acked if args.ack else None, "chain_anchored": self.verifier.anchored}
+            print(json.dumps({"totals": summary}), file=self.out)
+        else:
+            print(f"total: {totals.batches} batches, {totals.docs} docs ({_types(totals.by_type)}), "
+                  f"{totals.stock_rows} stock rows; verified through batch {totals.last_seq}"
+                  + (f", acknowledged through {totals.acked}" if args.ack and totals.acked else ""), file=self.out)
 
 
 def _reconcile(reconciler: Reconciler, doc: dict, differing: list, out, as_json: bool) -> None:
