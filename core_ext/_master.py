@@ -72,35 +72,49 @@ def _validate_catalog(body) -> list[str]:
             seen_sku.add(sku)
         else:
             errors.append(f"{where}: sku must be a non-empty string")
-        if not isinstance(item.get("name", ""), str):
-            errors.append(f"{where}: name must be a string")
-        if not isinstance(item.get("category"), str) or not item.get("category"):
-            errors.append(f"{where}: category must be a non-empty string")
-        if not is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
-            errors.append(f"{where}: unit_cents must be an integer >= 0")
-        for flag in ("lot_tracked", "serial_tracked", "active"):
-            if flag in item and not isinstance(item[flag], bool):
-                errors.append(f"{where}: {flag} must be true or false")
-        for num in ("reorder_point", "reorder_qty"):
-            if num in item and (not is_int(item[num]) or item[num] < 0):
-                errors.append(f"{where}: {num} must be an integer >= 0")
-        for list_key, prefix in (("gtins", "g"), ("hibc", "h"), ("pos_codes", "p")):
-            values = item.get(list_key, [])
-            if not _str_list(values):
-                errors.append(f"{where}: {list_key} must be a list of non-empty strings")
+        errors += _item_field_problems(where, item)
+        errors += _item_code_problems(where, item, sku, seen_code)
+    return errors
+
+
+def _item_field_problems(where: str, item: dict) -> list[str]:
+    errors = []
+    if not isinstance(item.get("name", ""), str):
+        errors.append(f"{where}: name must be a string")
+    if not isinstance(item.get("category"), str) or not item.get("category"):
+        errors.append(f"{where}: category must be a non-empty string")
+    if not is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
+        errors.append(f"{where}: unit_cents must be an integer >= 0")
+    for flag in ("lot_tracked", "serial_tracked", "active"):
+        if flag in item and not isinstance(item[flag], bool):
+            errors.append(f"{where}: {flag} must be true or false")
+    for num in ("reorder_point", "reorder_qty"):
+        if num in item and (not is_int(item[num]) or item[num] < 0):
+            errors.append(f"{where}: {num} must be an integer >= 0")
+    return errors
+
+
+def _item_code_problems(where: str, item: dict, sku, seen_code: dict) -> list[str]:
+    """Problems of an item's GTINs, HIBC and POS codes; `seen_code` (code key -> sku) takes them,
+    so a code given to two SKUs is named."""
+    errors = []
+    for list_key, prefix in (("gtins", "g"), ("hibc", "h"), ("pos_codes", "p")):
+        values = item.get(list_key, [])
+        if not _str_list(values):
+            errors.append(f"{where}: {list_key} must be a list of non-empty strings")
+            continue
+        for code in values:
+            if _too_long(code):
+                errors.append(f"{where}: {list_key} entry {code[:20]!r}... is longer than {MAX_KEY_BYTES} bytes")
                 continue
-            for code in values:
-                if _too_long(code):
-                    errors.append(f"{where}: {list_key} entry {code[:20]!r}... is longer than {MAX_KEY_BYTES} bytes")
-                    continue
-                if list_key == "gtins" and gtin14(code) is None:
-                    errors.append(f"{where}: gtin {code!r} is not a valid GTIN-8/12/13/14")
-                    continue
-                norm = _code_key(prefix, code)
-                other = seen_code.get(norm)
-                if other is not None and other != sku:
-                    errors.append(f"{where}: {list_key[:-1] if list_key != 'hibc' else 'hibc'} {code!r} already belongs to sku {other!r}")
-                seen_code[norm] = sku
+            if list_key == "gtins" and gtin14(code) is None:
+                errors.append(f"{where}: gtin {code!r} is not a valid GTIN-8/12/13/14")
+                continue
+            norm = _code_key(prefix, code)
+            other = seen_code.get(norm)
+            if other is not None and other != sku:
+                errors.append(f"{where}: {list_key[:-1] if list_key != 'hibc' else 'hibc'} {code!r} already belongs to sku {other!r}")
+            seen_code[norm] = sku
     return errors
 
 
