@@ -179,6 +179,21 @@ def _check_rule(r: dict) -> list:
     errs: list = []
     for key in sorted(set(r) - _RULE_KEYS, key=str):
         errs.append((str(key), "is not a rule key"))
+    _check_what(r, errs)
+    for name, (keys, check) in _SCOPES.items():
+        scope = _scope(r, name)
+        if not isinstance(scope, dict):
+            errs.append((name, "must be a map"))
+            continue
+        for key in sorted(set(scope) - keys, key=str):
+            errs.append((f"{name}.{key}", f"is not a {name} key"))
+        check(scope, errs)
+    _check_options(r, errs)
+    return errs
+
+
+def _check_what(r: dict, errs: list) -> None:
+    """The rule's id, version, name, kind and its kind's params."""
     if not isinstance(r.get("id"), str) or not r.get("id"):
         errs.append(("id", "must be a non-empty string"))
     if not _int_in(r.get("version"), 0, 2**62):
@@ -193,55 +208,56 @@ def _check_rule(r: dict) -> list:
         errs.append(("params", "must be a map"))
     elif isinstance(kind, str) and kind in KIND_CODES:
         _check_params(kind, params, errs)
-    target = _scope(r, "target")
-    if not isinstance(target, dict):
-        errs.append(("target", "must be a map"))
-    else:
-        for key in sorted(set(target) - {"skus", "categories", "exclude_skus"}, key=str):
-            errs.append((f"target.{key}", "is not a target key"))
-        for key in ("skus", "categories", "exclude_skus"):
-            if key in target and not _str_list(target[key]):
-                errs.append((f"target.{key}", "must be a list of non-empty strings"))
-    when = _scope(r, "when")
-    if not isinstance(when, dict):
-        errs.append(("when", "must be a map"))
-    else:
-        for key in sorted(set(when) - {"from_ms", "to_ms", "weekdays", "minutes"}, key=str):
-            errs.append((f"when.{key}", "is not a when key"))
-        for key in ("from_ms", "to_ms"):
-            if when.get(key) is not None and not _int_in(when[key], 0, 2**62):
-                errs.append((f"when.{key}", "must be Unix milliseconds"))
-        if _is_int(when.get("from_ms")) and _is_int(when.get("to_ms")) and when["from_ms"] >= when["to_ms"]:
-            errs.append(("when", "from_ms must be before to_ms"))
-        wd = when.get("weekdays")
-        if wd is not None and not (isinstance(wd, list) and all(_int_in(d, 1, 7) for d in wd)):
-            errs.append(("when.weekdays", "must be a list of 1..7 (Monday = 1)"))
-        mins = when.get("minutes")
-        if mins is not None and not (isinstance(mins, list) and all(
-                isinstance(m, list) and len(m) == 2 and _int_in(m[0], 0, 1440) and _int_in(m[1], 0, 1440)
-                and m[0] != m[1] for m in mins)):
-            errs.append(("when.minutes", "must be a list of [start, end] minutes 0..1440 with start != end"))
-    where = _scope(r, "where")
-    if not isinstance(where, dict):
-        errs.append(("where", "must be a map"))
-    else:
-        for key in sorted(set(where) - {"stores", "channels"}, key=str):
-            errs.append((f"where.{key}", "is not a where key"))
-        if where.get("stores") is not None and not _str_list(where["stores"]):
-            errs.append(("where.stores", "must be a list of store ids"))
-        ch = where.get("channels")
-        if ch is not None and not (isinstance(ch, list) and all(c in SALE_CHANNELS for c in ch)):
-            errs.append(("where.channels", "must be a list of " + ", ".join(SALE_CHANNELS)))
-    who = _scope(r, "who")
-    if not isinstance(who, dict):
-        errs.append(("who", "must be a map"))
-    else:
-        for key in sorted(set(who) - {"members_only", "tiers"}, key=str):
-            errs.append((f"who.{key}", "is not a who key"))
-        if "members_only" in who and not isinstance(who["members_only"], bool):
-            errs.append(("who.members_only", "must be true or false"))
-        if who.get("tiers") is not None and not _str_list(who["tiers"]):
-            errs.append(("who.tiers", "must be a list of tier names"))
+
+
+def _check_target(target: dict, errs: list) -> None:
+    for key in ("skus", "categories", "exclude_skus"):
+        if key in target and not _str_list(target[key]):
+            errs.append((f"target.{key}", "must be a list of non-empty strings"))
+
+
+def _check_when(when: dict, errs: list) -> None:
+    for key in ("from_ms", "to_ms"):
+        if when.get(key) is not None and not _int_in(when[key], 0, 2**62):
+            errs.append((f"when.{key}", "must be Unix milliseconds"))
+    if _is_int(when.get("from_ms")) and _is_int(when.get("to_ms")) and when["from_ms"] >= when["to_ms"]:
+        errs.append(("when", "from_ms must be before to_ms"))
+    wd = when.get("weekdays")
+    if wd is not None and not (isinstance(wd, list) and all(_int_in(d, 1, 7) for d in wd)):
+        errs.append(("when.weekdays", "must be a list of 1..7 (Monday = 1)"))
+    mins = when.get("minutes")
+    if mins is not None and not (isinstance(mins, list) and all(
+            isinstance(m, list) and len(m) == 2 and _int_in(m[0], 0, 1440) and _int_in(m[1], 0, 1440)
+            and m[0] != m[1] for m in mins)):
+        errs.append(("when.minutes", "must be a list of [start, end] minutes 0..1440 with start != end"))
+
+
+def _check_where(where: dict, errs: list) -> None:
+    if where.get("stores") is not None and not _str_list(where["stores"]):
+        errs.append(("where.stores", "must be a list of store ids"))
+    ch = where.get("channels")
+    if ch is not None and not (isinstance(ch, list) and all(c in SALE_CHANNELS for c in ch)):
+        errs.append(("where.channels", "must be a list of " + ", ".join(SALE_CHANNELS)))
+
+
+def _check_who(who: dict, errs: list) -> None:
+    if "members_only" in who and not isinstance(who["members_only"], bool):
+        errs.append(("who.members_only", "must be true or false"))
+    if who.get("tiers") is not None and not _str_list(who["tiers"]):
+        errs.append(("who.tiers", "must be a list of tier names"))
+
+
+# A rule's scopes: the keys each may hold, and the check of their values.
+_SCOPES = {
+    "target": ({"skus", "categories", "exclude_skus"}, _check_target),
+    "when": ({"from_ms", "to_ms", "weekdays", "minutes"}, _check_when),
+    "where": ({"stores", "channels"}, _check_where),
+    "who": ({"members_only", "tiers"}, _check_who),
+}
+
+
+def _check_options(r: dict, errs: list) -> None:
+    """The coupon, priority and the flags and limits of how the rule combines."""
     if r.get("coupon") is not None and not (isinstance(r["coupon"], str) and r["coupon"].strip()):
         errs.append(("coupon", "must be a non-empty string or null"))
     if "priority" in r and not _int_in(r["priority"], -2**62, 2**62):
@@ -253,7 +269,6 @@ def _check_rule(r: dict) -> list:
         errs.append(("exclusive_group", "must be a non-empty string or null"))
     if r.get("max_discount_cents") is not None and not _int_in(r["max_discount_cents"], 0, MAX_CENTS):
         errs.append(("max_discount_cents", f"must be an integer 0..{MAX_CENTS} or null"))
-    return errs
 
 
 def validate_promotions(body) -> list[str]:
