@@ -174,46 +174,53 @@ def make_app(registry: CollectorRegistry, health: Probe, ready: Probe, *, edge=N
     as JSON. /healthz says the process and the core loop run (restart it if not); /readyz says the
     store is open, the core loop runs and every listener and device task is up (send it traffic).
     """
-    count = edge or (lambda reason: None)
+    return MetricsApp(registry, {"/healthz": health, "/readyz": ready}, edge or (lambda reason: None), pages or {})
 
-    async def app(scope, receive, send):
+
+class MetricsApp:
+    """The metrics listener, in layers: ASGI, then header limits, then the route (the pages behind
+    their own token, /metrics, the probes), then the method."""
+
+    def __init__(self, registry: CollectorRegistry, probes: dict, count, pages: dict):
+        self.registry = registry
+        self.probes = probes
+        self.count = count
+        self.pages = pages
+
+    async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+        elif scope["type"] == "http":
+            await self._http(scope, send)
+
+    async def _http(self, scope, send) -> None:
         path, method = scope["path"], scope["method"]
-        routes = {"/metrics": None, "/healthz": health, "/readyz": ready}
         problem = header_problem(scope)
         if problem is not None:
-            count(problem[0])
+            self.count(problem[0])
             await _respond(send, method, 431, "text/plain; charset=utf-8", problem[1].encode() + b"\n",
                            extra=[(b"connection", b"close")])
-            return
-        if pages and path in pages:
-            await pages[path](scope, send)
-            return
-        if path not in routes:
-            count("not_found")
+        elif path in self.pages:
+            await self.pages[path](scope, send)
+        elif path != "/metrics" and path not in self.probes:
+            self.count("not_found")
             await _respond(send, method, 404, "text/plain; charset=utf-8", b"not found: /metrics, /healthz, /readyz\n")
-            return
-        if method not in ("GET", "HEAD"):
-            count("method_not_allowed")
+        elif method not in ("GET", "HEAD"):
+            self.count("method_not_allowed")
             await _respond(send, method, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n",
                            extra=[(b"allow", b"GET, HEAD")])
-            return
-        if path == "/metrics":
-            accept = _header(scope, b"accept")
-            encoder, content_type = choose_encoder(accept)
-            # Collectors read LMDB and stat files: keep that off the event loop.
-            body = await trio.to_thread.run_sync(encoder, registry)
-            await _respond(send, method, 200, content_type, body)
-            return
-        ok, details = _probe(routes[path])
-        payload = json.dumps({"ok": ok, "details": details}, default=str, sort_keys=True).encode() + b"\n"
-        await _respond(send, method, 200 if ok else 503, "application/json", payload)
+        elif path == "/metrics":
+            await self._metrics(scope, send)
+        else:
+            ok, details = _probe(self.probes[path])
+            payload = json.dumps({"ok": ok, "details": details}, default=str, sort_keys=True).encode() + b"\n"
+            await _respond(send, method, 200 if ok else 503, "application/json", payload)
 
-    return app
+    async def _metrics(self, scope, send) -> None:
+        encoder, content_type = choose_encoder(_header(scope, b"accept"))
+        # Collectors read LMDB and stat files: keep that off the event loop.
+        body = await trio.to_thread.run_sync(encoder, self.registry)
+        await _respond(send, scope["method"], 200, content_type, body)
 
 
 def _probe(probe: Probe) -> tuple[bool, dict]:
