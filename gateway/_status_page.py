@@ -59,48 +59,68 @@ def _bearer(scope) -> str:
 
 def make_handler(token: str, read_snapshot, *, count=lambda reason: None):
     """`handle(scope, send)` for the page's two paths; `read_snapshot()` (blocking) reads the store."""
-    expected = cookie_value(token) if token else ""
-    digest = tokens.digest_of(token) if token else b""
+    return StatusPage(token, read_snapshot, count)
 
-    async def handle(scope, send) -> None:
+
+class StatusPage:
+    """The page's two paths, in layers: a page at all (a token configured), the method, the token
+    (a first visit's `?token=`, the cookie or a bearer), then the snapshot as HTML or JSON."""
+
+    def __init__(self, token: str, read_snapshot, count):
+        self.token = token
+        self.read_snapshot = read_snapshot
+        self.count = count
+        self.expected = cookie_value(token) if token else ""
+        self.digest = tokens.digest_of(token) if token else b""
+
+    async def __call__(self, scope, send) -> None:
         method = scope["method"]
-        if not token:
-            count("not_found")
+        if not self.token:
+            self.count("not_found")
             await respond(send, 404, "text/plain; charset=utf-8",
                           b"no status page: set metrics.page_token in the configuration\n", head=method == "HEAD")
             return
         if method not in ("GET", "HEAD"):
-            count("method_not_allowed")
+            self.count("method_not_allowed")
             await respond(send, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n",
                           extra=[(b"allow", b"GET, HEAD")])
             return
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         given = (query.get("token") or [""])[0]
         if given:
-            if not _is_token(given, digest):
-                count("unauthorized")
-                await _unauthorized(send, method)
-                return
-            cookie = f"{COOKIE}={expected}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000"
-            await respond(send, 303, "text/plain; charset=utf-8", b"signed in\n", head=method == "HEAD",
-                          extra=[(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode())])
-            return
-        bearer = _bearer(scope)
-        allowed = (hmac.compare_digest(_cookies(scope).get(COOKIE, "").encode(), expected.encode())
-                   or bool(bearer) and _is_token(bearer, digest))
-        if not allowed:
-            count("unauthorized")
+            await self._sign_in(scope, send, given)
+        elif self._allowed(scope):
+            await self._show(scope, send)
+        else:
+            self.count("unauthorized")
+            await _unauthorized(send, method)
+
+    async def _sign_in(self, scope, send, given: str) -> None:
+        """A first visit's `?token=`: the cookie, and a redirect that takes the token out of the
+        address bar and the history."""
+        method = scope["method"]
+        if not _is_token(given, self.digest):
+            self.count("unauthorized")
             await _unauthorized(send, method)
             return
-        snap = await trio.to_thread.run_sync(read_snapshot)
+        cookie = f"{COOKIE}={self.expected}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000"
+        await respond(send, 303, "text/plain; charset=utf-8", b"signed in\n", head=method == "HEAD",
+                      extra=[(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode())])
+
+    def _allowed(self, scope) -> bool:
+        bearer = _bearer(scope)
+        return (hmac.compare_digest(_cookies(scope).get(COOKIE, "").encode(), self.expected.encode())
+                or bool(bearer) and _is_token(bearer, self.digest))
+
+    async def _show(self, scope, send) -> None:
+        method = scope["method"]
+        snap = await trio.to_thread.run_sync(self.read_snapshot)
         if scope["path"] == JSON_PATH:
             body = json.dumps(snap, sort_keys=True, default=str).encode() + b"\n"
             await respond(send, 200, "application/json", body, head=method == "HEAD")
         else:
             await respond(send, 200, "text/html; charset=utf-8", render(snap).encode(), head=method == "HEAD",
                           extra=[(b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")])
-
-    return handle
 
 
 async def _unauthorized(send, method: str) -> None:
