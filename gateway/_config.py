@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import urlsplit
 
+from core_ext import limits
 from core_ext._tokens import SHA256_PREFIX, digest_of as token_digest, digest_problem as token_digest_problem
 
 from . import _tls
@@ -76,6 +77,7 @@ class UpstreamConfig:
     push_url: str
     push_token: str = ""   # bearer token sent with pushed batches (optional)
     tls_client_ca: str = ""  # set: the ERP needs a client certificate this CA signed
+    tls_client_name: str = ""  # set: ... whose subject CN is this name
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,7 @@ _DEFAULTS = {
     "keys": {"signing_key": "keys/store.pem", "erp_public_key": "keys/erp.pub.pem"},
     "pos_api": {"listen": "127.0.0.1:8600", "tokens": {}, "tls_cert": "", "tls_key": "", "tls_client_ca": ""},
     "upstream": {"listen": "127.0.0.1:8700", "token": "", "tls_cert": "", "tls_key": "", "tls_client_ca": "",
+                 "tls_client_name": "",
                  "batch_max_events": 500, "batch_max_age_s": 5.0, "retention_acked_s": 604800,
                  "push_url": "", "push_token": ""},
     "metrics": {"listen": "127.0.0.1:9600", "page_token": "", "tls_cert": "", "tls_key": ""},
@@ -405,12 +408,20 @@ class _Loader:
             parts = urlsplit(push_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 self.problem("upstream.push_url", f"must be an http:// or https:// URL, got {push_url!r}")
+        client_name = self.string("upstream.tls_client_name", s["tls_client_name"])
+        if client_name and not client_ca:
+            # The name is read off the client certificate: without a CA to ask for one, there is none.
+            self.problem("upstream.tls_client_name", "needs tls_client_ca: the name is checked on the ERP's "
+                                                     "client certificate")
+        elif client_name and (problem := limits.text_problem(client_name, limits.MAX_TEXT)):
+            self.problem("upstream.tls_client_name", problem)
         return UpstreamConfig(
             listen=self.listen("upstream.listen", s["listen"]),
             token=self.bearer_token("upstream.token", s["token"]),
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_client_ca=client_ca,
+            tls_client_name=client_name,
             batch_max_events=self.positive_int("upstream.batch_max_events", s["batch_max_events"], maximum=100_000),
             batch_max_age_s=self.seconds("upstream.batch_max_age_s", s["batch_max_age_s"], positive=True),
             retention_acked_s=self.seconds("upstream.retention_acked_s", s["retention_acked_s"], positive=False),

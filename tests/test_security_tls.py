@@ -47,7 +47,7 @@ def pki(tmp_path):
     }
 
 
-def tls_config(root, pki, *, client_ca: bool = True) -> str:
+def tls_config(root, pki, *, client_ca: bool = True, erp_name: str = "") -> str:
     server = pki["server"]
     ca = pki["terminals_ca"] if client_ca else ""
     text = textwrap.dedent(f"""\
@@ -70,6 +70,7 @@ def tls_config(root, pki, *, client_ca: bool = True) -> str:
         tls_cert = "{server.cert}"
         tls_key = "{server.key}"
         tls_client_ca = "{ca}"
+        tls_client_name = "{erp_name}"
         [metrics]
         listen = "127.0.0.1:0"
         tls_cert = "{server.cert}"
@@ -158,6 +159,40 @@ async def test_upstream_and_metrics_over_tls(tmp_path, pki):
             # A client that does not trust the store's CA cannot be fooled into talking to another.
             await call(gateway.urls["metrics"][0], "GET", "/metrics", cafile=pki["terminals_ca"])
         nursery.cancel_scope.cancel()
+
+
+async def test_upstream_with_a_client_name_takes_only_the_erps_certificate(tmp_path, pki):
+    # One CA signs the tills' certificates and the ERP's: the ERP's token from a till's certificate
+    # is refused once the ERP's name is configured, and nothing reaches the core.
+    make_keys(tmp_path)
+    config = load_config(tls_config(tmp_path, pki, erp_name="erp"))
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(Gateway(config).run)
+        up, ca = gateway.urls["upstream"][0], pki["server_ca"]
+        status, head = await call(up, "GET", "/upstream/v1/status", cafile=ca, client=pki["erp"], token=ERP_TOKEN)
+        assert status == 200 and head["store"] == "S077"
+        status, answer = await call(up, "GET", "/upstream/v1/status", cafile=ca, client=pki["lane1"], token=ERP_TOKEN)
+        assert status == 403 and answer["error"] == "UNAUTHORIZED", answer
+        status, answer = await call(up, "POST", "/upstream/v1/ack", cafile=ca, client=pki["lane1"], token=ERP_TOKEN,
+                                    body={"through": 0})
+        assert status == 403
+        # The token is still asked first: a wrong one says nothing about the certificate.
+        status, _a = await call(up, "GET", "/upstream/v1/status", cafile=ca, client=pki["lane1"], token="nope")
+        assert status == 401
+        refused = gateway.registry.get_sample_value("gateway_http_refused_total",
+                                                    {"listener": "upstream", "reason": "unauthorized"})
+        assert refused == 3
+        assert gateway.registry.get_sample_value("gateway_core_requests_total", {"kind": "ack", "outcome": "ok"}) is None
+        nursery.cancel_scope.cancel()
+
+
+def test_a_client_name_without_a_client_ca_is_named(tmp_path, pki):
+    make_keys(tmp_path)
+    path = tls_config(tmp_path, pki, client_ca=False, erp_name="erp")
+    with pytest.raises(Exception) as caught:
+        load_config(path)
+    assert ("upstream.tls_client_name", "needs tls_client_ca: the name is checked on the ERP's client certificate") \
+        in caught.value.problems
 
 
 async def test_without_a_client_ca_tls_alone_serves_any_client(tmp_path, pki):

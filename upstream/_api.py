@@ -19,7 +19,7 @@ import msgpack
 import trio
 
 from core_ext import Request, errors, u64
-from core_ext import asgi
+from core_ext import asgi, peer
 from core_ext import tokens as bearer
 
 from . import _day_close
@@ -171,6 +171,7 @@ class UpstreamApp:
                 # Nothing else is said: not whether the token was missing or wrong, not the route.
                 route_name = "unauthorized"
                 raise HttpError(401, "UNAUTHORIZED", "authentication required", edge="unauthorized")
+            self._check_certificate(scope)
             route_name = _route_name(scope["path"])
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             call = _Call(scope["method"], scope["path"], query, headers, receive, as_json,
@@ -180,6 +181,15 @@ class UpstreamApp:
             if exc.edge:
                 self.edge(exc.edge)
             return route_name, exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
+
+    def _check_certificate(self, scope) -> None:
+        """With `tls_client_name`: the client certificate (already verified against the CA by the
+        handshake) must name the ERP, so another client of the same CA (a till) cannot use the ERP's
+        token."""
+        name = self.settings.tls_client_name
+        if name and peer.client_common_name(scope) != name:
+            raise HttpError(403, "UNAUTHORIZED", "the client certificate does not name the ERP "
+                                                 "(upstream.tls_client_name)", edge="unauthorized")
 
     def _authorized(self, headers: dict) -> bool:
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")

@@ -51,6 +51,8 @@ class Settings:
     retention_acked_s: float = 604800
     push_url: str = ""
     push_token: str = ""
+    # With client certificates: the subject CN the ERP's must carry ("" : any the CA signed).
+    tls_client_name: str = ""
     # A document or movement list larger than this is refused with 413 before it is read whole.
     max_body_bytes: int = 32 << 20
     # One seal request seals at most this many events (about 2.5 µs each: some 10 ms of the writer's
