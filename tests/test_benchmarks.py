@@ -79,3 +79,14 @@ def test_the_page_is_filled_and_keeps_the_templates_prose(quick_run):
 def test_a_figure_missing_from_the_results_is_said_to_be_missing():
     page = render_doc("Intro.\n\n{{figure nope}}\n\nWhat limits it: words.\n", {}, {"cores": 2})
     assert page == "Intro.\n\n`nope`: not measured in this run.\n\nWhat limits it: words.\n"
+
+
+def test_interleaved_rounds_report_each_figures_median_and_keep_every_round():
+    from benchmarks._flavours import _median_of
+    rounds = [{"flavour": "cython", "sales_per_s": 10.0, "ok": True}, {"flavour": "cython", "sales_per_s": 30.0,
+                                                                       "ok": True},
+              {"flavour": "cython", "sales_per_s": 20.0, "ok": True}]
+    merged = _median_of(rounds)
+    assert merged["sales_per_s"] == 20.0 and merged["rounds"] == {"sales_per_s": [10.0, 30.0, 20.0]}
+    assert merged["flavour"] == "cython" and merged["ok"] is True
+    assert "rounds" not in _median_of(rounds[:1])
