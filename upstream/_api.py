@@ -13,7 +13,7 @@ import math
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 import trio
@@ -117,6 +117,7 @@ class _Call:
         return _decode_body(await _read_body(self.receive, self.headers, self.max_body_bytes), self.headers)
 
 
+@dataclass(eq=False)
 class UpstreamApp:
     """The UP/1 ASGI app, in layers: `__call__` (ASGI: lifespan, one HTTP request in, one answer
     out), `_answer` (header limits, then the ERP's token, then the route), `_route` (the path to its
@@ -125,18 +126,19 @@ class UpstreamApp:
     `tokens` is the ERP's token table: `app.tokens.replace(...)` swaps it while serving.
     """
 
-    def __init__(self, submit, read_store, settings: Settings, metrics, *, store_id: str, raw_key: bytes,
-                 signal: SealSignal | None, edge):
-        self.submit = submit
-        self.read_store = read_store
-        self.settings = settings
-        self.metrics = metrics
-        self.store_id = store_id
-        self.raw_key = raw_key
-        self.signal = signal
-        self.edge = edge
+    submit: object
+    read_store: object
+    settings: Settings
+    metrics: object
+    store_id: str
+    raw_key: bytes
+    signal: SealSignal | None
+    edge: object
+    tokens: bearer.TokenTable = field(init=False)
+
+    def __post_init__(self) -> None:
         # The ERP's token, or its `sha256:` digest.
-        self.tokens = bearer.TokenTable({"erp": settings.token})
+        self.tokens = bearer.TokenTable({"erp": self.settings.token})
 
     # --- ASGI ---------------------------------------------------------------------------------
 
