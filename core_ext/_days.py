@@ -43,6 +43,8 @@ RULE_PREFIX = b"open\x00"
 
 def _rule_key(rule: str) -> bytes:
     return RULE_PREFIX + hashlib.sha256(rule.encode()).digest()[:16]
+
+
 _MISSING = object()
 # An undo-log entry meaning "the last queued document was never appended" (see DayTotals.observe).
 _QUEUED = (None, None, None)

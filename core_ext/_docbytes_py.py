@@ -24,7 +24,9 @@ HEAD_KEYS = ("seq", "type", "id", "ts_ms")
 INTERNAL_KEYS = frozenset({"store"})
 
 # The store's own packing and unpacking of events (core_ext._store), so bytes match bytes.
-_packb = msgpack.Packer(use_bin_type=True).pack
+_packer = msgpack.Packer(use_bin_type=True)
+_packb = _packer.pack
+_map_header = _packer.pack_map_header
 _unpack = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False)
 
 
@@ -53,14 +55,6 @@ _MAX_SHAPES = 1024
 
 def _special(key) -> bool:
     return key in HEAD_KEYS or key in INTERNAL_KEYS or key.startswith("_")
-
-
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return b"\xde" + n.to_bytes(2, "big")
-    return b"\xdf" + n.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ ledger = load("ledger")
 
 
 def __getattr__(name: str):
-    # The promotion engine, the sale path and the upstream's byte cutting are loaded on first use, like the ledger but lazily
-    # (the sale path imports the ledger from here).
+    # The promotion engine, the sale path and the upstream's byte cutting are loaded on first use,
+    # like the ledger but lazily (the sale path imports the ledger from here).
     if name in ("promo", "salepath", "docbytes"):
         module = load(name)
         globals()[name] = module

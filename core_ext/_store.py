@@ -286,11 +286,6 @@ class Tx:
         return self.get("meta", name, default)
 
     def set_meta(self, name: str, value) -> None:
-        if name == "last_seq":
-            # The log's end is kept by this transaction and written at its commit (`append_event`).
-            self._last = value
-            self._appended = True
-            return
         self.put("meta", name, value)
 
     # The event log.

@@ -25,11 +25,13 @@ def stored_events(store) -> list[tuple[bytes, dict]]:
                 for _k, v in tx.txn.cursor(db=tx.db["events"])]
 
 
-def put_raw_event(tx, raw: bytes) -> int:
-    """Store bytes as the next event, as another writer of the same files might have packed them."""
-    seq = tx.last_seq() + 1
-    tx.txn.put(u64(seq), raw, db=tx.db["events"], append=True)
-    tx.set_meta("last_seq", seq)
+def put_raw_event(store, event: dict) -> int:
+    """Store `event` as the next event packed the old way (text as raw, not str), in a transaction
+    of its own, as another writer of the same files might have left it; its seq."""
+    with store.begin(write=True) as tx:
+        seq = tx.last_seq() + 1
+        tx.put_raw("events", u64(seq), msgpack.packb({**event, "seq": seq}, use_bin_type=False))
+        tx.put("meta", "last_seq", seq)
     return seq
 
 
@@ -68,13 +70,11 @@ async def test_documents_cut_from_the_stored_bytes_are_the_packed_documents(upst
         tx.append_event({"_private": 1, "type": "t", "store": "S001", "id": "i", "ts_ms": 2, "note": long})
         tx.append_event({f"k{i}": i for i in range(20)} | {"type": "wide", "id": "w", "ts_ms": 3})  # map16
         tx.append_event({"type": "t", "id": "inner", "ts_ms": 4, "x": {"seq": 1, "_y": 2}, "moves": []})
-        # Another packer's bytes (a 40-byte text as raw16, not str8), in the entries a document
-        # re-orders: those are checked, so the document is packed afresh.
-        put_raw_event(tx, msgpack.packb({"note": long, "type": "old", "id": "o", "ts_ms": 5,
-                                         "seq": tx.last_seq() + 1}, use_bin_type=False))
-        # ... and in the entries copied as stored: the same values, in the bytes they were stored in.
-        foreign = put_raw_event(tx, msgpack.packb({"type": "old", "id": "o2", "ts_ms": 6, "note": long,
-                                                   "seq": tx.last_seq() + 1}, use_bin_type=False))
+    # Another packer's bytes (a 40-byte text as raw16, not str8), in the entries a document
+    # re-orders: those are checked, so the document is packed afresh.
+    put_raw_event(upstream.store, {"note": long, "type": "old", "id": "o", "ts_ms": 5})
+    # ... and in the entries copied as stored: the same values, in the bytes they were stored in.
+    foreign = put_raw_event(upstream.store, {"type": "old", "id": "o2", "ts_ms": 6, "note": long})
     packer = DocPacker()
     events = stored_events(upstream.store)
     assert {"sale", "late", "wide", "old", "receipt"} <= {e.get("type") for _raw, e in events}

@@ -34,8 +34,8 @@ STREAM_TRUSTED = "upstream.nats.trusted"  # with [nats] trust_stream: the stream
 # Event keys that only the gateway itself needs: the envelope names the store already.
 INTERNAL_KEYS = docbytes.INTERNAL_KEYS
 
-# The store's own packing of events (core_ext._store), so bytes match bytes.
-_packb = msgpack.Packer(use_bin_type=True).pack
+# A batch body is put together from packed pieces: MessagePack's own array header joins them.
+_array_header = msgpack.Packer(use_bin_type=True).pack_array_header
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,14 +220,6 @@ def _packed_alerts(tx) -> bytes:
     with tx.txn.cursor(db=tx.db["alerts"]) as cur:
         raws = list(cur.iternext(keys=False, values=True))
     return _array_header(len(raws)) + b"".join(raws)
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _body(tx, first: int, last: int, balances: dict, alerts: bytes) -> tuple[bytes, int]:

@@ -80,50 +80,42 @@ def decode_body(body: bytes) -> dict | None:
 
 
 def invalid_utf8(value) -> str | None:
-    """Where the decoded `value` held bytes that are not UTF-8, for a person; None if nowhere."""
-    if not _has_escaped_byte(value):
-        return None  # nearly every request: no path is spelled out for it
-    stack = [(value, "")]
+    """Where the decoded `value` held bytes that are not UTF-8, for a person; None if nowhere.
+
+    One walk; the path to a string is a linked (parent, key, index?) chain, spelled out only for the
+    string that is bad, so a good request (nearly every one) costs no path text."""
+    stack = [(value, None)]
     while stack:
-        item, path = stack.pop()
+        item, node = stack.pop()
         if isinstance(item, str):
             problem = _escaped_byte(item)
             if problem:
-                return f"{path or 'a string'} is not valid UTF-8 ({problem})"
+                return f"{_path(node) or 'a string'} is not valid UTF-8 ({problem})"
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
                 problem = _escaped_byte(key) if isinstance(key, str) else None
                 if problem:
-                    return f"a key of {path or 'the request'} is not valid UTF-8 ({problem})"
-                stack.append((child, f"{path}.{_name(key)}" if path else _name(key)))
+                    return f"a key of {_path(node) or 'the request'} is not valid UTF-8 ({problem})"
+                stack.append((child, (node, key, False)))
         elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
+            stack.extend((child, (node, i, True)) for i, child in reversed(list(enumerate(item))))
     return None
+
+
+def _path(node) -> str:
+    """`lines[2].lot` of a (parent, key, is an index) chain."""
+    parts = []
+    while node is not None:
+        node, key, index = node
+        parts.append(f"[{key}]" if index else (f".{_name(key)}" if node is not None else _name(key)))
+    return "".join(reversed(parts))
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]")
 
 
-def _has_escaped_byte(value) -> bool:
-    """Whether a string anywhere in `value` (keys included) holds an escaped byte."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if not item.isascii() and _ESCAPED.search(item):
-                return True
-        elif isinstance(item, dict):
-            for key in item:
-                if isinstance(key, str) and not key.isascii() and _ESCAPED.search(key):
-                    return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _escaped_byte(text: str) -> str | None:
-    found = _ESCAPED.search(text)
+    found = None if text.isascii() else _ESCAPED.search(text)
     if found is None:
         return None
     return f"the byte 0x{ord(found.group()) - 0xDC00:02X} at character {found.start()}"
