@@ -138,7 +138,9 @@ class DayTotals:
         self._undo: list = []
         self.acc = Undo(self._undo)
         self.dirty = False
-        self.flushed = False  # folded without an undo log for a commit that has not happened yet
+        # Undo-log entries below this are folded without a log (see `fold_committed`): a rollback
+        # to before them means the group's transaction itself is gone.
+        self._folded_below = 0
         self.seq = 0  # the last event these totals include, as `Tx` keeps it for every state
         # The row whose rules the table holds (None: none of them yet), and the rules changed since.
         self._written = written
@@ -172,9 +174,10 @@ class DayTotals:
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
-        if self.flushed:
-            # Folded for a commit that failed: what was folded cannot be undone, so these totals are
-            # stale and the next write transaction loads them again from the table.
+        if mark < self._folded_below:
+            # The group's transaction rolled back after documents were folded into the totals for
+            # it: what was folded cannot be undone, so these totals are stale and the next write
+            # transaction loads them again from the table.
             self.seq = -1
             return
         undo = self._undo
@@ -191,21 +194,30 @@ class DayTotals:
 
     def forget(self) -> None:
         self._undo.clear()
-        self.flushed = False
+        self._folded_below = 0
+
+    def fold_committed(self) -> None:
+        """Fold what is queued, without an undo log: called when a request's own transaction has
+        committed into the group's (`Tx.commit`), so only the group's rollback can take these
+        documents back out, and that reloads the totals. Folded now, each document is folded
+        while it is fresh and freed at once, rather than a group's worth kept for the commit."""
+        queued = self.holder["queued"]
+        if queued:
+            self._folded_below = len(self._undo)
+            _select.salepath.fold_queued(queued, self.holder["row"], self._touched)
+            self.holder["queued"] = []
 
     def flush(self, tx) -> None:
-        """Fold what is queued and write the totals into the transaction about to commit (the
+        """Fold what is still queued and write the totals into the transaction about to commit (the
         top-level one); nothing can roll back between here and the commit but the commit itself."""
         queued = self.holder["queued"]
-        row = self.holder["row"]
         if queued:
-            self.flushed = True
-            fold_day = _select.salepath.fold_day
-            touched = self._touched
-            for doc in queued:
-                fold_day(doc, row, touched)
+            # Above the group's own mark (0): a commit that fails then reloads the totals.
+            self._folded_below = max(len(self._undo), 1)
+            _select.salepath.fold_queued(queued, self.holder["row"], self._touched)
             self.holder["queued"] = []
         if self.dirty:
+            row = self.holder["row"]
             self._write(tx, row)
             self.dirty = False
 
@@ -267,6 +279,14 @@ def _fold_plain(row: dict, doc: dict) -> None:
 def observe(tx, doc: dict) -> None:
     """Fold a document just appended into the open day (`Tx.append_event` calls this)."""
     tx.state(DayTotals).observe(tx, doc)
+
+
+def fold_committed(store) -> None:
+    """Documents appended by a transaction that has just committed into the group's: folded now
+    (`Tx.commit` calls this)."""
+    state = store.states.get(DayTotals)
+    if state is not None:
+        state.fold_committed()
 
 
 # --- turning the day -------------------------------------------------------------------------

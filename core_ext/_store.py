@@ -208,6 +208,9 @@ class Tx:
             if parent is not None and self._appended:
                 parent._last = self._last
                 parent._appended = True
+                if parent.parent is None:
+                    # Into the group's transaction: only the group's rollback can take them back now.
+                    _fold_committed_days(self.store)
             return
         states = list(self.store.states.values())
         for state in states:
@@ -323,4 +326,4 @@ class Tx:
                 yield _unpack(v)
 
 
-from ._days import observe as _observe_day  # noqa: E402  (_days reads tables through Tx)
+from ._days import fold_committed as _fold_committed_days, observe as _observe_day  # noqa: E402  (_days reads tables through Tx)

@@ -1,7 +1,8 @@
-"""The open day's totals take each appended document into a queue, folded when the group commits:
-a reader inside the group still sees every document before it, a rolled-back request takes its
-documents back out whether or not they were folded yet, and a commit that fails after the fold
-leaves totals that are read again from the table."""
+"""The open day's totals take each appended document into a queue, folded once the request's own
+transaction has committed into the group's (or when the group commits): a reader inside the group
+still sees every document before it, a rolled-back request takes its documents back out whether or
+not they were folded yet, and a group that fails after a fold leaves totals that are read again
+from the table."""
 from __future__ import annotations
 
 import pytest
@@ -77,6 +78,31 @@ def test_totals_folded_for_a_commit_that_fails_are_read_again_from_the_table(cor
     state.flush(tx)  # folded as the commit does, then the commit fails before it is durable
     assert state.holder["row"]["lanes"]["lane1"]["net_cents"] == 4990 + 7
     tx.abort()
+    answers = apply(core, [sale("s2")])
+    assert answers[0]["ok"]
+    assert open_figures(store)["lanes"]["lane1"]["net_cents"] == 2 * 4990
+    assert store.states[DayTotals] is not state, "the stale totals were loaded again"
+
+
+def test_a_request_committed_into_the_group_is_folded_then_and_the_groups_rollback_reloads_the_totals(core):
+    apply(core, [sale("s1")])
+    store = core.store
+    tx = store.begin(write=True)
+    state = tx.state(DayTotals)
+    child = tx.child()
+    child.append_event({"type": "sale", "id": "x:1", "source": "lane1", "gross_cents": 7, "discount_cents": 0,
+                        "total_cents": 7, "payments": [{"method": "cash", "cents": 7}], "moves": []})
+    assert state.holder["queued"], "queued while its own transaction may still roll back"
+    child.commit()
+    assert state.holder["queued"] == [], "folded once it is in the group's transaction"
+    assert state.holder["row"]["lanes"]["lane1"]["net_cents"] == 4990 + 7
+    # A later request rolled back leaves what was folded before it alone.
+    other = tx.child()
+    other.append_event({"type": "sale", "id": "x:2", "source": "lane1", "gross_cents": 5, "discount_cents": 0,
+                        "total_cents": 5, "payments": [{"method": "cash", "cents": 5}], "moves": []})
+    other.abort()
+    assert state.row["lanes"]["lane1"]["net_cents"] == 4990 + 7
+    tx.abort()  # the group fails: the folded sale was never durable
     answers = apply(core, [sale("s2")])
     assert answers[0]["ok"]
     assert open_figures(store)["lanes"]["lane1"]["net_cents"] == 2 * 4990
