@@ -22,7 +22,7 @@ from ._errors import Refused, bad_request
 from ._ids import body_hash
 from ._limits import MAX_LINES, check_id
 from ._localtime import today
-from ._records import Move
+from ._records import Move, refusal_logged
 from ._select import ledger
 from ._types import is_int
 
@@ -271,9 +271,7 @@ def _record_refusal(tx, request, ctx, doc, file: str, exc: Refused) -> dict:
     """A basket refused while its file is applied: in the log for the ERP, and in the answer."""
     basket = doc.get("id") if isinstance(doc, dict) else None
     rows = doc.get("rows") if isinstance(doc, dict) and isinstance(doc.get("rows"), list) else []
-    request_id = f"{request.source}:{basket}"
-    record = {**(exc.record or {}), "type": "refusal", "request": "csv_slice", "request_id": request_id,
-              "id": f"{request_id}#refused-{tx.last_seq() + 1}", "source": request.source, "file": file,
-              "basket": basket, "rows": rows, "err": exc.code, "msg": exc.message, "ts_ms": ctx.now_ms, "moves": []}
-    tx.append_event(record)
+    tx.append_event(refusal_logged(exc.record, request_id=f"{request.source}:{basket}", source=request.source,
+                                   code=exc.code, message=exc.message, seq=tx.last_seq() + 1, now_ms=ctx.now_ms,
+                                   type="refusal", request="csv_slice", file=file, basket=basket, rows=rows))
     return {"basket": basket, "rows": rows, "err": exc.code, "msg": exc.message}

@@ -81,6 +81,18 @@ def alert_raised(alert: dict, seq: int, now_ms: int) -> dict:
             "ts_ms": now_ms, "moves": [], **alert}
 
 
+def refusal_logged(record: dict | None, *, request_id: str, source: str, code: str, message: str, seq: int,
+                   now_ms: int, **fields) -> dict:
+    """The document of a refusal kept in the log, to be appended as event `seq`: what `record` says
+    was refused (a `refusal`, unless it names another type), then the request's identity and the
+    refusal's code and words, then `fields`. Its id is its own: the refused request's id may still
+    be committed later, and ids are unique upstream."""
+    doc = {"type": "refusal", **(record or {})}
+    doc.update(request_id=request_id, id=f"{request_id}#refused-{seq}", source=source, err=code, msg=message,
+               ts_ms=now_ms, moves=[], **fields)
+    return doc
+
+
 def answer_ok(request_id, fields: dict | None = None) -> dict:
     """The ECR/1 answer of an accepted request: `ok: true` and the handler's fields."""
     answer = {"t": "res", "re": request_id, "ok": True}

@@ -21,7 +21,7 @@ import trio
 from core_ext import Request, Response, Refused, Store, errors
 from core_ext._handlers import ECR_KINDS
 from core_ext._ids import body_hash
-from core_ext._records import answer_ok, answer_refused
+from core_ext._records import answer_ok, answer_refused, refusal_logged
 from core_ext._request_checks import request_refusal
 
 from ._fair_queue import FairQueue
@@ -124,17 +124,9 @@ def _repeated(request: Request, first: dict, digest: bytes) -> Response:
 def _record_refusal(tx, request: Request, ctx: Context, key: str | None, exc: Refused) -> None:
     """A refusal worth keeping (a recalled lot offered, say) goes into the log, outside the request's
     rolled-back transaction."""
-    doc = dict(exc.record)
-    doc.setdefault("type", "refusal")
-    # Its own id: the request's may still be committed later, and ids are unique upstream.
-    doc["request_id"] = key or f"{request.source}:{request.body.get('id')}"
-    doc["id"] = f"{doc['request_id']}#refused-{tx.last_seq() + 1}"
-    doc.setdefault("source", request.source)
-    doc.setdefault("err", exc.code)
-    doc.setdefault("msg", exc.message)
-    doc.setdefault("moves", [])
-    doc["ts_ms"] = ctx.now_ms
-    tx.append_event(doc)
+    tx.append_event(refusal_logged(exc.record, request_id=key or f"{request.source}:{request.body.get('id')}",
+                                   source=request.source, code=exc.code, message=exc.message,
+                                   seq=tx.last_seq() + 1, now_ms=ctx.now_ms))
 
 
 class CoreLoop:
