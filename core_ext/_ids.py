@@ -5,9 +5,28 @@ idempotent request hashes its body on the writer.
 """
 from __future__ import annotations
 
+from ._records import answer_ok
+from ._sales import sale_answer_again, sale_memo
 from ._select import salepath
 
 
 def body_hash(body: dict) -> bytes:
     """A digest of the request's content, the transport's `t` left out; refuses what cannot be stored."""
     return salepath.body_hash(body)
+
+
+def id_record(kind: str, digest: bytes, answer: dict) -> dict:
+    """What the `ids` table keeps of a committed request: its body's digest, its event's seq, and
+    enough to answer a repeat with the first answer: a sale's is rebuilt from its event and a memo
+    of the rest (`_sales.sale_answer_again`), any other request's is kept whole under `res`."""
+    seq = answer.get("seq")
+    if kind == "sale" and seq is not None:
+        return {"h": digest, "seq": seq, "memo": sale_memo(answer)}
+    return {"h": digest, "seq": seq, "res": answer}
+
+
+def first_answer(tx, request_id, record: dict) -> dict:
+    """The first answer of the request remembered as `record` (see `id_record`)."""
+    if "res" in record:
+        return record["res"]
+    return answer_ok(request_id, sale_answer_again(tx.event(record["seq"]), record["memo"]))

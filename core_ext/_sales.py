@@ -131,13 +131,18 @@ def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
 
 def _answer(basket: Basket, *, points_earned: int, points_balance: int | None) -> dict:
     """The ECR/1 answer of a quote or a sale (a sale's lines carry their allocations)."""
-    priced = basket.priced
-    answer = {"ruleset": priced["ruleset"], "lines": salepath.answer_lines(priced["lines"]), "gross_cents": priced["gross_cents"],
-              "discount_cents": priced["discount_cents"], "total_cents": priced["total_cents"],
-              "warnings": basket.warnings}
-    if basket.member is not None:
-        answer["points_earned"] = points_earned
-        answer["points_balance"] = points_balance
+    return _answer_of(basket.priced, basket.priced["lines"], basket.warnings,
+                      (points_earned, points_balance) if basket.member is not None else None)
+
+
+def _answer_of(totals: dict, priced_lines: list, warnings: list, points: tuple | None) -> dict:
+    """The answer's fields: the rule set, lines and totals as priced, the warnings, and a known
+    member's points (earned, balance)."""
+    answer = {"ruleset": totals["ruleset"], "lines": salepath.answer_lines(priced_lines),
+              "gross_cents": totals["gross_cents"], "discount_cents": totals["discount_cents"],
+              "total_cents": totals["total_cents"], "warnings": warnings}
+    if points is not None:
+        answer["points_earned"], answer["points_balance"] = points
     return answer
 
 
@@ -240,3 +245,23 @@ def handle_sale(tx, request, ctx) -> dict:
     sold = sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
     return {"seq": sold.seq, **_answer(sold.basket, points_earned=sold.points_earned,
                                        points_balance=sold.points_balance)}
+
+
+# --- a sale's answer again -------------------------------------------------------------------
+# A sale's id record keeps only what its event does not: the answer is the event's, so a repeat
+# is answered from the event (a sale's answer is about twice its id record's other bytes).
+
+def sale_memo(answer: dict) -> dict:
+    """What a sale's answer holds beyond its event: its warnings and a known member's balance."""
+    memo = {"warnings": answer["warnings"]}
+    if "points_balance" in answer:
+        memo["points_balance"] = answer["points_balance"]
+    return memo
+
+
+def sale_answer_again(event: dict, memo: dict) -> dict:
+    """The fields of the answer the sale `event` was given (`handle_sale`), with its `memo`."""
+    lines = [{**line, "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in line["promos"]]}
+             for line in event["lines"]]
+    points = (event["points"]["earned"], memo["points_balance"]) if "points_balance" in memo else None
+    return {"seq": event["seq"], **_answer_of(event, lines, memo["warnings"], points)}

@@ -16,13 +16,17 @@ import msgpack
 
 from ._errors import StoreError
 
-SCHEMA = 1
+SCHEMA = 2
+# Schemas this gateway opens: 1 is 2 without the sales' compact id records (`_ids.id_record`), so a
+# store of schema 1 is marked 2 when opened for writing, with nothing to rewrite; a gateway of
+# schema 1 then refuses it rather than misread those records.
+UPGRADES_FROM = (1,)
 
 # Every table the gateway keeps; the owner of each is named beside it.
 TABLES = (
     "meta",         # str -> value: counters and small singletons (core)
     "events",       # u64 seq -> event document, append-only (ledger)
-    "ids",          # request id -> {"h": body hash, "seq", "res": first response} (core loop)
+    "ids",          # request id -> {"h": body hash, "seq", "res": first response, or a sale's "memo"} (_ids.py)
     "lots",         # sku \0 lot -> {"qty", "expiry", "serials"}; lot "" = not lot-tracked or unallocated
     "skus",         # sku -> on-hand total over its lots (ledger)
     "catalog",      # sku -> catalog item (master data)
@@ -108,16 +112,19 @@ class Store:
         if readonly:
             with self.env.begin() as txn:
                 schema = txn.get(b"schema", db=self.db["meta"]) if "meta" in self.db else None
-            if schema is None or _unpack(schema) != SCHEMA:
+            if schema is None or _unpack(schema) not in (SCHEMA, *UPGRADES_FROM):
                 self.env.close()
                 raise StoreError(f"{path!r} holds no store of schema {SCHEMA}")
             return
         with self.env.begin(write=True) as txn:
             schema = txn.get(b"schema", db=self.db["meta"])
-            if schema is None:
+            if schema is None or _unpack(schema) in UPGRADES_FROM:
                 txn.put(b"schema", _pack(SCHEMA), db=self.db["meta"])
             elif _unpack(schema) != SCHEMA:
-                raise StoreError(f"{path!r} holds schema {_unpack(schema)}, this gateway reads {SCHEMA}")
+                found = _unpack(schema)
+                txn.abort()
+                self.env.close()
+                raise StoreError(f"{path!r} holds schema {found}, this gateway reads {SCHEMA}")
 
     def close(self) -> None:
         self.env.close()

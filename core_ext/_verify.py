@@ -35,4 +35,17 @@ def verify(store, progress=None) -> list[str]:
             if event.get("seq") != n:
                 problems.append(f"event log: expected seq {n}, found {event.get('seq')}")
                 break
+        problems += _id_record_problems(tx)
+    return problems
+
+
+def _id_record_problems(tx) -> list[str]:
+    """A sale's id record answers a repeat from the event it names: that event must be the sale."""
+    problems = []
+    for key, record in tx.items("ids"):
+        if "memo" not in record:
+            continue
+        event = tx.event(record.get("seq") or 0)
+        if event is None or event.get("type") != "sale" or event.get("id") != key.decode():
+            problems.append(f"id {key.decode()!r}: its record names event {record.get('seq')}, which is not its sale")
     return problems

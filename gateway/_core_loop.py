@@ -20,7 +20,7 @@ import trio
 
 from core_ext import Request, Response, Refused, Store, errors
 from core_ext._handlers import ECR_KINDS
-from core_ext._ids import body_hash
+from core_ext._ids import body_hash, first_answer, id_record
 from core_ext._records import answer_ok, answer_refused, refusal_logged
 from core_ext._request_checks import request_refusal
 
@@ -112,13 +112,13 @@ def refusal(request: Request, code: str, message: str, details=None) -> dict:
     return answer_refused(request.body.get("id") if isinstance(request.body, dict) else None, code, message, details)
 
 
-def _repeated(request: Request, first: dict, digest: bytes) -> Response:
+def _repeated(tx, request: Request, first: dict, digest: bytes) -> Response:
     """The answer to a request whose id was committed before: the first answer again, or a conflict
     when the body differs."""
     if first["h"] != digest:
         return Response(refusal(request, errors.DUPLICATE_ID_CONFLICT,
                                 f"id {request.body.get('id')!r} was already committed with a different body"))
-    return Response(first["res"], replayed=True)
+    return Response(first_answer(tx, request.body.get("id"), first), replayed=True)
 
 
 def _record_refusal(tx, request: Request, ctx: Context, key: str | None, exc: Refused) -> None:
@@ -331,7 +331,7 @@ class CoreLoop:
                 return Response(refusal(request, exc.code, exc.message))
             first = tx.get("ids", key)
             if first is not None:
-                return _repeated(request, first, digest)
+                return _repeated(tx, request, first, digest)
         return self._run_handler(tx, handler, request, ctx, key, digest)
 
     def _run_handler(self, tx, handler: Handler, request: Request, ctx: Context, key: str | None,
@@ -342,7 +342,7 @@ class CoreLoop:
         try:
             answer = answer_ok(request.body.get("id"), handler.fn(child, request, ctx))
             if key is not None:
-                child.put("ids", key, {"h": digest, "seq": answer.get("seq"), "res": answer})
+                child.put("ids", key, id_record(request.kind, digest, answer))
             child.commit()
             return Response(answer)
         except Refused as exc:
