@@ -25,6 +25,7 @@ from core_ext import tokens as bearer
 from . import _day_close
 from ._envelope import MASTER_KINDS, decode_envelope, to_jsonable, unpack
 from ._handlers import BAD_SIGNATURE, PRUNED, STATUS
+from ._http_error import HttpError, only
 from ._keys import raw_public_key
 from ._sealer import ACKED, FIRST_AVAILABLE, SealSignal, Settings, read_head
 
@@ -38,19 +39,6 @@ _MASTER_PATH = re.compile(r"^/upstream/v1/master/([^/]+)$")
 # Not in UP/1 itself: the back office closes a scanner's cycle count (scanners-and-files.md).
 _COUNT_CLOSE_PATH = re.compile(r"^/upstream/v1/counts/([^/]+)/close$")
 _packb = msgpack.Packer(use_bin_type=True).pack
-
-
-class HttpError(Exception):
-    """An answer other than 200, with the spec's error body."""
-
-    def __init__(self, status: int, code: str, message: str, *, edge: str = "", **extra):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        # The reason class (core_ext.asgi.EDGE_REASONS) of a refusal decided before the core.
-        self.edge = edge
-        self.extra = extra
 
 
 def _from_json_doc(obj):
@@ -111,7 +99,7 @@ class _Call:
     max_body_bytes: int
 
     def only(self, allowed: str) -> None:
-        _only(self.method, allowed)
+        only(self.method, allowed)
 
     async def body(self):
         return _decode_body(await _read_body(self.receive, self.headers, self.max_body_bytes), self.headers)
@@ -207,8 +195,7 @@ class UpstreamApp:
         if fixed is not None:
             return await fixed(call)
         if path == f"{PREFIX}/day-close" or path.startswith(f"{PREFIX}/day/"):
-            return await _day_close.route(call.method, path, call.body, self._through_core, self.read_store,
-                                          HttpError, _only)
+            return await _day_close.route(call, self._through_core, self.read_store)
         match = _COUNT_CLOSE_PATH.match(path)
         if match:
             return await self._count_close(call, match.group(1))
@@ -388,7 +375,3 @@ def _route_name(path: str) -> str:
         return "day"
     return name if name in ("batches", "status", "ack", "movements", "day-close") else "other"
 
-
-def _only(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise HttpError(405, "METHOD_NOT_ALLOWED", f"use {allowed} here, not {method}", edge="method_not_allowed")

@@ -12,24 +12,27 @@ import trio
 
 from core_ext import day_differences, day_report, errors, recompute_day
 
+from ._http_error import HttpError
+
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 PREFIX = "/upstream/v1"
 
 
-async def route(method: str, path: str, body, through_core, read_store, http_error, only):
-    """`POST /day-close {"day"}` (close the current day now) and `GET /day/{day}` (a report)."""
-    if path == f"{PREFIX}/day-close":
-        only(method, "POST")
-        request = await body()
+async def route(call, through_core, read_store):
+    """`POST /day-close {"day"}` (close the current day now) and `GET /day/{day}` (a report), for
+    the UP/1 app's `call` (its method, path and body)."""
+    if call.path == f"{PREFIX}/day-close":
+        call.only("POST")
+        request = await call.body()
         if not isinstance(request, dict) or not isinstance(request.get("day"), str) or not _DAY.match(request["day"]):
-            raise http_error(400, errors.BAD_REQUEST, 'the body must be a map {"day": "YYYY-MM-DD"}',
-                             edge="malformed_body")
+            raise HttpError(400, errors.BAD_REQUEST, 'the body must be a map {"day": "YYYY-MM-DD"}',
+                            edge="malformed_body")
         answer = await through_core("day_close", {"day": request["day"]})
         return {"day": answer["day"], "seq": answer["seq"]}
-    only(method, "GET")
-    day = path[len(f"{PREFIX}/day/"):]
+    call.only("GET")
+    day = call.path[len(f"{PREFIX}/day/"):]
     if not _DAY.match(day):
-        raise http_error(400, errors.BAD_REQUEST, "the day in the path must be YYYY-MM-DD", edge="bad_request")
+        raise HttpError(400, errors.BAD_REQUEST, "the day in the path must be YYYY-MM-DD", edge="bad_request")
 
     def read():
         with read_store() as tx:
@@ -37,7 +40,7 @@ async def route(method: str, path: str, body, through_core, read_store, http_err
 
     report = await trio.to_thread.run_sync(read)
     if report is None:
-        raise http_error(404, "NOT_FOUND", f"business day {day} is neither closed nor the current one")
+        raise HttpError(404, "NOT_FOUND", f"business day {day} is neither closed nor the current one")
     return report
 
 
