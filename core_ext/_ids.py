@@ -5,7 +5,8 @@ idempotent request hashes its body on the writer.
 """
 from __future__ import annotations
 
-from ._records import answer_ok
+from ._errors import UNAVAILABLE
+from ._records import answer_ok, answer_refused
 from ._sales import sale_answer_again, sale_memo
 from ._select import salepath
 
@@ -25,8 +26,15 @@ def id_record(kind: str, digest: bytes, answer: dict) -> dict:
     return {"h": digest, "seq": seq, "res": answer}
 
 
-def first_answer(tx, request_id, record: dict) -> dict:
-    """The first answer of the request remembered as `record` (see `id_record`)."""
+def first_answer(tx, key: str, request_id, record: dict) -> dict:
+    """The first answer of the request remembered under `key` as `record` (see `id_record`)."""
     if "res" in record:
         return record["res"]
-    return answer_ok(request_id, sale_answer_again(tx.event(record["seq"]), record["memo"]))
+    event = tx.event(record["seq"])
+    if event is None or event.get("type") != "sale" or event.get("id") != key:
+        # Only a damaged store gets here (`verify-ledger` names the record): this request alone is
+        # refused, and nothing is applied twice.
+        return answer_refused(request_id, UNAVAILABLE, f"the first answer to id {request_id!r} cannot be read "
+                                                       f"back: its record names event {record['seq']}, which is "
+                                                       "not this sale; run verify-ledger")
+    return answer_ok(request_id, sale_answer_again(event, record["memo"]))

@@ -112,13 +112,14 @@ def refusal(request: Request, code: str, message: str, details=None) -> dict:
     return answer_refused(request.body.get("id") if isinstance(request.body, dict) else None, code, message, details)
 
 
-def _repeated(tx, request: Request, first: dict, digest: bytes) -> Response:
+def _repeated(tx, request: Request, key: str, first: dict, digest: bytes) -> Response:
     """The answer to a request whose id was committed before: the first answer again, or a conflict
     when the body differs."""
     if first["h"] != digest:
         return Response(refusal(request, errors.DUPLICATE_ID_CONFLICT,
                                 f"id {request.body.get('id')!r} was already committed with a different body"))
-    return Response(first_answer(tx, request.body.get("id"), first), replayed=True)
+    answer = first_answer(tx, key, request.body.get("id"), first)
+    return Response(answer, replayed=answer.get("ok", False))
 
 
 def _record_refusal(tx, request: Request, ctx: Context, key: str | None, exc: Refused) -> None:
@@ -331,7 +332,7 @@ class CoreLoop:
                 return Response(refusal(request, exc.code, exc.message))
             first = tx.get("ids", key)
             if first is not None:
-                return _repeated(tx, request, first, digest)
+                return _repeated(tx, request, key, first, digest)
         return self._run_handler(tx, handler, request, ctx, key, digest)
 
     def _run_handler(self, tx, handler: Handler, request: Request, ctx: Context, key: str | None,

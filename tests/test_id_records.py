@@ -101,7 +101,7 @@ def test_a_record_that_kept_the_whole_answer_answers_with_it(core):
         assert tx.get("ids", "erp:r1")["res"] == done.body
 
 
-def test_verify_ledger_checks_that_a_sales_id_record_names_its_sale(core):
+def test_verify_ledger_checks_that_a_sales_id_record_names_its_sale_and_a_repeat_is_never_answered_from_another(core):
     from core_ext._verify import verify
     sales = [priced(core, "s1", [{"sku": "SKU-2", "qty": 1}]), priced(core, "s2", [{"sku": "SKU-4", "qty": 1}])]
     apply(core, sales)
@@ -110,6 +110,10 @@ def test_verify_ledger_checks_that_a_sales_id_record_names_its_sale(core):
         other = tx.get("ids", "lane1:s2")["seq"]
         tx.put("ids", "lane1:s1", {**tx.get("ids", "lane1:s1"), "seq": other})
     assert verify(core.store) == [f"id 'lane1:s1': its record names event {other}, which is not its sale"]
+    # A repeat is then refused on its own, never answered with another sale's answer.
+    [again, fresh] = apply(core, [sales[0], priced(core, "s3", [{"sku": "SKU-4", "qty": 1}])])
+    assert again.body["err"] == "UNAVAILABLE" and "verify-ledger" in again.body["msg"] and not again.replayed
+    assert fresh.body["ok"]
 
 
 def test_a_store_of_schema_1_is_opened_and_marked_2_and_an_unknown_schema_is_refused(tmp_path):
