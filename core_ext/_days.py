@@ -138,7 +138,7 @@ class DayTotals:
         self._undo: list = []
         self.acc = Undo(self._undo)
         self.dirty = False
-        # Undo-log entries below this are folded without a log (see `fold_committed`): a rollback
+        # Undo-log entries below this are folded without a log (see `_fold_queue`): a rollback
         # to before them means the group's transaction itself is gone.
         self._folded_below = 0
         self.seq = 0  # the last event these totals include, as `Tx` keeps it for every state
@@ -196,30 +196,30 @@ class DayTotals:
         self._undo.clear()
         self._folded_below = 0
 
-    def fold_committed(self) -> None:
-        """Fold what is queued, without an undo log: called when a request's own transaction has
-        committed into the group's (`Tx.commit`), so only the group's rollback can take these
-        documents back out, and that reloads the totals. Folded now, each document is folded
-        while it is fresh and freed at once, rather than a group's worth kept for the commit."""
-        queued = self.holder["queued"]
-        if queued:
-            self._folded_below = len(self._undo)
-            _select.salepath.fold_queued(queued, self.holder["row"], self._touched)
-            self.holder["queued"] = []
+    def committed_into_group(self) -> None:
+        """A request's own transaction has committed into the group's (the `Tx.state` protocol):
+        what it queued is folded now, so each document is folded while it is fresh and freed at
+        once rather than a group's worth kept for the commit."""
+        self._fold_queue(len(self._undo))
 
     def flush(self, tx) -> None:
         """Fold what is still queued and write the totals into the transaction about to commit (the
         top-level one); nothing can roll back between here and the commit but the commit itself."""
+        self._fold_queue(max(len(self._undo), 1))  # above the group's own mark (0)
+        if self.dirty:
+            self._write(tx, self.holder["row"])
+            self.dirty = False
+
+    def _fold_queue(self, folded_below: int) -> None:
+        """Fold what is queued, without an undo log: only a rollback to below `folded_below` (the
+        group's own) can take these documents back out, and that reloads the totals."""
         queued = self.holder["queued"]
         if queued:
-            # Above the group's own mark (0): a commit that fails then reloads the totals.
-            self._folded_below = max(len(self._undo), 1)
-            _select.salepath.fold_queued(queued, self.holder["row"], self._touched)
+            self._folded_below = folded_below
+            fold_day, row, touched = _select.salepath.fold_day, self.holder["row"], self._touched
+            for doc in queued:
+                fold_day(doc, row, touched)
             self.holder["queued"] = []
-        if self.dirty:
-            row = self.holder["row"]
-            self._write(tx, row)
-            self.dirty = False
 
     def _write(self, tx, row: dict) -> None:
         """The open row without its rules, and the rules changed since they were last written (all
@@ -279,14 +279,6 @@ def _fold_plain(row: dict, doc: dict) -> None:
 def observe(tx, doc: dict) -> None:
     """Fold a document just appended into the open day (`Tx.append_event` calls this)."""
     tx.state(DayTotals).observe(tx, doc)
-
-
-def fold_committed(store) -> None:
-    """Documents appended by a transaction that has just committed into the group's: folded now
-    (`Tx.commit` calls this)."""
-    state = store.states.get(DayTotals)
-    if state is not None:
-        state.fold_committed()
 
 
 # --- turning the day -------------------------------------------------------------------------

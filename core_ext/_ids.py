@@ -26,12 +26,20 @@ def id_record(kind: str, digest: bytes, answer: dict) -> dict:
     return {"h": digest, "seq": seq, "res": answer}
 
 
+def sale_of(tx, key: str, record: dict) -> dict | None:
+    """The sale event a sale's `record` under `key` names, or None when that event is not it."""
+    event = tx.event(record.get("seq") or 0)
+    if event is None or event.get("type") != "sale" or event.get("id") != key:
+        return None
+    return event
+
+
 def first_answer(tx, key: str, request_id, record: dict) -> dict:
     """The first answer of the request remembered under `key` as `record` (see `id_record`)."""
     if "res" in record:
         return record["res"]
-    event = tx.event(record["seq"])
-    if event is None or event.get("type") != "sale" or event.get("id") != key:
+    event = sale_of(tx, key, record)
+    if event is None:
         # Only a damaged store gets here (`verify-ledger` names the record): this request alone is
         # refused, and nothing is applied twice.
         return answer_refused(request_id, UNAVAILABLE, f"the first answer to id {request_id!r} cannot be read "

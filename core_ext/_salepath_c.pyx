@@ -514,11 +514,6 @@ def fold_day(dict doc, dict row, set touched):
     row["folded"] = doc["seq"]
 
 
-def fold_queued(list docs, dict row, set touched):
-    for doc in docs:
-        fold_day(doc, row, touched)
-
-
 # --- the request's shape ---------------------------------------------------------------------
 # Only ever says yes for what `_request_checks.check_request` accepts; every no is answered by it.
 

@@ -297,12 +297,6 @@ def fold_day(doc: dict, row: dict, touched: set) -> None:
     row["folded"] = doc["seq"]
 
 
-def fold_queued(docs: list, row: dict, touched: set) -> None:
-    """`fold_day` each of `docs` in turn."""
-    for doc in docs:
-        fold_day(doc, row, touched)
-
-
 # --- the request's shape ---------------------------------------------------------------------
 
 def basket_well_formed(kind: str, body) -> bool:

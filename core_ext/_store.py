@@ -216,8 +216,11 @@ class Tx:
                 parent._last = self._last
                 parent._appended = True
                 if parent.parent is None:
-                    # Into the group's transaction: only the group's rollback can take them back now.
-                    _fold_committed_days(self.store)
+                    # Into the group's transaction: only the group's rollback can take it back now.
+                    for state in self.store.states.values():
+                        committed = getattr(state, "committed_into_group", None)
+                        if committed is not None:
+                            committed()
             return
         states = list(self.store.states.values())
         for state in states:
@@ -240,7 +243,12 @@ class Tx:
 
     def state(self, cls):
         """The store's in-memory `cls` (loaded from this transaction on first use), which this
-        transaction's commit keeps and its abort rolls back."""
+        transaction's commit keeps and its abort rolls back.
+
+        The protocol of such a state: `load(tx)`, `mark()` (where its undo log stands) and
+        `rollback(mark)` for an abort, `forget()` after the group's commit, and optionally
+        `flush(tx)` just before it and `committed_into_group()` when a request's own transaction
+        that appended events has committed into the group's."""
         state = self.store.states.get(cls)
         if state is None:
             if not self.write:
@@ -333,4 +341,4 @@ class Tx:
                 yield _unpack(v)
 
 
-from ._days import fold_committed as _fold_committed_days, observe as _observe_day  # noqa: E402  (_days reads tables through Tx)
+from ._days import observe as _observe_day  # noqa: E402  (_days reads tables through Tx)

@@ -1,6 +1,8 @@
-"""Check that the balance tables equal a replay of the event log."""
+"""Check that the balance tables equal a replay of the event log, and that each sale's id record
+names its own sale (a repeat is answered from it)."""
 from __future__ import annotations
 
+from ._ids import sale_of
 from ._select import ledger
 from ._store import split_lot_key
 
@@ -43,9 +45,6 @@ def _id_record_problems(tx) -> list[str]:
     """A sale's id record answers a repeat from the event it names: that event must be the sale."""
     problems = []
     for key, record in tx.items("ids"):
-        if "memo" not in record:
-            continue
-        event = tx.event(record.get("seq") or 0)
-        if event is None or event.get("type") != "sale" or event.get("id") != key.decode():
+        if "memo" in record and sale_of(tx, key.decode(), record) is None:
             problems.append(f"id {key.decode()!r}: its record names event {record.get('seq')}, which is not its sale")
     return problems
