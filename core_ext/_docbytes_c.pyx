@@ -17,6 +17,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_str, _reserve
+
 from . import _docbytes_py
 from ._docbytes_py import HEAD_KEYS, INTERNAL_KEYS, BodyCounts, DocPacker, count_docs, to_doc  # noqa: F401 (the face)
 
@@ -634,84 +636,6 @@ def body_counts(bytes raw):
 
 # ---------------------------------------------------------------------------------------------
 # A body's stock rows
-
-cdef struct Writer:
-    uint8_t* buf
-    Py_ssize_t size
-    Py_ssize_t cap
-
-
-cdef int _reserve(Writer* w, Py_ssize_t more) except -1:
-    cdef Py_ssize_t cap = w.cap
-    cdef uint8_t* grown
-    if w.size + more <= cap:
-        return 0
-    while cap < w.size + more:
-        cap = cap * 2 if cap else 4096
-    grown = <uint8_t*>PyMem_Realloc(w.buf, cap)
-    if grown == NULL:
-        raise MemoryError()
-    w.buf = grown
-    w.cap = cap
-    return 0
-
-
-cdef inline void _put_be(uint8_t* out, uint64_t v, int n) noexcept:
-    cdef int k
-    for k in range(n):
-        out[k] = (v >> (8 * (n - 1 - k))) & 0xff
-
-
-cdef int _pack_length(Writer* w, Py_ssize_t n, uint8_t fix, Py_ssize_t fixmax, uint8_t b8, uint8_t b16) except -1:
-    # fix | n, then (when there is one: b8 != 0) the 8-bit form, then the 16- and 32-bit forms (b16, b16 + 1).
-    _reserve(w, 5)
-    if n <= fixmax:
-        w.buf[w.size] = fix | n
-        w.size += 1
-    elif b8 and n < 256:
-        w.buf[w.size] = b8
-        w.buf[w.size + 1] = n
-        w.size += 2
-    elif n < 65536:
-        w.buf[w.size] = b16
-        _put_be(w.buf + w.size + 1, n, 2)
-        w.size += 3
-    else:
-        w.buf[w.size] = b16 + 1
-        _put_be(w.buf + w.size + 1, n, 4)
-        w.size += 5
-    return 0
-
-
-cdef int _pack_str(Writer* w, str text) except -1:
-    cdef Py_ssize_t n
-    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
-    _pack_length(w, n, 0xa0, 31, 0xd9, 0xda)
-    _reserve(w, n)
-    memcpy(w.buf + w.size, data, n)
-    w.size += n
-    return 0
-
-
-cdef int _pack_int(Writer* w, long long v) except -1:
-    # As msgpack's packer writes it (see _uint_canonical, _int_canonical).
-    _reserve(w, 9)
-    if 0 <= v < 128 or -32 <= v < 0:
-        w.buf[w.size] = <uint8_t>(v & 0xff)
-        w.size += 1
-        return 0
-    cdef uint8_t b
-    cdef int n
-    if v > 0:
-        b, n = (0xcc, 1) if v < 256 else (0xcd, 2) if v < 65536 else (0xce, 4) if v < 4294967296 else (0xcf, 8)
-    else:
-        b, n = ((0xd0, 1) if v >= -128 else (0xd1, 2) if v >= -32768 else (0xd2, 4) if v >= -2147483648
-                else (0xd3, 8))
-    w.buf[w.size] = b
-    _put_be(w.buf + w.size + 1, <uint64_t>v, n)
-    w.size += 1 + n
-    return 0
-
 
 cdef inline bint _small_int(value) noexcept:
     # An int the C arithmetic below takes: far from the 64-bit limits (quantities are bounded far below).

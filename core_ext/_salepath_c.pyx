@@ -6,7 +6,7 @@ Where the reference asks the ledger module for a balance, this reads the `Balanc
 builds a key to ask whether an alert is open, this first asks whether the SKU has any open alert.
 The answers, the rows written and the events appended are the same, byte for byte.
 """
-import hashlib
+from hashlib import sha256 as _sha256
 
 from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._day_figures import fold as _fold
@@ -18,6 +18,14 @@ from ._store import _pack, alert_key
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
 
 from datetime import date
+
+from cpython.bytes cimport PyBytes_AsStringAndSize, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_Keys
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
+
+from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_raw, _pack_str, _put_be, _reserve
 
 FLAVOUR = "cython"
 
@@ -608,63 +616,87 @@ def basket_well_formed(str kind, body):
 
 
 # --- request identity ------------------------------------------------------------------------
+# The reference packs a sorted copy of the body and hashes that; here the same bytes are written
+# straight from the body (keys sorted as they are packed), with no copy. Anything the writer does
+# not take as it is (a key that is not text, an int beyond 64 bits, a subclass, text that is not
+# UTF-8, nesting beyond any device's) goes the reference's way, so the digest, or the refusal's
+# words, are the reference's.
 
 cdef int _DEEP = 200
 
 
-cdef object _order(k):
-    return (type(k).__name__, str(k))
-
-
-cdef bint _sorted_leaf(dict d):
-    """Whether `d` has only `str` keys, already in order, and no map or array among its values."""
-    cdef str previous = None
-    for k, v in d.items():
-        if type(k) is not str or (previous is not None and not previous < <str>k):
-            return False
-        if isinstance(v, (dict, list, tuple)):
-            return False
-        previous = <str>k
-    return True
-
-
-cdef object _sorted(obj, int depth):
+cdef int _canonical(Writer* w, obj, int depth) except -1:
+    """Write `obj` as `_pack(_salepath_py._sorted(obj))` would; 1 when only the reference can."""
+    cdef object t = type(obj)
     cdef list keys
-    cdef dict out
-    cdef bint plain = True
+    cdef int overflow = 0
+    cdef long long v
+    cdef double d
+    cdef uint64_t bits
+    cdef char* data
+    cdef Py_ssize_t n
     if depth > _DEEP:
-        # Beyond any body a device may send (they are refused far shallower): the reference's own
-        # recursion, bounded by Python's limit, rather than the C stack.
-        return _salepath_py._sorted(obj)
-    if isinstance(obj, dict):
-        if _sorted_leaf(<dict>obj):
-            return obj  # packs as its sorted copy would (a basket line `{"code", "qty"}`, say)
-        keys = list(obj)
-        for k in keys:
-            if type(k) is not str:
-                plain = False
-                break
-        # All keys `str`: their own order is the reference's (type name, text) order.
-        if plain:
-            keys.sort()
-        else:
-            keys.sort(key=_order)
-        out = {}
-        for k in keys:
-            out[k] = _sorted(obj[k], depth + 1)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_sorted(v, depth + 1) for v in obj]
-    return obj
+        return 1
+    if obj is None:
+        return _pack_byte(w, 0xc0)
+    if obj is True:
+        return _pack_byte(w, 0xc3)
+    if obj is False:
+        return _pack_byte(w, 0xc2)
+    if t is str:
+        return _pack_str(w, <str>obj)
+    if t is int:
+        v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+        return 1 if overflow else _pack_int(w, v)
+    if t is dict:
+        keys = PyDict_Keys(obj)
+        return _canonical_map(w, <dict>obj, keys, depth)
+    if t is list or t is tuple:
+        _pack_length(w, len(obj), 0x90, 15, 0, 0xdc)
+        for item in obj:
+            if _canonical(w, item, depth + 1):
+                return 1
+        return 0
+    if t is float:
+        d = <double>obj
+        memcpy(&bits, &d, 8)
+        _reserve(w, 9)
+        w.buf[w.size] = 0xcb
+        _put_be(w.buf + w.size + 1, bits, 8)
+        w.size += 9
+        return 0
+    if t is bytes:
+        PyBytes_AsStringAndSize(obj, &data, &n)
+        _pack_length(w, n, 0, -1, 0xc4, 0xc5)
+        return _pack_raw(w, data, n)
+    return 1
+
+
+cdef int _canonical_map(Writer* w, dict d, list keys, int depth) except -1:
+    for k in keys:
+        if type(k) is not str:
+            return 1
+    keys.sort()  # text keys: the reference's (type name, text) order is their own
+    _pack_length(w, len(keys), 0x80, 15, 0, 0xde)
+    for k in keys:
+        _pack_str(w, <str>k)
+        if _canonical(w, d[k], depth + 1):
+            return 1
+    return 0
+
+
+# One buffer, reused: the bytes are copied out before anything could let another thread in.
+cdef Writer _body_writer
 
 
 def body_hash(dict body):
-    cdef dict content = {}
-    for k, v in body.items():
-        if k != "t":
-            content[k] = v
+    cdef list keys = [k for k in body if k != "t"]
+    cdef int done
+    _body_writer.size = 0
     try:
-        packed = _pack(_sorted(content, 0))
-    except (OverflowError, TypeError, ValueError) as exc:
-        raise bad_request(f"the request holds a value that cannot be stored ({exc}); numbers must fit in 64 bits") from None
-    return hashlib.sha256(packed).digest()[:16]
+        done = _canonical_map(&_body_writer, body, keys, 0)
+    except (UnicodeError, OverflowError):
+        done = 1  # the reference's refusal, in its words
+    if done:
+        return _salepath_py.body_hash(body)
+    return _sha256(PyBytes_FromStringAndSize(<const char*>_body_writer.buf, _body_writer.size)).digest()[:16]
