@@ -10,7 +10,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 all: test
 
-$(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_ledger_c.pxd core_ext/_promo_c.pyx core_ext/_salepath_c.pyx core_ext/_docbytes_c.pyx core_ext/_mpwrite.pxd
+$(STAMP): pyproject.toml setup.py core_ext/_ledger_c.pyx core_ext/_ledger_c.pxd core_ext/_promo_c.pyx core_ext/_promo_c.pxd core_ext/_salepath_c.pyx core_ext/_docbytes_c.pyx core_ext/_mpwrite.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -55,7 +55,7 @@ from core_ext._promo_py import (
     PromoInputError, PromoRuleError, check_lines, coupon_codes, load_rules, points_earned, validate_promotions,
 )
 
-__all__ = ["PromoEngine", "PromoRuleError", "PromoInputError", "validate_promotions"]
+__all__ = ["PromoEngine", "PromoRuleError", "PromoInputError", "validate_promotions", "Priced", "PricedLine"]
 
 ctypedef int64_t i64
 ctypedef int32_t i32
@@ -1161,6 +1161,11 @@ cdef class PromoEngine:
         return points_earned(self._points, cash_paid_cents, tier, is_member)
 
     def price(self, lines, *, member=None, coupons=(), store="", channel="ecr", ts_ms=0, weekday=1, minute=0):
+        return self.price_typed(lines, member=member, coupons=coupons, store=store, channel=channel, ts_ms=ts_ms,
+                                weekday=weekday, minute=minute).to_doc()
+
+    def price_typed(self, lines, *, member=None, coupons=(), store="", channel="ecr", ts_ms=0, weekday=1,
+                    minute=0):
         cdef Basket basket = Basket.__new__(Basket)
         cdef BasketC* B = &basket.c
         skus = self._read_lines(B, lines)
@@ -1349,26 +1354,99 @@ cdef class PromoEngine:
             raise MemoryError()
         return 0
 
-    cdef dict _answer(self, BasketC* B, list skus, list trace):
-        cdef list promos = [[] for _ in range(B.nlines)]
-        cdef list out_lines = []
+    cdef Priced _answer(self, BasketC* B, list skus, list trace):
+        cdef list lines = []
+        cdef PricedLine priced
+        cdef Priced out = Priced.__new__(Priced)
         cdef i64 gross = 0, disc = 0
         cdef i32 j
         cdef const LineC* line
-        for j in range(B.npromos):
-            (<list>promos[B.promos[j].li]).append({"id": self._ids[B.promos[j].rule],
-                                                   "version": self._versions[B.promos[j].rule],
-                                                   "cents": B.promos[j].cents})
         for j in range(B.nlines):
             line = &B.lines[j]
-            out_lines.append({
-                "sku": skus[j], "qty": line.qty, "unit_cents": line.unit, "gross_cents": line.gross,
-                "discount_cents": line.disc, "net_cents": line.gross - line.disc, "promos": promos[j],
-            })
+            priced = PricedLine.__new__(PricedLine)
+            priced.sku = skus[j]
+            priced.qty = line.qty
+            priced.unit_cents = line.unit
+            priced.gross_cents = line.gross
+            priced.discount_cents = line.disc
+            priced.promos = []
+            lines.append(priced)
             gross += line.gross
             disc += line.disc
-        return {"ruleset": self.version, "lines": out_lines, "gross_cents": gross, "discount_cents": disc,
-                "total_cents": gross - disc, "trace": trace}
+        for j in range(B.npromos):
+            (<PricedLine>lines[B.promos[j].li]).promos.append(
+                [self._ids[B.promos[j].rule], self._versions[B.promos[j].rule], B.promos[j].cents])
+        out.ruleset = self.version
+        out.lines = lines
+        out.gross_cents = gross
+        out.discount_cents = disc
+        out.trace = trace
+        return out
+
+
+# --- the priced basket, typed (twins of `_records.PricedLine` and `_records.Priced`) ------------
+
+cdef class PricedLine:
+    """A basket line as the engine priced it, then as the sale took it (`_records.PricedLine`)."""
+
+    def __init__(self, str sku, long long qty, long long unit_cents, long long gross_cents, long long discount_cents,
+                 list promos, lot=None, serial=None, category=None, allocations=None):
+        self.sku, self.qty, self.unit_cents = sku, qty, unit_cents
+        self.gross_cents, self.discount_cents, self.promos = gross_cents, discount_cents, promos
+        self.lot, self.serial, self.category, self.allocations = lot, serial, category, allocations
+
+    @property
+    def net_cents(self):
+        return self.gross_cents - self.discount_cents
+
+    @classmethod
+    def of_event(cls, dict line):
+        return cls(line["sku"], line["qty"], line["unit_cents"], line["gross_cents"], line["discount_cents"],
+                   line["promos"], line.get("lot"), line.get("serial"), line.get("category"),
+                   line.get("allocations"))
+
+    def to_doc(self):
+        cdef list p
+        return {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents, "gross_cents": self.gross_cents,
+                "discount_cents": self.discount_cents, "net_cents": self.gross_cents - self.discount_cents,
+                "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in self.promos]}
+
+    cpdef dict event_doc(self):
+        return {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents, "gross_cents": self.gross_cents,
+                "discount_cents": self.discount_cents, "net_cents": self.gross_cents - self.discount_cents,
+                "promos": self.promos, "lot": self.lot, "serial": self.serial, "category": self.category,
+                "allocations": self.allocations}
+
+    cpdef dict answer_doc(self):
+        cdef list promos = []
+        cdef list p
+        for p in self.promos:
+            promos.append({"id": p[0], "cents": p[2]})
+        cdef dict doc = {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents,
+                         "gross_cents": self.gross_cents, "discount_cents": self.discount_cents,
+                         "net_cents": self.gross_cents - self.discount_cents, "promos": promos, "lot": self.lot,
+                         "serial": self.serial}
+        if self.allocations is not None:
+            doc["allocations"] = self.allocations
+        return doc
+
+
+cdef class Priced:
+    """A basket as the engine priced it (`_records.Priced`)."""
+
+    def __init__(self, ruleset, list lines, long long gross_cents, long long discount_cents, list trace):
+        self.ruleset, self.lines, self.gross_cents, self.discount_cents, self.trace = (
+            ruleset, lines, gross_cents, discount_cents, trace)
+
+    @property
+    def total_cents(self):
+        return self.gross_cents - self.discount_cents
+
+    def to_doc(self):
+        cdef PricedLine line
+        return {"ruleset": self.ruleset, "lines": [line.to_doc() for line in self.lines],
+                "gross_cents": self.gross_cents, "discount_cents": self.discount_cents,
+                "total_cents": self.gross_cents - self.discount_cents, "trace": self.trace}
 
 
 cdef tuple add_ids(list ints, list ids):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from functools import cmp_to_key
 
+from ._records import Priced, PricedLine
+
 # Money is integer cents and rates are basis points. The bounds keep every product the compiled twin
 # forms within 128 bits and every sum within 64.
 MAX_CENTS = 10**14
@@ -611,6 +613,13 @@ class PromoEngine:
 
     def price(self, lines: list[dict], *, member: dict | None = None, coupons=(), store: str = "",
               channel: str = "ecr", ts_ms: int = 0, weekday: int = 1, minute: int = 0) -> dict:
+        """The priced basket as PROMO/1 documents it (`price_typed(...).to_doc()`)."""
+        return self.price_typed(lines, member=member, coupons=coupons, store=store, channel=channel, ts_ms=ts_ms,
+                                weekday=weekday, minute=minute).to_doc()
+
+    def price_typed(self, lines: list[dict], *, member: dict | None = None, coupons=(), store: str = "",
+                    channel: str = "ecr", ts_ms: int = 0, weekday: int = 1, minute: int = 0) -> Priced:
+        """The priced basket as typed records (`Priced`, its lines `PricedLine`), for the sale path."""
         check_lines(lines)
         state = [_Line(line, self._ceiling) for line in lines]
         trace: list[dict] = []
@@ -898,16 +907,7 @@ def _qty_tier(rule: Rule, segs, net: int) -> int:
     return half_up(acc)
 
 
-def _answer(version: int, state: list[_Line], trace: list[dict]) -> dict:
-    out_lines = []
-    gross = disc = 0
-    for line in state:
-        out_lines.append({
-            "sku": line.sku, "qty": line.qty, "unit_cents": line.unit, "gross_cents": line.gross,
-            "discount_cents": line.disc, "net_cents": line.gross - line.disc,
-            "promos": [{"id": rule.id, "version": rule.version, "cents": cents} for rule, cents in line.promos],
-        })
-        gross += line.gross
-        disc += line.disc
-    return {"ruleset": version, "lines": out_lines, "gross_cents": gross, "discount_cents": disc,
-            "total_cents": gross - disc, "trace": trace}
+def _answer(version: int, state: list[_Line], trace: list[dict]) -> Priced:
+    lines = [PricedLine(line.sku, line.qty, line.unit, line.gross, line.disc,
+                        [[rule.id, rule.version, cents] for rule, cents in line.promos]) for line in state]
+    return Priced(version, lines, sum(line.gross for line in state), sum(line.disc for line in state), trace)

@@ -72,6 +72,80 @@ class SaleLine:
         return self.item.sku
 
 
+@dataclass(slots=True)
+class PricedLine:
+    """A basket line as the promotion engine priced it; the sale then gives it its lot and serial
+    (as resolved), its category and its allocations (as taken from stock).
+
+    `promos` holds `[rule id, rule version, cents]` for each rule that changed the line, in the
+    order they were applied: the event's own shape, so the event's line shares it."""
+
+    sku: str
+    qty: int
+    unit_cents: int
+    gross_cents: int
+    discount_cents: int
+    promos: list
+    lot: str | None = None
+    serial: str | None = None
+    category: str | None = None
+    allocations: list | None = None  # [{"lot", "expiry", "qty"}], once taken from stock
+
+    @property
+    def net_cents(self) -> int:
+        return self.gross_cents - self.discount_cents
+
+    @classmethod
+    def of_event(cls, line: dict) -> "PricedLine":
+        """A line of a stored sale event, as it was priced and taken."""
+        return cls(line["sku"], line["qty"], line["unit_cents"], line["gross_cents"], line["discount_cents"],
+                   line["promos"], line.get("lot"), line.get("serial"), line.get("category"),
+                   line.get("allocations"))
+
+    def to_doc(self) -> dict:
+        """The engine's answer line (PROMO/1): each rule as `{"id", "version", "cents"}`."""
+        return {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents, "gross_cents": self.gross_cents,
+                "discount_cents": self.discount_cents, "net_cents": self.net_cents,
+                "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in self.promos]}
+
+    def event_doc(self) -> dict:
+        """The sale event's line."""
+        return {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents, "gross_cents": self.gross_cents,
+                "discount_cents": self.discount_cents, "net_cents": self.net_cents, "promos": self.promos,
+                "lot": self.lot, "serial": self.serial, "category": self.category, "allocations": self.allocations}
+
+    def answer_doc(self) -> dict:
+        """The ECR/1 answer's line: each rule as `{"id", "cents"}`; a sale's carries its allocations."""
+        doc = {"sku": self.sku, "qty": self.qty, "unit_cents": self.unit_cents, "gross_cents": self.gross_cents,
+               "discount_cents": self.discount_cents, "net_cents": self.net_cents,
+               "promos": [{"id": p[0], "cents": p[2]} for p in self.promos], "lot": self.lot, "serial": self.serial}
+        if self.allocations is not None:
+            doc["allocations"] = self.allocations
+        return doc
+
+
+@dataclass(slots=True)
+class Priced:
+    """A basket as the promotion engine priced it: the rule set, the lines and the totals, and the
+    trace of the rules that were candidates but did not apply or were clipped."""
+
+    ruleset: int
+    lines: list  # PricedLine
+    gross_cents: int
+    discount_cents: int
+    trace: list
+
+    @property
+    def total_cents(self) -> int:
+        return self.gross_cents - self.discount_cents
+
+    def to_doc(self) -> dict:
+        """The engine's answer (PROMO/1)."""
+        return {"ruleset": self.ruleset, "lines": [line.to_doc() for line in self.lines],
+                "gross_cents": self.gross_cents, "discount_cents": self.discount_cents,
+                "total_cents": self.total_cents, "trace": self.trace}
+
+
 # --- answers ---------------------------------------------------------------------------------
 
 def alert_raised(alert: dict, seq: int, now_ms: int) -> dict:

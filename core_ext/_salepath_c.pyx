@@ -16,6 +16,7 @@ from ._records import Move, SaleLine, alert_raised
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
+from ._promo_c cimport PricedLine
 
 from datetime import date
 
@@ -184,12 +185,12 @@ def engine_lines(list resolved):
 
 def mark_lots(list priced_lines, list resolved):
     cdef Py_ssize_t i
-    cdef dict line
+    cdef PricedLine line
     for i in range(min(len(priced_lines), len(resolved))):
         line = priced_lines[i]
         r = resolved[i]
-        line["lot"] = r.lot
-        line["serial"] = r.serial
+        line.lot = r.lot
+        line.serial = r.serial
 
 
 # --- taking the units from stock -------------------------------------------------------------
@@ -240,7 +241,7 @@ def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negati
     cdef list line_moves
     cdef Balances bal = _balances(tx)
     cdef Py_ssize_t i
-    cdef dict priced_line
+    cdef PricedLine priced_line
     for i in range(min(len(resolved), len(priced_lines))):
         line = resolved[i]
         priced_line = priced_lines[i]
@@ -248,8 +249,8 @@ def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negati
         # Applied now, so a later line of the same SKU sees what this one took.
         _ledger_c.apply_moves(tx, line_moves)
         moves.extend(line_moves)
-        priced_line["category"] = line.item.category
-        priced_line["allocations"] = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
+        priced_line.category = line.item.category
+        priced_line.allocations = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
     return moves
 
 
@@ -257,37 +258,18 @@ def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negati
 
 def event_lines(list priced_lines):
     cdef list out = []
-    cdef dict l, doc
-    cdef list promos
-    for l in priced_lines:
-        promos = []
-        for p in l["promos"]:
-            promos.append([p["id"], p["version"], p["cents"]])
-        doc = dict(l)
-        doc["promos"] = promos
-        out.append(doc)
+    cdef PricedLine line
+    for line in priced_lines:
+        out.append(line.event_doc())
     return out
 
 
 def answer_lines(list priced_lines):
     cdef list out = []
-    cdef dict l, doc
-    cdef list promos
-    for l in priced_lines:
-        promos = []
-        for p in l["promos"]:
-            promos.append({"id": p["id"], "cents": p["cents"]})
-        doc = {"sku": l["sku"], "qty": l["qty"], "unit_cents": l["unit_cents"], "gross_cents": l["gross_cents"],
-               "discount_cents": l["discount_cents"], "net_cents": l["net_cents"], "promos": promos,
-               "lot": l["lot"], "serial": l["serial"]}
-        allocations = l.get("allocations", _MISSING)
-        if allocations is not _MISSING:
-            doc["allocations"] = allocations
-        out.append(doc)
+    cdef PricedLine line
+    for line in priced_lines:
+        out.append(line.answer_doc())
     return out
-
-
-cdef object _MISSING = object()
 
 
 # --- alerts ----------------------------------------------------------------------------------

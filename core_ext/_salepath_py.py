@@ -109,10 +109,10 @@ def engine_lines(resolved: list) -> list:
 
 
 def mark_lots(priced_lines: list, resolved: list) -> None:
-    """Give each priced line the lot and serial it was resolved to."""
+    """Give each priced line (`PricedLine`) the lot and serial it was resolved to."""
     for line, r in zip(priced_lines, resolved):
-        line["lot"] = r.lot
-        line["serial"] = r.serial
+        line.lot = r.lot
+        line.serial = r.serial
 
 
 # --- taking the units from stock -------------------------------------------------------------
@@ -156,25 +156,21 @@ def take_stock(tx, resolved: list, priced_lines: list, day: str, refuse_negative
         line_moves = allocate(tx, line, day, refuse_negative)
         ledger.apply_moves(tx, line_moves)  # now, so a later line of the same SKU sees what this one took
         moves.extend(line_moves)
-        priced_line["category"] = line.item.category
-        priced_line["allocations"] = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
+        priced_line.category = line.item.category
+        priced_line.allocations = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
     return moves
 
 
 # --- the lines of the event and of the answer ------------------------------------------------
 
 def event_lines(priced_lines: list) -> list:
-    """The sale event's lines: each priced line, its promotions as `[id, version, cents]`."""
-    return [{**l, "promos": [[p["id"], p["version"], p["cents"]] for p in l["promos"]]} for l in priced_lines]
+    """The sale event's lines (`PricedLine.event_doc`)."""
+    return [line.event_doc() for line in priced_lines]
 
 
 def answer_lines(priced_lines: list) -> list:
-    """The ECR/1 answer's lines (a sale's carry their allocations)."""
-    return [{"sku": l["sku"], "qty": l["qty"], "unit_cents": l["unit_cents"], "gross_cents": l["gross_cents"],
-             "discount_cents": l["discount_cents"], "net_cents": l["net_cents"],
-             "promos": [{"id": p["id"], "cents": p["cents"]} for p in l["promos"]],
-             "lot": l["lot"], "serial": l["serial"], **({"allocations": l["allocations"]} if "allocations" in l else {})}
-            for l in priced_lines]
+    """The ECR/1 answer's lines (`PricedLine.answer_doc`; a sale's carry their allocations)."""
+    return [line.answer_doc() for line in priced_lines]
 
 
 # --- alerts ----------------------------------------------------------------------------------

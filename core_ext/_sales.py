@@ -90,7 +90,7 @@ def _member(tx, body: dict):
 class Basket:
     """A resolved and priced basket, with what the sale then needs of the moment it was priced."""
 
-    priced: dict            # the engine's answer; its lines also carry lot and serial
+    priced: object          # the engine's `Priced`; its lines (`PricedLine`) also carry lot and serial
     resolved: list          # SaleLine: the lines as the catalog resolved them
     member_id: str | None
     member: dict | None     # None for no member and for an unknown one
@@ -117,7 +117,7 @@ def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
         warnings.append("UNKNOWN_MEMBER")
     engine = engine_for(tx)
     try:
-        priced = engine.price(
+        priced = engine.price_typed(
             salepath.engine_lines(resolved),
             member={"id": member_id, "tier": member.get("tier")} if member else None,
             coupons=tuple(coupons), store=ctx.settings.store_id, channel=request.channel,
@@ -125,22 +125,22 @@ def price(tx, ctx, request, body: dict, *, as_happened: bool = False) -> Basket:
         )
     except promo.PromoInputError as exc:
         raise bad_request(str(exc)) from None
-    salepath.mark_lots(priced["lines"], resolved)
+    salepath.mark_lots(priced.lines, resolved)
     return Basket(priced, resolved, member_id, member, engine, warnings, policy, weekday, minute, day)
 
 
 def _answer(basket: Basket, *, points_earned: int, points_balance: int | None) -> dict:
     """The ECR/1 answer of a quote or a sale (a sale's lines carry their allocations)."""
-    return _answer_of(basket.priced, basket.priced["lines"], basket.warnings,
+    return _answer_of(basket.priced, basket.warnings,
                       (points_earned, points_balance) if basket.member is not None else None)
 
 
-def _answer_of(totals: dict, priced_lines: list, warnings: list, points: tuple | None) -> dict:
-    """The answer's fields: the rule set, lines and totals as priced, the warnings, and a known
+def _answer_of(priced, warnings: list, points: tuple | None) -> dict:
+    """The answer's fields: the rule set, lines and totals as `priced`, the warnings, and a known
     member's points (earned, balance)."""
-    answer = {"ruleset": totals["ruleset"], "lines": salepath.answer_lines(priced_lines),
-              "gross_cents": totals["gross_cents"], "discount_cents": totals["discount_cents"],
-              "total_cents": totals["total_cents"], "warnings": warnings}
+    answer = {"ruleset": priced.ruleset, "lines": salepath.answer_lines(priced.lines),
+              "gross_cents": priced.gross_cents, "discount_cents": priced.discount_cents,
+              "total_cents": priced.total_cents, "warnings": warnings}
     if points is not None:
         answer["points_earned"], answer["points_balance"] = points
     return answer
@@ -150,7 +150,7 @@ def handle_quote(tx, request, ctx) -> dict:
     basket = price(tx, ctx, request, request.body)
     member = basket.member
     # What the basket would earn if paid in cash (PROMO/1, Points).
-    earned = basket.engine.points_earned(basket.priced["total_cents"], member.get("tier"), True) if member else 0
+    earned = basket.engine.points_earned(basket.priced.total_cents, member.get("tier"), True) if member else 0
     return _answer(basket, points_earned=earned, points_balance=member["points"] if member else None)
 
 
@@ -212,27 +212,27 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     file's basket has no terminal waiting for it)."""
     basket = price(tx, ctx, request, body, as_happened=as_happened)
     priced, member = basket.priced, basket.member
-    payments = _payments(body, priced["total_cents"], implicit=implicit_payment)
+    payments = _payments(body, priced.total_cents, implicit=implicit_payment)
     points_cents = sum(p["cents"] for p in payments if p["method"] == "points")
     redeemed = _redeemed(basket, points_cents)
     refuse = basket.policy["negative_stock"] == "refuse" and not as_happened
     # Each line in turn, so a later line of the same SKU sees what the earlier ones took.
-    moves = salepath.take_stock(tx, basket.resolved, priced["lines"], basket.day, refuse)
+    moves = salepath.take_stock(tx, basket.resolved, priced.lines, basket.day, refuse)
     tier = member.get("tier") if member else None
-    earned = basket.engine.points_earned(priced["total_cents"] - points_cents, tier, member is not None)
+    earned = basket.engine.points_earned(priced.total_cents - points_cents, tier, member is not None)
     points_balance = None
     if member is not None:
         points_balance = _master.add_points(tx, basket.member_id, earned - redeemed, ctx.now_ms)
     doc = {"type": "sale", "id": doc_id, "source": request.source, "channel": request.channel,
            "store": ctx.settings.store_id, "ts_ms": ctx.now_ms,
            "local": {"weekday": basket.weekday, "minute": basket.minute},
-           "ruleset": priced["ruleset"], "member": basket.member_id if member else None, "tier": tier,
+           "ruleset": priced.ruleset, "member": basket.member_id if member else None, "tier": tier,
            "coupons": list(body.get("coupons") or []),
-           "lines": salepath.event_lines(priced["lines"]),
-           "gross_cents": priced["gross_cents"], "discount_cents": priced["discount_cents"],
-           "total_cents": priced["total_cents"], "payments": payments,
+           "lines": salepath.event_lines(priced.lines),
+           "gross_cents": priced.gross_cents, "discount_cents": priced.discount_cents,
+           "total_cents": priced.total_cents, "payments": payments,
            "points": {"earned": earned, "redeemed": redeemed, "redeemed_cents": points_cents},
-           "trace": priced["trace"], "moves": moves}
+           "trace": priced.trace, "moves": moves}
     if body.get("lane"):
         doc["lane"] = str(body["lane"])
         tx.delete("baskets", str(body["lane"]))
@@ -261,7 +261,7 @@ def sale_memo(answer: dict) -> dict:
 
 def sale_answer_again(event: dict, memo: dict) -> dict:
     """The fields of the answer the sale `event` was given (`handle_sale`), with its `memo`."""
-    lines = [{**line, "promos": [{"id": p[0], "version": p[1], "cents": p[2]} for p in line["promos"]]}
-             for line in event["lines"]]
+    priced = promo.Priced(event["ruleset"], [promo.PricedLine.of_event(line) for line in event["lines"]],
+                          event["gross_cents"], event["discount_cents"], event["trace"])
     points = (event["points"]["earned"], memo["points_balance"]) if "points_balance" in memo else None
-    return {"seq": event["seq"], **_answer_of(event, lines, memo["warnings"], points)}
+    return {"seq": event["seq"], **_answer_of(priced, memo["warnings"], points)}
