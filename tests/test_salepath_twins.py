@@ -219,6 +219,32 @@ def test_the_body_hash_leaves_out_the_transport_and_key_order(salepath):
     assert salepath.body_hash(body) != salepath.body_hash({**body, "payments": [{"method": "cash", "cents": 2000}]})
 
 
+PROMO_FLAVOURS = twins("promo")
+
+
+@pytest.mark.parametrize("promo", PROMO_FLAVOURS)
+def test_a_priced_line_gives_the_engine_the_event_and_the_answer_their_own_shapes(promo):
+    line = promo.PricedLine("SKU-1", 3, 500, 1500, 210, [["P-1", 2, 150], ["P-2", 1, 60]])
+    assert line.net_cents == 1290
+    assert list(line.to_doc().items()) == [
+        ("sku", "SKU-1"), ("qty", 3), ("unit_cents", 500), ("gross_cents", 1500), ("discount_cents", 210),
+        ("net_cents", 1290), ("promos", [{"id": "P-1", "version": 2, "cents": 150}, {"id": "P-2", "version": 1, "cents": 60}])]
+    quoted = line.answer_doc()
+    assert "allocations" not in quoted and quoted["promos"] == [{"id": "P-1", "cents": 150}, {"id": "P-2", "cents": 60}]
+    line.lot, line.serial, line.category = "L1", None, "cat-1"
+    line.allocations = [{"lot": "L1", "expiry": "2027-01-31", "qty": 3}]
+    event = line.event_doc()
+    assert list(event) == ["sku", "qty", "unit_cents", "gross_cents", "discount_cents", "net_cents", "promos", "lot",
+                           "serial", "category", "allocations"]
+    again = promo.PricedLine.of_event(event)
+    assert again.event_doc() == event and again.answer_doc() == line.answer_doc()
+    assert again.answer_doc()["allocations"] == line.allocations
+    priced = promo.Priced(7, [line], 1500, 210, [])
+    assert priced.total_cents == 1290
+    assert priced.to_doc() == {"ruleset": 7, "lines": [line.to_doc()], "gross_cents": 1500, "discount_cents": 210,
+                               "total_cents": 1290, "trace": []}
+
+
 # --- open alerts in memory ---------------------------------------------------------------------
 
 def _alert_keys(store) -> set:
