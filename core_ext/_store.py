@@ -109,6 +109,7 @@ class Store:
         # In-memory state kept equal to the tables it mirrors (the ledger's balances), by class;
         # changed only inside write transactions, which roll it back when they abort.
         self.states = {}
+        self._group_hooks: tuple | None = None  # see `group_hooks`
         if readonly:
             with self.env.begin() as txn:
                 schema = txn.get(b"schema", db=self.db["meta"]) if "meta" in self.db else None
@@ -144,9 +145,19 @@ class Store:
         for cls, state in list(self.states.items()):
             if state.seq != last:
                 del self.states[cls]
+                self._group_hooks = None
 
     def read(self) -> "Tx":
         return self.begin(write=False)
+
+    def group_hooks(self) -> tuple:
+        """The states' `committed_into_group` hooks (the `Tx.state` protocol), called after every
+        request that appended an event: found once, and again whenever a state is loaded or dropped."""
+        hooks = self._group_hooks
+        if hooks is None:
+            hooks = self._group_hooks = tuple(hook for state in self.states.values()
+                                              if (hook := getattr(state, "committed_into_group", None)) is not None)
+        return hooks
 
     def space_left(self) -> int:
         """Bytes still usable: the smaller of what the map and the file system can take.
@@ -217,10 +228,8 @@ class Tx:
                 parent._appended = True
                 if parent.parent is None:
                     # Into the group's transaction: only the group's rollback can take it back now.
-                    for state in self.store.states.values():
-                        committed = getattr(state, "committed_into_group", None)
-                        if committed is not None:
-                            committed()
+                    for committed in self.store.group_hooks():
+                        committed()
             return
         states = list(self.store.states.values())
         for state in states:
@@ -256,6 +265,7 @@ class Tx:
             # Loaded before this transaction changed anything it mirrors (every change goes through
             # it), so it holds what is committed; every open transaction rolls back to empty-log.
             state = self.store.states[cls] = cls.load(self)
+            self.store._group_hooks = None
             state.seq = self.last_seq()
             tx = self
             while tx is not None:
