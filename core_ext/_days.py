@@ -240,12 +240,14 @@ class DayTotals:
         self._touched = set()
 
     # Folding.
-    def observe(self, tx, doc: dict) -> None:
+    def observe(self, tx, doc) -> None:
+        """Queue `doc` (a document, or a record such as the compiled `SaleEvent`) to be folded."""
         queued = self.holder["queued"]
-        last = queued[-1]["seq"] if queued else self.holder["row"]["folded"]
-        if doc["seq"] != last + 1:
+        last = _seq(queued[-1]) if queued else self.holder["row"]["folded"]
+        seq = _seq(doc)
+        if seq != last + 1:
             row = self.row
-            for missed in tx.events(row["folded"] + 1, doc["seq"] - 1):
+            for missed in tx.events(row["folded"] + 1, seq - 1):
                 self._fold(row, missed)
         queued.append(doc)
         self._undo.append(_QUEUED)
@@ -259,7 +261,9 @@ class DayTotals:
         for doc in queued:
             self._fold(row, doc)
 
-    def _fold(self, row: dict, doc: dict) -> None:
+    def _fold(self, row: dict, doc) -> None:
+        if type(doc) is not dict:
+            doc = doc.to_doc()  # a record's document, for the reference's fold and its undo log
         acc = self.acc
         if row["first_ms"] is None and doc.get("ts_ms") is not None:
             acc.put(row, "first_ms", doc["ts_ms"])
@@ -276,7 +280,11 @@ def _fold_plain(row: dict, doc: dict) -> None:
     row["folded"] = doc["seq"]
 
 
-def observe(tx, doc: dict) -> None:
+def _seq(doc) -> int:
+    return doc["seq"] if type(doc) is dict else doc.seq
+
+
+def observe(tx, doc) -> None:
     """Fold a document just appended into the open day (`Tx.append_event` calls this)."""
     tx.state(DayTotals).observe(tx, doc)
 

@@ -16,7 +16,7 @@ from ._records import Move, SaleLine, alert_raised
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
-from ._promo_c cimport PricedLine
+from ._promo_c cimport Priced, PricedLine
 
 from datetime import date
 
@@ -453,21 +453,8 @@ cdef inline dict _at(dict d, key):
 
 cdef void _fold_sale(dict doc, dict totals, set touched):
     # `_day_figures._fold_sale` with the plain accumulator, the same changes in the same order.
-    cdef dict lane = _at(totals["lanes"], doc.get("source") or "")
-    cdef dict taken, points, by_rule, promo
+    cdef dict by_rule = {}
     cdef list entry
-    cdef long long units = 0
-    _add(lane, "sales", 1)
-    _add(lane, "gross_cents", doc.get("gross_cents", 0))
-    _add(lane, "discount_cents", doc.get("discount_cents", 0))
-    _add(lane, "net_cents", doc.get("total_cents", 0))
-    taken = _at(lane, "taken")
-    for payment in doc.get("payments") or ():
-        _add(taken, payment["method"], payment["cents"])
-    points = doc.get("points") or {}
-    _add(lane, "points_earned", points.get("earned", 0))
-    _add(lane, "points_redeemed", points.get("redeemed", 0))
-    by_rule = {}
     for line in doc.get("lines") or ():
         promos = line.get("promos")
         if not promos:
@@ -478,7 +465,45 @@ cdef void _fold_sale(dict doc, dict totals, set touched):
                 entry = by_rule[p[0]] = [0, 0]
             entry[0] += line.get("qty", 0)
             entry[1] += p[2]
-    ruleset = doc.get("ruleset") or 0
+    points = doc.get("points") or {}
+    _fold_sale_figures(totals, touched, doc.get("source") or "", doc.get("gross_cents", 0),
+                       doc.get("discount_cents", 0), doc.get("total_cents", 0), doc.get("payments") or (),
+                       points.get("earned", 0), points.get("redeemed", 0), by_rule, doc.get("ruleset") or 0,
+                       doc.get("moves") or ())
+
+
+cdef void _fold_sale_event(SaleEvent ev, dict totals, set touched):
+    # The same as `_fold_sale` of the event's document, read from its fields.
+    cdef dict by_rule = {}
+    cdef list entry, p
+    cdef PricedLine line
+    for line in ev.lines:
+        for p in line.promos:
+            entry = by_rule.get(p[0])
+            if entry is None:
+                entry = by_rule[p[0]] = [0, 0]
+            entry[0] += line.qty
+            entry[1] += p[2]
+    _fold_sale_figures(totals, touched, ev.source or "", ev.gross_cents, ev.discount_cents,
+                       ev.gross_cents - ev.discount_cents, ev.payments, ev.earned, ev.redeemed, by_rule,
+                       ev.ruleset or 0, ev.moves)
+
+
+cdef void _fold_sale_figures(dict totals, set touched, source, gross, discount, net, payments, earned, redeemed,
+                             dict by_rule, ruleset, moves):
+    cdef dict lane = _at(totals["lanes"], source)
+    cdef dict taken, promo
+    cdef list entry
+    cdef long long units = 0
+    _add(lane, "sales", 1)
+    _add(lane, "gross_cents", gross)
+    _add(lane, "discount_cents", discount)
+    _add(lane, "net_cents", net)
+    taken = _at(lane, "taken")
+    for payment in payments:
+        _add(taken, payment["method"], payment["cents"])
+    _add(lane, "points_earned", earned)
+    _add(lane, "points_redeemed", redeemed)
     for rule_id, entry in by_rule.items():
         touched.add(rule_id)
         promo = _at(totals["promotions"], rule_id)
@@ -487,21 +512,155 @@ cdef void _fold_sale(dict doc, dict totals, set touched):
         _add(promo, "baskets", 1)
         _add(promo, "units", entry[0])
         _add(promo, "discount_cents", entry[1])
-    for m in doc.get("moves") or ():
+    for m in moves:
         units += m[2]
     _add(totals["stock"], "sold", -units)
 
 
-def fold_day(dict doc, dict row, set touched):
-    """Fold one appended document into the open day's totals `row`, in place (no undo log); the
-    rules whose figures it changed go into `touched`."""
+def fold_day(doc, dict row, set touched):
+    """Fold one appended document (a map, or a sale's `SaleEvent`) into the open day's totals `row`,
+    in place (no undo log); the rules whose figures it changed go into `touched`."""
+    cdef SaleEvent ev
+    if type(doc) is SaleEvent:
+        ev = <SaleEvent>doc
+        if row["first_ms"] is None:
+            row["first_ms"] = ev.ts_ms
+        _fold_sale_event(ev, row, touched)
+        row["folded"] = ev.seq
+        return
     if row["first_ms"] is None and doc.get("ts_ms") is not None:
         row["first_ms"] = doc["ts_ms"]
     if doc.get("type") == "sale":
-        _fold_sale(doc, row, touched)
+        _fold_sale(<dict>doc, row, touched)
     else:
         _fold(doc, row)
     row["folded"] = doc["seq"]
+
+
+# --- the sale's event, typed -----------------------------------------------------------------
+# `_salepath_py.sale_event` builds the document; here the event stays a record, written straight
+# to the stored bytes (the document's entries in its order, each value as msgpack's packer writes
+# it) and folded from its fields. Anything the writer does not take as it is goes the reference's
+# way: the document is built and packed by msgpack.
+
+def sale_event(str doc_id, source, channel, store, ts_ms, weekday, minute, Priced priced, member, tier,
+               list coupons, list payments, tuple points, list moves, lane):
+    cdef SaleEvent ev = SaleEvent.__new__(SaleEvent)
+    ev.id, ev.source, ev.channel, ev.store, ev.ts_ms = doc_id, source, channel, store, ts_ms
+    ev.weekday, ev.minute, ev.ruleset, ev.member, ev.tier = weekday, minute, priced.ruleset, member, tier
+    ev.coupons, ev.lines, ev.payments, ev.trace, ev.moves = coupons, priced.lines, payments, priced.trace, moves
+    ev.gross_cents, ev.discount_cents = priced.gross_cents, priced.discount_cents
+    ev.earned, ev.redeemed, ev.redeemed_cents = points
+    ev.lane = lane
+    ev.seq = None
+    return ev
+
+
+cdef class SaleEvent:
+    """A sale's event as a record (the compiled twin of `_salepath_py.sale_event`'s document)."""
+
+    cdef public str id
+    cdef public object source, channel, store, ts_ms, weekday, minute, ruleset, member, tier
+    cdef public list coupons, lines, payments, trace, moves
+    cdef public long long gross_cents, discount_cents
+    cdef public object earned, redeemed, redeemed_cents, lane, seq
+
+    def to_doc(self):
+        """The event's document, as `_salepath_py.sale_event` builds it (and `seq`, once appended)."""
+        cdef PricedLine line
+        doc = {"type": "sale", "id": self.id, "source": self.source, "channel": self.channel, "store": self.store,
+               "ts_ms": self.ts_ms, "local": {"weekday": self.weekday, "minute": self.minute},
+               "ruleset": self.ruleset, "member": self.member, "tier": self.tier, "coupons": self.coupons,
+               "lines": [line.event_doc() for line in self.lines], "gross_cents": self.gross_cents,
+               "discount_cents": self.discount_cents, "total_cents": self.gross_cents - self.discount_cents,
+               "payments": self.payments,
+               "points": {"earned": self.earned, "redeemed": self.redeemed, "redeemed_cents": self.redeemed_cents},
+               "trace": self.trace, "moves": self.moves}
+        if self.lane is not None:
+            doc["lane"] = self.lane
+        if self.seq is not None:
+            doc["seq"] = self.seq
+        return doc
+
+    def pack(self):
+        """The stored bytes: `_pack(self.to_doc())`, byte for byte."""
+        cdef int done
+        _event_writer.size = 0
+        try:
+            done = self._write(&_event_writer)
+        except (UnicodeError, OverflowError):
+            done = 1
+        if done:
+            return _pack(self.to_doc())
+        return PyBytes_FromStringAndSize(<const char*>_event_writer.buf, _event_writer.size)
+
+    cdef int _write(self, Writer* w) except -1:
+        cdef PricedLine line
+        _pack_length(w, 19 + (self.lane is not None) + (self.seq is not None), 0x80, 15, 0, 0xde)
+        _pack_str(w, "type")
+        _pack_str(w, "sale")
+        _pack_str(w, "id")
+        _pack_str(w, self.id)
+        if (_entry(w, "source", self.source) or _entry(w, "channel", self.channel) or _entry(w, "store", self.store)
+                or _entry(w, "ts_ms", self.ts_ms)):
+            return 1
+        _pack_str(w, "local")
+        _pack_length(w, 2, 0x80, 15, 0, 0xde)
+        if (_entry(w, "weekday", self.weekday) or _entry(w, "minute", self.minute) or _entry(w, "ruleset", self.ruleset)
+                or _entry(w, "member", self.member) or _entry(w, "tier", self.tier)
+                or _entry(w, "coupons", self.coupons)):
+            return 1
+        _pack_str(w, "lines")
+        _pack_length(w, len(self.lines), 0x90, 15, 0, 0xdc)
+        for line in self.lines:
+            if _write_line(w, line):
+                return 1
+        _pack_str(w, "gross_cents")
+        _pack_int(w, self.gross_cents)
+        _pack_str(w, "discount_cents")
+        _pack_int(w, self.discount_cents)
+        _pack_str(w, "total_cents")
+        _pack_int(w, self.gross_cents - self.discount_cents)
+        if _entry(w, "payments", self.payments):
+            return 1
+        _pack_str(w, "points")
+        _pack_length(w, 3, 0x80, 15, 0, 0xde)
+        if (_entry(w, "earned", self.earned) or _entry(w, "redeemed", self.redeemed)
+                or _entry(w, "redeemed_cents", self.redeemed_cents) or _entry(w, "trace", self.trace)
+                or _entry(w, "moves", self.moves)):
+            return 1
+        if self.lane is not None and _entry(w, "lane", self.lane):
+            return 1
+        if self.seq is not None and _entry(w, "seq", self.seq):
+            return 1
+        return 0
+
+
+cdef Writer _event_writer  # reused, as the body digest's is: the bytes are copied out at once
+
+
+cdef inline int _entry(Writer* w, str key, value) except -1:
+    _pack_str(w, key)
+    return _value(w, value, 0, False)
+
+
+cdef int _write_line(Writer* w, PricedLine line) except -1:
+    # `PricedLine.event_doc`, entry by entry.
+    _pack_length(w, 11, 0x80, 15, 0, 0xde)
+    _pack_str(w, "sku")
+    _pack_str(w, line.sku)
+    _pack_str(w, "qty")
+    _pack_int(w, line.qty)
+    _pack_str(w, "unit_cents")
+    _pack_int(w, line.unit_cents)
+    _pack_str(w, "gross_cents")
+    _pack_int(w, line.gross_cents)
+    _pack_str(w, "discount_cents")
+    _pack_int(w, line.discount_cents)
+    _pack_str(w, "net_cents")
+    _pack_int(w, line.gross_cents - line.discount_cents)
+    return (_entry(w, "promos", line.promos) or _entry(w, "lot", line.lot) or _entry(w, "serial", line.serial)
+            or _entry(w, "category", line.category) or _entry(w, "allocations", line.allocations))
 
 
 # --- the request's shape ---------------------------------------------------------------------
@@ -607,10 +766,10 @@ def basket_well_formed(str kind, body):
 cdef int _DEEP = 200
 
 
-cdef int _canonical(Writer* w, obj, int depth) except -1:
-    """Write `obj` as `_pack(_salepath_py._sorted(obj))` would; 1 when only the reference can."""
+cdef int _value(Writer* w, obj, int depth, bint sort_keys) except -1:
+    """Write `obj` as msgpack's packer would (with `sort_keys`: every map's keys in order, as
+    `_pack(_salepath_py._sorted(obj))` would); 1 when only msgpack (or the reference) can."""
     cdef object t = type(obj)
-    cdef list keys
     cdef int overflow = 0
     cdef long long v
     cdef double d
@@ -631,12 +790,11 @@ cdef int _canonical(Writer* w, obj, int depth) except -1:
         v = PyLong_AsLongLongAndOverflow(obj, &overflow)
         return 1 if overflow else _pack_int(w, v)
     if t is dict:
-        keys = PyDict_Keys(obj)
-        return _canonical_map(w, <dict>obj, keys, depth)
-    if t is list or t is tuple:
+        return _map(w, <dict>obj, PyDict_Keys(obj), depth, sort_keys)
+    if isinstance(obj, (list, tuple)):  # a named tuple (a move) is an array too
         _pack_length(w, len(obj), 0x90, 15, 0, 0xdc)
         for item in obj:
-            if _canonical(w, item, depth + 1):
+            if _value(w, item, depth + 1, sort_keys):
                 return 1
         return 0
     if t is float:
@@ -654,15 +812,15 @@ cdef int _canonical(Writer* w, obj, int depth) except -1:
     return 1
 
 
-cdef int _canonical_map(Writer* w, dict d, list keys, int depth) except -1:
-    for k in keys:
-        if type(k) is not str:
-            return 1
-    keys.sort()  # text keys: the reference's (type name, text) order is their own
+cdef int _map(Writer* w, dict d, list keys, int depth, bint sort_keys) except -1:
+    if sort_keys:
+        for k in keys:
+            if type(k) is not str:
+                return 1
+        keys.sort()  # text keys: the reference's (type name, text) order is their own
     _pack_length(w, len(keys), 0x80, 15, 0, 0xde)
     for k in keys:
-        _pack_str(w, <str>k)
-        if _canonical(w, d[k], depth + 1):
+        if _value(w, k, depth + 1, sort_keys) or _value(w, d[k], depth + 1, sort_keys):
             return 1
     return 0
 
@@ -676,7 +834,7 @@ def body_hash(dict body):
     cdef int done
     _body_writer.size = 0
     try:
-        done = _canonical_map(&_body_writer, body, keys, 0)
+        done = _map(&_body_writer, body, keys, 0, True)
     except (UnicodeError, OverflowError):
         done = 1  # the reference's refusal, in its words
     if done:

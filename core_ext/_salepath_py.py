@@ -168,6 +168,24 @@ def event_lines(priced_lines: list) -> list:
     return [line.event_doc() for line in priced_lines]
 
 
+def sale_event(doc_id: str, source: str, channel: str, store: str, ts_ms: int, weekday: int, minute: int, priced,
+               member: str | None, tier, coupons: list, payments: list, points: tuple, moves: list,
+               lane: str | None) -> dict:
+    """The sale's event document (`docs/ledger.md`); `points` is (earned, redeemed, redeemed_cents).
+    The compiled twin gives a typed record that packs to the same bytes and folds into the same
+    day figures."""
+    doc = {"type": "sale", "id": doc_id, "source": source, "channel": channel, "store": store, "ts_ms": ts_ms,
+           "local": {"weekday": weekday, "minute": minute}, "ruleset": priced.ruleset, "member": member,
+           "tier": tier, "coupons": coupons, "lines": event_lines(priced.lines),
+           "gross_cents": priced.gross_cents, "discount_cents": priced.discount_cents,
+           "total_cents": priced.total_cents, "payments": payments,
+           "points": {"earned": points[0], "redeemed": points[1], "redeemed_cents": points[2]},
+           "trace": priced.trace, "moves": moves}
+    if lane is not None:
+        doc["lane"] = lane
+    return doc
+
+
 def answer_lines(priced_lines: list) -> list:
     """The ECR/1 answer's lines (`PricedLine.answer_doc`; a sale's carry their allocations)."""
     return [line.answer_doc() for line in priced_lines]

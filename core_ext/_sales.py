@@ -223,20 +223,14 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     points_balance = None
     if member is not None:
         points_balance = _master.add_points(tx, basket.member_id, earned - redeemed, ctx.now_ms)
-    doc = {"type": "sale", "id": doc_id, "source": request.source, "channel": request.channel,
-           "store": ctx.settings.store_id, "ts_ms": ctx.now_ms,
-           "local": {"weekday": basket.weekday, "minute": basket.minute},
-           "ruleset": priced.ruleset, "member": basket.member_id if member else None, "tier": tier,
-           "coupons": list(body.get("coupons") or []),
-           "lines": salepath.event_lines(priced.lines),
-           "gross_cents": priced.gross_cents, "discount_cents": priced.discount_cents,
-           "total_cents": priced.total_cents, "payments": payments,
-           "points": {"earned": earned, "redeemed": redeemed, "redeemed_cents": points_cents},
-           "trace": priced.trace, "moves": moves}
-    if body.get("lane"):
-        doc["lane"] = str(body["lane"])
-        tx.delete("baskets", str(body["lane"]))
-    seq = tx.append_event(doc)
+    lane = str(body["lane"]) if body.get("lane") else None
+    event = salepath.sale_event(
+        doc_id, request.source, request.channel, ctx.settings.store_id, ctx.now_ms, basket.weekday, basket.minute,
+        priced, basket.member_id if member else None, tier, list(body.get("coupons") or []), payments,
+        (earned, redeemed, points_cents), moves, lane)
+    if lane is not None:
+        tx.delete("baskets", lane)
+    seq = tx.append_event(event)
     _alerts.after_moves(tx, moves, basket.day, ctx.now_ms)
     return Sold(seq, basket, earned, points_balance)
 

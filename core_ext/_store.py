@@ -323,15 +323,20 @@ class Tx:
             last = self._last = self.meta("last_seq", 0)
         return last
 
-    def append_event(self, doc: dict) -> int:
-        """Append `doc` to the log, giving it the next `seq` (and `ts_ms` if absent)."""
+    def append_event(self, doc) -> int:
+        """Append `doc` to the log, giving it the next `seq` (and `ts_ms` if absent). `doc` is a
+        document, or a record that packs itself to a document's bytes (the compiled sale path's
+        `SaleEvent`, its `seq` set here)."""
         seq = self.last_seq() + 1
-        doc["seq"] = seq
-        doc.setdefault("ts_ms", int(time.time() * 1000))
+        if type(doc) is dict:
+            doc["seq"] = seq
+            doc.setdefault("ts_ms", int(time.time() * 1000))
+        else:
+            doc.seq = seq
         # Into the open business day's running totals (_days.py), before the log moves on: totals
         # loaded now must be those of the events before this one.
         _observe_day(self, doc)
-        self.txn.put(u64(seq), _pack(doc), db=self.db["events"], append=True)
+        self.txn.put(u64(seq), _pack(doc) if type(doc) is dict else doc.pack(), db=self.db["events"], append=True)
         self._last = seq
         self._appended = True
         return seq

@@ -245,6 +245,47 @@ def test_a_priced_line_gives_the_engine_the_event_and_the_answer_their_own_shape
                                "total_cents": 1290, "trace": []}
 
 
+_EVENT_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**65, 2**65), st.text(max_size=4),
+                          st.sampled_from(["\ud800", "é"]), st.binary(max_size=2), st.floats(allow_nan=False))
+
+
+@pytest.mark.parametrize("salepath", FLAVOURS)
+@settings(max_examples=150, deadline=None)
+@given(member=_EVENT_VALUES, tier=_EVENT_VALUES, lane=st.one_of(st.none(), st.text(max_size=3)),
+       trace=st.lists(st.dictionaries(st.text(max_size=3), _EVENT_VALUES, max_size=3), max_size=3),
+       lots=st.lists(st.one_of(st.none(), st.text(max_size=3)), min_size=2, max_size=2),
+       cents=st.integers(0, 2**40), ts_ms=st.integers(0, 2**45))
+def test_a_sale_event_packs_to_its_document_bytes(salepath, member, tier, lane, trace, lots, cents, ts_ms):
+    # The compiled sale path writes the event's bytes from the record; they must be msgpack's of
+    # the reference's document, whatever the values (those it cannot write go msgpack's way).
+    from core_ext import Move, _salepath_py
+    import importlib
+    from core_ext._store import _pack
+    # The records of the sale path's own flavour (the compiled one takes only its own).
+    module = importlib.import_module(salepath.__name__.replace("_salepath_", "_promo_"))
+    lines = [module.PricedLine("SKU-1", 2, cents, 2 * cents, 5, [["P-1", 3, 5]], lots[0], None, "cat",
+                               [{"lot": lots[0], "expiry": None, "qty": 2}]),
+             module.PricedLine("SKU-\u00e9", 1, 7, 7, 0, [], lots[1], "SER", None, [])]
+    priced = module.Priced(4, lines, 2 * cents + 7, 5, trace)
+    moves = [Move("SKU-1", lots[0], -2, None, ()), Move("SKU-\u00e9", lots[1], -1, "2027-01-31", ("SER",))]
+    args = ("lane1:s1", "lane1", "ecr", "S1", ts_ms, 3, 600, priced, member, tier, ["C1"],
+            [{"method": "cash", "cents": 2 * cents + 2}], (12, 0, 0), moves, lane)
+    event = salepath.sale_event(*args)
+    reference = _salepath_py.sale_event(*args)
+    if type(event) is dict:
+        assert event == reference
+        return
+    assert event.to_doc() == reference
+    event.seq = 41
+    outcomes = []
+    for pack in (event.pack, lambda: _pack({**reference, "seq": 41})):
+        try:
+            outcomes.append(pack())
+        except (ValueError, OverflowError, TypeError) as exc:  # what msgpack refuses, refused alike
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
+
 # --- open alerts in memory ---------------------------------------------------------------------
 
 def _alert_keys(store) -> set:
