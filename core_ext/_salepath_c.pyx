@@ -615,12 +615,7 @@ cdef class SaleEvent:
         for line in self.lines:
             if _write_line(w, line):
                 return 1
-        _pack_str(w, "gross_cents")
-        _pack_int(w, self.gross_cents)
-        _pack_str(w, "discount_cents")
-        _pack_int(w, self.discount_cents)
-        _pack_str(w, "total_cents")
-        _pack_int(w, self.gross_cents - self.discount_cents)
+        _cents(w, self.gross_cents, self.discount_cents, "total_cents")
         if _entry(w, "payments", self.payments):
             return 1
         _pack_str(w, "points")
@@ -644,6 +639,16 @@ cdef inline int _entry(Writer* w, str key, value) except -1:
     return _value(w, value, 0, False)
 
 
+cdef int _cents(Writer* w, long long gross, long long discount, str net_key) except -1:
+    # gross_cents, discount_cents, then what is left under `net_key`: a line's and a sale's totals.
+    _pack_str(w, "gross_cents")
+    _pack_int(w, gross)
+    _pack_str(w, "discount_cents")
+    _pack_int(w, discount)
+    _pack_str(w, net_key)
+    return _pack_int(w, gross - discount)
+
+
 cdef int _write_line(Writer* w, PricedLine line) except -1:
     # `PricedLine.event_doc`, entry by entry.
     _pack_length(w, 11, 0x80, 15, 0, 0xde)
@@ -653,12 +658,7 @@ cdef int _write_line(Writer* w, PricedLine line) except -1:
     _pack_int(w, line.qty)
     _pack_str(w, "unit_cents")
     _pack_int(w, line.unit_cents)
-    _pack_str(w, "gross_cents")
-    _pack_int(w, line.gross_cents)
-    _pack_str(w, "discount_cents")
-    _pack_int(w, line.discount_cents)
-    _pack_str(w, "net_cents")
-    _pack_int(w, line.gross_cents - line.discount_cents)
+    _cents(w, line.gross_cents, line.discount_cents, "net_cents")
     return (_entry(w, "promos", line.promos) or _entry(w, "lot", line.lot) or _entry(w, "serial", line.serial)
             or _entry(w, "category", line.category) or _entry(w, "allocations", line.allocations))
 
