@@ -8,7 +8,11 @@ memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
 from ._store import _pack, alert_key, split_lot_key
+
+from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
 
 FLAVOUR = "cython"
 
@@ -223,6 +227,45 @@ def fefo_allocate(lots, Py_ssize_t qty, str today):
     return allocations, left
 
 
+# The rows a move writes, as `_pack` would pack them, written from the C fields; a value the writer
+# does not take as it is (text that is not UTF-8, a serial that is not text) is packed by msgpack.
+cdef Writer _row_writer  # reused: the bytes are copied out at once
+
+
+cdef bytes _lot_row_bytes(LotRow row):
+    """`_pack(row.to_doc())`."""
+    expiry = row.expiry
+    if not (expiry is None or type(expiry) is str):
+        return _pack(row.to_doc())
+    for serial in row.serials:
+        if type(serial) is not str:
+            return _pack(row.to_doc())
+    _row_writer.size = 0
+    try:
+        _pack_length(&_row_writer, 3, 0x80, 15, 0, 0xde)
+        _pack_str(&_row_writer, "qty")
+        _pack_int(&_row_writer, row.qty)
+        _pack_str(&_row_writer, "expiry")
+        if expiry is None:
+            _pack_byte(&_row_writer, 0xc0)
+        else:
+            _pack_str(&_row_writer, <str>expiry)
+        _pack_str(&_row_writer, "serials")
+        _pack_length(&_row_writer, len(row.serials), 0x90, 15, 0, 0xdc)
+        for serial in row.serials:
+            _pack_str(&_row_writer, <str>serial)
+    except UnicodeError:
+        return _pack(row.to_doc())
+    return PyBytes_FromStringAndSize(<const char*>_row_writer.buf, _row_writer.size)
+
+
+cdef bytes _int_bytes(long long value):
+    """`_pack(value)`."""
+    _row_writer.size = 0
+    _pack_int(&_row_writer, value)
+    return PyBytes_FromStringAndSize(<const char*>_row_writer.buf, _row_writer.size)
+
+
 def apply_moves(tx, moves):
     cdef list touched = []
     cdef Balances state = _balances(tx)
@@ -237,12 +280,12 @@ def apply_moves(tx, moves):
         if row is None:
             txn.delete(key, db=lots_db)
         else:
-            txn.put(key, _pack(row.to_doc()), db=lots_db)
+            txn.put(key, _lot_row_bytes(row), db=lots_db)
         sku_key = sku.encode()
         if total == 0:
             txn.delete(sku_key, db=skus_db)
         else:
-            txn.put(sku_key, _pack(total), db=skus_db)
+            txn.put(sku_key, _int_bytes(total), db=skus_db)
         if sku not in touched:
             touched.append(sku)
     return touched
