@@ -18,10 +18,11 @@ def run_both(module: str, child_args: list[str], *, rounds: int = 1) -> dict | N
 
     With `rounds` > 1 the flavours take turns that many times and each figure is the median of its
     flavour's rounds (every round's value is kept under `"rounds"`): on a machine whose speed drifts
-    over minutes, a ratio of two single runs a few seconds apart says as much about the drift."""
+    over minutes, a ratio of two single runs a few seconds apart says as much about the drift. Which
+    flavour goes first alternates from round to round, so a drift in one direction falls on both."""
     runs: dict = {name: [] for name, _env in FLAVOURS}
     for round_no in range(rounds):
-        for name, env in FLAVOURS:
+        for name, env in (FLAVOURS if round_no % 2 == 0 else FLAVOURS[::-1]):
             print(f"  {name} ..." + (f" (round {round_no + 1} of {rounds})" if rounds > 1 else ""), file=sys.stderr,
                   flush=True)
             child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}

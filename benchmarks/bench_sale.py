@@ -16,7 +16,7 @@ from ._flavours import run_both
 
 GROUP = 256
 # The flavours take turns this many times (a full run), and each figure is its flavour's median.
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _apply(core, requests) -> list:
