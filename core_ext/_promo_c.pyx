@@ -51,6 +51,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
 from core_ext import _promo_py
+from core_ext._records import SaleLine
 from core_ext._promo_py import (
     PromoInputError, PromoRuleError, check_lines, coupon_codes, load_rules, points_earned, validate_promotions,
 )
@@ -1025,10 +1026,17 @@ cdef bint read_plain_line(line, Py_ssize_t i, LineC* out) except -1:
     if type(line) is not dict:
         return False
     cdef dict d = <dict>line
-    sku = d.get("sku")
-    qty = d.get("qty")
-    unit = d.get("unit_cents")
-    category = d.get("category", "")
+    return read_plain_values(d.get("sku"), d.get("qty"), d.get("unit_cents"), d.get("category", ""), i, out)
+
+
+cdef dict _line_map(line):
+    """A resolved line (`SaleLine`) as the map the engine prices (`_salepath_py.engine_lines`)."""
+    item = line.item
+    return {"sku": item.sku, "qty": line.qty, "unit_cents": item.unit_cents, "category": item.category}
+
+
+cdef bint read_plain_values(sku, qty, unit, category, Py_ssize_t i, LineC* out) except -1:
+    # `read_plain_line` of a line's values, wherever they come from.
     if ((sku is not None and type(sku) is not str) or (qty is not None and type(qty) is not int)
             or (unit is not None and type(unit) is not int) or type(category) is not str):
         return False
@@ -1228,6 +1236,15 @@ cdef class PromoEngine:
         Lines that are exact dicts of exact str and int values are checked here as they are read; on
         anything else (a subclass, a float, a bool) the reference checks the whole basket instead."""
         cdef bint checked = False  # the reference has passed the whole basket
+        cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and type((<list>lines)[0]) is SaleLine
+        if resolved:
+            # The sale path's resolved lines, read from the records (their items' SKU, price and
+            # category); anything but records all through is priced as the maps they stand for.
+            for src in <list>lines:
+                if type(src) is not SaleLine:
+                    lines = [_line_map(r) for r in lines]
+                    resolved = False
+                    break
         if type(lines) is not list and type(lines) is not tuple:
             check_lines(lines)
             checked = True
@@ -1250,16 +1267,26 @@ cdef class PromoEngine:
         for i in range(n):
             src = lines[i]
             line = &B.lines[i]
-            if not checked and not read_plain_line(src, i, line):
-                check_lines(lines)  # raises for a bad line, or passes them all
-                checked = True
-            if checked:
-                line.qty = src["qty"]
-                line.unit = src["unit_cents"]
-            sku = src["sku"]
+            if resolved:
+                item = src.item
+                sku, category = item.sku, item.category
+                if not read_plain_values(sku, src.qty, item.unit_cents, category, i, line):
+                    # Values out of the ordinary: the reference judges the basket, as maps.
+                    free(B.line_block)
+                    B.line_block = NULL
+                    return self._read_lines(B, [_line_map(r) for r in lines])
+            else:
+                if not checked and not read_plain_line(src, i, line):
+                    check_lines(lines)  # raises for a bad line, or passes them all
+                    checked = True
+                if checked:
+                    line.qty = src["qty"]
+                    line.unit = src["unit_cents"]
+                sku = src["sku"]
+                category = src.get("category", "")
             skus.append(sku)
             line.sku = self._sku_ids.get(sku, -1)
-            line.cat = self._cat_ids.get(src.get("category", ""), -1)
+            line.cat = self._cat_ids.get(category, -1)
             units += line.qty
             if not over and line.unit > (MAX_CENTS - gross) // line.qty:
                 over = True  # only possible before the reference has passed the basket

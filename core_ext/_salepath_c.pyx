@@ -176,11 +176,8 @@ def check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happe
 
 
 def engine_lines(list resolved):
-    cdef list out = []
-    for r in resolved:
-        item = r.item
-        out.append({"sku": item.sku, "qty": r.qty, "unit_cents": item.unit_cents, "category": item.category})
-    return out
+    # The compiled engine reads the resolved lines (`SaleLine`) themselves: no map per line.
+    return resolved
 
 
 def mark_lots(list priced_lines, list resolved):

@@ -253,3 +253,22 @@ def test_rule_validation_never_crashes(r):
     errors = _promo_py.validate_promotions({"rules": [r]})
     assert isinstance(errors, list)
     assert all(e.startswith("rules[0]") for e in errors)
+
+
+class _Qty(int):
+    """An int of another type: the compiled engine leaves such a basket to the reference's check."""
+
+
+@SETTINGS
+@given(bodies(), baskets, contexts, st.booleans())
+def test_the_compiled_engine_prices_resolved_lines_as_the_maps_they_stand_for(body, lines, ctx, odd):
+    # The compiled sale path hands the engine its resolved lines (`SaleLine`) rather than maps.
+    from core_ext._records import Item, SaleLine
+    resolved = [SaleLine(i, line["sku"], Item(line["sku"], "", line["category"], line["unit_cents"], False, False,
+                                              True, 0, 0), _Qty(line["qty"]) if odd else line["qty"], None, None, None)
+                for i, line in enumerate(lines)]
+    for mod in ENGINES:
+        if mod is _promo_py:
+            continue  # the reference prices maps (`_salepath_py.engine_lines`)
+        engine = mod.PromoEngine(body, 3)
+        assert engine.price_typed(resolved, **ctx).to_doc() == engine.price(lines, **ctx)
