@@ -775,25 +775,26 @@ cdef int _value(Writer* w, obj, int depth, bint sort_keys) except -1:
     cdef Py_ssize_t n
     if depth > _DEEP:
         return 1
-    if obj is None:
-        return _pack_byte(w, 0xc0)
-    if obj is True:
-        return _pack_byte(w, 0xc3)
-    if obj is False:
-        return _pack_byte(w, 0xc2)
+    # The commonest first: text, integers, nothing, maps, arrays.
     if t is str:
         return _pack_str(w, <str>obj)
     if t is int:
         v = PyLong_AsLongLongAndOverflow(obj, &overflow)
         return 1 if overflow else _pack_int(w, v)
+    if obj is None:
+        return _pack_byte(w, 0xc0)
     if t is dict:
-        return _map(w, <dict>obj, PyDict_Keys(obj), depth, sort_keys)
-    if isinstance(obj, (list, tuple)):  # a named tuple (a move) is an array too
+        return _map(w, <dict>obj, depth, sort_keys)
+    if t is list or t is tuple or t is Move:  # a move (a named tuple) is an array too
         _pack_length(w, len(obj), 0x90, 15, 0, 0xdc)
         for item in obj:
             if _value(w, item, depth + 1, sort_keys):
                 return 1
         return 0
+    if obj is True:
+        return _pack_byte(w, 0xc3)
+    if obj is False:
+        return _pack_byte(w, 0xc2)
     if t is float:
         d = <double>obj
         memcpy(&bits, &d, 8)
@@ -809,15 +810,21 @@ cdef int _value(Writer* w, obj, int depth, bint sort_keys) except -1:
     return 1
 
 
-cdef int _map(Writer* w, dict d, list keys, int depth, bint sort_keys) except -1:
-    if sort_keys:
-        for k in keys:
-            if type(k) is not str:
+cdef int _map(Writer* w, dict d, int depth, bint sort_keys) except -1:
+    cdef list keys
+    _pack_length(w, len(d), 0x80, 15, 0, 0xde)
+    if not sort_keys:
+        for k, value in d.items():
+            if _value(w, k, depth + 1, False) or _value(w, value, depth + 1, False):
                 return 1
-        keys.sort()  # text keys: the reference's (type name, text) order is their own
-    _pack_length(w, len(keys), 0x80, 15, 0, 0xde)
+        return 0
+    keys = PyDict_Keys(d)
     for k in keys:
-        if _value(w, k, depth + 1, sort_keys) or _value(w, d[k], depth + 1, sort_keys):
+        if type(k) is not str:
+            return 1
+    keys.sort()  # text keys: the reference's (type name, text) order is their own
+    for k in keys:
+        if _pack_str(w, <str>k) or _value(w, d[k], depth + 1, True):
             return 1
     return 0
 
@@ -827,11 +834,10 @@ cdef Writer _body_writer
 
 
 def body_hash(dict body):
-    cdef list keys = [k for k in body if k != "t"]
     cdef int done
     _body_writer.size = 0
     try:
-        done = _map(&_body_writer, body, keys, 0, True)
+        done = _map(&_body_writer, {k: v for k, v in body.items() if k != "t"}, 0, True)
     except (UnicodeError, OverflowError):
         done = 1  # the reference's refusal, in its words
     if done:
