@@ -79,12 +79,8 @@ cdef class Balances:
         cdef SkuBalances bal
         cdef LotRow row
         while len(undo) > mark:
-            entry = undo.pop()
-            if len(entry) == 2:
-                bal = entry[0]
-                bal.total = entry[1]
-                continue
-            row_obj, sku, lot, qty, expiry, serials = entry
+            # One entry a move: the lot row as it was (None: there was none), the SKU's total.
+            row_obj, sku, lot, qty, expiry, serials, bal_obj, total = undo.pop()
             bal = self._sku(sku)
             if row_obj is None:
                 bal.lots.pop(lot, None)
@@ -92,10 +88,12 @@ cdef class Balances:
                 row = row_obj
                 row.qty = qty
                 row.expiry = expiry
-                row.serials = serials
+                row.serials = [] if serials is None else serials
                 if lot not in bal.lots:
                     bal.lots[lot] = row
                     bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
+            bal = bal_obj
+            bal.total = total
 
     def forget(self):
         self._undo.clear()
@@ -121,13 +119,15 @@ cdef class Balances:
         cdef LotRow row = bal.lots.get(lot)
         cdef list held
         if row is None:
-            self._undo.append((None, sku, lot, 0, None, None))
+            self._undo.append((None, sku, lot, 0, None, None, bal, bal.total))
             row = LotRow(0, expiry, [])
             bal.lots[lot] = row
             if len(bal.lots) > 1:
                 bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
         else:
-            self._undo.append((row, sku, lot, row.qty, row.expiry, list(row.serials)))
+            # The serials are copied only when there are some (None stands for none).
+            self._undo.append((row, sku, lot, row.qty, row.expiry, list(row.serials) if row.serials else None,
+                               bal, bal.total))
         row.qty += delta
         if expiry is not None and row.expiry is None:
             row.expiry = expiry
@@ -144,7 +144,6 @@ cdef class Balances:
         if row.qty <= 0 and row.serials:
             # A lot with no units left holds none of the serials it listed.
             row.serials = []
-        self._undo.append((bal, bal.total))
         bal.total += delta
         if row.qty == 0 and not row.serials:
             del bal.lots[lot]
