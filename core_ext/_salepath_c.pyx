@@ -470,24 +470,35 @@ cdef void _fold_sale(dict doc, dict totals, set touched):
 
 
 cdef void _fold_sale_event(SaleEvent ev, dict totals, set touched):
-    # The same as `_fold_sale` of the event's document, read from its fields.
-    cdef dict by_rule = {}
-    cdef list entry, p
+    # The same as `_fold_sale` of the event's document, read from its fields. Each rule's units and
+    # cents go straight into its figures, line by line, rather than summed per rule first: a sale's
+    # lines hold at least one unit and no rule takes negative cents, so every figure, and the order
+    # its keys first appear in, comes out the same.
+    cdef list p, seen = []
     cdef PricedLine line
+    cdef dict promotions = totals["promotions"]
+    cdef dict promo
+    ruleset = ev.ruleset or 0
+    _fold_sale_figures(totals, touched, ev.source or "", ev.gross_cents, ev.discount_cents,
+                       ev.gross_cents - ev.discount_cents, ev.payments, ev.earned, ev.redeemed, None, ruleset,
+                       ev.moves)
     for line in ev.lines:
         for p in line.promos:
-            entry = by_rule.get(p[0])
-            if entry is None:
-                entry = by_rule[p[0]] = [0, 0]
-            entry[0] += line.qty
-            entry[1] += p[2]
-    _fold_sale_figures(totals, touched, ev.source or "", ev.gross_cents, ev.discount_cents,
-                       ev.gross_cents - ev.discount_cents, ev.payments, ev.earned, ev.redeemed, by_rule,
-                       ev.ruleset or 0, ev.moves)
+            rule_id = p[0]
+            promo = _at(promotions, rule_id)
+            if rule_id not in seen:
+                seen.append(rule_id)
+                touched.add(rule_id)
+                if ruleset > promo.get("ruleset", 0):
+                    promo["ruleset"] = ruleset
+                _add(promo, "baskets", 1)
+            _add(promo, "units", line.qty)
+            _add(promo, "discount_cents", p[2])
 
 
 cdef void _fold_sale_figures(dict totals, set touched, source, gross, discount, net, payments, earned, redeemed,
                              dict by_rule, ruleset, moves):
+    # A sale's figures; its rules' from `by_rule` (rule id -> [units, cents]) when given.
     cdef dict lane = _at(totals["lanes"], source)
     cdef dict taken, promo
     cdef list entry
@@ -501,14 +512,15 @@ cdef void _fold_sale_figures(dict totals, set touched, source, gross, discount, 
         _add(taken, payment["method"], payment["cents"])
     _add(lane, "points_earned", earned)
     _add(lane, "points_redeemed", redeemed)
-    for rule_id, entry in by_rule.items():
-        touched.add(rule_id)
-        promo = _at(totals["promotions"], rule_id)
-        if ruleset > promo.get("ruleset", 0):
-            promo["ruleset"] = ruleset
-        _add(promo, "baskets", 1)
-        _add(promo, "units", entry[0])
-        _add(promo, "discount_cents", entry[1])
+    if by_rule is not None:
+        for rule_id, entry in by_rule.items():
+            touched.add(rule_id)
+            promo = _at(totals["promotions"], rule_id)
+            if ruleset > promo.get("ruleset", 0):
+                promo["ruleset"] = ruleset
+            _add(promo, "baskets", 1)
+            _add(promo, "units", entry[0])
+            _add(promo, "discount_cents", entry[1])
     for m in moves:
         units += m[2]
     _add(totals["stock"], "sold", -units)
