@@ -256,6 +256,6 @@ def sale_memo(answer: dict) -> dict:
 def sale_answer_again(event: dict, memo: dict) -> dict:
     """The fields of the answer the sale `event` was given (`handle_sale`), with its `memo`."""
     priced = promo.Priced(event["ruleset"], [promo.PricedLine.of_event(line) for line in event["lines"]],
-                          event["gross_cents"], event["discount_cents"], event["trace"])
+                          event["gross_cents"], event["discount_cents"], event.get("trace") or [])
     points = (event["points"]["earned"], memo["points_balance"]) if "points_balance" in memo else None
     return {"seq": event["seq"], **_answer_of(priced, memo["warnings"], points)}
