@@ -824,17 +824,22 @@ cdef int _value(Writer* w, obj, int depth, bint sort_keys) except -1:
 
 cdef int _map(Writer* w, dict d, int depth, bint sort_keys) except -1:
     cdef list keys
-    _pack_length(w, len(d), 0x80, 15, 0, 0xde)
     if not sort_keys:
+        _pack_length(w, len(d), 0x80, 15, 0, 0xde)
         for k, value in d.items():
             if _value(w, k, depth + 1, False) or _value(w, value, depth + 1, False):
                 return 1
         return 0
-    keys = PyDict_Keys(d)
+    return _sorted_map(w, d, PyDict_Keys(d), depth)
+
+
+cdef int _sorted_map(Writer* w, dict d, list keys, int depth) except -1:
+    # `d`'s entries under `keys`, in key order.
     for k in keys:
         if type(k) is not str:
             return 1
     keys.sort()  # text keys: the reference's (type name, text) order is their own
+    _pack_length(w, len(keys), 0x80, 15, 0, 0xde)
     for k in keys:
         if _pack_str(w, <str>k) or _value(w, d[k], depth + 1, True):
             return 1
@@ -849,7 +854,7 @@ def body_hash(dict body):
     cdef int done
     _body_writer.size = 0
     try:
-        done = _map(&_body_writer, {k: v for k, v in body.items() if k != "t"}, 0, True)
+        done = _sorted_map(&_body_writer, body, [k for k in body if k != "t"], 0)
     except (UnicodeError, OverflowError):
         done = 1  # the reference's refusal, in its words
     if done:
