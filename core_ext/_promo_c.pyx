@@ -1236,15 +1236,9 @@ cdef class PromoEngine:
         Lines that are exact dicts of exact str and int values are checked here as they are read; on
         anything else (a subclass, a float, a bool) the reference checks the whole basket instead."""
         cdef bint checked = False  # the reference has passed the whole basket
+        # The sale path's resolved lines are read from the records (their items' SKU, price and
+        # category); anything else among them is priced as the maps they stand for.
         cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and type((<list>lines)[0]) is SaleLine
-        if resolved:
-            # The sale path's resolved lines, read from the records (their items' SKU, price and
-            # category); anything but records all through is priced as the maps they stand for.
-            for src in <list>lines:
-                if type(src) is not SaleLine:
-                    lines = [_line_map(r) for r in lines]
-                    resolved = False
-                    break
         if type(lines) is not list and type(lines) is not tuple:
             check_lines(lines)
             checked = True
@@ -1268,13 +1262,13 @@ cdef class PromoEngine:
             src = lines[i]
             line = &B.lines[i]
             if resolved:
-                item = src.item
-                sku, category = item.sku, item.category
-                if not read_plain_values(sku, src.qty, item.unit_cents, category, i, line):
-                    # Values out of the ordinary: the reference judges the basket, as maps.
+                item = src.item if type(src) is SaleLine else None
+                if item is None or not read_plain_values(item.sku, src.qty, item.unit_cents, item.category, i, line):
+                    # Out of the ordinary: the reference judges the basket, as maps.
                     free(B.line_block)
                     B.line_block = NULL
-                    return self._read_lines(B, [_line_map(r) for r in lines])
+                    return self._read_lines(B, [_line_map(r) if type(r) is SaleLine else r for r in lines])
+                sku, category = item.sku, item.category
             else:
                 if not checked and not read_plain_line(src, i, line):
                     check_lines(lines)  # raises for a bad line, or passes them all

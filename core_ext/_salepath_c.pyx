@@ -449,7 +449,7 @@ cdef inline dict _at(dict d, key):
 
 
 cdef void _fold_sale(dict doc, dict totals, set touched):
-    # `_day_figures._fold_sale` with the plain accumulator, the same changes in the same order.
+    # `_day_figures._fold_sale` with the plain accumulator: the same figures, in the same key order.
     cdef dict by_rule = {}
     cdef list entry
     for line in doc.get("lines") or ():
@@ -463,10 +463,19 @@ cdef void _fold_sale(dict doc, dict totals, set touched):
             entry[0] += line.get("qty", 0)
             entry[1] += p[2]
     points = doc.get("points") or {}
-    _fold_sale_figures(totals, touched, doc.get("source") or "", doc.get("gross_cents", 0),
-                       doc.get("discount_cents", 0), doc.get("total_cents", 0), doc.get("payments") or (),
-                       points.get("earned", 0), points.get("redeemed", 0), by_rule, doc.get("ruleset") or 0,
-                       doc.get("moves") or ())
+    _fold_sale_figures(totals, doc.get("source") or "", doc.get("gross_cents", 0), doc.get("discount_cents", 0),
+                       doc.get("total_cents", 0), doc.get("payments") or (), points.get("earned", 0),
+                       points.get("redeemed", 0), doc.get("moves") or ())
+    ruleset = doc.get("ruleset") or 0
+    cdef dict promo
+    for rule_id, entry in by_rule.items():
+        touched.add(rule_id)
+        promo = _at(totals["promotions"], rule_id)
+        if ruleset > promo.get("ruleset", 0):
+            promo["ruleset"] = ruleset
+        _add(promo, "baskets", 1)
+        _add(promo, "units", entry[0])
+        _add(promo, "discount_cents", entry[1])
 
 
 cdef void _fold_sale_event(SaleEvent ev, dict totals, set touched):
@@ -479,9 +488,8 @@ cdef void _fold_sale_event(SaleEvent ev, dict totals, set touched):
     cdef dict promotions = totals["promotions"]
     cdef dict promo
     ruleset = ev.ruleset or 0
-    _fold_sale_figures(totals, touched, ev.source or "", ev.gross_cents, ev.discount_cents,
-                       ev.gross_cents - ev.discount_cents, ev.payments, ev.earned, ev.redeemed, None, ruleset,
-                       ev.moves)
+    _fold_sale_figures(totals, ev.source or "", ev.gross_cents, ev.discount_cents,
+                       ev.gross_cents - ev.discount_cents, ev.payments, ev.earned, ev.redeemed, ev.moves)
     for line in ev.lines:
         for p in line.promos:
             rule_id = p[0]
@@ -496,12 +504,10 @@ cdef void _fold_sale_event(SaleEvent ev, dict totals, set touched):
             _add(promo, "discount_cents", p[2])
 
 
-cdef void _fold_sale_figures(dict totals, set touched, source, gross, discount, net, payments, earned, redeemed,
-                             dict by_rule, ruleset, moves):
-    # A sale's figures; its rules' from `by_rule` (rule id -> [units, cents]) when given.
+cdef void _fold_sale_figures(dict totals, source, gross, discount, net, payments, earned, redeemed, moves):
+    # A sale's lane and stock figures (its rules' are folded by the caller, from what it reads).
     cdef dict lane = _at(totals["lanes"], source)
-    cdef dict taken, promo
-    cdef list entry
+    cdef dict taken
     cdef long long units = 0
     _add(lane, "sales", 1)
     _add(lane, "gross_cents", gross)
@@ -512,15 +518,6 @@ cdef void _fold_sale_figures(dict totals, set touched, source, gross, discount, 
         _add(taken, payment["method"], payment["cents"])
     _add(lane, "points_earned", earned)
     _add(lane, "points_redeemed", redeemed)
-    if by_rule is not None:
-        for rule_id, entry in by_rule.items():
-            touched.add(rule_id)
-            promo = _at(totals["promotions"], rule_id)
-            if ruleset > promo.get("ruleset", 0):
-                promo["ruleset"] = ruleset
-            _add(promo, "baskets", 1)
-            _add(promo, "units", entry[0])
-            _add(promo, "discount_cents", entry[1])
     for m in moves:
         units += m[2]
     _add(totals["stock"], "sold", -units)
@@ -615,8 +612,9 @@ cdef class SaleEvent:
             return 1
         _pack_str(w, "local")
         _pack_length(w, 2, 0x80, 15, 0, 0xde)
-        if (_entry(w, "weekday", self.weekday) or _entry(w, "minute", self.minute) or _entry(w, "ruleset", self.ruleset)
-                or _entry(w, "member", self.member) or _entry(w, "tier", self.tier)
+        if _entry(w, "weekday", self.weekday) or _entry(w, "minute", self.minute):
+            return 1
+        if (_entry(w, "ruleset", self.ruleset) or _entry(w, "member", self.member) or _entry(w, "tier", self.tier)
                 or _entry(w, "coupons", self.coupons)):
             return 1
         _pack_str(w, "lines")
@@ -630,8 +628,9 @@ cdef class SaleEvent:
         _pack_str(w, "points")
         _pack_length(w, 3, 0x80, 15, 0, 0xde)
         if (_entry(w, "earned", self.earned) or _entry(w, "redeemed", self.redeemed)
-                or _entry(w, "redeemed_cents", self.redeemed_cents) or _entry(w, "trace", self.trace)
-                or _entry(w, "moves", self.moves)):
+                or _entry(w, "redeemed_cents", self.redeemed_cents)):
+            return 1
+        if _entry(w, "trace", self.trace) or _entry(w, "moves", self.moves):
             return 1
         if self.lane is not None and _entry(w, "lane", self.lane):
             return 1

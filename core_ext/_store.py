@@ -331,12 +331,14 @@ class Tx:
         if type(doc) is dict:
             doc["seq"] = seq
             doc.setdefault("ts_ms", int(time.time() * 1000))
+            raw = _pack(doc)
         else:
             doc.seq = seq
+            raw = doc.pack()
         # Into the open business day's running totals (_days.py), before the log moves on: totals
         # loaded now must be those of the events before this one.
         _observe_day(self, doc)
-        self.txn.put(u64(seq), _pack(doc) if type(doc) is dict else doc.pack(), db=self.db["events"], append=True)
+        self.txn.put(u64(seq), raw, db=self.db["events"], append=True)
         self._last = seq
         self._appended = True
         return seq
