@@ -270,11 +270,10 @@ def test_a_sale_event_packs_to_its_document_bytes(salepath, member, tier, lane, 
     moves = [Move("SKU-1", lots[0], -2, None, ()), Move("SKU-\u00e9", lots[1], -1, "2027-01-31", ("SER",))]
     args = ("lane1:s1", "lane1", "ecr", "S1", ts_ms, 3, 600, priced, member, tier, ["C1"],
             [{"method": "cash", "cents": 2 * cents + 2}], (12, 0, 0), moves, lane)
+    if salepath is _salepath_py:
+        pytest.skip("the reference builds the document itself: nothing to compare")
     event = salepath.sale_event(*args)
     reference = _salepath_py.sale_event(*args)
-    if type(event) is dict:
-        assert event == reference
-        return
     assert event.to_doc() == reference
     event.seq = 41
     outcomes = []
