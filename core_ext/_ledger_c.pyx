@@ -9,6 +9,8 @@ memory back exactly (see `Tx.state`).
 from datetime import date
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 
 from ._store import _pack, alert_key, split_lot_key
 
@@ -42,15 +44,29 @@ cdef object _lot_order(item):
     return (item[0] or "").encode()
 
 
-# Undo entries: (LotRow or None, sku, lot, qty, expiry, serials) for a lot;
-# (SkuBalances, total) for a total.
+cdef inline PyObject* _owned(obj):
+    """A new reference to `obj`, for the undo log; None is kept as NULL."""
+    if obj is None:
+        return NULL
+    Py_INCREF(obj)
+    return <PyObject*>obj
+
+
+cdef inline object _back(PyObject* ref):
+    return None if ref == NULL else <object>ref
+
+
 cdef class Balances:
-    """Every SKU's lots and on-hand total, in memory, with an undo log for rollbacks."""
+    """Every SKU's lots and on-hand total, in memory, with an undo log for rollbacks (one C entry
+    a move: `MoveUndo` in `_ledger_c.pxd`)."""
 
     def __init__(self):
         self.skus = {}
-        self._undo = []
         self.seq = 0
+
+    def __dealloc__(self):
+        self._undo_clear()
+        PyMem_Free(self._undo)
 
     @classmethod
     def load(cls, tx):
@@ -71,32 +87,60 @@ cdef class Balances:
             self.skus[sku] = bal
         return bal
 
+    cdef MoveUndo* _undo_push(self) except NULL:
+        cdef Py_ssize_t cap
+        cdef MoveUndo* grown
+        if self._undo_len == self._undo_cap:
+            cap = self._undo_cap * 2 if self._undo_cap else 256
+            grown = <MoveUndo*>PyMem_Realloc(self._undo, cap * sizeof(MoveUndo))
+            if grown == NULL:
+                raise MemoryError()
+            self._undo, self._undo_cap = grown, cap
+        cdef MoveUndo* u = &self._undo[self._undo_len]
+        u.row = u.bal = u.lot = u.expiry = u.serials = NULL
+        self._undo_len += 1
+        return u
+
+    cdef void _undo_release(self, MoveUndo* u):
+        Py_XDECREF(u.row)
+        Py_XDECREF(u.bal)
+        Py_XDECREF(u.lot)
+        Py_XDECREF(u.expiry)
+        Py_XDECREF(u.serials)
+
     def mark(self):
-        return len(self._undo)
+        return self._undo_len
 
     def rollback(self, Py_ssize_t mark):
-        cdef list undo = self._undo
+        cdef MoveUndo* u
         cdef SkuBalances bal
         cdef LotRow row
-        while len(undo) > mark:
-            # One entry a move: the lot row as it was (None: there was none), the SKU's total.
-            row_obj, sku, lot, qty, expiry, serials, bal_obj, total = undo.pop()
-            bal = self._sku(sku)
-            if row_obj is None:
+        while self._undo_len > mark:
+            u = &self._undo[self._undo_len - 1]
+            bal = <SkuBalances>u.bal
+            lot = _back(u.lot)
+            if u.row == NULL:
                 bal.lots.pop(lot, None)
             else:
-                row = row_obj
-                row.qty = qty
-                row.expiry = expiry
-                row.serials = [] if serials is None else serials
+                row = <LotRow>u.row
+                row.qty = u.qty
+                row.expiry = _back(u.expiry)
+                row.serials = [] if u.serials == NULL else <list>u.serials
                 if lot not in bal.lots:
                     bal.lots[lot] = row
                     bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
-            bal = bal_obj
-            bal.total = total
+            bal.total = u.total
+            self._undo_len -= 1
+            self._undo_release(u)
+
+    cdef void _undo_clear(self):
+        cdef Py_ssize_t i
+        for i in range(self._undo_len):
+            self._undo_release(&self._undo[i])
+        self._undo_len = 0
 
     def forget(self):
-        self._undo.clear()
+        self._undo_clear()
 
     cpdef LotRow row(self, str sku, lot):
         cdef SkuBalances bal = self.skus.get(sku)
@@ -118,16 +162,23 @@ cdef class Balances:
         cdef SkuBalances bal = self._sku(sku)
         cdef LotRow row = bal.lots.get(lot)
         cdef list held
+        cdef MoveUndo* undo = self._undo_push()
+        undo.bal = _owned(bal)
+        undo.lot = _owned(lot)
+        undo.total = bal.total
         if row is None:
-            self._undo.append((None, sku, lot, 0, None, None, bal, bal.total))
+            undo.row = undo.expiry = undo.serials = NULL
+            undo.qty = 0
             row = LotRow(0, expiry, [])
             bal.lots[lot] = row
             if len(bal.lots) > 1:
                 bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
         else:
-            # The serials are copied only when there are some (None stands for none).
-            self._undo.append((row, sku, lot, row.qty, row.expiry, list(row.serials) if row.serials else None,
-                               bal, bal.total))
+            # The serials are copied only when there are some (NULL stands for none).
+            undo.row = _owned(row)
+            undo.qty = row.qty
+            undo.expiry = _owned(row.expiry)
+            undo.serials = _owned(list(row.serials)) if row.serials else NULL
         row.qty += delta
         if expiry is not None and row.expiry is None:
             row.expiry = expiry
