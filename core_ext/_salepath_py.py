@@ -301,9 +301,9 @@ def after_moves(tx, moves, today: str, now_ms: int) -> int:
 # --- the business day ------------------------------------------------------------------------
 
 def fold_day(doc: dict, row: dict, touched: set) -> None:
-    """Fold one appended document into the open day's totals `row`, in place (no undo log: the
-    writer calls this only just before its commit); the rules whose figures it changed go into
-    `touched`."""
+    """Fold one document into the open day's totals `row`, in place, with no undo log (the writer,
+    for what has committed into its group; a reader, for the log after the stored row); the rules
+    whose figures it changed go into `touched`."""
     if row["first_ms"] is None and doc.get("ts_ms") is not None:
         row["first_ms"] = doc["ts_ms"]
     fold(doc, row)
