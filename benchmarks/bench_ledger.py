@@ -24,16 +24,18 @@ from ._common import ROOT, Figure, at_least, say
 def _records(store, first: int) -> list[tuple[bytes, bytes, list[tuple[bytes, bytes]]]]:
     """(event key, packed event, [(balance key, packed balance row)]) for every event from `first`."""
     import msgpack
+    from core_ext import lot_key, total_key
     out = []
     with store.read() as tx:
         rows = {}
         for doc in tx.events(first):
             balances = []
             for sku, lot, *_ in doc.get("moves", []):
-                for table, key in (("lots", f"{sku}\x00{lot or ''}"), ("skus", sku)):
-                    if (table, key) not in rows:
-                        rows[table, key] = msgpack.packb(tx.get(table, key.encode()), use_bin_type=True)
-                    balances.append((f"{table}:{key}".encode(), rows[table, key]))
+                # The lot's row and the SKU's total, keyed as the `lots` table keys them.
+                for key in (lot_key(sku, lot), total_key(sku)):
+                    if key not in rows:
+                        rows[key] = msgpack.packb(tx.get("lots", key), use_bin_type=True)
+                    balances.append((key, rows[key]))
             out.append((doc["seq"].to_bytes(8, "big"), msgpack.packb(doc, use_bin_type=True), balances))
     return out
 

@@ -5,14 +5,14 @@ from . import _limits as limits
 from ._errors import GatewayError, Refused, StoreError, bad_request
 from ._limits import text_problem
 from ._select import ledger
-from ._store import Store, Tx, lot_key, split_lot_key, u64, from_u64
+from ._store import Store, Tx, is_total_key, lot_key, split_lot_key, total_key, u64, from_u64
 from ._types import Request, Response, Submit, is_int
 
 FLAVOUR = ledger.FLAVOUR
 
 __all__ = [
     "errors", "limits", "text_problem", "GatewayError", "Refused", "StoreError", "ledger", "Store", "Tx", "lot_key",
-    "split_lot_key", "u64", "from_u64", "Request", "Response", "Submit", "FLAVOUR", "bad_request", "is_int",
+    "split_lot_key", "total_key", "is_total_key", "u64", "from_u64", "Request", "Response", "Submit", "FLAVOUR", "bad_request", "is_int",
 ]
 
 from ._barcodes import Scan, ScanError, parse_scan  # noqa: E402

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _master
 from ._localtime import local_datetime, today
-from ._store import _unpack, split_lot_key, u64
+from ._store import _unpack, split_lot_key, total_key, u64
 
 # Events read backwards at most, per view: bounds what one page costs on a busy day.
 MAX_EVENTS_SCANNED = 200_000
@@ -104,7 +104,7 @@ def ledger_head(tx) -> dict:
     last = tx.last_seq()
     doc = tx.get("events", u64(last)) if last else None
     return {"events": last, "last_event_ms": doc.get("ts_ms") if isinstance(doc, dict) else None,
-            "skus": tx.count("skus")}
+            "skus": tx.meta("skus", 0)}
 
 
 def stock_of(tx, code: str, now_ms: int, timezone: str) -> dict | None:
@@ -132,7 +132,7 @@ def stock_of(tx, code: str, now_ms: int, timezone: str) -> dict | None:
     lots.sort(key=lambda l: (l["expiry"] or "9999", l["lot"] or ""))
     return {"sku": item.sku, "name": item.name, "category": item.category, "unit_cents": item.unit_cents,
             "active": item.active, "code": code, "scanned": {k: v for k, v in facts.items() if v is not None},
-            "on_hand": tx.get("skus", item.sku) or 0, "reorder_point": item.reorder_point,
+            "on_hand": tx.get("lots", total_key(item.sku)) or 0, "reorder_point": item.reorder_point,
             "reorder_qty": item.reorder_qty, "lots": lots,
             "recalls": [{"lot": lot, "recall_id": r.get("recall_id"), "reason": r.get("reason", "")}
                         for lot, r in sorted((view.recalls.get(item.sku) or {}).items(), key=lambda x: x[0] or "")],

@@ -3,7 +3,7 @@
 
 The balances live in `cdef` classes with C integers: a `SkuBalances` per SKU (its on-hand total and
 its lots) and a `LotRow` per lot. A move changes C fields; only the rows written through to LMDB
-are packed. The undo log keeps what each change replaced, so an aborted transaction puts the
+(the `lots` table: each lot's row, and the SKU's total beside them) are packed. The undo log keeps what each change replaced, so an aborted transaction puts the
 memory back exactly (see `Tx.state`).
 """
 from datetime import date
@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
 
-from ._store import _pack, alert_key, split_lot_key
+from ._store import _pack, alert_key, is_total_key, split_lot_key
 
 from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
 
@@ -73,12 +73,26 @@ cdef class Balances:
         cdef Balances state = cls()
         cdef SkuBalances bal
         for key, row in tx.items("lots"):
+            if is_total_key(key):
+                bal = state._sku(key.decode())
+                bal.total = row
+                state._held += bal.total != 0
+                continue
             sku, lot = split_lot_key(key)
             bal = state._sku(sku)
             bal.lots[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
-        for key, total in tx.items("skus"):
-            state._sku(key.decode()).total = total
+        state._written_held = tx.meta("skus", 0)
         return state
+
+    def held(self):
+        """How many SKUs have a nonzero on-hand total."""
+        return self._held
+
+    def flush(self, tx):
+        """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
+        if self._held != self._written_held:
+            tx.put("meta", "skus", self._held)
+            self._written_held = self._held
 
     cdef SkuBalances _sku(self, str sku):
         cdef SkuBalances bal = self.skus.get(sku)
@@ -115,6 +129,8 @@ cdef class Balances:
         cdef MoveUndo* u
         cdef SkuBalances bal
         cdef LotRow row
+        if mark == 0:
+            self._written_held = -1  # the group's own: what `flush` wrote is gone with it
         while self._undo_len > mark:
             u = &self._undo[self._undo_len - 1]
             bal = <SkuBalances>u.bal
@@ -129,6 +145,7 @@ cdef class Balances:
                 if lot not in bal.lots:
                     bal.lots[lot] = row
                     bal.lots = dict(sorted(bal.lots.items(), key=_lot_order))
+            self._held += (u.total != 0) - (bal.total != 0)
             bal.total = u.total
             self._undo_len -= 1
             self._undo_release(u)
@@ -195,6 +212,7 @@ cdef class Balances:
         if row.qty <= 0 and row.serials:
             # A lot with no units left holds none of the serials it listed.
             row.serials = []
+        self._held += (bal.total + delta != 0) - (bal.total != 0)
         bal.total += delta
         if row.qty == 0 and not row.serials:
             del bal.lots[lot]
@@ -323,7 +341,6 @@ def apply_moves(tx, moves):
     cdef long long total
     txn = tx.txn
     lots_db = tx.db["lots"]
-    skus_db = tx.db["skus"]
     for sku, lot, delta, expiry, serials in moves:
         row, total = state.apply_one(sku, lot, delta, expiry, serials)
         key = _lot_key(sku, lot)
@@ -331,11 +348,11 @@ def apply_moves(tx, moves):
             txn.delete(key, db=lots_db)
         else:
             txn.put(key, _lot_row_bytes(row), db=lots_db)
-        sku_key = sku.encode()
+        sku_key = sku.encode()  # `total_key`: beside the SKU's lots
         if total == 0:
-            txn.delete(sku_key, db=skus_db)
+            txn.delete(sku_key, db=lots_db)
         else:
-            txn.put(sku_key, _int_bytes(total), db=skus_db)
+            txn.put(sku_key, _int_bytes(total), db=lots_db)
         if sku not in touched:
             touched.append(sku)
     return touched

@@ -2,10 +2,11 @@
 
 The balances per SKU and lot (with expiry and serials) live in memory in a `Balances`, loaded once
 from the store and kept equal to it: every change goes through `apply_moves`, which updates the
-memory and writes the changed rows through to the `lots` and `skus` tables of the same transaction.
-A transaction that aborts rolls the memory back with it (`mark` / `rollback`, driven by `Tx`), so
-what the handlers read is always what LMDB holds for their transaction. Both tables must always
-equal `replay` of the event log (`gateway verify-ledger`).
+memory and writes the changed rows through to the `lots` table of the same transaction (each lot's
+row, and the SKU's on-hand total under `total_key`, beside its lots). A transaction that aborts
+rolls the memory back with it (`mark` / `rollback`, driven by `Tx`), so what the handlers read is
+always what LMDB holds for their transaction. The rows must always equal `replay` of the event log
+(`gateway verify-ledger`); how many SKUs have stock is kept in `meta` (`skus`) for the readers.
 
 A move is `Move(sku, lot, delta, expiry, serials)`; `lot` None is the SKU's balance outside any lot
 (items not tracked by lot, and units sold beyond the ledger's stock).
@@ -13,7 +14,7 @@ A move is `Move(sku, lot, delta, expiry, serials)`; `lot` None is the SKU's bala
 from __future__ import annotations
 
 from ._localtime import days_between
-from ._store import alert_key, lot_key, split_lot_key
+from ._store import alert_key, is_total_key, lot_key, split_lot_key, total_key
 
 FLAVOUR = "python"
 
@@ -44,22 +45,38 @@ class Balances:
         self.totals: dict = {}
         self._undo: list = []
         self.seq = 0  # the last event these balances include (kept by `Tx`)
+        self._written_held = 0  # the count of SKUs with stock that `meta` holds (-1: to be written)
 
     @classmethod
     def load(cls, tx) -> "Balances":
         state = cls()
         for key, row in tx.items("lots"):
+            if is_total_key(key):
+                state.totals[key.decode()] = row
+                continue
             sku, lot = split_lot_key(key)
             state.lots.setdefault(sku, {})[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
-        for key, total in tx.items("skus"):
-            state.totals[key.decode()] = total
+        state._written_held = tx.meta("skus", 0)
         return state
+
+    def held(self) -> int:
+        """How many SKUs have a nonzero on-hand total."""
+        return len(self.totals)
+
+    def flush(self, tx) -> None:
+        """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
+        held = self.held()
+        if held != self._written_held:
+            tx.put("meta", "skus", held)
+            self._written_held = held
 
     # Transactions: the undo log holds what each change replaced, newest last.
     def mark(self) -> int:
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
+        if mark == 0:
+            self._written_held = -1  # the group's own: what `flush` wrote is gone with it
         undo = self._undo
         while len(undo) > mark:
             entry = undo.pop()
@@ -229,9 +246,9 @@ def apply_moves(tx, moves):
         else:
             tx.put("lots", key, row.to_doc())
         if total == 0:
-            tx.delete("skus", sku)
+            tx.delete("lots", total_key(sku))
         else:
-            tx.put("skus", sku, total)
+            tx.put("lots", total_key(sku), total)
         if sku not in touched:
             touched.append(sku)
     return touched

@@ -16,19 +16,22 @@ import msgpack
 
 from ._errors import StoreError
 
-SCHEMA = 2
-# Schemas this gateway opens: 1 is 2 without the sales' compact id records (`_ids.id_record`), so a
-# store of schema 1 is marked 2 when opened for writing, with nothing to rewrite; a gateway of
-# schema 1 then refuses it rather than misread those records.
-UPGRADES_FROM = (1,)
+SCHEMA = 3
+# Schemas this gateway upgrades when it opens a store for writing: 1 is 2 without the sales' compact
+# id records (`_ids.id_record`), with nothing to rewrite; 2 kept each SKU's on-hand total in a table
+# of its own (`skus`), which 3 keeps beside the SKU's lots (`_upgrade`). A gateway of an older schema
+# then refuses the store rather than misread it; a read-only open (a report beside a gateway) reads
+# schema 3 only.
+UPGRADES_FROM = (1, 2)
 
 # Every table the gateway keeps; the owner of each is named beside it.
 TABLES = (
     "meta",         # str -> value: counters and small singletons (core)
     "events",       # u64 seq -> event document, append-only (ledger)
     "ids",          # request id -> {"h": body hash, "seq", "res": first response, or a sale's "memo"} (_ids.py)
-    "lots",         # sku \0 lot -> {"qty", "expiry", "serials"}; lot "" = not lot-tracked or unallocated
-    "skus",         # sku -> on-hand total over its lots (ledger)
+    "lots",         # sku \0 lot -> {"qty", "expiry", "serials"}; lot "" = not lot-tracked or unallocated;
+                    # sku -> its on-hand total over its lots (no \0: sorted just before them, so a move
+                    # writes one page, not one in each of two tables) (ledger)
     "catalog",      # sku -> catalog item (master data)
     "codes",        # "g:<gtin14>" | "h:<hibc>" | "p:<pos code>" -> sku (master data)
     "recalls",      # sku \0 lot (lot "" = every lot) -> recall (master data)
@@ -62,6 +65,15 @@ def from_u64(b: bytes) -> int:
 
 def lot_key(sku: str, lot: str | None) -> bytes:
     return f"{sku}\x00{lot or ''}".encode()
+
+
+def total_key(sku: str) -> bytes:
+    """The `lots` key of a SKU's on-hand total (its lots' keys go on with a \0)."""
+    return sku.encode()
+
+
+def is_total_key(key: bytes) -> bool:
+    return b"\x00" not in key
 
 
 def alert_key(sku: str, kind: str, lot: str | None) -> bytes:
@@ -113,19 +125,36 @@ class Store:
         if readonly:
             with self.env.begin() as txn:
                 schema = txn.get(b"schema", db=self.db["meta"]) if "meta" in self.db else None
-            if schema is None or _unpack(schema) not in (SCHEMA, *UPGRADES_FROM):
+            if schema is None or _unpack(schema) != SCHEMA:
                 self.env.close()
-                raise StoreError(f"{path!r} holds no store of schema {SCHEMA}")
+                found = "no store" if schema is None else f"a store of schema {_unpack(schema)}"
+                raise StoreError(f"{path!r} holds {found}, not of schema {SCHEMA} (a gateway of this version "
+                                 "upgrades it when it starts)")
             return
         with self.env.begin(write=True) as txn:
             schema = txn.get(b"schema", db=self.db["meta"])
             if schema is None or _unpack(schema) in UPGRADES_FROM:
+                self._upgrade(txn)
                 txn.put(b"schema", _pack(SCHEMA), db=self.db["meta"])
             elif _unpack(schema) != SCHEMA:
                 found = _unpack(schema)
                 txn.abort()
                 self.env.close()
                 raise StoreError(f"{path!r} holds schema {found}, this gateway reads {SCHEMA}")
+
+    def _upgrade(self, txn) -> None:
+        """From schema 1 or 2: each SKU's on-hand total moves from the `skus` table into `lots`
+        (`total_key`), and the count of SKUs with stock into `meta`; `skus` is dropped."""
+        try:
+            old = self.env.open_db(b"skus", txn=txn, create=False)
+        except lmdb.NotFoundError:
+            return  # a new store
+        lots, held = self.db["lots"], 0
+        for key, raw in txn.cursor(db=old):
+            txn.put(key, raw, db=lots)
+            held += 1
+        txn.put(b"skus", _pack(held), db=self.db["meta"])
+        txn.drop(old, delete=True)
 
     def close(self) -> None:
         self.env.close()

@@ -1,10 +1,10 @@
-"""Check that the balance tables equal a replay of the event log, and that each sale's id record
+"""Check that the balance rows equal a replay of the event log, and that each sale's id record
 names its own sale (a repeat is answered from it)."""
 from __future__ import annotations
 
 from ._ids import sale_of
 from ._select import ledger
-from ._store import split_lot_key
+from ._store import is_total_key, split_lot_key
 
 
 def verify(store, progress=None) -> list[str]:
@@ -23,16 +23,23 @@ def verify(store, progress=None) -> list[str]:
 
         lots, skus = ledger.replay(events())
         problems = []
-        stored_lots = {split_lot_key(k): row["qty"] for k, row in tx.items("lots")}
+        stored_lots, stored_skus = {}, {}
+        for k, row in tx.items("lots"):
+            if is_total_key(k):
+                stored_skus[k.decode()] = row
+            else:
+                stored_lots[split_lot_key(k)] = row["qty"]
         for key in sorted(set(lots) | set(stored_lots), key=lambda k: (k[0], k[1] or "")):
             want, have = lots.get(key, 0), stored_lots.get(key, 0)
             if want != have:
                 problems.append(f"{key[0]} lot {key[1] or '-'}: stored {have}, replay gives {want}")
-        stored_skus = {k.decode(): v for k, v in tx.items("skus")}
         for sku in sorted(set(skus) | set(stored_skus)):
             want, have = skus.get(sku, 0), stored_skus.get(sku, 0)
             if want != have:
                 problems.append(f"{sku}: stored on-hand {have}, replay gives {want}")
+        held = tx.meta("skus", 0)
+        if held != len(skus):
+            problems.append(f"meta: {held} SKUs with stock counted, replay gives {len(skus)}")
         for n, event in enumerate(tx.events(), 1):
             if event.get("seq") != n:
                 problems.append(f"event log: expected seq {n}, found {event.get('seq')}")

@@ -117,7 +117,7 @@ class LedgerCollector(Collector):
             figures = {
                 "last_seq": last_seq,
                 "last_ts_ms": last.get("ts_ms") if isinstance(last, dict) else None,
-                "skus": tx.count("skus"),
+                "skus": tx.meta("skus", 0),
                 "alerts": alerts,
                 "size": tx.store.file_size(),
                 "free": max(0, tx.store.space_left()),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from ._data import stored_on_hand
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,7 @@ def listing(path) -> set[str]:
 
 def stock(store) -> dict:
     with store.read() as tx:
-        return {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
+        return {sku: stored_on_hand(tx, sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from core_ext import Settings, _master, _stock
+from core_ext import Settings, _master, _stock, is_total_key, total_key
 
 STORE = Settings(store_id="S001", timezone="Asia/Shanghai")
 # 2026-11-24 10:00 in the store (02:00 UTC): fixed so expiry dates in the tests mean the same every day.
@@ -69,3 +69,18 @@ def seed(store, *, stock: bool = True) -> None:
         with store.begin(write=True) as tx:
             for i, movement in enumerate(OPENING):
                 _stock.post_movement(tx, ctx, movement, f"erp:opening-{i}")
+
+
+def stored_on_hand(tx, sku: str, default=None):
+    """A SKU's on-hand total as the `lots` table holds it (`total_key`, beside its lots)."""
+    return tx.get("lots", total_key(sku), default)
+
+
+def stored_lot_rows(tx) -> dict:
+    """The `lots` table's lot rows, {key bytes: row}, without the SKUs' totals."""
+    return {bytes(k): row for k, row in tx.items("lots") if not is_total_key(k)}
+
+
+def stored_totals(tx) -> dict:
+    """Every SKU's on-hand total as the `lots` table holds it, {sku: total}."""
+    return {k.decode(): v for k, v in tx.items("lots") if is_total_key(k)}

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import _records
+from ._data import stored_lot_rows, stored_totals
 
 QUICK = 30
 SOAK = 1000
@@ -50,8 +51,8 @@ def ledger_state(store) -> dict:
     its record (a recalled lot offered is recorded; the core loop marks it with `request_id`), so
     those are left out of the count."""
     with store.read() as tx:
-        return {"lots": {bytes(k): v["qty"] for k, v in tx.items("lots")},
-                "skus": {bytes(k): v for k, v in tx.items("skus")},
+        return {"lots": {k: v["qty"] for k, v in stored_lot_rows(tx).items()},
+                "skus": stored_totals(tx),
                 "members": {bytes(k): v.get("points") for k, v in tx.items("members")},
                 "events": sum(1 for e in tx.events() if "request_id" not in e)}
 

@@ -20,7 +20,7 @@ from device_plugins.pos_api._metrics import Metrics as PosMetrics
 from prometheus_client import CollectorRegistry
 from upstream._envelope import sign_document
 
-from ._data import NOW, apply_master, seed
+from ._data import NOW, apply_master, seed, stored_on_hand
 from ._upstream import handlers_for
 
 
@@ -84,7 +84,7 @@ async def test_last_units_are_never_double_sold_under_refuse_from_three_channels
     refused = [a for a in answers if not a.body["ok"]]
     assert len(ok) == 8 and [a.body["err"] for a in refused] == ["INSUFFICIENT_STOCK"]
     with seeded_store.read() as tx:
-        assert tx.get("skus", "SKU-1") == 35 - 32
+        assert stored_on_hand(tx, "SKU-1") == 35 - 32
         lots = {bytes(k): v["qty"] for k, v in tx.items("lots", prefix=b"SKU-1\x00")}
         # Every answer is what the ledger holds: each committed sale's allocations are its event's moves.
         for a in ok:
@@ -105,7 +105,7 @@ async def test_same_id_from_two_channels_at_once_commits_once(make_core, seeded_
     assert answers[0].body == answers[1].body
     with seeded_store.read() as tx:
         sales = [e for e in tx.events() if e["type"] == "sale"]
-        assert len(sales) == 1 and tx.get("skus", "SKU-2") == 49
+        assert len(sales) == 1 and stored_on_hand(tx, "SKU-2") == 49
 
 
 # --- refusals leave the store byte-identical ---------------------------------------------------

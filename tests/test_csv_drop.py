@@ -12,6 +12,7 @@ from core_ext import Request, Response
 from device_plugins.csv_drop import CsvDrop, CsvDropError, Metrics, SettleTracker, serve
 
 from ._csv import device, drop_file, listing
+from ._data import stored_on_hand
 
 HEADER = "TicketNo,ItemCode,Qty,Lot\n"
 
@@ -244,7 +245,7 @@ async def test_serve_waits_for_a_file_to_settle_then_takes_it(drop_dir, metrics,
 
 def ledger(store) -> tuple[int, dict]:
     with store.read() as tx:
-        return tx.last_seq(), {sku: tx.get("skus", sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
+        return tx.last_seq(), {sku: stored_on_hand(tx, sku, 0) for sku in ("SKU-1", "SKU-2", "SKU-4")}
 
 
 async def test_a_file_is_applied_by_the_core_in_one_commit(core, drop_dir, metrics):

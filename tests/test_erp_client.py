@@ -13,6 +13,7 @@ from gateway._cli import main
 from upstream import decode_envelope, encode_envelope, load_private_key, write_keypair
 
 from ._upstream import TOKEN, sales_and_seal
+from ._data import stored_on_hand
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ async def test_push_movements_twice_applies_once(served, key_files, tmp_path, ca
     out = capsys.readouterr().out.splitlines()
     assert out == ["movements: 1 applied, 0 already applied before", "movements: 0 applied, 1 already applied before"]
     with served.up.store.read() as tx:
-        assert tx.get("skus", "SKU-4") == 110
+        assert stored_on_hand(tx, "SKU-4") == 110
 
 
 @pytest.mark.parametrize("argv,problem", [

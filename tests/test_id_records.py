@@ -116,7 +116,7 @@ def test_verify_ledger_checks_that_a_sales_id_record_names_its_sale_and_a_repeat
     assert fresh.body["ok"]
 
 
-def test_a_store_of_schema_1_is_opened_and_marked_2_and_an_unknown_schema_is_refused(tmp_path):
+def test_a_store_of_an_older_schema_is_upgraded_when_opened_for_writing_and_an_unknown_one_is_refused(tmp_path):
     import lmdb
     from core_ext import StoreError
     from core_ext._store import SCHEMA
@@ -138,11 +138,15 @@ def test_a_store_of_schema_1_is_opened_and_marked_2_and_an_unknown_schema_is_ref
         env.close()
         return value
 
-    set_schema(1)
-    Store(path, readonly=True).close()  # a reader beside an older gateway changes nothing
-    assert schema_of() == 1
-    Store(path).close()
-    assert schema_of() == SCHEMA == 2
-    set_schema(3)
-    with pytest.raises(StoreError, match="holds schema 3, this gateway reads 2"):
+    for older in (1, 2):
+        set_schema(older)
+        # A reader beside an older gateway changes nothing, and does not misread what it cannot read.
+        with pytest.raises(StoreError, match=f"holds a store of schema {older}, not of schema 3"):
+            Store(path, readonly=True)
+        assert schema_of() == older
+        Store(path).close()
+        assert schema_of() == SCHEMA == 3
+    Store(path, readonly=True).close()
+    set_schema(4)
+    with pytest.raises(StoreError, match="holds schema 4, this gateway reads 3"):
         Store(path)

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from core_ext import Store, split_lot_key
+from core_ext import Store, ledger, split_lot_key
+from core_ext._verify import verify
 
 from ._twins import twins
+from ._data import stored_lot_rows, stored_totals
 
 FLAVOURS = twins("ledger")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +33,7 @@ groups = st.lists(st.tuples(st.lists(st.tuples(moves, st.booleans()), min_size=1
                   min_size=1, max_size=5)
 
 
-def _memory(led, tx, state=None) -> tuple[dict, dict]:
+def _memory(led, tx, state=None) -> tuple[dict, dict, int]:
     state = state or led.balances(tx)
     lots, totals = {}, {}
     for sku in SKUS:
@@ -38,16 +41,16 @@ def _memory(led, tx, state=None) -> tuple[dict, dict]:
             lots[(sku, lot)] = (row.qty, row.expiry, list(row.serials))
         if state.on_hand(sku):
             totals[sku] = state.on_hand(sku)
-    return lots, totals
+    return lots, totals, state.held()
 
 
-def _tables(tx) -> tuple[dict, dict]:
-    lots = {split_lot_key(k): (row["qty"], row["expiry"], row["serials"]) for k, row in tx.items("lots")}
-    totals = {k.decode(): v for k, v in tx.items("skus")}
-    return lots, totals
+def _tables(tx) -> tuple[dict, dict, int]:
+    lots = {split_lot_key(k): (row["qty"], row["expiry"], row["serials"]) for k, row in stored_lot_rows(tx).items()}
+    totals = stored_totals(tx)
+    return lots, totals, len(totals)
 
 
-def _fresh(led, tx) -> tuple[dict, dict]:
+def _fresh(led, tx) -> tuple[dict, dict, int]:
     """What a gateway starting on these files would load."""
     return _memory(led, tx, led.Balances.load(tx))
 
@@ -75,6 +78,7 @@ def test_memory_equals_the_tables_through_commits_and_rollbacks(tmp_path_factory
                 tx.abort()
             with store.begin(write=True) as check:
                 assert _memory(flavour, check) == _tables(check)
+                assert check.meta("skus", 0) == len(stored_totals(check))  # as the last commit counted
         with store.begin(write=True) as check:
             assert _memory(flavour, check) == _fresh(flavour, check)
     finally:
@@ -134,12 +138,12 @@ def test_master_data_in_memory_follows_commits_and_rollbacks(seeded_store):
 def test_the_writer_state_loads_before_serving_and_changes_nothing(seeded_store):
     from core_ext import load_writer_state
     with seeded_store.read() as tx:
-        before = {table: list(tx.items(table)) for table in ("lots", "skus", "alerts", "meta")}
+        before = {table: list(tx.items(table)) for table in ("lots", "alerts", "meta")}
     seeded_store.states.clear()
     load_writer_state(seeded_store)
     assert {cls.__name__ for cls in seeded_store.states} == {"Balances", "MasterState", "OpenAlerts", "DayTotals"}
     with seeded_store.read() as tx:
-        assert {table: list(tx.items(table)) for table in ("lots", "skus", "alerts", "meta")} == before
+        assert {table: list(tx.items(table)) for table in ("lots", "alerts", "meta")} == before
     with seeded_store.begin(write=True) as tx:
         from core_ext import ledger
         assert ledger.lot_qty(tx, "SKU-1", "A1") == 10
@@ -164,3 +168,58 @@ def test_a_gateway_process_freezes_its_loaded_state_and_collects_its_young_objec
     result = json.loads(out)
     assert result["before"][0] == 0 and result["frozen"] > result["before"][0]
     assert result["threshold"][0] == 10_000 and result["threshold"][1:] == result["before"][1][1:]
+
+
+def test_a_store_of_schema_2_has_its_sku_totals_moved_beside_their_lots(tmp_path):
+    # Schema 2 kept each SKU's total in a `skus` table of its own; opening the store for writing
+    # moves them into `lots` (under `total_key`), counts them into `meta` and drops the table.
+    import lmdb
+    import msgpack
+    from ._data import seed
+    path = str(tmp_path / "data")
+    store = Store(path)
+    seed(store)
+    with store.read() as tx:
+        totals = stored_totals(tx)
+        lots = stored_lot_rows(tx)
+    store.close()
+    assert len(totals) >= 3
+
+    env = lmdb.open(path, max_dbs=32, subdir=True)
+    lots_db, meta_db, skus_db = env.open_db(b"lots"), env.open_db(b"meta"), env.open_db(b"skus")
+    with env.begin(write=True) as txn:
+        for sku, total in totals.items():
+            assert txn.delete(sku.encode(), db=lots_db)
+            txn.put(sku.encode(), msgpack.packb(total), db=skus_db)
+        txn.delete(b"skus", db=meta_db)
+        txn.put(b"schema", msgpack.packb(2), db=meta_db)
+    env.close()
+
+    store = Store(path)
+    with store.read() as tx:
+        assert stored_totals(tx) == totals and stored_lot_rows(tx) == lots
+        assert tx.meta("skus") == len(totals)
+    tx = store.begin(write=True)
+    try:
+        assert {sku: ledger.balances(tx).on_hand(sku) for sku in totals} == totals
+        assert ledger.balances(tx).held() == len(totals)
+    finally:
+        tx.abort()
+    assert verify(store) == []
+    store.close()
+    env = lmdb.open(path, max_dbs=32, subdir=True, readonly=True)
+    with pytest.raises(lmdb.NotFoundError):
+        env.open_db(b"skus", create=False)
+    env.close()
+
+
+def test_verify_ledger_names_a_wrong_count_of_skus_with_stock(tmp_path):
+    from ._data import seed
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    assert verify(store) == []
+    with store.begin(write=True) as tx:
+        held = tx.meta("skus")
+        tx.put("meta", "skus", held + 1)
+    assert verify(store) == [f"meta: {held + 1} SKUs with stock counted, replay gives {held}"]
+    store.close()

@@ -8,6 +8,7 @@ from core_ext import Store, split_lot_key
 from core_ext._alerts import alert_key
 
 from ._twins import twins
+from ._data import stored_on_hand
 
 FLAVOURS = twins("ledger")
 _ledger_py = FLAVOURS[0].values[0]
@@ -55,10 +56,10 @@ def test_apply_moves_keeps_lot_and_sku_balances_and_serials(led, store):
         led.apply_moves(tx, [["S", "L", -1, "2030-01-01", ["b"]]])
         row = tx.get("lots", b"S\x00L")
         assert row == {"qty": 2, "expiry": "2030-01-01", "serials": ["a", "c"]}
-        assert tx.get("skus", "S") == 4
+        assert stored_on_hand(tx, "S") == 4
         led.apply_moves(tx, [["S", "L", -2, None, ["a", "c"]], ["S", None, -2, None, []]])
         assert tx.get("lots", b"S\x00L") is None  # empty rows are dropped
-        assert tx.get("skus", "S") is None
+        assert stored_on_hand(tx, "S") is None
 
 
 moves_strategy = st.lists(
@@ -119,7 +120,7 @@ recall_sets = st.dictionaries(st.sampled_from([None, "L1", "L2", "L3"]),
 def _tables(store):
     # The bytes as stored: the compiled ledger writes its rows itself, as msgpack would pack them.
     with store.read() as tx:
-        return {table: [(bytes(k), bytes(v)) for k, v in tx.txn.cursor(db=store.db[table])] for table in ("lots", "skus")}
+        return {table: [(bytes(k), bytes(v)) for k, v in tx.txn.cursor(db=store.db[table])] for table in ("lots", "meta")}
 
 
 @settings(max_examples=60, deadline=None)

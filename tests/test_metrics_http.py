@@ -12,7 +12,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from core_ext._alerts import alert_key
-from core_ext._store import Store, lot_key
+from core_ext._store import Store, lot_key, total_key
 from gateway._http import serve_asgi
 from gateway._metrics import LedgerCollector, make_app, make_registry
 
@@ -30,8 +30,9 @@ def fill(store: Store, *, events: int, skus: list[str], alerts: list[tuple[str, 
             tx.append_event({"type": "receipt", "id": f"t:{n}", "ts_ms": 1_700_000_000_000 + n * 1000,
                              "source": "t", "moves": []})
         for sku in skus:
-            tx.put("skus", sku, 5)
+            tx.put("lots", total_key(sku), 5)
             tx.put("lots", lot_key(sku, "L1"), {"qty": 5, "expiry": None, "serials": []})
+        tx.put("meta", "skus", len(skus))  # as the writer counts them
         for kind, sku, lot in alerts:
             tx.put("alerts", alert_key(sku, kind, lot), {"kind": kind, "sku": sku, "lot": lot})
 

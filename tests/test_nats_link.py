@@ -9,7 +9,7 @@ from upstream import decode_envelope, sign_document
 from upstream._nats_hub import Hub, HubSettings, WrongLastSequence
 from upstream._nats_link import Position
 
-from ._data import CATALOG, NOW
+from ._data import CATALOG, NOW, stored_on_hand
 
 NOW_MS = int(NOW * 1000)
 from ._nats_rig import bridge, chain, hub, link_settings, rig, until, until_async  # noqa: F401
@@ -175,7 +175,7 @@ async def test_movements_apply_once_and_a_bad_signature_is_refused_for_good(rig,
 
     def on_hand():
         with rig.up.store.read() as tx:
-            return tx.get("skus", "SKU-4")
+            return stored_on_hand(tx, "SKU-4")
     before = on_hand()
     await chain.publish_doc(doc, store="S001")
     await chain.publish_doc(doc, subject="gw.movements.S001", msg_id="again")   # delivered twice

@@ -17,6 +17,7 @@ from core_ext import Request, Response
 from device_plugins.pos_api import STATUS_OF_ERR, Metrics, make_app
 from device_plugins.pos_api._app import _Refusal, decode_body
 from gateway._http import serve_asgi
+from ._data import stored_on_hand
 
 TOKENS = {"lane1": "tok-lane1-secret", "kiosk": "tok-kiosk-secret"}
 AUTH = {"Authorization": "Bearer tok-lane1-secret"}
@@ -331,7 +332,7 @@ async def priced_sale(url, sale_id: str, lines: list[dict]) -> dict:
 
 def on_hand(store, sku: str) -> tuple[int, int]:
     with store.read() as tx:
-        return tx.last_seq(), tx.get("skus", sku, 0)
+        return tx.last_seq(), stored_on_hand(tx, sku, 0)
 
 
 async def test_a_real_sale_is_201_then_200_and_applied_once(core, serve_pos):

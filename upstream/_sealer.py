@@ -19,7 +19,7 @@ import trio
 
 import msgpack
 
-from core_ext import Request, StoreError, docbytes, ledger, lot_key, split_lot_key, u64
+from core_ext import Request, StoreError, docbytes, is_total_key, ledger, lot_key, split_lot_key, u64
 
 from ._envelope import ZERO_DIGEST, encode_envelope, seal_packed
 
@@ -193,7 +193,8 @@ def _at_head(tx, head: Head, last_seq: int, max_events: int) -> _AtHead | None:
         qty, moved = _balance_reader(tx), tail.deltas
         keys = set(moved)
         with tx.txn.cursor(db=tx.db["lots"]) as cur:
-            keys.update(split_lot_key(key) for key in cur.iternext(keys=True, values=False))
+            keys.update(split_lot_key(key) for key in cur.iternext(keys=True, values=False)
+                        if not is_total_key(key))
         state = _AtHead(head.digest, {key: qty(*key) - moved.get(key, 0) for key in keys})
         tx.store.cache.pop(_TAIL, None)
     tx.store.cache[_AT_HEAD] = state
