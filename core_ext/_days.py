@@ -40,13 +40,14 @@ log = logging.getLogger("gateway.core")
 ALREADY_CLOSED = "ALREADY_CLOSED"
 OPEN_KEY = b"open"
 # Each promotion rule's figures of the open day under a key of its own: the open row stays small,
-# and a commit rewrites only the rules its sales used (a day may use thousands of rules). The key
+# and a write rewrites only the rules used since the last (a day may use thousands of rules). The key
 # holds a digest of the rule's id (ids have no length limit, LMDB keys do); the value, the id.
 RULE_PREFIX = b"open\x00"
 
 
 # The open row is written when this many documents were folded since it was last written (or when
-# the row changes): a reader folds at most about this many from the log, a few milliseconds.
+# the row changes): a reader folds at most about this many from the log (990 sales: 10 ms compiled,
+# 15 ms pure; metrics read it in a worker thread).
 WRITE_EVERY_EVENTS = 1000
 
 
