@@ -140,7 +140,7 @@ class Undo:
 
 class DayTotals:
     """The open day's running totals, in memory (a `Tx.state`): loaded from the `days` table,
-    changed by every appended event, written back once per committed group."""
+    changed by every appended event, written back every `WRITE_EVERY_EVENTS` documents or when it changes."""
 
     def __init__(self, row: dict, written: dict | None = None):
         # Replaced whole when a day closes, and the queue when it is folded: through the undo log.
