@@ -37,7 +37,9 @@ def _open(args):
     from ._config import load_config
     # Only the data directory and the timezone are needed: the tokens' env: variables need not be set.
     config = load_config(args.config, resolve_secrets=False)
-    return Store(args.data_dir or config.store.data_dir), config.store.id, config.store.timezone
+    # Read-only: beside a running gateway (of this version or an older one) it changes nothing,
+    # not even the schema mark a writable open would upgrade.
+    return Store(args.data_dir or config.store.data_dir, readonly=True), config.store.id, config.store.timezone
 
 
 def _with_store(args, fn) -> int:

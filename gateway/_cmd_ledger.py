@@ -26,7 +26,9 @@ def run(args) -> int:
                 print(f"{key}: {problem}", file=sys.stderr)
             return 2
     try:
-        store = Store(path)
+        # Read-only: beside a running gateway (of this version or an older one) it changes nothing,
+        # not even the schema mark a writable open would upgrade.
+        store = Store(path, readonly=True)
     except StoreError as exc:
         print(f"verify-ledger: {exc}", file=sys.stderr)
         return 2

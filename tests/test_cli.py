@@ -197,10 +197,35 @@ def test_the_entry_point_exit_code_in_a_real_process(tmp_path):
 
 
 def test_verify_ledger_reads_the_config_without_needing_its_secrets(tmp_path, capsys, monkeypatch):
+    from core_ext import Store
     monkeypatch.delenv("TEST_CLI_ERP_TOKEN", raising=False)  # the upstream token's env: is unset
     path = write(tmp_path, GOOD)
+    Store(load_config(path, resolve_secrets=False).store.data_dir).close()  # the gateway made its store
     assert main(["verify-ledger", "--config", path]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_verify_ledger_beside_an_older_gateway_changes_nothing(tmp_path, capsys):
+    # Installed before the gateway was restarted: the store is still of the running gateway's
+    # schema, which only a gateway of this version, starting, upgrades.
+    import lmdb
+    import msgpack
+    from core_ext import Store
+    data = str(tmp_path / "data")
+    Store(data).close()
+    env = lmdb.open(data, max_dbs=32, subdir=True)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", msgpack.packb(2), db=meta)
+    env.close()
+    assert main(["verify-ledger", "--data-dir", data]) == 2
+    assert "holds a store of schema 2, not of schema 3" in capsys.readouterr().err
+    assert main(["status", "--data-dir", data, "--config", write(tmp_path, GOOD)]) == 2
+    env = lmdb.open(data, max_dbs=32, subdir=True, readonly=True)
+    meta = env.open_db(b"meta", create=False)  # before the read transaction: opening takes one of its own
+    with env.begin() as txn:
+        assert msgpack.unpackb(txn.get(b"schema", db=meta)) == 2
+    env.close()
 
 
 def test_keygen_for_another_party_does_not_call_it_the_stores_key(tmp_path, capsys):
