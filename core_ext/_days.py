@@ -180,7 +180,7 @@ class DayTotals:
         state = cls(row, None if inline else row)
         state._touched = touched
         state._written_folded = stored_folded
-        state.dirty = bool(touched) or row["folded"] != stored_folded or inline
+        state.dirty = row["folded"] != stored_folded or inline
         return state
 
     # The `Tx.state` protocol.
@@ -444,7 +444,7 @@ def report(tx, day: str | None = None) -> dict | None:
     None when `day` is neither. Reads only: safe in any read transaction."""
     if "days" not in tx.db:
         return None
-    row, _inline = _open_row(tx)
+    row, _inline = _stored_open_row(tx)
     if day is None:
         day = row["day"] if row else None
         if day is None:
@@ -455,6 +455,7 @@ def report(tx, day: str | None = None) -> dict | None:
         return None if doc is None else {**doc, "open": False}
     if row is None or row["day"] != day:
         return None
+    _fold_from_log(tx, row)  # what the stored row does not count yet
     return {"type": "day_close", "id": None, "day": day, "from_seq": row["from_seq"], "to_seq": row["folded"],
             "opened_ms": row["opened_ms"], "closed_ms": None, **finish(row), "open": True}
 
@@ -463,16 +464,10 @@ def open_totals(tx) -> dict | None:
     """The open day's running totals (for metrics), or None."""
     if "days" not in tx.db:
         return None
-    return _open_row(tx)[0]
-
-
-def _open_row(tx) -> tuple[dict | None, bool]:
-    """The open row as stored, with the documents after it in the log folded in (see the module's
-    notes), and whether the stored row held its rules itself."""
-    row, inline = _stored_open_row(tx)
+    row, _inline = _stored_open_row(tx)
     if row is not None:
-        _fold_from_log(tx, row)
-    return row, inline
+        _fold_from_log(tx, row)  # what the stored row does not count yet
+    return row
 
 
 def _stored_open_row(tx) -> tuple[dict | None, bool]:

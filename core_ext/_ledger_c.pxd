@@ -32,7 +32,6 @@ cdef class Balances:
     cdef Py_ssize_t _undo_len
     cdef Py_ssize_t _undo_cap
     cdef Py_ssize_t _held           # SKUs with a nonzero total
-    cdef long long _written_held    # that count as `meta` holds it (-1: to be written)
     cdef public long long seq   # the last event these balances include (kept by `Tx`)
 
     cdef SkuBalances _sku(self, str sku)

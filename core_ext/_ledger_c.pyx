@@ -3,16 +3,16 @@
 
 The balances live in `cdef` classes with C integers: a `SkuBalances` per SKU (its on-hand total and
 its lots) and a `LotRow` per lot. A move changes C fields; only the rows written through to LMDB
-(the `lots` table: each lot's row, and the SKU's total beside them) are packed. The undo log keeps what each change replaced, so an aborted transaction puts the
-memory back exactly (see `Tx.state`).
+(the `lots` table: each lot's row, and the SKU's total beside them) are packed. The undo log keeps
+what each change replaced, so an aborted transaction puts the memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.ref cimport Py_INCREF, Py_XDECREF, Py_XINCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 
-from ._store import _pack, alert_key, is_total_key, split_lot_key
+from ._store import _pack, alert_key, is_total_key, split_lot_key, total_key
 
 from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
 
@@ -81,7 +81,6 @@ cdef class Balances:
             sku, lot = split_lot_key(key)
             bal = state._sku(sku)
             bal.lots[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
-        state._written_held = tx.meta("skus", 0)
         return state
 
     def held(self):
@@ -90,9 +89,8 @@ cdef class Balances:
 
     def flush(self, tx):
         """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
-        if self._held != self._written_held:
+        if tx.meta("skus", 0) != self._held:
             tx.put("meta", "skus", self._held)
-            self._written_held = self._held
 
     cdef SkuBalances _sku(self, str sku):
         cdef SkuBalances bal = self.skus.get(sku)
@@ -129,8 +127,6 @@ cdef class Balances:
         cdef MoveUndo* u
         cdef SkuBalances bal
         cdef LotRow row
-        if mark == 0:
-            self._written_held = -1  # the group's own: what `flush` wrote is gone with it
         while self._undo_len > mark:
             u = &self._undo[self._undo_len - 1]
             bal = <SkuBalances>u.bal
@@ -348,7 +344,7 @@ def apply_moves(tx, moves):
             txn.delete(key, db=lots_db)
         else:
             txn.put(key, _lot_row_bytes(row), db=lots_db)
-        sku_key = sku.encode()  # `total_key`: beside the SKU's lots
+        sku_key = total_key(sku)
         if total == 0:
             txn.delete(sku_key, db=lots_db)
         else:

@@ -45,7 +45,6 @@ class Balances:
         self.totals: dict = {}
         self._undo: list = []
         self.seq = 0  # the last event these balances include (kept by `Tx`)
-        self._written_held = 0  # the count of SKUs with stock that `meta` holds (-1: to be written)
 
     @classmethod
     def load(cls, tx) -> "Balances":
@@ -56,7 +55,6 @@ class Balances:
                 continue
             sku, lot = split_lot_key(key)
             state.lots.setdefault(sku, {})[lot] = LotRow(row["qty"], row.get("expiry"), list(row.get("serials") or ()))
-        state._written_held = tx.meta("skus", 0)
         return state
 
     def held(self) -> int:
@@ -66,17 +64,14 @@ class Balances:
     def flush(self, tx) -> None:
         """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
         held = self.held()
-        if held != self._written_held:
+        if tx.meta("skus", 0) != held:
             tx.put("meta", "skus", held)
-            self._written_held = held
 
     # Transactions: the undo log holds what each change replaced, newest last.
     def mark(self) -> int:
         return len(self._undo)
 
     def rollback(self, mark: int) -> None:
-        if mark == 0:
-            self._written_held = -1  # the group's own: what `flush` wrote is gone with it
         undo = self._undo
         while len(undo) > mark:
             entry = undo.pop()

@@ -73,6 +73,7 @@ def total_key(sku: str) -> bytes:
 
 
 def is_total_key(key: bytes) -> bool:
+    """Whether a `lots` key is a SKU's total rather than one of its lots."""
     return b"\x00" not in key
 
 
