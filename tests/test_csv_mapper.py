@@ -222,6 +222,32 @@ def test_good_rows_map_back_to_exactly_themselves(rows):
     assert seen == [(i + 2, t, c, q) for i, (t, c, q) in enumerate(rows)]
 
 
+BASKET_FIELDS = CsvMapping(columns={"id": "T", "code": "C", "qty": "Q", "member": "M", "payment": "P", "lot": "L"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["T1", "T2", "T3", "T4"]), st.sampled_from(["SKU-1", "4711"]),
+                          st.integers(-3, 3).filter(bool), st.sampled_from(["", "M1", "M2"]),
+                          st.sampled_from(["", "cash", "card"]), st.sampled_from(["", "L1"])),
+                min_size=1, max_size=24))
+def test_baskets_read_the_same_whether_the_key_filter_knows_a_key_or_only_may(rows):
+    """The index asks the database only about keys its filter may have seen: a filter that says
+    "maybe" to every key (each new basket then looked up, the waiting ones written first) must
+    give the same baskets and the same errors as the real one, whichever baskets come back."""
+    from unittest.mock import patch
+
+    from device_plugins.csv_drop._index import _KeyFilter
+
+    text = "T,C,Q,M,P,L\n" + "".join(f"{t},{c},{q},{m},{p},{lot}\n" for t, c, q, m, p, lot in rows)
+    plain = map_csv(text.encode(), BASKET_FIELDS)
+    with patch.object(_KeyFilter, "add", lambda self, key: True):
+        doubting = map_csv(text.encode(), BASKET_FIELDS)
+    assert doubting == plain
+    if not plain.errors:
+        assert sorted(row for d in plain.docs for row in d["rows"]) == list(range(2, len(rows) + 2))
+        assert len(plain.docs) == len({t for t, *_ in rows})
+
+
 PLAIN = CsvMapping(columns={"id": "TicketNo", "code": "ItemCode", "qty": "Qty"}, qty_factor=10)
 _FIELD = st.one_of(
     st.sampled_from(["", " ", "T1", "SKU-1", "4711", "0", "7", "-2", "1.5", "+3", "99999", "100001",

@@ -5,6 +5,12 @@ only once the whole file is read. The mapper adds each row as it reads it; the r
 scratch SQLite database (a temporary file, its page cache bounded), and are read back basket by
 basket, in the order each basket was first seen, a slice at a time. The database is scratch: it is
 rebuilt from the file whenever the file is taken again (after a restart, say), and deleted after.
+
+A basket's row is written once, when the file's rows move on to another basket, and new baskets a
+thousand at a time, as lines are. Whether a key was seen before (its rows come back later in the
+file) is asked of a fixed-size filter of the keys seen (`_KeyFilter`) first: only a key it may hold
+is looked up, so a new key, nearly every one, costs no statement of its own, and the memory stays
+the same whatever the file's size.
 """
 from __future__ import annotations
 
@@ -18,21 +24,63 @@ from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encod
 _SCHEMA = """
 CREATE TABLE baskets (ord INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lines INTEGER NOT NULL,
                       member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER);
-CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, good INTEGER NOT NULL, qty INTEGER,
-                    extras TEXT);
+CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, qty INTEGER, extras TEXT);
 """
+# A row's line is applied when it has a qty: a bad row is kept only for its code, which the check
+# names on every row holding it.
 _CACHE_KIB = 2048  # SQLite's page cache; the rest of the scratch stays on disk
+_BATCH = 1000  # lines, or new baskets, written per statement
+# The key filter: 512 KiB whatever the file; a million baskets in, about 1 new key in 7 is a false "maybe".
+_FILTER_BITS = 1 << 22
+_FILTER_MASK = _FILTER_BITS - 1
 
 
 class _Basket:
-    """The basket the last rows went to, kept in memory until rows go to another one."""
+    """The basket the last rows went to, kept in memory until rows go to another one; `stored`
+    when its row is in the database already (its rows came back after another basket's)."""
 
-    __slots__ = ("ord", "key", "lines", "member", "member_row", "payment", "payment_row", "dirty")
+    __slots__ = ("ord", "key", "lines", "member", "member_row", "payment", "payment_row", "stored")
 
-    def __init__(self, ord_, key, lines=0, member=None, member_row=None, payment=None, payment_row=None):
+    def __init__(self, ord_, key, lines=0, member=None, member_row=None, payment=None, payment_row=None, *,
+                 stored=False):
         self.ord, self.key, self.lines = ord_, key, lines
         self.member, self.member_row, self.payment, self.payment_row = member, member_row, payment, payment_row
-        self.dirty = False
+        self.stored = stored
+
+    def row(self) -> tuple:
+        """The values of `_WRITE` and `_WRITE_AGAIN`, in their order."""
+        return self.lines, self.member, self.member_row, self.payment, self.payment_row, self.ord, self.key
+
+
+# Statements by what their rows hold: most baskets name no member or payment and most lines hold
+# only a code and a qty, and sqlite3 binds a None through its slower adapting path.
+_WRITE_PLAIN = "INSERT INTO baskets (lines, ord, key) VALUES (?, ?, ?)"
+_WRITE = ("INSERT INTO baskets (lines, member, member_row, payment, payment_row, ord, key) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_WRITE_AGAIN = ("UPDATE baskets SET lines = ?, member = ?, member_row = ?, payment = ?, payment_row = ? "
+                "WHERE ord = ? AND key = ?")
+_LINE_PLAIN = "INSERT INTO lines (basket, row, code, qty) VALUES (?, ?, ?, ?)"
+_LINE = "INSERT INTO lines (basket, row, code, qty, extras) VALUES (?, ?, ?, ?, ?)"
+
+
+class _KeyFilter:
+    """Which basket keys may have been seen: a Bloom filter of `_FILTER_BITS` bits probed twice.
+    Never a false "no"; now and then a false "maybe", which a lookup settles."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self):
+        self.bits = bytearray(_FILTER_BITS >> 3)
+
+    def add(self, key: str) -> bool:
+        """Note `key`; whether it may have been noted before."""
+        h = hash(key)  # the process's own string hash: the filter never outlives the process
+        first, second = h & _FILTER_MASK, (h >> 32) & _FILTER_MASK
+        bits = self.bits
+        maybe = bits[first >> 3] >> (first & 7) & bits[second >> 3] >> (second & 7) & 1
+        bits[first >> 3] |= 1 << (first & 7)
+        bits[second >> 3] |= 1 << (second & 7)
+        return bool(maybe)
 
 
 class BasketIndex:
@@ -46,7 +94,10 @@ class BasketIndex:
                               f"PRAGMA cache_size=-{_CACHE_KIB}; PRAGMA temp_store=FILE; BEGIN; {_SCHEMA}")
         self.baskets = 0
         self._current: _Basket | None = None
-        self._pending: list[tuple] = []
+        # Rows not written yet, by the statement that writes them.
+        self._pending: dict[str, list[tuple]] = {_LINE_PLAIN: [], _LINE: []}
+        self._new_baskets: dict[str, list[tuple]] = {_WRITE_PLAIN: [], _WRITE: []}
+        self._seen = _KeyFilter()
         self._finished = False
 
     def __enter__(self) -> "BasketIndex":
@@ -73,41 +124,67 @@ class BasketIndex:
             line = None
         if line is not None:
             basket.lines += 1
-            basket.dirty = True
             if basket.lines > limits.MAX_LINES:
                 errors.add(mapped.row, "lines", f"basket {_short(basket.key)} has more than "
                                                 f"{limits.MAX_LINES} lines, the most one basket may hold")
                 line = None
-        # `good`: the row's line is applied (a row with an error only lists its code for the check).
-        self._pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
-                              line is not None, None if line is None else line["qty"],
-                              None if line is None else encode_extras(line)))
-        if len(self._pending) >= 1000:
+        extras = None if line is None else encode_extras(line)
+        if extras is None:
+            pending = self._pending[_LINE_PLAIN]
+            pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
+                            None if line is None else line["qty"]))
+        else:
+            pending = self._pending[_LINE]
+            pending.append((basket.ord, mapped.row, mapped.code, line["qty"], extras))
+        if len(pending) >= _BATCH:
             self._flush_rows()
 
     def _basket(self, key: str) -> _Basket:
         current = self._current
         if current is not None and current.key == key:
             return current
-        self._store(current)
-        try:
-            # Most keys are new (a basket's rows are mostly together): one statement for those.
-            self.db.execute("INSERT INTO baskets (ord, key, lines) VALUES (?, ?, 0)", (self.baskets, key))
-            found = (self.baskets, key)
+        self._leave(current)
+        found = self._stored(key) if self._seen.add(key) else None
+        if found is None:
+            found = _Basket(self.baskets, key)
             self.baskets += 1
-        except sqlite3.IntegrityError:
-            found = self.db.execute("SELECT ord, key, lines, member, member_row, payment, payment_row "
-                                    "FROM baskets WHERE key = ?", (key,)).fetchone()
-        self._current = _Basket(*found)
-        return self._current
+        self._current = found
+        return found
 
-    def _store(self, basket: _Basket | None) -> None:
-        if basket is not None and basket.dirty:
-            self.db.execute("UPDATE baskets SET lines = ?, member = ?, member_row = ?, payment = ?, "
-                            "payment_row = ? WHERE ord = ?",
-                            (basket.lines, basket.member, basket.member_row, basket.payment,
-                             basket.payment_row, basket.ord))
-            basket.dirty = False
+    def _stored(self, key: str) -> _Basket | None:
+        """The basket `key` as written before, or None when it is new after all."""
+        self._flush_baskets()
+        row = self.db.execute("SELECT ord, key, lines, member, member_row, payment, payment_row "
+                              "FROM baskets WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _Basket(*row, stored=True)
+
+    def _leave(self, basket: _Basket | None) -> None:
+        """Write the basket the rows move on from: a new one with the next batch, one seen before now."""
+        if basket is None:
+            return
+        if basket.stored:
+            self.db.execute(_WRITE_AGAIN, basket.row())
+            return
+        if basket.member is None and basket.payment is None:
+            pending = self._new_baskets[_WRITE_PLAIN]
+            pending.append((basket.lines, basket.ord, basket.key))
+        else:
+            pending = self._new_baskets[_WRITE]
+            pending.append(basket.row())
+        if len(pending) >= _BATCH:
+            self._flush_baskets()
+
+    def _flush_baskets(self) -> None:
+        self._write(self._new_baskets)
+
+    def _flush_rows(self) -> None:
+        self._write(self._pending)
+
+    def _write(self, pending: dict[str, list[tuple]]) -> None:
+        for statement, rows in pending.items():
+            if rows:
+                self.db.executemany(statement, rows)
+                rows.clear()
 
     @staticmethod
     def _agrees(basket: _Basket, mapped: MappedRow, errors: ErrorList) -> bool:
@@ -121,23 +198,19 @@ class BasketIndex:
             if have is None:
                 setattr(basket, name, value)
                 setattr(basket, name + "_row", mapped.row)
-                basket.dirty = True
             elif have != value:
                 errors.add(mapped.row, name, f"{name} {_short(value)} differs from {_short(have)} given "
                                              f"for the same basket on row {getattr(basket, name + '_row')}")
                 ok = False
         return ok
 
-    def _flush_rows(self) -> None:
-        self.db.executemany("INSERT INTO lines (basket, row, code, good, qty, extras) VALUES (?, ?, ?, ?, ?, ?)",
-                            self._pending)
-        self._pending.clear()
-
     def finish(self) -> None:
         """The file is read: write what waits and index the rows for reading back."""
         if self._finished:
             return
-        self._store(self._current)
+        self._leave(self._current)
+        self._current = None
+        self._flush_baskets()
         self._flush_rows()
         self.db.execute("CREATE INDEX lines_by_basket ON lines (basket, row)")
         self.db.execute("COMMIT")
@@ -179,7 +252,7 @@ class BasketIndex:
     def _docs(self, digest: str, start: int):
         cursor = self.db.execute(
             "SELECT b.ord, b.key, b.member, b.payment, l.row, l.code, l.qty, l.extras FROM lines l "
-            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.good ORDER BY l.basket, l.row", (start,))
+            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.qty IS NOT NULL ORDER BY l.basket, l.row", (start,))
         doc, ord_ = None, None
         while chunk := cursor.fetchmany(256):
             for basket, key, member, payment, row, code, qty, extras in chunk:
