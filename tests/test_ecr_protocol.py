@@ -369,3 +369,22 @@ def test_answers_still_waiting_when_the_stream_ends_are_reported_dropped():
     conn.send(Message(second), now=0.0)
     assert feed(conn, b"", now=0.1) == [LinkError(first, 1, "closed"), Dropped(second, "closed"),
                                         ConnectionClosed()]
+
+
+def _raw_str(raw: bytes) -> bytes:
+    return bytes([0xD9, len(raw)]) + raw  # str 8, whatever its bytes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=6)), min_size=1, max_size=5,
+                unique_by=lambda pair: pair[0]))
+def test_a_map_is_flagged_escaped_exactly_when_a_string_held_bytes_that_are_not_utf8(pairs):
+    # The link walks a request's strings for bad bytes only when the strict decode failed: that
+    # must be exactly when the walk would find some, and the map must be the same either way.
+    from device_plugins.ecr_serial._protocol import decode_body, decode_request, invalid_utf8
+
+    packed = bytes([0x80 | len(pairs)]) + b"".join(_raw_str(k) + _raw_str(v) for k, v in pairs)
+    body, escaped = decode_request(packed)
+    assert body == decode_body(packed)
+    assert body == {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in pairs}
+    assert escaped == (invalid_utf8(body) is not None)

@@ -10,9 +10,11 @@ from .._need_data import NEED_DATA  # noqa: F401  (re-exported with the events)
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One frame's MessagePack map: a request received, or a response to send."""
+    """One frame's MessagePack map: a request received, or a response to send. `escaped`: a string
+    of a received map held bytes that are not UTF-8 (see `decode_body`)."""
 
     body: dict
+    escaped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,11 +69,27 @@ def decode_body(body: bytes) -> dict | None:
     the request answered): its bad bytes come through as lone surrogates U+DC80..U+DCFF, which valid
     UTF-8 never decodes to; `invalid_utf8(body)` names the first one.
     """
+    return decode_request(body)[0]
+
+
+def decode_request(body: bytes) -> tuple[dict | None, bool]:
+    """`decode_body`, and whether some string of the map held bytes that are not UTF-8: decoded
+    strictly first, so a request whose text is all good (nearly every one) needs no walk of its
+    strings to find out."""
     try:
-        value = msgpack.unpackb(body, raw=False, strict_map_key=True,
-                                unicode_errors="surrogateescape")
-    except Exception:  # msgpack raises many types (ExtraData, FormatError, StackError, Unicode...)
-        return None
+        return _map_of(body, "strict"), False
+    except UnicodeDecodeError:
+        pass
+    except Exception:  # msgpack raises many types (ExtraData, FormatError, StackError, ...)
+        return None, False
+    try:
+        return _map_of(body, "surrogateescape"), True
+    except Exception:
+        return None, False
+
+
+def _map_of(body: bytes, unicode_errors: str) -> dict | None:
+    value = msgpack.unpackb(body, raw=False, strict_map_key=True, unicode_errors=unicode_errors)
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         return None
     return value
@@ -269,7 +285,7 @@ class EcrConnection:
             elif crc16(head_body) != int.from_bytes(buf[end - 3:end - 1], "big"):
                 self._reject("crc", self._bad_frame_end(end), end)
             else:
-                body = decode_body(head_body[2:])
+                body, escaped = decode_request(head_body[2:])
                 if body is None:
                     self._reject("body", end)
                 else:
@@ -277,7 +293,7 @@ class EcrConnection:
                     self._frame_started = None
                     self._reset_inner()
                     self._out.append(ACK)
-                    self._events.append(Message(body))
+                    self._events.append(Message(body, escaped))
         self._flush_garbage()
 
     def _bad_frame_end(self, end: int) -> int:

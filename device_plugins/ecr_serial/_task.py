@@ -114,7 +114,7 @@ class _Link:
         while (event := self.conn.next_event()) is not NEED_DATA:
             if isinstance(event, Message):
                 self._frames_in.inc()
-                out += self._take(event.body)
+                out += self._take(event.body, event.escaped)
             elif isinstance(event, (Nak, AckTimeout)):
                 if event.resent:
                     self._frames_out.inc()
@@ -143,9 +143,9 @@ class _Link:
                 pass
         return bytes(out), closed
 
-    def _take(self, body: dict) -> bytes:
+    def _take(self, body: dict, escaped: bool) -> bytes:
         """Queue an ACKed request for the core, or answer it at once; the bytes to write now."""
-        refusal = self._refusal(body)
+        refusal = self._refusal(body, escaped)
         if refusal is not None:
             self.metrics.rejects.labels(self.name, "bad_request").inc()
             self.logs.info(("refused", errors.BAD_REQUEST), "ecr %s: request refused: %s %s", self.name,
@@ -162,11 +162,11 @@ class _Link:
                                              f"{MAX_WAITING} requests from this terminal are already "
                                              "waiting; nothing was applied, retry later with the same id"))
 
-    def _refusal(self, body: dict) -> dict | None:
+    def _refusal(self, body: dict, escaped: bool) -> dict | None:
         """The `BAD_REQUEST` the plugin answers itself, or None when the core should see `body`."""
         problem = id_problem(body)
         rid = body["id"] if problem is None else _echo(body.get("id"))
-        bad_text = invalid_utf8(body)
+        bad_text = invalid_utf8(body) if escaped else None
         kind = body.get("t")
         if bad_text:
             msg = bad_text
