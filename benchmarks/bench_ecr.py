@@ -4,11 +4,16 @@ response frame read (the gateway's ACK in between), as the cashier waits for it.
 
 All eight lanes are driven by one thread (`drive`): eight Python threads each parsing their answers
 byte by byte queued for the harness's own interpreter lock and put that wait into the figures.
-The lanes still write on the same 20 ms tick, the worst case for the gateway."""
+
+The target's figure has the lanes write on the same 20 ms tick: every tick is a burst of eight sales.
+A second run has each lane sell at random moments instead (exponential gaps averaging 20 ms, seeded),
+as independent cashiers do: the same mean load, but a sale may arrive while the writer is busy with
+another and wait for it, which a tick's burst never does."""
 from __future__ import annotations
 
 import binascii
 import os
+import random
 import selectors
 import struct
 import tempfile
@@ -63,23 +68,32 @@ class Lane:
     (checking the CRC, writing the ACK, decoding) is not the gateway's time.
     """
 
-    def __init__(self, terminal: PtyTerminal, index: int, pool, count: int, start: float):
+    def __init__(self, terminal: PtyTerminal, index: int, pool, count: int, start: float, *,
+                 arrivals: str = "tick"):
         self.terminal, self.index, self.pool, self.count, self.start = terminal, index, pool, count, start
+        self.arrivals = arrivals
+        self.gaps = random.Random(index)  # "random": the same moments in every run
         self.sent = 0
         self.sent_at: float | None = None  # None: idle until `due`
-        self.due = start
+        self.due = start + self._gap()
         self.buf = bytearray()
         self.latencies: list[float] = []
         self.frame = self._frame(0)
 
     def _frame(self, i: int) -> bytes:
         lines, total = self.pool[(self.index * 7 + i) % len(self.pool)]
-        return frame({"t": "sale", "id": f"{int(self.start)}-{i}", "lines": lines,
+        return frame({"t": "sale", "id": f"{self.arrivals}-{int(self.start)}-{i}", "lines": lines,
                       "payments": [{"method": "cash", "cents": total}]})
 
     @property
     def done(self) -> bool:
         return self.sent == self.count and self.sent_at is None
+
+    def _gap(self) -> float:
+        """Time from one sale's due moment to the next's (none before a tick lane's first)."""
+        if self.arrivals == "tick":
+            return 0.0
+        return self.gaps.expovariate(RATE)
 
     def send(self) -> None:
         self.sent_at = time.perf_counter()
@@ -110,7 +124,7 @@ class Lane:
         self.buf.clear()
         self.sent_at = None
         self.sent += 1
-        self.due = self.start + self.sent / RATE  # a lane that fell behind sends at once
+        self.due += 1 / RATE if self.arrivals == "tick" else self._gap()  # a lane behind sends at once
         if self.sent < self.count:
             self.frame = self._frame(self.sent)
 
@@ -145,8 +159,10 @@ def drive(lanes: list[Lane], timeout: float = 10.0) -> None:
 
 def run(ctx) -> list[Figure]:
     seconds = ctx.size(2.0, 30.0)
+    count = int(seconds * RATE)
     terminals = [PtyTerminal() for _ in range(LANES)]
     devices = "".join(DEVICE.format(name=f"ecr{i + 1}", port=t.path) for i, t in enumerate(terminals))
+    runs = {}
     try:
         with tempfile.TemporaryDirectory() as tmp, \
                 Gateway(ctx, tmp, label="ecr", devices=devices, terminals=("quoter",)) as gw:
@@ -154,18 +170,23 @@ def run(ctx) -> list[Figure]:
             client = PosClient(gw.pos_url, "quoter", gw.tokens["quoter"])
             pool = priced_pool(client, _dataset.baskets(40, 3, SKUS, seed=5))
             client.close()
-            count = int(seconds * RATE)
-            say(f"ecr: {LANES} lanes x {RATE:.0f} sales/s for {seconds:.0f} s")
-            start = time.perf_counter() + 0.05
-            lanes = [Lane(t, i, pool, count, start) for i, t in enumerate(terminals)]
-            drive(lanes)
-            elapsed = time.perf_counter() - start
+            for arrivals, how in (("tick", "on the same tick"), ("random", "at random moments")):
+                say(f"ecr: {LANES} lanes x {RATE:.0f} sales/s for {seconds:.0f} s, {how}")
+                start = time.perf_counter() + 0.05
+                lanes = [Lane(t, i, pool, count, start, arrivals=arrivals) for i, t in enumerate(terminals)]
+                drive(lanes)
+                runs[arrivals] = (lanes, time.perf_counter() - start)
     finally:
         for t in terminals:
             t.close()
+    return [_figure(*runs["tick"], "ecr_8_lanes_p99", "at", "p99 <= 5 ms"),
+            _figure(*runs["random"], "ecr_8_lanes_random_p99", "at random moments averaging", "")]
+
+
+def _figure(lanes: list[Lane], elapsed: float, name: str, how: str, target: str) -> Figure:
     merged = sorted(x * 1000 for lane in lanes for x in lane.latencies)
     p99 = percentile(merged, 0.99)
-    return [Figure("ecr_8_lanes_p99", f"ECR/1 sale round trip, {LANES} pty lanes at {RATE:.0f} sales/s each",
-                   p99, "ms", target="p99 <= 5 ms", met=at_most(p99, 5.0),
-                   extra={"p50_ms": percentile(merged, 0.5), "max_ms": merged[-1], "sales": len(merged),
-                          "achieved_sales_per_s": len(merged) / elapsed})]
+    return Figure(name, f"ECR/1 sale round trip, {LANES} pty lanes {how} {RATE:.0f} sales/s each",
+                  p99, "ms", target=target, met=at_most(p99, 5.0) if target else None,
+                  extra={"p50_ms": percentile(merged, 0.5), "p90_ms": percentile(merged, 0.9), "max_ms": merged[-1],
+                         "sales": len(merged), "achieved_sales_per_s": len(merged) / elapsed})

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = {
     "sale_handler_path", "core_loop_durable", "core_loop_durable_vs_sqlite", "pricing_p99_10_lines_10k_rules",
     *(f"pricing_{lines}_lines_{rules}_rules" for lines in (1, 10, 100) for rules in (10, 1000, 10000)),
-    "pos_api_16_connections", "ecr_8_lanes_p99", "csv_drop_rows_per_s", "csv_drop_heap_growth",
+    "pos_api_16_connections", "ecr_8_lanes_p99", "ecr_8_lanes_random_p99", "csv_drop_rows_per_s", "csv_drop_heap_growth",
     "csv_drop_lane_sale_p99", "csv_drop_lane_sale_max", "csv_bulk_lane_sale_p99", "csv_bulk_lane_sale_max",
     "startup_to_readyz", "erp_catch_up", "gateway_peak_rss",
     "day_close_ms",
