@@ -10,6 +10,7 @@ import functools
 import os
 import struct
 import time
+from typing import Callable
 
 import lmdb
 import msgpack
@@ -249,7 +250,9 @@ class Tx:
         else:
             self.abort()
 
-    def commit(self) -> None:
+    def commit(self, flushed: Callable[[], None] | None = None) -> None:
+        """Commit; a top-level write transaction calls `flushed` (if given) once everything is in it,
+        just before LMDB writes and syncs it."""
         parent = self.parent
         if not self.write or parent is not None:
             self.txn.commit()
@@ -269,6 +272,8 @@ class Tx:
         if self._appended:
             self.put("meta", "last_seq", self._last)
         last = self.last_seq() if states else 0
+        if flushed is not None:
+            flushed()
         self.txn.commit()
         for state in states:
             state.forget()

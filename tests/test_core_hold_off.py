@@ -1,0 +1,64 @@
+"""While the writer's thread applies a group, the event loop holds off: py-lmdb lets go of the
+interpreter lock around every get and put, and an event loop running Python beside the writer took
+the lock at each of them. It serves devices again once the group is applied, while the commit writes
+and syncs, and at the latest after `HOLD_OFF_S`."""
+from __future__ import annotations
+
+import threading
+
+import trio
+
+from core_ext import Request
+from gateway import _core_loop
+
+# How long a handler looks for the event loop running beside it.
+LOOK_S = 0.2
+
+
+async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> bool:
+    """Whether a handler that waits up to `look_s` for a busy event-loop task saw it run."""
+    ticked = threading.Event()
+    seen = []
+
+    def probe(tx, request, ctx):
+        ticked.clear()
+        seen.append(ticked.wait(look_s))
+        return {}
+
+    core = await make_core(store, extra_handlers={"probe": probe})
+
+    async def ticker():
+        while True:
+            ticked.set()
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        assert (await core.submit(Request("probe", {"id": "p1"}, "lane1", "ecr"))).ok
+        nursery.cancel_scope.cancel()
+    return seen == [True]
+
+
+async def test_the_event_loop_does_not_run_while_a_group_is_applied(make_core, seeded_store, monkeypatch):
+    monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 30.0)
+    assert not await _probe_while_the_event_loop_ticks(make_core, seeded_store, LOOK_S)
+
+
+async def test_a_group_longer_than_the_hold_off_lets_the_event_loop_go_on(make_core, seeded_store, monkeypatch):
+    monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 0.01)
+    assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, 30.0)
+
+
+def test_a_commit_says_it_is_flushed_before_lmdb_commits(seeded_store):
+    seen = []
+
+    def flushed():
+        with seeded_store.read() as reader:
+            seen.append(reader.get("meta", "probe"))
+
+    tx = seeded_store.begin(write=True)
+    tx.put("meta", "probe", 1)
+    tx.commit(flushed)
+    with seeded_store.read() as reader:
+        seen.append(reader.get("meta", "probe"))
+    assert seen == [None, 1]
