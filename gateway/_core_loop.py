@@ -244,7 +244,8 @@ class CoreLoop:
             token.run_sync_soon(finished.set)
 
         trio.lowlevel.start_thread_soon(work, deliver, name="gateway writer")
-        applied.wait(HOLD_OFF_S)
+        if not applied.wait(HOLD_OFF_S) and self.metrics:
+            self.metrics.hold_offs_ended.inc()
         await finished.wait()
         return outcomes[0].unwrap()
 

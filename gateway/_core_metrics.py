@@ -17,6 +17,10 @@ class CoreMetrics:
         self.groups_cut = Counter("gateway_core_groups_cut_total",
                                   "Groups that used their time budget; the requests left wait for the next group",
                                   registry=registry)
+        self.hold_offs_ended = Counter("gateway_core_hold_offs_ended_total",
+                                       "Groups still being applied when the event loop stopped holding off for "
+                                       "them (after 50 ms); it served the devices beside them",
+                                       registry=registry)
         self.queue_depth = Gauge("gateway_core_queue_depth_requests", "Requests waiting for the writer",
                                  registry=registry)
 

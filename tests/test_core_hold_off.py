@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import trio
+from prometheus_client import CollectorRegistry
 
 from core_ext import Request
 from gateway import _core_loop
@@ -15,8 +16,9 @@ from gateway import _core_loop
 LOOK_S = 0.2
 
 
-async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> bool:
-    """Whether a handler that waits up to `look_s` for a busy event-loop task saw it run."""
+async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> tuple[bool, float]:
+    """Whether a handler that waits up to `look_s` for a busy event-loop task saw it run, and how
+    many hold-offs ended before their group was applied."""
     ticked = threading.Event()
     seen = []
 
@@ -25,7 +27,8 @@ async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> 
         seen.append(ticked.wait(look_s))
         return {}
 
-    core = await make_core(store, extra_handlers={"probe": probe})
+    registry = CollectorRegistry()
+    core = await make_core(store, extra_handlers={"probe": probe}, registry=registry)
 
     async def ticker():
         while True:
@@ -36,17 +39,17 @@ async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> 
         nursery.start_soon(ticker)
         assert (await core.submit(Request("probe", {"id": "p1"}, "lane1", "ecr"))).ok
         nursery.cancel_scope.cancel()
-    return seen == [True]
+    return seen == [True], registry.get_sample_value("gateway_core_hold_offs_ended_total")
 
 
 async def test_the_event_loop_does_not_run_while_a_group_is_applied(make_core, seeded_store, monkeypatch):
     monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 30.0)
-    assert not await _probe_while_the_event_loop_ticks(make_core, seeded_store, LOOK_S)
+    assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, LOOK_S) == (False, 0)
 
 
 async def test_a_group_longer_than_the_hold_off_lets_the_event_loop_go_on(make_core, seeded_store, monkeypatch):
     monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 0.01)
-    assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, 30.0)
+    assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, 30.0) == (True, 1)
 
 
 def test_a_commit_says_it_is_flushed_before_lmdb_commits(seeded_store):
