@@ -387,12 +387,16 @@ def _query_body(route: _Route) -> dict:
     return {"id": qid, "lane": route.param}
 
 
+# One encoder for every answer: `json.dumps` with options builds a new one each call.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 async def _send(send, status: int, answer: dict, fmt: str, extra: tuple) -> None:
     try:
         if fmt == MSGPACK:
             payload = msgpack.packb(answer, use_bin_type=True)
         else:
-            payload = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+            payload = _encode_json(answer).encode()
     except (TypeError, ValueError):
         log.exception("pos_api: cannot encode the answer to %r", answer.get("re"))
         status, fmt = 500, JSON
