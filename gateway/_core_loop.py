@@ -38,8 +38,9 @@ GUARDED_KINDS = frozenset({"sale", "return", "scan", "receipt", "csv_slice", "mo
 # then the responder), and tasks woken together run in no set order within a turn.
 GATHER_TURNS = 3
 # Longest the event loop holds off while the writer's thread applies a group (see `_run_group`):
-# beyond the group budget, so it only ends a wait on a writer that is stuck (another process holding
-# the store's write lock, say), and then the loop goes on serving devices while it waits.
+# past the group budget, so it ends only the wait on a group whose one request outlasts the budget
+# (a huge quote, the pure flavour's master data) or on a writer held up (another process holding the
+# store's write lock); the loop then serves devices beside it, as every group had before.
 HOLD_OFF_S = 0.05
 
 

@@ -12,17 +12,47 @@ from prometheus_client import CollectorRegistry
 from core_ext import Request
 from gateway import _core_loop
 
-# How long a handler looks for the event loop running beside it.
+# How long a handler looks for the event loop running beside it (where it must not see it).
 LOOK_S = 0.2
+# How long the group's state looks for it after the commit (where it must: it stops looking then).
+AFTER_COMMIT_LOOK_S = 10.0
 
 
-async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float) -> tuple[bool, float]:
-    """Whether a handler that waits up to `look_s` for a busy event-loop task saw it run, and how
-    many hold-offs ended before their group was applied."""
+class _AfterCommit:
+    """A writer's state (the `Tx.state` protocol) whose `forget`, called once the group's LMDB
+    commit is done, looks for the event loop running."""
+
+    ticked: threading.Event
+    seen: list
+
+    @classmethod
+    def load(cls, tx):
+        return cls()
+
+    def mark(self) -> int:
+        return 0
+
+    def rollback(self, mark: int) -> None:
+        pass
+
+    def forget(self) -> None:
+        self.ticked.clear()
+        self.seen.append(self.ticked.wait(AFTER_COMMIT_LOOK_S))
+
+
+async def _probe_while_the_event_loop_ticks(make_core, store, look_s: float, *,
+                                            after_commit: bool = False) -> tuple[bool, float]:
+    """Whether a handler that waits up to `look_s` for a busy event-loop task saw it run (or, with
+    `after_commit`, whether the group's state saw it once the commit was done), and how many
+    hold-offs ended before their group was applied."""
     ticked = threading.Event()
     seen = []
+    _AfterCommit.ticked, _AfterCommit.seen = ticked, seen
 
     def probe(tx, request, ctx):
+        if after_commit:
+            tx.state(_AfterCommit)
+            return {}
         ticked.clear()
         seen.append(ticked.wait(look_s))
         return {}
@@ -50,6 +80,14 @@ async def test_the_event_loop_does_not_run_while_a_group_is_applied(make_core, s
 async def test_a_group_longer_than_the_hold_off_lets_the_event_loop_go_on(make_core, seeded_store, monkeypatch):
     monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 0.01)
     assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, 30.0) == (True, 1)
+
+
+async def test_the_event_loop_runs_again_once_the_group_is_committing(make_core, seeded_store, monkeypatch):
+    monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 30.0)
+    try:
+        assert await _probe_while_the_event_loop_ticks(make_core, seeded_store, 0.0, after_commit=True) == (True, 0)
+    finally:
+        seeded_store.states.pop(_AfterCommit, None)
 
 
 def test_a_commit_says_it_is_flushed_before_lmdb_commits(seeded_store):
