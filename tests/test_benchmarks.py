@@ -57,6 +57,10 @@ def test_every_figure_has_a_value_in_the_documented_shape(quick_run):
     # The bulk figures are reported beside their load: the file and the flooding terminals both ran.
     load = results["csv_bulk_lane_sale_p99"]
     assert load["pos_terminals"] >= 1 and load["pos_sales_per_s"] > 0 and load["file_rows_per_s"] > 0
+    # The core loop's figure carries the loop's own ceiling (requests that write nothing), same run.
+    loop = results["core_loop_durable"]
+    assert loop["loop_alone_per_s"] > 0
+    assert loop["loop_alone_vs_raw_lmdb"] == pytest.approx(loop["loop_alone_per_s"] / loop["baseline"])
 
 
 def test_the_table_is_printed_as_figures_come(quick_run):
