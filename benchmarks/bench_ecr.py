@@ -8,10 +8,15 @@ byte by byte queued for the harness's own interpreter lock and put that wait int
 The target's figure has the lanes write on the same 20 ms tick: every tick is a burst of eight sales.
 A second run has each lane sell at random moments instead (exponential gaps averaging 20 ms, seeded),
 as independent cashiers do: the same mean load, but a sale may arrive while the writer is busy with
-another and wait for it, which a tick's burst never does."""
+another and wait for it, which a tick's burst never does.
+
+Then the same tick with pings (nothing applied, nothing synced: the link's and the loop's own part),
+and the same pings answered by a minimal responder in place of the gateway (the ports' and this
+harness's own part), both reported in the target figure's notes."""
 from __future__ import annotations
 
 import binascii
+import multiprocessing
 import os
 import random
 import selectors
@@ -69,9 +74,9 @@ class Lane:
     """
 
     def __init__(self, terminal: PtyTerminal, index: int, pool, count: int, start: float, *,
-                 arrivals: str = "tick"):
+                 arrivals: str = "tick", kind: str = "sale"):
         self.terminal, self.index, self.pool, self.count, self.start = terminal, index, pool, count, start
-        self.arrivals = arrivals
+        self.arrivals, self.kind = arrivals, kind
         self.gaps = random.Random(index)  # "random": the same moments in every run
         self.sent = 0
         self.sent_at: float | None = None  # None: idle until `due`
@@ -81,9 +86,11 @@ class Lane:
         self.frame = self._frame(0)
 
     def _frame(self, i: int) -> bytes:
+        rid = f"{self.kind}-{self.arrivals}-{int(self.start)}-{i}"
+        if self.kind == "ping":
+            return frame({"t": "ping", "id": rid})
         lines, total = self.pool[(self.index * 7 + i) % len(self.pool)]
-        return frame({"t": "sale", "id": f"{self.arrivals}-{int(self.start)}-{i}", "lines": lines,
-                      "payments": [{"method": "cash", "cents": total}]})
+        return frame({"t": "sale", "id": rid, "lines": lines, "payments": [{"method": "cash", "cents": total}]})
 
     @property
     def done(self) -> bool:
@@ -120,7 +127,7 @@ class Lane:
         os.write(self.terminal.master, bytes([ACK]))
         answer = msgpack.unpackb(body, raw=False)
         if not answer.get("ok"):
-            raise RuntimeError(f"lane {self.index}: sale refused: {answer}")
+            raise RuntimeError(f"lane {self.index}: {self.kind} refused: {answer}")
         self.buf.clear()
         self.sent_at = None
         self.sent += 1
@@ -172,19 +179,77 @@ def run(ctx) -> list[Figure]:
             client.close()
             for arrivals, how in (("tick", "on the same tick"), ("random", "at random moments")):
                 say(f"ecr: {LANES} lanes x {RATE:.0f} sales/s for {seconds:.0f} s, {how}")
-                start = time.perf_counter() + 0.05
-                lanes = [Lane(t, i, pool, count, start, arrivals=arrivals) for i, t in enumerate(terminals)]
-                drive(lanes)
-                runs[arrivals] = (lanes, time.perf_counter() - start)
+                runs[arrivals] = _drive_run(terminals, pool, count, arrivals, "sale")
+            # The same tick with pings, which write nothing: the link's and the loop's own part of
+            # a round trip (frames, ACKs, the queue, a group that syncs nothing).
+            say(f"ecr: {LANES} lanes x {RATE:.0f} pings/s for {seconds / 3:.0f} s, on the same tick")
+            pings = _drive_run(terminals, pool, count // 3, "tick", "ping")
+        say(f"ecr: the same pings answered by a minimal responder in place of the gateway, {seconds / 3:.0f} s")
+        floor = _floor_run(terminals, pool, count // 3)
     finally:
         for t in terminals:
             t.close()
-    return [_figure(*runs["tick"], "ecr_8_lanes_p99", "at", "p99 <= 5 ms"),
-            _figure(*runs["random"], "ecr_8_lanes_random_p99", "at random moments averaging", "")]
+    tick = _figure(*runs["tick"], "ecr_8_lanes_p99", "at", "p99 <= 5 ms")
+    ping_ms = _latencies_ms(pings[0])
+    floor_ms = _latencies_ms(floor[0])
+    tick.extra.update({"ping_p50_ms": percentile(ping_ms, 0.5), "ping_p99_ms": percentile(ping_ms, 0.99),
+                       "floor_p50_ms": percentile(floor_ms, 0.5), "floor_p99_ms": percentile(floor_ms, 0.99)})
+    return [tick, _figure(*runs["random"], "ecr_8_lanes_random_p99", "at random moments averaging", "")]
+
+
+def _drive_run(terminals, pool, count: int, arrivals: str, kind: str) -> tuple[list[Lane], float]:
+    """Every lane sending `count` requests of `kind`; the lanes and the seconds they took."""
+    start = time.perf_counter() + 0.05
+    lanes = [Lane(t, i, pool, count, start, arrivals=arrivals, kind=kind) for i, t in enumerate(terminals)]
+    drive(lanes)
+    return lanes, time.perf_counter() - start
+
+
+def _floor_run(terminals, pool, count: int) -> tuple[list[Lane], float]:
+    """The pings of `_drive_run` answered by `_minimal_responder` in a process of its own: what the
+    ports and this harness cost by themselves."""
+    ready = multiprocessing.get_context("spawn").Event()
+    responder = multiprocessing.get_context("spawn").Process(
+        target=_minimal_responder, args=([t.path for t in terminals], ready), daemon=True)
+    responder.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError("the minimal responder did not start")
+        return _drive_run(terminals, pool, count, "tick", "ping")
+    finally:
+        responder.kill()
+        responder.join()
+
+
+def _minimal_responder(paths: list[str], ready) -> None:
+    """Open the ports as the gateway does and answer every frame at once with an ACK and a fixed
+    answer frame, from one selector loop: no checks, no queue, no writer."""
+    fds = [os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK) for path in paths]
+    for fd in fds:
+        tty.setraw(fd)
+    answer = bytes([ACK]) + frame({"t": "res", "re": "", "ok": True, "time_ms": 0})
+    pending = {fd: bytearray() for fd in fds}
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        ready.set()
+        while True:
+            for key, _ in selector.select():
+                buf = pending[key.fd]
+                buf += os.read(key.fd, 4096)
+                while buf and buf[0] == ACK:  # the harness's ACK of an answer
+                    del buf[0]
+                if len(buf) >= 3 and len(buf) >= 3 + struct.unpack_from(">H", buf, 1)[0] + 3:
+                    del buf[:3 + struct.unpack_from(">H", buf, 1)[0] + 3]
+                    os.write(key.fd, answer)
+
+
+def _latencies_ms(lanes: list[Lane]) -> list[float]:
+    return sorted(x * 1000 for lane in lanes for x in lane.latencies)
 
 
 def _figure(lanes: list[Lane], elapsed: float, name: str, how: str, target: str) -> Figure:
-    merged = sorted(x * 1000 for lane in lanes for x in lane.latencies)
+    merged = _latencies_ms(lanes)
     p99 = percentile(merged, 0.99)
     return Figure(name, f"ECR/1 sale round trip, {LANES} pty lanes {how} {RATE:.0f} sales/s each",
                   p99, "ms", target=target, met=at_most(p99, 5.0) if target else None,

@@ -61,6 +61,9 @@ def test_every_figure_has_a_value_in_the_documented_shape(quick_run):
     loop = results["core_loop_durable"]
     assert loop["loop_alone_per_s"] > 0
     assert loop["loop_alone_vs_raw_lmdb"] == pytest.approx(loop["loop_alone_per_s"] / loop["baseline"])
+    # The ECR/1 tick is split beside its figure: pings through the gateway, and through a minimal responder.
+    tick = results["ecr_8_lanes_p99"]
+    assert 0 < tick["ping_p50_ms"] <= tick["ping_p99_ms"] and 0 < tick["floor_p50_ms"] <= tick["floor_p99_ms"]
 
 
 def test_the_table_is_printed_as_figures_come(quick_run):
