@@ -6,6 +6,9 @@ in the same run:
 - raw LMDB (py-lmdb, sync and metasync on, as the store opens it): the ceiling;
 - an SQLite ledger written the obvious way (stdlib sqlite3, WAL, synchronous=FULL, one transaction
   per group).
+
+Then the same clients ask `ping`, which writes nothing: the loop's own ceiling, reported beside the
+figure against the raw LMDB baseline.
 """
 from __future__ import annotations
 
