@@ -37,6 +37,10 @@ GUARDED_KINDS = frozenset({"sale", "return", "scan", "receipt", "csv_slice", "mo
 # requests that came with it: a frame takes one turn from its bytes read to the queue (the reader,
 # then the responder), and tasks woken together run in no set order within a turn.
 GATHER_TURNS = 3
+# Scheduler turns given, before a group taken straight after the last one, to the callers that one
+# woke: two, as trio runs tasks woken together in either order, so a caller woken with the writer
+# may run after it in the first turn.
+ANSWER_TURNS = 2
 # Longest the event loop holds off while the writer's thread applies a group (see `_run_group`):
 # past the group budget, so it ends only the wait on a group whose one request outlasts the budget
 # (a huge quote, the pure flavour's master data) or on a writer held up (another process holding the
@@ -182,14 +186,17 @@ class CoreLoop:
         await done.wait()
         return slot[1]
 
-    async def _next_group(self) -> list:
+    async def _next_group(self) -> tuple[list, bool]:
+        """The next group, and whether it was already waiting when the last one was answered (its
+        callers have had no turn yet)."""
         await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled loop starts no new group
-        if not len(self._queue):
-            while not len(self._queue):
-                self._work = trio.Event()
-                await self._work.wait()
-            await self._gather()
-        return self._queue.take(self.max_group)
+        if len(self._queue):
+            return self._queue.take(self.max_group), True
+        while not len(self._queue):
+            self._work = trio.Event()
+            await self._work.wait()
+        await self._gather()
+        return self._queue.take(self.max_group), False
 
     async def _gather(self) -> None:
         """Woken from idle by a request: give the tasks reading the requests that came with it a
@@ -197,6 +204,13 @@ class CoreLoop:
         formed, so terminals that sent on the same tick share its commit rather than all but the
         first waiting for a second one. A request alone pays those turns, never a timer."""
         for _ in range(GATHER_TURNS):
+            await trio.lowlevel.checkpoint()
+
+    async def _answer_turns(self) -> None:
+        """Before a group taken straight after the last one: scheduler turns for the callers that
+        group woke, so they write their answers before this one holds the event loop off while it
+        is applied. The group is formed first, so nothing submitted meanwhile joins it."""
+        for _ in range(ANSWER_TURNS):
             await trio.lowlevel.checkpoint()
 
     async def wait_commit(self) -> None:
@@ -209,9 +223,11 @@ class CoreLoop:
         pending = []
         try:
             while True:
-                pending = await self._next_group()
+                pending, straight_on = await self._next_group()
                 # Shielded: once a group has started, its answers must match what was committed.
                 with trio.CancelScope(shield=True):
+                    if straight_on:
+                        await self._answer_turns()
                     started = time.perf_counter()
                     callbacks, served = await self._run_group(pending)
                     self._answer_group(pending, served, started)

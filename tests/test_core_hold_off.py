@@ -103,3 +103,62 @@ def test_a_commit_says_it_is_flushed_before_lmdb_commits(seeded_store):
     with seeded_store.read() as reader:
         seen.append(reader.get("meta", "probe"))
     assert seen == [None, 1]
+
+
+class _AnsweredAfterTheNextIsQueued:
+    """A writer's state whose `forget`, called once the group's LMDB commit is done and before the
+    group is answered, waits until the next request is queued."""
+
+    queued: threading.Event
+
+    @classmethod
+    def load(cls, tx):
+        return cls()
+
+    def mark(self) -> int:
+        return 0
+
+    def rollback(self, mark: int) -> None:
+        pass
+
+    def forget(self) -> None:
+        self.queued.wait(AFTER_COMMIT_LOOK_S)
+
+
+async def test_a_groups_callers_hear_their_answers_before_the_next_group_holds_the_event_loop_off(
+        make_core, seeded_store, monkeypatch):
+    # The second request is queued while the first one's group commits, so the writer takes it up as
+    # soon as the first is answered; its handler looks for the first caller running again.
+    monkeypatch.setattr(_core_loop, "HOLD_OFF_S", 30.0)
+    token = trio.lowlevel.current_trio_token()
+    first_applied = trio.Event()
+    queued, answered, seen = threading.Event(), threading.Event(), []
+    _AnsweredAfterTheNextIsQueued.queued = queued
+
+    def first(tx, request, ctx):
+        tx.state(_AnsweredAfterTheNextIsQueued)
+        token.run_sync_soon(first_applied.set)  # runs once the event loop is let go, during the commit
+        return {}
+
+    def second(tx, request, ctx):
+        seen.append(answered.wait(AFTER_COMMIT_LOOK_S))
+        return {}
+
+    core = await make_core(seeded_store, extra_handlers={"first": first, "second": second})
+
+    async def first_caller():
+        assert (await core.submit(Request("first", {"id": "f1"}, "lane1", "ecr"))).ok
+        answered.set()
+
+    async def second_caller():
+        await first_applied.wait()
+        queued.set()  # and queued in this same step, before the first group can be answered
+        assert (await core.submit(Request("second", {"id": "s1"}, "lane2", "ecr"))).ok
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_caller)
+            nursery.start_soon(second_caller)
+    finally:
+        seeded_store.states.pop(_AnsweredAfterTheNextIsQueued, None)
+    assert seen == [True]
