@@ -105,21 +105,11 @@ def test_a_commit_says_it_is_flushed_before_lmdb_commits(seeded_store):
     assert seen == [None, 1]
 
 
-class _AnsweredAfterTheNextIsQueued:
-    """A writer's state whose `forget`, called once the group's LMDB commit is done and before the
-    group is answered, waits until the next request is queued."""
+class _AnsweredAfterTheNextIsQueued(_AfterCommit):
+    """The same kind of state, whose `forget` (after the group's LMDB commit, before the group is
+    answered) waits until the next request is queued."""
 
     queued: threading.Event
-
-    @classmethod
-    def load(cls, tx):
-        return cls()
-
-    def mark(self) -> int:
-        return 0
-
-    def rollback(self, mark: int) -> None:
-        pass
 
     def forget(self) -> None:
         self.queued.wait(AFTER_COMMIT_LOOK_S)
