@@ -1276,7 +1276,9 @@ cdef class PromoEngine:
                 if checked:
                     line.qty = src["qty"]
                     line.unit = src["unit_cents"]
-                sku = src["sku"]
+                    sku = str(src["sku"])  # a plain str in the answer whatever subclass came in
+                else:
+                    sku = src["sku"]
                 category = src.get("category", "")
             skus.append(sku)
             line.sku = self._sku_ids.get(sku, -1)

@@ -514,9 +514,9 @@ class _Line:
     __slots__ = ("sku", "category", "qty", "unit", "gross", "limit", "disc", "segs", "promos")
 
     def __init__(self, line: dict, ceiling):
-        self.sku = line["sku"]
+        # A plain str and plain ints in the answer whatever subclass came in (as the compiled engine gives).
+        self.sku = str(line["sku"])
         self.category = line.get("category", "")
-        # Plain ints in the answer whatever int subclass came in (as the compiled engine gives).
         self.qty = int(line["qty"])
         self.unit = int(line["unit_cents"])
         self.gross = self.qty * self.unit

@@ -202,8 +202,17 @@ odd_coupons = st.sampled_from([(), [], ("C1",), ["c2 "], {"C1"}, frozenset(), "C
 @example({"rules": [], "points": {"earn_per_cents": 1, "earn_points": 0}},
          [{"sku": "S0", "qty": 2, "unit_cents": 100, "category": "c0"},
           {"sku": "S0", "qty": Qty.TWO, "unit_cents": 100, "category": "c0"}], ())
+# A str subclass as a SKU: both engines answer it as a plain str.
+@example({"rules": [], "points": {"earn_per_cents": 1, "earn_points": 0}},
+         [{"sku": Sku("S0"), "qty": 2, "unit_cents": 100, "category": "c0"}], ())
 def test_malformed_baskets_fail_alike(body, lines, coupons):
     assert_same(body, lines, coupons=coupons)
+
+
+def test_a_str_subclass_sku_is_answered_as_a_plain_str():
+    lines = [{"sku": Sku("S0"), "qty": 2, "unit_cents": 100, "category": "c0"}]
+    for mod in ENGINES:
+        assert type(mod.PromoEngine({"rules": []}, 2).price(lines)["lines"][0]["sku"]) is str
 
 
 def test_bad_lines_container_and_gross_messages():
