@@ -43,7 +43,10 @@ def refresh_all(tx, now_ms: int, timezone: str) -> int:
 
 def all_skus(tx) -> list[str]:
     skus = set(_master.view(tx).items)
-    skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))
+    if tx.write:  # the writer's balances: the `lots` table is written when the group commits
+        skus.update(sku for sku, _lot in ledger.balances(tx).lot_keys())
+    else:
+        skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))
     skus.update(k.decode().split("\x00", 1)[0] for k, _ in tx.items("alerts"))
     return sorted(skus)
 

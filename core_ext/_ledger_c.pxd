@@ -32,6 +32,7 @@ cdef class Balances:
     cdef Py_ssize_t _undo_len
     cdef Py_ssize_t _undo_cap
     cdef Py_ssize_t _held           # SKUs with a nonzero total
+    cdef dict _dirty                # the rows changed since the last flush: {sku: {lot, ...}}
     cdef public long long seq   # the last event these balances include (kept by `Tx`)
 
     cdef SkuBalances _sku(self, str sku)

@@ -2,9 +2,10 @@
 """The stock ledger, compiled: mirrors `_ledger_py.py` (the reference) function by function.
 
 The balances live in `cdef` classes with C integers: a `SkuBalances` per SKU (its on-hand total and
-its lots) and a `LotRow` per lot. A move changes C fields; only the rows written through to LMDB
-(the `lots` table: each lot's row, and the SKU's total beside them) are packed. The undo log keeps
-what each change replaced, so an aborted transaction puts the memory back exactly (see `Tx.state`).
+its lots) and a `LotRow` per lot. A move changes C fields and notes its row; only when the group
+commits are the noted rows packed and written to LMDB (the `lots` table: each lot's row, and the
+SKU's total beside them), once each. The undo log keeps what each change replaced, so an aborted
+transaction puts the memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
@@ -12,6 +13,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
+from ._errors import bad_request
 from ._store import _pack, alert_key, is_total_key, split_lot_key, total_key
 
 from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
@@ -41,7 +43,11 @@ cdef class SkuBalances:
 
 
 cdef object _lot_order(item):
-    return (item[0] or "").encode()
+    return _lot_key_order(item[0])
+
+
+cdef object _lot_key_order(lot):
+    return (lot or "").encode()
 
 
 cdef inline PyObject* _owned(obj):
@@ -62,6 +68,7 @@ cdef class Balances:
 
     def __init__(self):
         self.skus = {}
+        self._dirty = {}
         self.seq = 0
 
     def __dealloc__(self):
@@ -88,7 +95,26 @@ cdef class Balances:
         return self._held
 
     def flush(self, tx):
-        """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
+        """Just before the group commits: the rows changed since the last flush into the `lots`
+        table, in key order (a SKU's total, then its lots), and the count of SKUs with stock into
+        `meta`, when it moved."""
+        cdef SkuBalances bal
+        cdef LotRow row
+        txn = tx.txn
+        lots_db = tx.db["lots"]
+        for sku in sorted(self._dirty):
+            bal = self.skus.get(sku)
+            if bal is None or bal.total == 0:
+                txn.delete(total_key(sku), db=lots_db)
+            else:
+                txn.put(total_key(sku), _int_bytes(bal.total), db=lots_db)
+            for lot in sorted(self._dirty[sku], key=_lot_key_order):
+                row = None if bal is None else bal.lots.get(lot)
+                if row is None:
+                    txn.delete(_lot_key(sku, lot), db=lots_db)
+                else:
+                    txn.put(_lot_key(sku, lot), _lot_row_bytes(row), db=lots_db)
+        self._dirty = {}
         if tx.meta("skus", 0) != self._held:
             tx.put("meta", "skus", self._held)
 
@@ -162,6 +188,10 @@ cdef class Balances:
     cpdef long long qty(self, str sku, lot):
         cdef LotRow row = self.row(sku, lot)
         return 0 if row is None else row.qty
+
+    def lot_keys(self):
+        cdef SkuBalances bal
+        return [(sku, lot) for sku, bal in self.skus.items() for lot in bal.lots]
 
     cpdef dict lots_of_sku(self, str sku):
         cdef SkuBalances bal = self.skus.get(sku)
@@ -333,25 +363,32 @@ cdef bytes _int_bytes(long long value):
 def apply_moves(tx, moves):
     cdef list touched = []
     cdef Balances state = _balances(tx)
-    cdef LotRow row
-    cdef long long total
-    txn = tx.txn
-    lots_db = tx.db["lots"]
+    cdef dict dirty = state._dirty
+    cdef set lots
     for sku, lot, delta, expiry, serials in moves:
-        row, total = state.apply_one(sku, lot, delta, expiry, serials)
-        key = _lot_key(sku, lot)
-        if row is None:
-            txn.delete(key, db=lots_db)
+        # Any text of up to this many characters fits LMDB's keys, UTF-8 taking 4 bytes at most.
+        if len(sku) + (len(lot) if lot else 0) > _SAFE_KEY_CHARS:
+            check_row_key(tx, sku, lot)
+        state.apply_one(sku, lot, delta, expiry, serials)
+        lots = dirty.get(sku)
+        if lots is None:
+            dirty[sku] = {lot}
         else:
-            txn.put(key, _lot_row_bytes(row), db=lots_db)
-        sku_key = total_key(sku)
-        if total == 0:
-            txn.delete(sku_key, db=lots_db)
-        else:
-            txn.put(sku_key, _int_bytes(total), db=lots_db)
+            lots.add(lot)
         if sku not in touched:
             touched.append(sku)
     return touched
+
+
+cdef Py_ssize_t _SAFE_KEY_CHARS = 126  # (511 - 1) // 4: the separator, then 4 bytes a character
+
+
+def check_row_key(tx, sku, lot):
+    key = _lot_key(sku, lot)
+    if len(key) > tx.store.max_key_size:
+        raise bad_request(f"a field is too long to be stored: the stock row of SKU {sku[:20]!r}, lot "
+                          f"{(lot or '')[:20]!r} would take a key of {len(key)} bytes, at most "
+                          f"{tx.store.max_key_size} are stored")
 
 
 def lot_alerts(tx, str sku, lots, str today, Py_ssize_t warn_days, dict recalls):

@@ -1,18 +1,21 @@
 """The stock ledger's arithmetic, pure Python: the readable reference of `_ledger_c.pyx`.
 
 The balances per SKU and lot (with expiry and serials) live in memory in a `Balances`, loaded once
-from the store and kept equal to it: every change goes through `apply_moves`, which updates the
-memory and writes the changed rows through to the `lots` table of the same transaction (each lot's
-row, and the SKU's on-hand total under `total_key`, beside its lots). A transaction that aborts
-rolls the memory back with it (`mark` / `rollback`, driven by `Tx`), so what the handlers read is
-always what LMDB holds for their transaction. The rows must always equal `replay` of the event log
-(`gateway verify-ledger`); how many SKUs have stock is kept in `meta` (`skus`) for the readers.
+from the store: every change goes through `apply_moves`, which updates the memory and notes the rows
+it changed; the group's commit writes those rows to the `lots` table (each lot's row, and the SKU's
+on-hand total under `total_key`, beside its lots) just before LMDB commits (`flush`), in key order,
+once however many requests of the group moved them. So the writer reads its balances from memory,
+never from the table: mid-group the table lags behind (`lot_keys` is the writer's list of the rows).
+A transaction that aborts rolls the memory back with it (`mark` / `rollback`, driven by `Tx`); a row
+noted and then rolled back is written as it is, unchanged. The rows must always equal `replay` of the
+event log (`gateway verify-ledger`); how many SKUs have stock is kept in `meta` (`skus`) for the readers.
 
 A move is `Move(sku, lot, delta, expiry, serials)`; `lot` None is the SKU's balance outside any lot
 (items not tracked by lot, and units sold beyond the ledger's stock).
 """
 from __future__ import annotations
 
+from ._errors import bad_request
 from ._localtime import days_between
 from ._store import alert_key, is_total_key, lot_key, split_lot_key, total_key
 
@@ -44,6 +47,8 @@ class Balances:
         self.lots: dict = {}
         self.totals: dict = {}
         self._undo: list = []
+        # The rows changed since the last flush: {sku: {lot, ...}}.
+        self._dirty: dict = {}
         self.seq = 0  # the last event these balances include (kept by `Tx`)
 
     @classmethod
@@ -62,7 +67,23 @@ class Balances:
         return len(self.totals)
 
     def flush(self, tx) -> None:
-        """Just before the group commits: the count of SKUs with stock into `meta`, when it moved."""
+        """Just before the group commits: the rows changed since the last flush into the `lots`
+        table, in key order (a SKU's total, then its lots), and the count of SKUs with stock into
+        `meta`, when it moved."""
+        for sku in sorted(self._dirty):
+            total = self.totals.get(sku, 0)
+            if total == 0:
+                tx.delete("lots", total_key(sku))
+            else:
+                tx.put("lots", total_key(sku), total)
+            lots = self.lots.get(sku) or {}
+            for lot in sorted(self._dirty[sku], key=_lot_key_order):
+                row = lots.get(lot)
+                if row is None:
+                    tx.delete("lots", lot_key(sku, lot))
+                else:
+                    tx.put("lots", lot_key(sku, lot), row.to_doc())
+        self._dirty = {}
         held = self.held()
         if tx.meta("skus", 0) != held:
             tx.put("meta", "skus", held)
@@ -107,6 +128,10 @@ class Balances:
     def qty(self, sku: str, lot) -> int:
         row = self.row(sku, lot)
         return 0 if row is None else row.qty
+
+    def lot_keys(self) -> list:
+        """(sku, lot) of every row held, as the `lots` table will hold them once flushed."""
+        return [(sku, lot) for sku, lots in self.lots.items() for lot in lots]
 
     def lots_of_sku(self, sku: str) -> dict:
         return self.lots.get(sku) or {}
@@ -162,7 +187,11 @@ class Balances:
 
 
 def _lot_order(item) -> bytes:
-    return (item[0] or "").encode()
+    return _lot_key_order(item[0])
+
+
+def _lot_key_order(lot) -> bytes:
+    return (lot or "").encode()
 
 
 def balances(tx) -> Balances:
@@ -229,24 +258,28 @@ def fefo_allocate(lots, qty, today):
 
 
 def apply_moves(tx, moves):
-    """Apply `moves` to the balances, writing the changed rows through to the store; returns the
+    """Apply `moves` to the balances (their rows are written when the group commits); returns the
     SKUs touched, in first-touched order."""
     state = balances(tx)
+    dirty = state._dirty
     touched = []
     for sku, lot, delta, expiry, serials in moves:
-        row, total = state.apply(sku, lot, delta, expiry, serials)
-        key = lot_key(sku, lot)
-        if row is None:
-            tx.delete("lots", key)
-        else:
-            tx.put("lots", key, row.to_doc())
-        if total == 0:
-            tx.delete("lots", total_key(sku))
-        else:
-            tx.put("lots", total_key(sku), total)
+        check_row_key(tx, sku, lot)
+        state.apply(sku, lot, delta, expiry, serials)
+        dirty.setdefault(sku, set()).add(lot)
         if sku not in touched:
             touched.append(sku)
     return touched
+
+
+def check_row_key(tx, sku, lot) -> None:
+    """Refuse a move whose row LMDB could not store (its key too long), now: its row is written
+    only when the group commits, where it would roll back the whole group."""
+    key = lot_key(sku, lot)
+    if len(key) > tx.store.max_key_size:
+        raise bad_request(f"a field is too long to be stored: the stock row of SKU {sku[:20]!r}, lot "
+                          f"{(lot or '')[:20]!r} would take a key of {len(key)} bytes, at most "
+                          f"{tx.store.max_key_size} are stored")
 
 
 def lot_alerts(tx, sku, lots, today, warn_days, recalls):

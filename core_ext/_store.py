@@ -119,9 +119,11 @@ class Store:
                     pass
         else:
             self.db = {name: self.env.open_db(name.encode()) for name in TABLES}
+        self.max_key_size = self.env.max_key_size()
         self.cache = {}  # objects built from stored documents (promotion engines by version)
-        # In-memory state kept equal to the tables it mirrors (the ledger's balances), by class;
-        # changed only inside write transactions, which roll it back when they abort.
+        # In-memory state mirroring tables (the ledger's balances), by class, equal to them at each
+        # commit (a state may write its rows then: `flush`); changed only inside write
+        # transactions, which roll it back when they abort.
         self.states = {}
         self._group_hooks: tuple | None = None  # see `group_hooks`
         if readonly:
@@ -264,11 +266,7 @@ class Tx:
                     for committed in self.store.group_hooks():
                         committed()
             return
-        states = list(self.store.states.values())
-        for state in states:
-            flush = getattr(state, "flush", None)
-            if flush is not None:  # a state kept in a table written once per commit (the day's totals)
-                flush(self)
+        states = self.flush()
         if self._appended:
             self.put("meta", "last_seq", self._last)
         last = self.last_seq() if states else 0
@@ -278,6 +276,19 @@ class Tx:
         for state in states:
             state.forget()
             state.seq = last
+
+    def flush(self) -> list:
+        """Write into this, a group's own transaction, what the in-memory states keep to write at its
+        commit (the ledger's changed rows, the day's totals), as the commit does first; returns the
+        states. Only a group's transaction: what went into a request's would go with its abort."""
+        if self.parent is not None:
+            raise StoreError("only a group's own transaction is flushed")
+        states = list(self.store.states.values())
+        for state in states:
+            flush = getattr(state, "flush", None)
+            if flush is not None:
+                flush(self)
+        return states
 
     def abort(self) -> None:
         self.txn.abort()

@@ -71,16 +71,24 @@ def seed(store, *, stock: bool = True) -> None:
                 _stock.post_movement(tx, ctx, movement, f"erp:opening-{i}")
 
 
+def _written(tx):
+    """`tx`, its `lots` table as its commit will leave it: the rows the writer's balances changed
+    are written when a group commits (`Tx.flush`), so a group's own transaction writes them first."""
+    if tx.write:
+        tx.flush()
+    return tx
+
+
 def stored_on_hand(tx, sku: str, default=None):
     """A SKU's on-hand total as the `lots` table holds it (`total_key`, beside its lots)."""
-    return tx.get("lots", total_key(sku), default)
+    return _written(tx).get("lots", total_key(sku), default)
 
 
 def stored_lot_rows(tx) -> dict:
     """The `lots` table's lot rows, {key bytes: row}, without the SKUs' totals."""
-    return {bytes(k): row for k, row in tx.items("lots") if not is_total_key(k)}
+    return {bytes(k): row for k, row in _written(tx).items("lots") if not is_total_key(k)}
 
 
 def stored_totals(tx) -> dict:
     """Every SKU's on-hand total as the `lots` table holds it, {sku: total}."""
-    return {k.decode(): v for k, v in tx.items("lots") if is_total_key(k)}
+    return {k.decode(): v for k, v in _written(tx).items("lots") if is_total_key(k)}

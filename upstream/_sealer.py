@@ -192,9 +192,7 @@ def _at_head(tx, head: Head, last_seq: int, max_events: int) -> _AtHead | None:
             return None
         qty, moved = _balance_reader(tx), tail.deltas
         keys = set(moved)
-        with tx.txn.cursor(db=tx.db["lots"]) as cur:
-            keys.update(split_lot_key(key) for key in cur.iternext(keys=True, values=False)
-                        if not is_total_key(key))
+        keys.update(_lot_keys(tx))
         state = _AtHead(head.digest, {key: qty(*key) - moved.get(key, 0) for key in keys})
         tx.store.cache.pop(_TAIL, None)
     tx.store.cache[_AT_HEAD] = state
@@ -214,6 +212,15 @@ def _balance_reader(tx):
         row = tx.get("lots", lot_key(sku, lot))
         return row["qty"] if row else 0
     return qty
+
+
+def _lot_keys(tx):
+    """(sku, lot) of every lot row: the writer's in-memory ledger balances (the table is written
+    when the group commits), or (in a read transaction) the `lots` table."""
+    if tx.write:
+        return ledger.balances(tx).lot_keys()
+    with tx.txn.cursor(db=tx.db["lots"]) as cur:
+        return [split_lot_key(key) for key in cur.iternext(keys=True, values=False) if not is_total_key(key)]
 
 
 def _packed_alerts(tx) -> bytes:
