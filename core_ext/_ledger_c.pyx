@@ -13,7 +13,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
-from ._errors import bad_request
+from ._ledger_py import check_row_key  # the rare long key: the reference's check and words
 from ._store import _pack, alert_key, is_total_key, split_lot_key, total_key
 
 from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
@@ -381,14 +381,6 @@ def apply_moves(tx, moves):
 
 
 cdef Py_ssize_t _SAFE_KEY_CHARS = 126  # (511 - 1) // 4: the separator, then 4 bytes a character
-
-
-def check_row_key(tx, sku, lot):
-    key = _lot_key(sku, lot)
-    if len(key) > tx.store.max_key_size:
-        raise bad_request(f"a field is too long to be stored: the stock row of SKU {sku[:20]!r}, lot "
-                          f"{(lot or '')[:20]!r} would take a key of {len(key)} bytes, at most "
-                          f"{tx.store.max_key_size} are stored")
 
 
 def lot_alerts(tx, str sku, lots, str today, Py_ssize_t warn_days, dict recalls):
