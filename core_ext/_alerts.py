@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import _master
 from ._select import ledger, salepath
-from ._store import alert_key, split_lot_key
+from ._store import alert_key
 
 __all__ = ["alert_key", "refresh", "after_moves", "refresh_all", "all_skus", "open_alerts"]
 
@@ -43,10 +43,7 @@ def refresh_all(tx, now_ms: int, timezone: str) -> int:
 
 def all_skus(tx) -> list[str]:
     skus = set(_master.view(tx).items)
-    if tx.write:  # the writer's balances: the `lots` table is written when the group commits
-        skus.update(sku for sku, _lot in ledger.balances(tx).lot_keys())
-    else:
-        skus.update(split_lot_key(k)[0] for k, _ in tx.items("lots"))
+    skus.update(sku for sku, _lot in ledger.lot_keys(tx))
     skus.update(k.decode().split("\x00", 1)[0] for k, _ in tx.items("alerts"))
     return sorted(skus)
 

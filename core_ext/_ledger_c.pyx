@@ -272,6 +272,13 @@ def lots_of(tx, str sku, recalls):
     return out
 
 
+def lot_keys(tx):
+    if tx.write:
+        return _balances(tx).lot_keys()
+    with tx.txn.cursor(db=tx.db["lots"]) as cur:
+        return [split_lot_key(key) for key in cur.iternext(keys=True, values=False) if not is_total_key(key)]
+
+
 def lot_rows(tx, str sku):
     return _balances(tx).lots_of_sku(sku)
 

@@ -5,7 +5,7 @@ from the store: every change goes through `apply_moves`, which updates the memor
 it changed; the group's commit writes those rows to the `lots` table (each lot's row, and the SKU's
 on-hand total under `total_key`, beside its lots) just before LMDB commits (`flush`), in key order,
 once however many requests of the group moved them. So the writer reads its balances from memory,
-never from the table: mid-group the table lags behind (`lot_keys` is the writer's list of the rows).
+never from the table: mid-group the table lags behind (`lot_keys` reads whichever holds the rows).
 A transaction that aborts rolls the memory back with it (`mark` / `rollback`, driven by `Tx`); a row
 noted and then rolled back is written as it is, unchanged. The rows must always equal `replay` of the
 event log (`gateway verify-ledger`); how many SKUs have stock is kept in `meta` (`skus`) for the readers.
@@ -208,6 +208,15 @@ def lots_of(tx, sku, recalls):
     every = None in recalls
     return [(lot, row.expiry, row.qty, lot in recalls or every)
             for lot, row in balances(tx).lots_of_sku(sku).items() if lot is not None]
+
+
+def lot_keys(tx) -> list:
+    """(sku, lot) of every lot row: in a write transaction the writer's balances (the table is
+    written when the group commits), in a read one the `lots` table."""
+    if tx.write:
+        return balances(tx).lot_keys()
+    with tx.txn.cursor(db=tx.db["lots"]) as cur:
+        return [split_lot_key(key) for key in cur.iternext(keys=True, values=False) if not is_total_key(key)]
 
 
 def lot_rows(tx, sku) -> dict:

@@ -19,7 +19,7 @@ import trio
 
 import msgpack
 
-from core_ext import Request, StoreError, docbytes, is_total_key, ledger, lot_key, split_lot_key, u64
+from core_ext import Request, StoreError, docbytes, ledger, lot_key, u64
 
 from ._envelope import ZERO_DIGEST, encode_envelope, seal_packed
 
@@ -192,7 +192,7 @@ def _at_head(tx, head: Head, last_seq: int, max_events: int) -> _AtHead | None:
             return None
         qty, moved = _balance_reader(tx), tail.deltas
         keys = set(moved)
-        keys.update(_lot_keys(tx))
+        keys.update(ledger.lot_keys(tx))
         state = _AtHead(head.digest, {key: qty(*key) - moved.get(key, 0) for key in keys})
         tx.store.cache.pop(_TAIL, None)
     tx.store.cache[_AT_HEAD] = state
@@ -212,15 +212,6 @@ def _balance_reader(tx):
         row = tx.get("lots", lot_key(sku, lot))
         return row["qty"] if row else 0
     return qty
-
-
-def _lot_keys(tx):
-    """(sku, lot) of every lot row: the writer's in-memory ledger balances (the table is written
-    when the group commits), or (in a read transaction) the `lots` table."""
-    if tx.write:
-        return ledger.balances(tx).lot_keys()
-    with tx.txn.cursor(db=tx.db["lots"]) as cur:
-        return [split_lot_key(key) for key in cur.iternext(keys=True, values=False) if not is_total_key(key)]
 
 
 def _packed_alerts(tx) -> bytes:
