@@ -73,7 +73,7 @@ def _handler_alone(store, requests) -> float:
     in a nested transaction of its own, as the core loop runs it (its day document is folded when
     that commits, outside the timing)."""
     from core_ext import Settings
-    from core_ext._sales import handle_sale
+    from core_ext._sales import HANDLE_SALE as handle_sale
     from gateway._core_loop import Context
 
     ctx = Context(now_ms=int(time.time() * 1000), settings=Settings(store_id="BENCH", timezone="UTC"))

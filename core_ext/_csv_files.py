@@ -217,7 +217,7 @@ def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, li
     backs = [line for line in lines if line["qty"] < 0]
     seq, alerts = None, []
     if sales:
-        sold = _sales.sell(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True)
+        sold = _sales.SELL(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True)
         seq = sold.seq
         alerts = _alert_sold(tx, request, ctx, doc, file, seq,
                              [w for w in sold.basket.warnings if isinstance(w, dict)])

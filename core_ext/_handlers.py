@@ -7,7 +7,7 @@ ECR_KINDS = frozenset({"quote", "sale", "return", "member", "stock", "ping", "dr
 # kind -> (handler, idempotent)
 HANDLERS = {
     "quote": (_sales.handle_quote, False),
-    "sale": (_sales.handle_sale, True),
+    "sale": (_sales.HANDLE_SALE, True),
     "return": (_sale_returns.handle_return, True),
     "member": (_queries.handle_member, False),
     "stock": (_queries.handle_stock, False),

@@ -98,7 +98,7 @@ cdef bint _sale_line_ok(line):
     return True
 
 
-def basket_lines(dict body):
+cpdef basket_lines(dict body):
     lines = body.get("lines")
     if isinstance(lines, list) and lines:
         for line in <list>lines:
@@ -109,7 +109,7 @@ def basket_lines(dict body):
     return _salepath_py.basket_lines(body)  # refused: in the reference's words
 
 
-def resolve_lines(tx, list lines, resolve_code):
+cpdef list resolve_lines(tx, list lines, resolve_code):
     cdef list out = []
     cdef Py_ssize_t i
     cdef dict facts
@@ -142,7 +142,7 @@ def resolve_lines(tx, list lines, resolve_code):
     return out
 
 
-def check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
+cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
     cdef list warnings = []
     view = _master.view(tx)
     cdef Balances bal = None
@@ -180,7 +180,7 @@ def engine_lines(list resolved):
     return resolved
 
 
-def mark_lots(list priced_lines, list resolved):
+cpdef mark_lots(list priced_lines, list resolved):
     cdef Py_ssize_t i
     cdef PricedLine line
     for i in range(min(len(priced_lines), len(resolved))):
@@ -233,7 +233,7 @@ def allocate(tx, line, str day, bint refuse_negative):
     return _allocate(tx, _balances(tx), line, day, refuse_negative)
 
 
-def take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
+cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
     cdef list moves = []
     cdef list line_moves
     cdef Balances bal = _balances(tx)
@@ -261,7 +261,7 @@ def event_lines(list priced_lines):
     return out
 
 
-def answer_lines(list priced_lines):
+cpdef list answer_lines(list priced_lines):
     cdef list out = []
     cdef PricedLine line
     for line in priced_lines:
@@ -403,7 +403,7 @@ cdef bint _lots_due(Balances bal, str sku, dict lots, dict recalls):
     return False
 
 
-def after_moves(tx, moves, str today, now_ms):
+cpdef after_moves(tx, moves, str today, now_ms):
     view = _master.view(tx)
     cdef dict items = view.items
     cdef dict all_recalls = view.recalls
@@ -549,7 +549,7 @@ def fold_day(doc, dict row, set touched):
 # it) and folded from its fields. Anything the writer does not take as it is goes the reference's
 # way: the document is built and packed by msgpack.
 
-def sale_event(str doc_id, source, channel, store, ts_ms, weekday, minute, Priced priced, member, tier,
+cpdef sale_event(str doc_id, source, channel, store, ts_ms, weekday, minute, Priced priced, member, tier,
                list coupons, list payments, tuple points, list moves, lane):
     cdef SaleEvent ev = SaleEvent.__new__(SaleEvent)
     ev.id, ev.source, ev.channel, ev.store, ev.ts_ms = doc_id, source, channel, store, ts_ms
@@ -859,3 +859,148 @@ def body_hash(dict body):
     if done:
         return _salepath_py.body_hash(body)
     return _sha256(PyBytes_FromStringAndSize(<const char*>_body_writer.buf, _body_writer.size)).digest()[:16]
+
+
+# --- a sale's outline, compiled ----------------------------------------------------------------
+# `_sales.price`, `sell` and `handle_sale` (the reference: parse, price, decide, persist) in one
+# compiled pass over the steps above: the same steps in the same order, the basket kept in C locals
+# instead of a record handed from step to step. Anything unusual (a payment the fast check does not
+# take as it is, points redeemed) goes to the reference's own function, for its checks and words.
+
+cdef object _S = None
+
+
+cdef object _sales():
+    # `_sales` imports this module (through `_select`), so it is found on first use.
+    global _S
+    if _S is None:
+        from . import _sales
+        _S = _sales
+    return _S
+
+
+cdef tuple _METHODS = ("cash", "card", "insurance", "points")
+
+
+cdef list _payments(dict body, total, bint implicit):
+    """`_sales._payments` for a file's basket paid in money, and for a list of exact maps, each a
+    payment method and exact integer cents, that add up to `total`; anything else is the
+    reference's to take or refuse."""
+    payments = body.get("payments")
+    cdef list out = []
+    if payments is None and implicit:
+        method = body.get("payment") or "cash"
+        if type(method) is str and method in ("cash", "card", "insurance"):
+            return [{"method": method, "cents": total}]
+    elif type(payments) is list and payments:
+        paid = 0
+        for p in <list>payments:
+            if type(p) is not dict:
+                break
+            method = (<dict>p).get("method")
+            cents = (<dict>p).get("cents")
+            if type(cents) is not int or cents < 0 or method not in _METHODS:
+                break
+            paid += cents
+            out.append({"method": method, "cents": cents})
+        else:
+            if paid == total:
+                return out
+    return _sales()._payments(body, total, implicit=implicit)
+
+
+cdef class _Sale:
+    # What `_sell` leaves for the answer: the reference's `Basket` and `Sold`, as C fields.
+    cdef Priced priced
+    cdef list resolved
+    cdef object member_id, member, engine, policy, weekday, minute, day
+    cdef list warnings
+    cdef object seq, earned, points_balance
+
+    cdef object basket(self):
+        return _sales().Basket(self.priced, self.resolved, self.member_id, self.member, self.engine,
+                               self.warnings, self.policy, self.weekday, self.minute, self.day)
+
+
+cdef _Sale _price(tx, request, ctx, dict body, bint as_happened):
+    """`_sales.price`."""
+    S = _sales()
+    cdef _Sale sale = _Sale.__new__(_Sale)
+    cdef list resolved = resolve_lines(tx, basket_lines(body), S.resolve_code)
+    coupons = body.get("coupons") or []
+    if not isinstance(coupons, list) or not all(isinstance(c, str) for c in coupons):
+        raise bad_request("coupons must be a list of strings")
+    member_id = body.get("member")
+    member = None
+    if member_id is not None:
+        member_id, member = S._member(tx, body)
+    settings = ctx.settings
+    now_ms = ctx.now_ms
+    weekday, minute, day = S.local_parts(now_ms, settings.timezone)
+    policy = _master.view(tx).policy
+    cdef list warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], request.kind != "quote",
+                                    as_happened)
+    if member_id is not None and member is None:
+        warnings.append("UNKNOWN_MEMBER")
+    engine = S.engine_for(tx)
+    try:
+        priced = engine.price_typed(
+            resolved, member={"id": member_id, "tier": member.get("tier")} if member else None,
+            coupons=tuple(coupons), store=settings.store_id, channel=request.channel, ts_ms=now_ms,
+            weekday=weekday, minute=minute)
+    except S.promo.PromoInputError as exc:
+        raise bad_request(str(exc)) from None
+    mark_lots(priced.lines, resolved)
+    sale.priced, sale.resolved, sale.member_id, sale.member, sale.engine = priced, resolved, member_id, member, engine
+    sale.warnings, sale.policy, sale.weekday, sale.minute, sale.day = warnings, policy, weekday, minute, day
+    return sale
+
+
+cdef _Sale _sell(tx, request, ctx, dict body, str doc_id, bint implicit_payment, bint as_happened):
+    """`_sales.sell`."""
+    cdef _Sale sale = _price(tx, request, ctx, body, as_happened)
+    cdef Priced priced = sale.priced
+    member = sale.member
+    total = priced.gross_cents - priced.discount_cents
+    cdef list payments = _payments(body, total, implicit_payment)
+    points_cents = 0
+    for p in payments:
+        if p["method"] == "points":
+            points_cents += p["cents"]
+    redeemed = _sales()._redeemed(sale.basket(), points_cents) if points_cents else 0
+    refuse = sale.policy["negative_stock"] == "refuse" and not as_happened
+    # Each line in turn, so a later line of the same SKU sees what the earlier ones took.
+    cdef list moves = take_stock(tx, sale.resolved, priced.lines, sale.day, refuse)
+    tier = member.get("tier") if member else None
+    earned = sale.engine.points_earned(total - points_cents, tier, member is not None)
+    points_balance = None
+    if member is not None:
+        points_balance = _master.add_points(tx, sale.member_id, earned - redeemed, ctx.now_ms)
+    lane = str(body["lane"]) if body.get("lane") else None
+    now_ms = ctx.now_ms
+    event = sale_event(doc_id, request.source, request.channel, ctx.settings.store_id, now_ms, sale.weekday,
+                       sale.minute, priced, sale.member_id if member else None, tier,
+                       list(body.get("coupons") or []), payments, (earned, redeemed, points_cents), moves, lane)
+    if lane is not None:
+        tx.delete("baskets", lane)
+    sale.seq = tx.append_event(event)
+    after_moves(tx, moves, sale.day, now_ms)
+    sale.earned, sale.points_balance = earned, points_balance
+    return sale
+
+
+def sell(tx, request, ctx, dict body, str doc_id, *, bint implicit_payment=False, bint as_happened=False):
+    cdef _Sale sale = _sell(tx, request, ctx, body, doc_id, implicit_payment, as_happened)
+    return _sales().Sold(sale.seq, sale.basket(), sale.earned, sale.points_balance)
+
+
+def handle_sale(tx, request, ctx):
+    cdef dict body = request.body
+    cdef _Sale sale = _sell(tx, request, ctx, body, f"{request.source}:{body['id']}", False, False)
+    cdef Priced priced = sale.priced
+    cdef dict answer = {"seq": sale.seq, "ruleset": priced.ruleset, "lines": answer_lines(priced.lines),
+                        "gross_cents": priced.gross_cents, "discount_cents": priced.discount_cents,
+                        "total_cents": priced.gross_cents - priced.discount_cents, "warnings": sale.warnings}
+    if sale.member is not None:
+        answer["points_earned"], answer["points_balance"] = sale.earned, sale.points_balance
+    return answer

@@ -3,7 +3,8 @@
 Reads one JSON scenario per stdin line ({"policy", "recall", "groups": [[request, ...], ...]}),
 applies it to a fresh seeded store through the core loop's own group step, and prints one JSON line:
 every answer and every table's raw rows (hex), so the two flavours can be compared byte for byte.
-A sale whose `pay` is "exact" is quoted first in its own group and paid in cash at the quoted total.
+A sale with a `pay` is quoted first in its own group and paid at the quoted total: in cash ("exact"),
+or up to 500 cents of it in points ("points").
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ RULES = {
         {"id": "P-7", "version": 2, "kind": "percent_off", "params": {"pct_bp": 1000}, "target": {"skus": ["SKU-1"]}},
         {"id": "B-1", "version": 3, "kind": "bundle", "clawback_on_return": True,
          "params": {"items": [["SKU-2", 1], ["SKU-4", 1]], "price_cents": 5000}},
+        {"id": "C-1", "version": 1, "kind": "amount_off", "params": {"cents": 100}, "target": {"skus": ["SKU-2"]},
+         "coupon": "SPRING"},
     ],
 }
 
@@ -49,11 +52,15 @@ def run(scenario: dict) -> dict:
         for group in scenario["groups"]:
             requests = []
             for r in group:
-                if r.pop("pay", None) == "exact":
+                pay = r.pop("pay", None)
+                if pay is not None:
                     quote = {k: v for k, v in r["body"].items() if k != "payments"}
                     [[quoted, _]] = _apply(core, [{"kind": "quote", "body": {**quote, "id": "q-" + quote["id"]}}])
                     answers.append(quoted)
-                    r["body"]["payments"] = [{"method": "cash", "cents": quoted.get("total_cents", 0)}]
+                    total = quoted.get("total_cents", 0)
+                    points = min(total, 500) if pay == "points" else 0
+                    r["body"]["payments"] = [{"method": "cash", "cents": total - points}] + (
+                        [{"method": "points", "cents": points}] if points else [])
                 requests.append(r)
             answers.append(_apply(core, requests))
         with store.read() as tx:
