@@ -158,12 +158,17 @@ class DayTotals:
         self._touched: set = set()
         self._written_day = row["day"]
         self._written_folded = row["folded"]
+        # Folds what has committed into the group; the compiled one keeps the sales' figures back
+        # until `merge`, which comes before anything reads or writes the totals.
+        self._folder = _select.salepath.DayFolder()
 
     @property
     def row(self) -> dict:
         """The totals with every appended document in them."""
         if self.holder["queued"]:
             self.settle()
+        else:
+            self._folder.merge(self.holder["row"], self._touched)
         return self.holder["row"]
 
     @classmethod
@@ -222,6 +227,7 @@ class DayTotals:
         itself."""
         self._fold_queue(max(len(self._undo), 1))  # above the group's own mark (0)
         row = self.holder["row"]
+        self._folder.merge(row, self._touched)
         if self.dirty and self._write_due(row):
             self._write(tx, row)
             self.dirty = False
@@ -238,9 +244,9 @@ class DayTotals:
         queued = self.holder["queued"]
         if queued:
             self._folded_below = folded_below
-            fold_day, row, touched = _select.salepath.fold_day, self.holder["row"], self._touched
+            fold, row, touched = self._folder.fold, self.holder["row"], self._touched
             for doc in queued:
-                fold_day(doc, row, touched)
+                fold(doc, row, touched)
             self.holder["queued"] = []
 
     def _write(self, tx, row: dict) -> None:
@@ -282,6 +288,7 @@ class DayTotals:
         queued = self.holder["queued"]
         self.acc.put(self.holder, "queued", [])
         row = self.holder["row"]
+        self._folder.merge(row, self._touched)  # what committed before these, unlogged as it was folded
         for doc in queued:
             self._fold(row, doc)
 

@@ -311,6 +311,20 @@ def fold_day(doc: dict, row: dict, touched: set) -> None:
     row["folded"] = doc["seq"]
 
 
+class DayFolder:
+    """Folds each document into the open day's totals as it comes (`fold_day`), for the writer's
+    documents committed into its group. The compiled twin keeps a group's sales back in C fields and
+    adds them to the totals at `merge`, which whoever reads or writes the totals calls first."""
+
+    __slots__ = ()
+
+    def fold(self, doc, row: dict, touched: set) -> None:
+        fold_day(doc, row, touched)
+
+    def merge(self, row: dict, touched: set) -> None:
+        pass  # nothing kept back
+
+
 # --- the request's shape ---------------------------------------------------------------------
 
 def basket_well_formed(kind: str, body) -> bool:
