@@ -24,3 +24,8 @@ HANDLERS = {
     "csv_check": (_csv_files.handle_csv_check, False),
     "csv_slice": (_csv_files.handle_csv_slice, False),
 }
+
+# Kinds whose handler refuses only before it writes anything (parse, decide, then persist): each runs
+# in its group's transaction itself rather than a nested one (`Tx.child(shared=True)`). Should one
+# fail after writing all the same, its group is rolled back whole and answered so.
+DECIDES_FIRST = frozenset({"sale"})

@@ -333,11 +333,13 @@ cdef class OpenAlerts:
     cdef void put(self, tx, bytes key, dict alert):
         self._undo.append((key, self.alerts.get(key)))
         self._set(key, alert)
+        tx.wrote = True
         tx.txn.put(key, _pack(alert), db=tx.db["alerts"])
 
     cdef void delete(self, tx, bytes key):
         self._undo.append((key, self.alerts.get(key)))
         self._discard(key)
+        tx.wrote = True
         tx.txn.delete(key, db=tx.db["alerts"])
 
 

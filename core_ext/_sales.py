@@ -1,6 +1,7 @@
 """The ECR/1 business requests: quote, sale, return, member, stock, ping.
 
-Each handler runs inside the core loop's nested transaction: it either returns the response fields
+Each handler runs inside the core loop's nested transaction (a sale, which writes only once it has
+decided, in the group's own: `DECIDES_FIRST`): it either returns the response fields
 with every effect written, or raises `Refused` and the core loop rolls everything back.
 
 A sale's outline is here (parse, price, decide, persist); the work it does for every line (resolve,

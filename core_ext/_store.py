@@ -229,14 +229,19 @@ class Store:
 class Tx:
     """A transaction with MessagePack values; also a context manager (commit on success)."""
 
-    __slots__ = ("store", "txn", "db", "parent", "write", "_marks", "_last", "_appended")
+    __slots__ = ("store", "txn", "db", "parent", "write", "shared", "wrote", "_marks", "_last", "_appended")
 
-    def __init__(self, store: Store, txn: lmdb.Transaction, parent: "Tx | None" = None, write: bool = False):
+    def __init__(self, store: Store, txn: lmdb.Transaction, parent: "Tx | None" = None, write: bool = False,
+                 shared: bool = False):
         self.store = store
         self.txn = txn
         self.db = store.db
         self.parent = parent
         self.write = write
+        # A request's transaction without an LMDB transaction of its own: it writes straight into
+        # its parent's, so its abort rolls back the in-memory states only (`child(shared=True)`).
+        self.shared = shared
+        self.wrote = False  # whether anything was written through this transaction
         # Where each in-memory state's undo log stood when this transaction began.
         self._marks = {state: state.mark() for state in store.states.values()} if write else None
         # The log's last seq, read once: appends move it here and write it to `meta` at the commit.
@@ -257,7 +262,8 @@ class Tx:
         just before LMDB writes and syncs it."""
         parent = self.parent
         if not self.write or parent is not None:
-            self.txn.commit()
+            if not self.shared:
+                self.txn.commit()
             if parent is not None and self._appended:
                 parent._last = self._last
                 parent._appended = True
@@ -291,7 +297,12 @@ class Tx:
         return states
 
     def abort(self) -> None:
-        self.txn.abort()
+        """Roll back; a shared transaction that wrote cannot be (`StoreError`: roll its parent back)."""
+        if self.shared:
+            if self.wrote:
+                raise StoreError("a request that wrote into its group's transaction cannot be rolled back alone")
+        else:
+            self.txn.abort()
         if self.write:
             for state, mark in self._marks.items():
                 state.rollback(mark)
@@ -319,7 +330,13 @@ class Tx:
                 tx = tx.parent
         return state
 
-    def child(self) -> "Tx":
+    def child(self, *, shared: bool = False) -> "Tx":
+        """A request's transaction inside this one. A `shared` one has no LMDB transaction of its
+        own and writes straight into this one: for a handler that refuses only before it writes
+        anything (parse, decide, then persist), it spares LMDB's nested transaction (its begin, its
+        commit, and the copy of every page it writes that this one has written already)."""
+        if shared:
+            return Tx(self.store, self.txn, self, True, shared=True)
         return self.store.begin(write=True, parent=self)
 
     # Generic table access.
@@ -328,15 +345,18 @@ class Tx:
         return default if raw is None else _unpack(raw)
 
     def put(self, table: str, key, value) -> None:
+        self.wrote = True
         self.txn.put(_key(key), _pack(value), db=self.db[table])
 
     def put_raw(self, table: str, key, raw: bytes) -> None:
+        self.wrote = True
         self.txn.put(_key(key), raw, db=self.db[table])
 
     def get_raw(self, table: str, key) -> bytes | None:
         return self.txn.get(_key(key), db=self.db[table])
 
     def delete(self, table: str, key) -> bool:
+        self.wrote = True
         return self.txn.delete(_key(key), db=self.db[table])
 
     def items(self, table: str, prefix: bytes = b"", start: bytes | None = None):
@@ -350,6 +370,7 @@ class Tx:
                 yield k, _unpack(v)
 
     def clear(self, table: str) -> None:
+        self.wrote = True
         self.txn.drop(self.db[table], delete=False)
 
     def count(self, table: str) -> int:
@@ -384,6 +405,7 @@ class Tx:
         # Into the open business day's running totals (_days.py), before the log moves on: totals
         # loaded now must be those of the events before this one.
         _observe_day(self, doc)
+        self.wrote = True
         self.txn.put(u64(seq), raw, db=self.db["events"], append=True)
         self._last = seq
         self._appended = True

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from core_ext import HANDLERS, Settings, Store
 from core_ext._days import roll_due
-from core_ext._handlers import ECR_KINDS
+from core_ext._handlers import DECIDES_FIRST, ECR_KINDS
 from ._core_loop import CoreLoop, Handler
 from ._core_metrics import CoreMetrics
 
@@ -16,7 +16,7 @@ def build_core(store: Store, settings: Settings, *, extra_handlers: dict | None 
                registry: CollectorRegistry | None = None, clock=time.time, disk_pressure=None,
                **options) -> CoreLoop:
     """The core loop over `store` with every handler; `options` go to `CoreLoop` (group limits)."""
-    handlers = {kind: Handler(fn, idempotent=idem, requires_id=kind in ECR_KINDS)
+    handlers = {kind: Handler(fn, idempotent=idem, requires_id=kind in ECR_KINDS, decides_first=kind in DECIDES_FIRST)
                 for kind, (fn, idem) in HANDLERS.items()}
     for kind, fn in (extra_handlers or {}).items():
         handlers[kind] = fn if isinstance(fn, Handler) else Handler(fn)

@@ -55,6 +55,10 @@ class Handler:
     idempotent: bool = False
     # The request must carry an ECR/1 id (a string of 1 to 64 characters), remembered or not.
     requires_id: bool = False
+    # The handler refuses only before it writes: it runs in the group's own transaction, with no
+    # nested one to begin and commit (`Tx.child(shared=True)`); failing after a write (which its
+    # transaction's abort refuses) rolls the group back whole.
+    decides_first: bool = False
 
 
 @dataclass(slots=True)
@@ -390,8 +394,9 @@ class CoreLoop:
 
     def _run_handler(self, tx, handler: Handler, request: Request, ctx: Context, key: str | None,
                      digest: bytes | None) -> Response:
-        """Run the handler in a nested transaction; with `key`, remember its answer under it."""
-        child = tx.child()
+        """Run the handler in a nested transaction (or, if it decides before it writes, the group's
+        own: `Handler.decides_first`); with `key`, remember its answer under it."""
+        child = tx.child(shared=handler.decides_first)
         callbacks_before = len(ctx._after_commit)
         try:
             answer = answer_ok(request.body.get("id"), handler.fn(child, request, ctx))
