@@ -9,7 +9,7 @@ The answers, the rows written and the events appended are the same, byte for byt
 from hashlib import sha256 as _sha256
 
 from . import _errors as E, _ledger_c, _master, _salepath_py
-from ._day_figures import fold as _fold
+from ._day_figures import METHOD_ORDER, fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine, alert_raised
@@ -37,6 +37,7 @@ cdef inline object _move(sku, lot, delta, expiry, serials):
     # `Move(...)` without its Python-level `__new__`: the same named tuple.
     return tuple.__new__(Move, (sku, lot, delta, expiry, serials))
 cdef tuple _NO_SERIALS = ()
+cdef tuple _METHODS = METHOD_ORDER  # the payment methods
 
 
 
@@ -1061,9 +1062,6 @@ cdef object _sales():
         from . import _sales
         _S = _sales
     return _S
-
-
-cdef tuple _METHODS = ("cash", "card", "insurance", "points")
 
 
 cdef list _payments(dict body, total, bint implicit):
