@@ -13,6 +13,8 @@ from ._day_figures import METHOD_ORDER, fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine, alert_raised
+
+_MasterState = _master.MasterState
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
@@ -114,7 +116,7 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
     cdef list out = []
     cdef Py_ssize_t i
     cdef dict facts
-    cdef dict items = _master.view(tx).items
+    cdef dict items = _view(tx).items
     cdef Balances bal = None
     for i in range(len(lines)):
         line = lines[i]
@@ -145,7 +147,7 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
 
 cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
     cdef list warnings = []
-    view = _master.view(tx)
+    view = _view(tx)
     cdef Balances bal = None
     cdef LotRow row
     for line in resolved:
@@ -345,7 +347,17 @@ cdef class OpenAlerts:
 
 
 cdef inline OpenAlerts _open_alerts(tx):
-    return tx.state(OpenAlerts)
+    state = (<dict>tx.store.states).get(OpenAlerts)  # as the ledger's `_balances`
+    return state if state is not None else tx.state(OpenAlerts)
+
+
+cdef object _view(tx):
+    """`_master.view(tx)`, read straight from the store when the writer holds it."""
+    if tx.write:
+        state = (<dict>tx.store.states).get(_MasterState)
+        if state is not None:
+            return state.view
+    return _master.view(tx)
 
 
 def open_alerts(tx):
@@ -390,7 +402,7 @@ cdef dict _sku_alerts(dict items, Balances bal, str sku):
 
 
 def sku_alerts(tx, str sku):
-    return _sku_alerts(_master.view(tx).items, _balances(tx), sku)
+    return _sku_alerts(_view(tx).items, _balances(tx), sku)
 
 
 cdef bint _lots_due(Balances bal, str sku, dict lots, dict recalls):
@@ -407,7 +419,7 @@ cdef bint _lots_due(Balances bal, str sku, dict lots, dict recalls):
 
 
 cpdef after_moves(tx, moves, str today, now_ms):
-    view = _master.view(tx)
+    view = _view(tx)
     cdef dict items = view.items
     cdef dict all_recalls = view.recalls
     cdef Balances bal = _balances(tx)
@@ -1119,12 +1131,15 @@ cdef _Sale _price(tx, request, ctx, dict body, bint as_happened):
     settings = ctx.settings
     now_ms = ctx.now_ms
     weekday, minute, day = S.local_parts(now_ms, settings.timezone)
-    policy = _master.view(tx).policy
+    view = _view(tx)
+    policy = view.policy
     cdef list warnings = check_lots(tx, resolved, day, policy["expiry_warn_days"], request.kind != "quote",
                                     as_happened)
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
-    engine = S.engine_for(tx)
+    engine = tx.store.cache.get(("promotions", view.promotions))  # as `_sales.engine_for` finds it built
+    if engine is None:
+        engine = S.engine_for(tx)
     try:
         priced = engine.price_typed(
             resolved, member={"id": member_id, "tier": member.get("tier")} if member else None,
