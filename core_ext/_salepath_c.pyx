@@ -645,7 +645,9 @@ cdef class DayFolder:
             PyLong_AsLongLongAndOverflow((<dict>p)["cents"], &overflow)
             if overflow:
                 return False
-        if type(ev.earned) is not int or type(ev.redeemed) is not int or not (ev.ruleset is None or type(ev.ruleset) is int):
+        if type(ev.earned) is not int or type(ev.redeemed) is not int:
+            return False
+        if not (ev.ruleset is None or type(ev.ruleset) is int):
             return False
         earned = PyLong_AsLongLongAndOverflow(ev.earned, &overflow)
         redeemed = PyLong_AsLongLongAndOverflow(ev.redeemed, &overflow)

@@ -264,6 +264,8 @@ class Tx:
         if not self.write or parent is not None:
             if not self.shared:
                 self.txn.commit()
+            if parent is not None and self.wrote:
+                parent.wrote = True  # what a nested transaction wrote is its parent's now
             if parent is not None and self._appended:
                 parent._last = self._last
                 parent._appended = True

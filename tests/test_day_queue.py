@@ -336,8 +336,8 @@ def _folded_docs(draw) -> list:
                       for _ in range(draw(st.integers(0, 2)))]
             lines.append(PricedLine("SKU-1", draw(st.integers(1, 3)), 100, 100, 0, promos))
         gross, discount = draw(st.sampled_from([0, 0, 990])), draw(st.sampled_from([0, 0, 90]))
-        payments = [{"method": draw(st.sampled_from(["cash", "card", "points"])), "cents": draw(st.sampled_from([0, 7]))}
-                    for _ in range(draw(st.integers(0, 2)))]
+        payments = [{"method": draw(st.sampled_from(["cash", "card", "points"])),
+                     "cents": draw(st.sampled_from([0, 7]))} for _ in range(draw(st.integers(0, 2)))]
         points = (draw(st.sampled_from([0, 0, 3])), draw(st.sampled_from([0, 2])), 0)
         moves = [["SKU-1", None, -draw(st.sampled_from([0, 1, 2])), None, []]]
         ev = sale_event(f"lane:{seq}", draw(st.sampled_from(["lane1", "lane2", None])), "ecr", "S1", 1000 + seq, 1, 0,

@@ -53,8 +53,8 @@ def test_a_sale_refused_after_taking_stock_leaves_the_group_and_the_balances_as_
     core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
     # The middle sale takes its first line from stock, then is refused on its second (100 bandages
     # in stock, 101 asked): what its first line took must come back, while its neighbours commit.
-    answers = apply(core, [sale("s1", [{"code": "SKU-2", "qty": 1}], 4990),
-                           sale("s2", [{"code": "SKU-2", "qty": 2}, {"code": "SKU-4", "qty": 101}], 2 * 4990 + 101 * 350),
+    short = [{"code": "SKU-2", "qty": 2}, {"code": "SKU-4", "qty": 101}]
+    answers = apply(core, [sale("s1", [{"code": "SKU-2", "qty": 1}], 4990), sale("s2", short, 2 * 4990 + 101 * 350),
                            sale("s3", [{"code": "SKU-4", "qty": 1}], 350)])
     assert [a["ok"] for a in answers] == [True, False, True]
     assert answers[1]["err"] == errors.INSUFFICIENT_STOCK
@@ -100,3 +100,15 @@ def test_a_shared_transaction_can_be_rolled_back_only_until_it_writes(store):
     tx.abort()
     with store.read() as tx:
         assert tx.meta("x") is None
+
+
+def test_what_a_nested_transaction_wrote_counts_as_written_by_its_shared_parent(store):
+    tx = store.begin(write=True)
+    child = tx.child(shared=True)
+    inner = child.child()
+    inner.put("meta", "x", 1)
+    inner.commit()
+    assert child.wrote  # its writes are in the group's transaction now: no rolling back alone
+    with pytest.raises(StoreError, match="cannot be rolled back alone"):
+        child.abort()
+    tx.abort()
