@@ -46,4 +46,5 @@ cdef class Balances:
     cdef void _undo_clear(self)
 
 
+cdef object state_of(tx, cls)
 cdef Balances _balances(tx)

@@ -13,6 +13,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
+from . import _ledger_py
 from ._ledger_py import check_row_key  # the rare long key: the reference's check and words
 from ._store import _pack, alert_key, is_total_key, split_lot_key, total_key
 
@@ -249,11 +250,15 @@ cdef class Balances:
 cdef dict _NO_LOTS = {}
 
 
+cdef object state_of(tx, cls):
+    """`tx.state(cls)`, read straight from the store's states when it is held (nearly always): a
+    sale asks for the writer's states a dozen times, and each Python call cost more than the lookup."""
+    state = (<dict>tx.store.states).get(cls)
+    return state if state is not None else tx.state(cls)
+
+
 cdef Balances _balances(tx):
-    # `tx.state(Balances)`, read straight from the store when the writer holds it (nearly always):
-    # a sale asks for it a dozen times, and each Python call cost more than the lookup.
-    state = (<dict>tx.store.states).get(Balances)
-    return state if state is not None else tx.state(Balances)
+    return state_of(tx, Balances)
 
 
 def balances(tx):
@@ -278,8 +283,7 @@ def lots_of(tx, str sku, recalls):
 def lot_keys(tx):
     if tx.write:
         return _balances(tx).lot_keys()
-    with tx.txn.cursor(db=tx.db["lots"]) as cur:
-        return [split_lot_key(key) for key in cur.iternext(keys=True, values=False) if not is_total_key(key)]
+    return _ledger_py.lot_keys(tx)  # a reader: the table, as the reference reads it
 
 
 def lot_rows(tx, str sku):

@@ -17,7 +17,7 @@ from ._records import Move, SaleLine, alert_raised
 _MasterState = _master.MasterState
 from ._store import _pack, alert_key
 
-from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances
+from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, state_of
 from ._promo_c cimport Priced, PricedLine
 
 from datetime import date
@@ -347,17 +347,12 @@ cdef class OpenAlerts:
 
 
 cdef inline OpenAlerts _open_alerts(tx):
-    state = (<dict>tx.store.states).get(OpenAlerts)  # as the ledger's `_balances`
-    return state if state is not None else tx.state(OpenAlerts)
+    return state_of(tx, OpenAlerts)
 
 
 cdef object _view(tx):
-    """`_master.view(tx)`, read straight from the store when the writer holds it."""
-    if tx.write:
-        state = (<dict>tx.store.states).get(_MasterState)
-        if state is not None:
-            return state.view
-    return _master.view(tx)
+    """`_master.view(tx)`: in a write transaction the writer's, found as `state_of` finds it."""
+    return state_of(tx, _MasterState).view if tx.write else _master.view(tx)
 
 
 def open_alerts(tx):
@@ -602,7 +597,7 @@ cdef class _LaneFigures:
 
 
 cdef class _RuleFigures:
-    cdef long long ruleset, baskets, units, discount
+    cdef long long figures[4]      # by `_RULE_FIGURES`: the newest rule set, then sums
     cdef long long last_sale       # the sale that last counted its basket
     cdef _Order order
 
@@ -683,17 +678,17 @@ cdef class DayFolder:
                 if rule.last_sale != self.sales:
                     rule.last_sale = self.sales
                     if ruleset > 0:
-                        if ruleset > rule.ruleset:
-                            rule.ruleset = ruleset
+                        if ruleset > rule.figures[0]:
+                            rule.figures[0] = ruleset
                         rule.order.note(0)
-                    rule.baskets += 1
+                    rule.figures[1] += 1
                     rule.order.note(1)
                 if line.qty:
-                    rule.units += line.qty
+                    rule.figures[2] += line.qty
                     rule.order.note(2)
                 cents = p[2]
                 if cents:
-                    rule.discount += cents
+                    rule.figures[3] += cents
                     rule.order.note(3)
         if units:
             self.sold -= units
@@ -726,15 +721,12 @@ cdef class DayFolder:
             into = _at(promotions, rule_id)
             for i in range(rule.order.n):
                 key = rule.order.keys[i]
-                if key == 0:
-                    if rule.ruleset > into.get("ruleset", 0):
-                        into["ruleset"] = rule.ruleset
-                elif key == 1:
-                    into["baskets"] = into.get("baskets", 0) + rule.baskets
-                elif key == 2:
-                    into["units"] = into.get("units", 0) + rule.units
+                name = _RULE_FIGURES[key]
+                if key == 0:  # the newest rule set that used it, not a sum
+                    if rule.figures[0] > into.get(name, 0):
+                        into[name] = rule.figures[0]
                 else:
-                    into["discount_cents"] = into.get("discount_cents", 0) + rule.discount
+                    into[name] = into.get(name, 0) + rule.figures[key]
         if self.sold_noted:
             into = row["stock"]
             into["sold"] = into.get("sold", 0) + self.sold
@@ -1086,7 +1078,7 @@ cdef list _payments(dict body, total, bint implicit):
     cdef list out = []
     if payments is None and implicit:
         method = body.get("payment") or "cash"
-        if type(method) is str and method in ("cash", "card", "insurance"):
+        if type(method) is str and method in _METHODS and method != "points":
             return [{"method": method, "cents": total}]
     elif type(payments) is list and payments:
         paid = 0
@@ -1139,9 +1131,7 @@ cdef _Sale _price(tx, request, ctx, dict body, bint as_happened):
                                     as_happened)
     if member_id is not None and member is None:
         warnings.append("UNKNOWN_MEMBER")
-    engine = tx.store.cache.get(("promotions", view.promotions))  # as `_sales.engine_for` finds it built
-    if engine is None:
-        engine = S.engine_for(tx)
+    engine = S.engine_for(tx, view.promotions)
     try:
         priced = engine.price_typed(
             resolved, member={"id": member_id, "tier": member.get("tier")} if member else None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _alerts, _errors as E, _master
+from ._day_figures import METHOD_ORDER
 from ._errors import Refused, bad_request
 from ._localtime import local_parts
 from ._select import promo, salepath
@@ -20,7 +21,7 @@ from ._records import Item, SaleLine
 from ._store import u64
 from ._types import is_int
 
-PAYMENT_METHODS = ("cash", "card", "insurance", "points")
+PAYMENT_METHODS = METHOD_ORDER
 
 
 # --- resolving what a line names -------------------------------------------------------------

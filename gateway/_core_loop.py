@@ -416,7 +416,8 @@ class CoreLoop:
             del ctx._after_commit[callbacks_before:]
             return Response(refusal(request, errors.BAD_REQUEST, f"a field is too long to be stored ({exc})"))
         except lmdb.Error:
-            child.abort()
+            if not child.shared:  # a shared one holds nothing of its own: the group's rollback undoes it
+                child.abort()
             raise  # the store's trouble, not this request's: the whole group rolls back
         except Exception as exc:
             child.abort()

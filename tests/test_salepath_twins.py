@@ -15,7 +15,7 @@ from core_ext import Request
 from core_ext._request_checks import check_request
 from core_ext._errors import Refused
 
-from ._data import GTIN_STRIPS
+from ._data import GTIN_STRIPS, GTIN_THERMO
 from ._twins import twins
 
 FLAVOURS = twins("salepath")
@@ -146,13 +146,17 @@ def test_the_scenarios_reach_what_they_are_meant_to_compare(workers):
 
 def test_a_member_paying_in_points_with_a_coupon_and_a_lane_is_sold_alike(workers):
     # What the compiled outline hands to the reference (points redeemed) or does itself (a coupon,
-    # a lane's basket let go), reached for certain rather than by chance.
-    scenario = {"policy": {"negative_stock": "allow"}, "recall": None, "groups": [[
+    # a lane's scanned basket let go), reached for certain rather than by chance.
+    scan = {"kind": "scan", "source": "scanner1", "body": {"id": "sc1", "role": "lane", "lane": "L1",
+                                                           "gtin": GTIN_THERMO, "code": GTIN_THERMO}}
+    scenario = {"policy": {"negative_stock": "allow"}, "recall": None, "groups": [[scan], [
         {"kind": "sale", "pay": "points", "body": {"id": "s1", "member": "M1", "coupons": ["spring"], "lane": "L1",
                                                    "lines": [{"code": "SKU-2", "qty": 2}]}}]]}
     result = workers[1].run(json.loads(json.dumps(scenario)))
-    quoted, [[sold, _replayed]] = result["answers"]
+    [[scanned, _]], quoted, [[sold, _replayed]] = result["answers"]
+    assert scanned["ok"] and scanned["lines"] == 1, scanned
     assert sold["ok"], sold
+    assert result["tables"]["baskets"] == [], "the sale let the lane's basket go"
     assert [p["id"] for p in sold["lines"][0]["promos"]] == ["C-1"]
     assert sold["total_cents"] == quoted["total_cents"] > 500  # so 500 points are redeemed (a point is a cent)
     assert sold["points_balance"] == 1000 - 500 + sold["points_earned"]
