@@ -16,6 +16,7 @@ lacks goes to the SKU's unallocated balance, and a recalled or expired lot is so
 from __future__ import annotations
 
 import re
+import time
 
 from . import _alerts, _errors as E, _sales
 from ._errors import Refused, bad_request
@@ -123,6 +124,7 @@ def handle_csv_slice(tx, request, ctx) -> dict:
     if first + len(docs) > progress["baskets"]:
         raise bad_request(f"baskets {first} to {first + len(docs) - 1} are beyond the file's {progress['baskets']}")
     todo = [doc for index, doc in enumerate(docs) if first + index >= progress["next"]]
+    started = time.perf_counter()
     answer = _all_baskets(tx, request, ctx, todo, progress["file"])
     if answer is None:
         # A basket was refused: each basket again in a transaction of its own, so that only the
@@ -138,6 +140,8 @@ def handle_csv_slice(tx, request, ctx) -> dict:
     progress["refused"] += len(answer["refused"])
     tx.put("files", key, progress)
     answer.update(_progress_answer(progress))
+    # How long the slice held the writer: the watcher sizes its next slices by it (`_pace.py`).
+    answer["held_ms"] = (time.perf_counter() - started) * 1000
     return answer
 
 

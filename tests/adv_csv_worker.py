@@ -24,7 +24,7 @@ from tests._data import STORE, seed
 def device(drop: str, slice_baskets: int) -> dict:
     return {"name": "legacy-pos", "kind": "csv_drop", "dir": drop, "settle_s": 0.0, "poll_s": 0.01,
             "columns": {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot"},
-            "slice_baskets": slice_baskets}
+            "slice_baskets": slice_baskets, "slice_ms": 1000.0}  # counts cut the slices, not the pace
 
 
 async def main(data_dir: str, drop_dir: str, mode: str, slice_baskets: str = "16") -> None:

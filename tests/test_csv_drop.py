@@ -22,9 +22,11 @@ class FakeCore:
     """Answers `csv_check` and `csv_slice` as the core would, knowing every code but `unknown`, and
     keeps what it was sent; the first `unavailable` requests are answered UNAVAILABLE."""
 
-    def __init__(self, unknown=(), unavailable: int = 0):
+    def __init__(self, unknown=(), unavailable: int = 0, ms_per_line: float | None = None):
         self.unknown = set(unknown)
         self.unavailable = unavailable
+        # With `ms_per_line`, each slice says it held the writer that long a line (`held_ms`).
+        self.ms_per_line = ms_per_line
         self.requests: list[Request] = []
 
     async def __call__(self, request: Request) -> Response:
@@ -39,9 +41,12 @@ class FakeCore:
             return Response({"t": "res", "re": None, "ok": True, "unknown": unknown, "progress": None})
         assert request.kind == "csv_slice"
         docs, done = body["docs"], body["first"] + len(body["docs"])
-        return Response({"t": "res", "re": None, "ok": True, "applied": len(docs), "duplicates": 0,
-                         "rows": sum(len(d["rows"]) for d in docs), "seqs": [], "refused": [], "alerts": [],
-                         "next": done, "baskets": body["baskets"], "done": done == body["baskets"]})
+        answer = {"t": "res", "re": None, "ok": True, "applied": len(docs), "duplicates": 0,
+                  "rows": sum(len(d["rows"]) for d in docs), "seqs": [], "refused": [], "alerts": [],
+                  "next": done, "baskets": body["baskets"], "done": done == body["baskets"]}
+        if self.ms_per_line is not None:
+            answer["held_ms"] = self.ms_per_line * sum(len(d["lines"]) for d in docs)
+        return Response(answer)
 
     def kinds(self) -> list[str]:
         return [r.kind for r in self.requests]
@@ -314,3 +319,29 @@ async def test_a_long_file_logs_its_progress_every_few_slices(drop_dir, metrics,
     progress = [r.getMessage() for r in caplog.records if "baskets," in r.getMessage()]
     assert [m.split(": ", 2)[2].split(",")[0] for m in progress] == ["2 of 5 baskets", "4 of 5 baskets"]
     assert all(m.startswith("csv_drop legacy-pos: long.csv: ") and m.endswith(" rows/s") for m in progress)
+
+
+async def test_slices_are_sized_by_the_writer_time_the_ones_before_took(drop_dir, metrics, registry):
+    # 0.05 ms a line and slice_ms 5: 100 lines a slice, reached from a first slice of 32 lines.
+    core = FakeCore(ms_per_line=0.05)
+    drop = CsvDrop(device(drop_dir, slice_ms=5.0, slice_baskets=1000, slice_lines=3000), core, metrics)
+    drop.prepare()
+    drop_file(drop_dir, "paced.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(400)))
+    assert await drop.poll() == [("paced.csv", "applied")]
+    sizes = [len(r.body["docs"]) for r in core.requests if r.kind == "csv_slice"]
+    assert sizes == [32, 100, 100, 100, 68]
+    assert registry.get_sample_value("gateway_csv_slice_lines", {"device": "legacy-pos"}) == 100
+
+
+async def test_a_slow_writer_gets_smaller_slices_but_never_more_than_the_caps(drop_dir, metrics):
+    core = FakeCore(ms_per_line=2.0)  # 5 ms is two lines and a half: two-line slices
+    drop = CsvDrop(device(drop_dir, slice_ms=5.0), core, metrics)
+    drop.prepare()
+    drop_file(drop_dir, "slow.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(36)))
+    assert await drop.poll() == [("slow.csv", "applied")]
+    assert [len(r.body["docs"]) for r in core.requests if r.kind == "csv_slice"] == [32, 2, 2]
+    quick = FakeCore(ms_per_line=0.0001)
+    drop = CsvDrop(device(drop_dir, slice_ms=5.0, slice_baskets=50), quick, metrics)
+    drop_file(drop_dir, "quick.csv", HEADER + "".join(f"Q{i},SKU-1,1,\n" for i in range(200)))
+    assert await drop.poll() == [("quick.csv", "applied")]
+    assert [len(r.body["docs"]) for r in quick.requests if r.kind == "csv_slice"] == [32, 50, 50, 50, 18]

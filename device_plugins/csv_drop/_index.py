@@ -231,19 +231,22 @@ class BasketIndex:
         marks = ",".join("?" * len(codes))
         yield from self.db.execute(f"SELECT row, code FROM lines WHERE code IN ({marks}) ORDER BY row", codes)
 
-    def slices(self, digest: str, start: int, max_baskets: int, max_lines: int):
+    def slices(self, digest: str, start: int, size):
         """(index of the first basket, [basket documents]) from basket `start` on, in order.
 
-        A slice holds at most `max_baskets` baskets and `max_lines` lines, but always one basket
-        (a basket is never split: it is one sale).
+        `size()` gives (max baskets, max lines) of each slice as it is begun, so a slice's size may
+        follow the answers to the ones before it. A slice holds at most that many baskets and lines,
+        but always one basket (a basket is never split: it is one sale).
         """
         self.finish()
         out: list[dict] = []
         first, lines = start, 0
+        max_baskets, max_lines = size()
         for doc in self._docs(digest, start):
             if out and (len(out) >= max_baskets or lines + len(doc["lines"]) > max_lines):
                 yield first, out
                 first, out, lines = first + len(out), [], 0
+                max_baskets, max_lines = size()
             out.append(doc)
             lines += len(doc["lines"])
         if out:

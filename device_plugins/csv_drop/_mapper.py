@@ -274,7 +274,7 @@ def map_csv(data: bytes, mapping: CsvMapping) -> CsvResult:
         scanned = scan(io.BytesIO(data), mapping, index, errors)
         if len(errors):
             return CsvResult(scanned.hash, (), errors.result(), scanned.rows)
-        docs = tuple(doc for _first, docs in index.slices(scanned.hash, 0, 1 << 30, 1 << 30) for doc in docs)
+        docs = tuple(doc for _first, docs in index.slices(scanned.hash, 0, lambda: (1 << 30, 1 << 30)) for doc in docs)
     return CsvResult(scanned.hash, docs, (), scanned.rows)
 
 

@@ -31,6 +31,9 @@ class Metrics:
         self.in_progress = Gauge(
             "gateway_csv_files_in_progress", "CSV files being applied now (0 or 1 per device)",
             ["device"], registry=registry)
+        self.slice_lines = Gauge(
+            "gateway_csv_slice_lines", "Lines the next slice of the current file may carry, sized "
+            "to hold the writer about slice_ms", ["device"], registry=registry)
         self.progress = Gauge(
             "gateway_csv_file_progress_ratio", "Share of the current file's baskets applied "
             "(0 to 1; 1 once done)", ["device"], registry=registry)

@@ -21,10 +21,12 @@ DEFAULTS = {
     "payment_map": {},
     # No file need fit in memory (it is read as a stream), so this only guards the disk and the time.
     "max_bytes": 1 << 30,
-    # A slice is what one request to the writer applies: at ~0.2 ms a line, 32 lines hold it for a
-    # few milliseconds, so a till's sale waits at most that long behind a file.
-    "slice_baskets": 64,
-    "slice_lines": 192,
+    # A slice is what one request to the writer applies: as many lines as hold it about `slice_ms`
+    # (`_pace.py`), so a till's sale waits at most that long behind a file, on any machine; the
+    # counts only cap it.
+    "slice_ms": 5.0,
+    "slice_baskets": MAX_SLICE_DOCS,
+    "slice_lines": 3000,
 }
 KNOWN = ("name", "kind", "dir", "columns", *DEFAULTS)
 
@@ -45,6 +47,8 @@ def check_options(device: dict) -> list[str]:
         if key in device and not _number_in(device[key], low, high):
             errors.append(f"{key}: must be a number of seconds from {low} to {high}, "
                           f"not {device[key]!r}")
+    if "slice_ms" in device and not _number_in(device["slice_ms"], 0.5, 1000.0):
+        errors.append(f"slice_ms: must be a number of milliseconds from 0.5 to 1000, not {device['slice_ms']!r}")
     for key, low, high in (("qty_factor", 1, 1_000_000), ("max_bytes", 1, 1 << 40),
                            ("slice_baskets", 1, MAX_SLICE_DOCS), ("slice_lines", 1, MAX_SLICE_LINES)):
         if key in device and not _int_in(device[key], low, high):

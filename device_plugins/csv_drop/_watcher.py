@@ -26,6 +26,7 @@ from ._index import BasketIndex
 from ._mapper import CsvMapping, ErrorList, RowError, Scanned, scan
 from ._metrics import Metrics
 from ._options import DEFAULTS, CsvDropError, check_options
+from ._pace import SlicePace
 
 log = logging.getLogger("gateway.csv_drop")
 
@@ -196,6 +197,7 @@ class CsvDrop:
         self.settle_s = float(device.get("settle_s", DEFAULTS["settle_s"]))
         self.poll_s = float(device.get("poll_s", DEFAULTS["poll_s"]))
         self.max_bytes = device.get("max_bytes", DEFAULTS["max_bytes"])
+        self.slice_ms = float(device.get("slice_ms", DEFAULTS["slice_ms"]))
         self.slice_baskets = device.get("slice_baskets", DEFAULTS["slice_baskets"])
         self.slice_lines = device.get("slice_lines", DEFAULTS["slice_lines"])
         self.mapping = CsvMapping.from_device(device)
@@ -312,13 +314,16 @@ class CsvDrop:
         self.metrics.progress.labels(self.name).set(start / total)
         if start:
             log.info("csv_drop %s: %s continues at basket %d of %d", self.name, name, start, total)
-        slices = index.slices(scanned.hash, start, self.slice_baskets, self.slice_lines)
+        pace = SlicePace(self.slice_ms, self.slice_baskets, self.slice_lines)
+        slices = index.slices(scanned.hash, start, pace)
         applied = count = rows = 0
         began = time.perf_counter()
         while (item := await trio.to_thread.run_sync(next, slices, None)) is not None:
             first, docs = item
             answer = await self._ask("csv_slice", {"file": name, "hash": scanned.hash, "baskets": total,
                                                    "rows": scanned.rows, "first": first, "docs": docs})
+            pace.observe(sum(len(doc["lines"]) for doc in docs), answer.get("held_ms"))
+            self.metrics.slice_lines.labels(self.name).set(pace.lines)
             self._account(name, answer)
             applied += answer["applied"]
             rows += answer["rows"]
