@@ -249,6 +249,7 @@ def test_baskets_read_the_same_whether_the_key_filter_knows_a_key_or_only_may(ro
 
 
 PLAIN = CsvMapping(columns={"id": "TicketNo", "code": "ItemCode", "qty": "Qty"}, qty_factor=10)
+NO_ID = CsvMapping(columns={"code": "ItemCode", "qty": "Qty"})  # every row a basket of its own
 _FIELD = st.one_of(
     st.sampled_from(["", " ", "T1", "SKU-1", "4711", "0", "7", "-2", "1.5", "+3", "99999", "100001",
                      "\x1d010690", "A\u202eB", "é", "x" * 49, "x" * 257, "٣"]),
@@ -256,13 +257,13 @@ _FIELD = st.one_of(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(_FIELD, _FIELD, _FIELD), min_size=1, max_size=8))
-def test_an_id_code_qty_mapping_reads_every_row_as_the_full_mapping_does(rows):
+@given(st.lists(st.tuples(_FIELD, _FIELD, _FIELD), min_size=1, max_size=8), st.sampled_from([PLAIN, NO_ID]))
+def test_an_id_code_qty_mapping_reads_every_row_as_the_full_mapping_does(rows, mapping):
     """Rows of the commonest mapping take a shorter way when they are plainly good; what they map
     to, and every error of the others, is what the full way gives."""
     def mapped(plain: bool):
         errors = ErrorList()
-        mapper = _header(["TicketNo", "ItemCode", "Qty"], PLAIN, errors)
+        mapper = _header(["TicketNo", "ItemCode", "Qty"], mapping, errors)
         mapper._plain = plain
         return [mapper.row(i + 2, list(fields)) for i, fields in enumerate(rows)], errors.result()
 

@@ -128,7 +128,7 @@ class BasketIndex:
                 errors.add(mapped.row, "lines", f"basket {_short(basket.key)} has more than "
                                                 f"{limits.MAX_LINES} lines, the most one basket may hold")
                 line = None
-        extras = None if line is None else encode_extras(line)
+        extras = None if line is None or len(line) == 2 else encode_extras(line)  # most: code and qty only
         if extras is None:
             pending = self._pending[_LINE_PLAIN]
             pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
@@ -189,6 +189,8 @@ class BasketIndex:
     @staticmethod
     def _agrees(basket: _Basket, mapped: MappedRow, errors: ErrorList) -> bool:
         """Every row of a basket that gives a member or a payment must give the same one."""
+        if mapped.member is None and mapped.payment is None:
+            return True  # most rows give neither
         ok = True
         for name in ("member", "payment"):
             value = getattr(mapped, name)

@@ -245,7 +245,7 @@ def scan(f, mapping: CsvMapping, index, errors: ErrorList) -> Scanned:
     leading_blank = False
     rows = 0
     for row_no, fields in _records(f, mapping, errors, hashing):
-        blank = not any(value.strip() for value in fields)
+        blank = not "".join(fields).strip()  # no field holds more than spaces
         if mapper is None:
             if blank:
                 leading_blank = True
@@ -303,8 +303,9 @@ class RowMapper:
         self.width = width
         self.mapping = mapping
         self.errors = errors
-        # What most POS exports map: a ticket id, a code and a qty (`_plain_row`).
+        # What most POS exports map: a ticket id, a code and a qty (`_plain_row`), by field index.
         self._plain = set(index) <= {"id", "code", "qty"}
+        self._code_at, self._qty_at, self._id_at = index["code"], index["qty"], index.get("id")
 
     def row(self, row: int, fields: list) -> MappedRow:
         errors = self.errors
@@ -312,11 +313,11 @@ class RowMapper:
         if len(fields) != self.width:
             errors.add(row, "fields", f"has {len(fields)} fields where the header has {self.width}")
             return MappedRow(row, None, None, None, None, None)
-        values = {name: fields[i].strip() for name, i in self.index.items()}
         if self._plain:
-            plain = self._plain_row(row, values)
+            plain = self._plain_row(row, fields)
             if plain is not None:
                 return plain
+        values = {name: fields[i].strip() for name, i in self.index.items()}
         line, code_ok = _line(row, values, self.mapping, errors)
         key = _basket_key(row, values, "id" in self.index, errors)
         member = _text(row, "member", values.get("member", ""), limits.MAX_TEXT, errors)
@@ -325,22 +326,23 @@ class RowMapper:
         good = errors.count == before
         return MappedRow(row, key, code, line if good else None, member, payment)
 
-    def _plain_row(self, row: int, values: dict) -> MappedRow | None:
+    def _plain_row(self, row: int, fields: list) -> MappedRow | None:
         """A good row of an id/code/qty mapping, mapped with fewer steps; None for anything else
         (an empty, long or odd field, any character a field may not hold): `row` then maps it the
         full way, and lists its errors."""
-        code, qty_raw = values["code"], values["qty"]
+        code, qty_raw = fields[self._code_at].strip(), fields[self._qty_at].strip()
         if not (code and len(code) <= limits.MAX_CODE and qty_raw.isascii() and qty_raw.isdigit()
                 and len(qty_raw) <= 24):
             return None
-        if "id" in self.index:
-            key = values["id"]
+        if self._id_at is not None:
+            key = fields[self._id_at].strip()
             if not key or len(key) > MAX_POS_ID:
                 return None
+            text = code + qty_raw + key
         else:
-            key = str(row)
+            key, text = str(row), code + qty_raw
         qty = int(qty_raw) * self.mapping.qty_factor
-        if not 0 < qty <= MAX_QTY or not limits.plain_text("".join(values.values())):
+        if not 0 < qty <= MAX_QTY or not limits.plain_text(text):
             return None
         return MappedRow(row, key, code, {"code": code, "qty": qty}, None, None)
 
