@@ -217,14 +217,17 @@ def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, li
         if first["h"] != digest:
             raise Refused(E.DUPLICATE_ID_CONFLICT, f"basket {doc['id']!r} was applied before with other rows")
         return "duplicate", None, []
-    sales = [line for line in lines if line["qty"] > 0]
     backs = [line for line in lines if line["qty"] < 0]
+    # Nearly every basket only sells: it is priced as it came, without a copy of it.
+    sales = [line for line in lines if line["qty"] > 0] if backs else lines
     seq, alerts = None, []
     if sales:
-        sold = _sales.SELL(tx, request, ctx, {**doc, "lines": sales}, key, implicit_payment=True, as_happened=True)
+        sold = _sales.SELL(tx, request, ctx, {**doc, "lines": sales} if backs else doc, key,
+                           implicit_payment=True, as_happened=True)
         seq = sold.seq
-        alerts = _alert_sold(tx, request, ctx, doc, file, seq,
-                             [w for w in sold.basket.warnings if isinstance(w, dict)])
+        found = [w for w in sold.basket.warnings if isinstance(w, dict)]
+        if found:
+            alerts = _alert_sold(tx, request, ctx, doc, file, seq, found)
     if backs:
         back = _stock_return(tx, request, ctx, {**doc, "lines": backs}, key + (":return" if sales else ""))
         seq = seq if seq is not None else back
