@@ -283,8 +283,9 @@ def test_a_valid_device_has_no_errors(tmp_path):
     assert check_options(device(tmp_path)) == []
     full = device(tmp_path, poll_s=0.2, qty_factor=10, date_format="%d/%m/%y", delimiter=";",
                   encoding="latin-1", price_format="decimal", payment_map={"BAR": "cash"},
-                  max_bytes=1024)
+                  max_bytes=1024, slice_ms=0.5, slice_baskets=1000, slice_lines=10_000)
     assert check_options(full) == []
+    assert check_options(device(tmp_path, slice_ms=1000)) == []
     assert CsvMapping.from_device(full).payment_map == {"bar": "cash"}
 
 
@@ -314,6 +315,10 @@ def test_a_valid_device_has_no_errors(tmp_path):
     ({"slice_baskets": 1001}, "slice_baskets:"),
     ({"slice_lines": 0}, "slice_lines:"),
     ({"slice_lines": 2.5}, "slice_lines:"),
+    ({"slice_ms": 0.1}, "slice_ms:"),
+    ({"slice_ms": 1001}, "slice_ms:"),
+    ({"slice_ms": "5"}, "slice_ms:"),
+    ({"slice_ms": True}, "slice_ms:"),
     ({"colour": "blue"}, "colour:"),
     ({"kind": "ecr_serial"}, "kind:"),
     ({"name": ""}, "name:"),
