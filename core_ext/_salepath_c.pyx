@@ -13,8 +13,6 @@ from ._day_figures import METHOD_ORDER, fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine, alert_raised
-
-_MasterState = _master.MasterState
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, state_of
@@ -40,6 +38,7 @@ cdef inline object _move(sku, lot, delta, expiry, serials):
     return tuple.__new__(Move, (sku, lot, delta, expiry, serials))
 cdef tuple _NO_SERIALS = ()
 cdef tuple _METHODS = METHOD_ORDER  # the payment methods
+_MasterState = _master.MasterState  # the writer's master view, as `state_of` finds it
 
 
 
