@@ -49,6 +49,9 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_str
 
 from core_ext import _promo_py
 from core_ext._records import SaleLine
@@ -224,6 +227,8 @@ cdef struct BasketC:
     i32 nshares, cap_shares
     Promo* promos
     i32 npromos, cap_promos
+    TraceC* trace                 # the trace's entries, in order
+    i32 ntrace, cap_trace
     # scratch, each of cap_scratch entries
     i32 cap_scratch
     i32* pseg                     # the plan's open segments, in basket order ...
@@ -301,7 +306,17 @@ cdef int reserve_scratch(BasketC* B, i64 need) noexcept nogil:
 
 cdef void free_basket(BasketC* B) noexcept nogil:
     free(B.line_block); free(B.cand_block); free(B.scratch); free(B.coupons)
-    free(B.segs); free(B.plans); free(B.pieces); free(B.shares); free(B.promos)
+    free(B.segs); free(B.plans); free(B.pieces); free(B.shares); free(B.promos); free(B.trace)
+
+
+cdef int add_trace(BasketC* B, int kind, i32 rule, i32 line, i64 cents, i32 group, i32 winner) noexcept nogil:
+    """Append a trace entry; -1 when memory runs out."""
+    if reserve(<void**>&B.trace, &B.cap_trace, B.ntrace + 1, sizeof(TraceC)) < 0:
+        return -1
+    cdef TraceC* t = &B.trace[B.ntrace]
+    t.kind, t.rule, t.line, t.cents, t.group, t.winner = kind, rule, line, cents, group, winner
+    B.ntrace += 1
+    return 0
 
 
 cdef class Basket:
@@ -1092,6 +1107,7 @@ cdef class PromoEngine:
     cdef EngineC c
     cdef dict _sku_ids, _cat_ids, _store_ids, _tier_ids, _coupon_ids
     cdef list _ids, _versions, _groups
+    cdef tuple _names  # the three above, for the trace entries of the baskets priced
     cdef object _points
     cdef public object version
     cdef public object clawback_ids
@@ -1113,6 +1129,7 @@ cdef class PromoEngine:
         for rank, rule in enumerate(rules):
             self._flatten(rule, &self.c.rules[rank], ints, steps, group_ids)
         self._groups = sorted(group_ids, key=group_ids.get)
+        self._names = (self._ids, self._versions, self._groups)
         self.c.ngroups = len(group_ids)
         self.c.ints = int_array(ints)
         self.c.steps = long_array(steps)
@@ -1198,9 +1215,8 @@ cdef class PromoEngine:
             CHANNEL_BITS[channel]
         elif status == NEED_TIER:
             self._tier_ids[tier]
-        cdef list trace = []
-        self._evaluate(B, trace)
-        return self._answer(B, skus, trace)
+        self._evaluate(B)
+        return self._answer(B, skus)
 
     cdef int _coupons(self, BasketC* B, coupons) except -1:
         """B.coupons: the ids of the coupon keys the basket carries that some rule asks for. An exact
@@ -1306,7 +1322,7 @@ cdef class PromoEngine:
         B.wide = gross > SAFE_GROSS
         return skus
 
-    cdef int _evaluate(self, BasketC* B, list trace) except -1:
+    cdef int _evaluate(self, BasketC* B) except -1:
         """Every candidate in order; an exclusive group where its first candidate stands."""
         cdef i32 ci, g, m, k, nplans, best
         for ci in range(B.ncand):
@@ -1329,7 +1345,7 @@ cdef class PromoEngine:
                 if k < 0:
                     raise MemoryError()
                 if k:
-                    self._settle(B, &B.plans[0], trace)
+                    self._settle(B, &B.plans[0])
                 continue
             if B.group_head[g] != ci:
                 continue  # the group was evaluated where its first candidate stands
@@ -1349,35 +1365,30 @@ cdef class PromoEngine:
                     best = k  # ties keep the earlier: higher priority, then lower id
             for k in range(nplans):
                 if k == best or B.plans[k].saving == 0:
-                    self._settle(B, &B.plans[k], trace)
-                else:
-                    trace.append({"rule": self._ids[B.plans[k].rule], "version": self._versions[B.plans[k].rule],
-                                  "reason": "exclusive_group", "group": self._groups[g],
-                                  "winner": self._ids[B.plans[best].rule]})
+                    self._settle(B, &B.plans[k])
+                elif add_trace(B, T_EXCLUSIVE, B.plans[k].rule, 0, 0, g, B.plans[best].rule) < 0:
+                    raise MemoryError()
         return 0
 
-    cdef int _settle(self, BasketC* B, PlanC* plan, list trace) except -1:
+    cdef int _settle(self, BasketC* B, PlanC* plan) except -1:
         """The plan's trace (cap, ceiling clips, or why it did not apply), then its units."""
         cdef i32 j
         cdef const Share* sh
-        rid = self._ids[plan.rule]
-        version = self._versions[plan.rule]
-        if plan.capped:
-            trace.append({"rule": rid, "version": version, "reason": "capped", "cents": plan.capped})
+        if plan.capped and add_trace(B, T_CAPPED, plan.rule, 0, plan.capped, 0, 0) < 0:
+            raise MemoryError()
         for j in range(plan.share0, plan.share0 + plan.nshares):
             sh = &B.shares[j]
-            if sh.cents < sh.share:
-                trace.append({"rule": rid, "version": version, "reason": "ceiling", "line": sh.li,
-                              "cents": sh.share - sh.cents})
+            if sh.cents < sh.share and add_trace(B, T_CEILING, plan.rule, sh.li, sh.share - sh.cents, 0, 0) < 0:
+                raise MemoryError()
         if plan.saving == 0:
-            if plan.reason != R_NONE:
-                trace.append({"rule": rid, "version": version, "reason": REASONS[plan.reason]})
+            if plan.reason != R_NONE and add_trace(B, plan.reason, plan.rule, 0, 0, 0, 0) < 0:
+                raise MemoryError()
             return 0
         if settle_units(&self.c, B, plan) < 0:
             raise MemoryError()
         return 0
 
-    cdef Priced _answer(self, BasketC* B, list skus, list trace):
+    cdef Priced _answer(self, BasketC* B, list skus):
         cdef list lines = []
         cdef PricedLine priced
         cdef Priced out = Priced.__new__(Priced)
@@ -1403,7 +1414,9 @@ cdef class PromoEngine:
         out.lines = lines
         out.gross_cents = gross
         out.discount_cents = disc
-        out.trace = trace
+        # The entries as they are: the event writes them straight, and `trace` makes the maps if asked.
+        out._entries = PyBytes_FromStringAndSize(<const char*>B.trace, B.ntrace * sizeof(TraceC))
+        out._names = self._names
         return out
 
 
@@ -1458,12 +1471,79 @@ cdef class Priced:
     """A basket as the engine priced it (`_records.Priced`)."""
 
     def __init__(self, ruleset, list lines, long long gross_cents, long long discount_cents, list trace):
-        self.ruleset, self.lines, self.gross_cents, self.discount_cents, self.trace = (
+        self.ruleset, self.lines, self.gross_cents, self.discount_cents, self._trace = (
             ruleset, lines, gross_cents, discount_cents, trace)
 
     @property
     def total_cents(self):
         return self.gross_cents - self.discount_cents
+
+    @property
+    def trace(self):
+        """The trace's maps (`_promo_py.trace_entry`'s shapes), made from the engine's entries on first use."""
+        if self._trace is None:
+            self._trace = self._trace_maps()
+        return self._trace
+
+    cdef list _trace_maps(self):
+        cdef const TraceC* t = <const TraceC*>PyBytes_AS_STRING(self._entries)
+        cdef Py_ssize_t i, n = PyBytes_GET_SIZE(self._entries) // sizeof(TraceC)
+        cdef list ids = self._names[0], versions = self._names[1], groups = self._names[2]
+        cdef list out = []
+        for i in range(n):
+            rid, version = ids[t[i].rule], versions[t[i].rule]
+            if t[i].kind == T_CAPPED:
+                out.append({"rule": rid, "version": version, "reason": "capped", "cents": t[i].cents})
+            elif t[i].kind == T_CEILING:
+                out.append({"rule": rid, "version": version, "reason": "ceiling", "line": t[i].line,
+                            "cents": t[i].cents})
+            elif t[i].kind == T_EXCLUSIVE:
+                out.append({"rule": rid, "version": version, "reason": "exclusive_group", "group": groups[t[i].group],
+                            "winner": ids[t[i].winner]})
+            else:
+                out.append({"rule": rid, "version": version, "reason": REASONS[t[i].kind]})
+        return out
+
+    cdef int write_trace(self, Writer* w) except -1:
+        """The trace as MessagePack, byte for byte as `_pack(self.trace)`; 1 (nothing written) when
+        it was given as maps or names a value this does not write (the caller packs the maps)."""
+        if self._trace is not None or self._entries is None:
+            return 1
+        cdef const TraceC* t = <const TraceC*>PyBytes_AS_STRING(self._entries)
+        cdef Py_ssize_t i, n = PyBytes_GET_SIZE(self._entries) // sizeof(TraceC)
+        cdef list ids = self._names[0], versions = self._names[1], groups = self._names[2]
+        for i in range(n):  # ids and group names are text, versions integers (`_promo_py.check_rules`)
+            if (type(ids[t[i].rule]) is not str or type(versions[t[i].rule]) is not int
+                    or t[i].kind == T_EXCLUSIVE and type(groups[t[i].group]) is not str):
+                return 1
+        _pack_length(w, n, 0x90, 15, 0, 0xdc)
+        for i in range(n):
+            _pack_length(w, 4 if t[i].kind == T_CAPPED else 5 if t[i].kind in (T_CEILING, T_EXCLUSIVE) else 3,
+                         0x80, 15, 0, 0xde)
+            _pack_str(w, "rule")
+            _pack_str(w, <str>ids[t[i].rule])
+            _pack_str(w, "version")
+            _pack_int(w, <long long>versions[t[i].rule])
+            _pack_str(w, "reason")
+            if t[i].kind == T_CAPPED:
+                _pack_str(w, "capped")
+                _pack_str(w, "cents")
+                _pack_int(w, t[i].cents)
+            elif t[i].kind == T_CEILING:
+                _pack_str(w, "ceiling")
+                _pack_str(w, "line")
+                _pack_int(w, t[i].line)
+                _pack_str(w, "cents")
+                _pack_int(w, t[i].cents)
+            elif t[i].kind == T_EXCLUSIVE:
+                _pack_str(w, "exclusive_group")
+                _pack_str(w, "group")
+                _pack_str(w, <str>groups[t[i].group])
+                _pack_str(w, "winner")
+                _pack_str(w, <str>ids[t[i].winner])
+            else:
+                _pack_str(w, <str>REASONS[t[i].kind])
+        return 0
 
     def to_doc(self):
         cdef PricedLine line

@@ -744,7 +744,7 @@ cpdef sale_event(str doc_id, source, channel, store, ts_ms, weekday, minute, Pri
     cdef SaleEvent ev = SaleEvent.__new__(SaleEvent)
     ev.id, ev.source, ev.channel, ev.store, ev.ts_ms = doc_id, source, channel, store, ts_ms
     ev.weekday, ev.minute, ev.ruleset, ev.member, ev.tier = weekday, minute, priced.ruleset, member, tier
-    ev.coupons, ev.lines, ev.payments, ev.trace, ev.moves = coupons, priced.lines, payments, priced.trace, moves
+    ev.coupons, ev.lines, ev.payments, ev.priced, ev.moves = coupons, priced.lines, payments, priced, moves
     ev.gross_cents, ev.discount_cents = priced.gross_cents, priced.discount_cents
     ev.earned, ev.redeemed, ev.redeemed_cents = points
     ev.lane = lane
@@ -757,9 +757,14 @@ cdef class SaleEvent:
 
     cdef public str id
     cdef public object source, channel, store, ts_ms, weekday, minute, ruleset, member, tier
-    cdef public list coupons, lines, payments, trace, moves
+    cdef public list coupons, lines, payments, moves
+    cdef Priced priced  # whose trace the event holds: written from the engine's entries, no map each
     cdef public long long gross_cents, discount_cents
     cdef public object earned, redeemed, redeemed_cents, lane, seq
+
+    @property
+    def trace(self):
+        return self.priced.trace
 
     def to_doc(self):
         """The event's document, as `_salepath_py.sale_event` builds it (and `seq`, once appended)."""
@@ -820,7 +825,10 @@ cdef class SaleEvent:
         if (_entry(w, "earned", self.earned) or _entry(w, "redeemed", self.redeemed)
                 or _entry(w, "redeemed_cents", self.redeemed_cents)):
             return 1
-        if _entry(w, "trace", self.trace) or _entry(w, "moves", self.moves):
+        _pack_str(w, "trace")
+        if self.priced.write_trace(w) and _value(w, self.priced.trace, 0, False):
+            return 1
+        if _entry(w, "moves", self.moves):
             return 1
         if self.lane is not None and _entry(w, "lane", self.lane):
             return 1

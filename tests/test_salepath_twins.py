@@ -311,6 +311,41 @@ def test_a_sale_event_packs_to_its_document_bytes(salepath, member, tier, lane, 
     assert outcomes[0] == outcomes[1]
 
 
+_TRACE_RULES = [  # each kind of trace entry: capped, clipped by the ceiling, lost its group, no saving
+    {"id": "CAP", "version": 3, "kind": "percent_off", "params": {"pct_bp": 5000}, "max_discount_cents": 400,
+     "target": {"skus": ["A"]}},
+    {"id": "E1", "version": 2**40, "kind": "percent_off", "params": {"pct_bp": 1000}, "exclusive_group": "G\u00e9",
+     "target": {"skus": ["B"]}},
+    {"id": "E2", "version": 1, "kind": "percent_off", "params": {"pct_bp": 2000}, "exclusive_group": "G\u00e9",
+     "target": {"skus": ["B"]}},
+    {"id": "T", "version": 0, "kind": "qty_tier", "params": {"mode": "all_units", "tiers": [[9, 1000]]},
+     "target": {"skus": ["B"]}},
+]
+
+
+@needs_both
+def test_a_sale_events_trace_is_written_from_the_engines_entries_as_msgpack_packs_the_maps():
+    # The compiled engine keeps its trace as C entries and the event writes them straight; the
+    # bytes must be those of the reference's maps, which the compiled record also gives when asked.
+    from core_ext import _promo_c, _promo_py, _salepath_c, _salepath_py
+    from core_ext._store import _pack
+    lines = [{"sku": "A", "qty": 1, "unit_cents": 1000, "category": "c"},
+             {"sku": "B", "qty": 2, "unit_cents": 700, "category": "c"}]
+    body = {"rules": _TRACE_RULES, "ceiling": {"default_max_pct_bp": 2000}}
+    compiled = _promo_c.PromoEngine(body, 5).price_typed(lines)
+    reference = _promo_py.PromoEngine(body, 5).price_typed(lines)
+    args = ("lane1:s1", "lane1", "ecr", "S1", 1_700_000_000_000, 3, 600)
+    rest = (None, None, [], [{"method": "cash", "cents": 1}], (0, 0, 0), [], None)
+    event = _salepath_c.sale_event(*args, compiled, *rest)
+    event.seq = 41
+    written = event.pack()  # before anything asks for the maps: from the entries
+    expected = _pack({**_salepath_py.sale_event(*args, reference, *rest), "seq": 41})
+    assert written == expected
+    assert {t["reason"] for t in reference.trace} == {"capped", "ceiling", "exclusive_group", "qty_tier_not_reached"}
+    assert compiled.trace == reference.trace
+    assert event.pack() == expected  # and again from the maps, now made
+
+
 # --- open alerts in memory ---------------------------------------------------------------------
 
 def _alert_keys(store) -> set:
