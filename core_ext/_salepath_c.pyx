@@ -422,12 +422,15 @@ cpdef after_moves(tx, moves, str today, now_ms):
     cdef dict touched = {}
     cdef dict lots, want, recalls
     cdef list have
+    cdef tuple m
     for move in moves:
-        sku = move[0]
+        # A named tuple, indexed as a tuple rather than through its type's slot.
+        m = <tuple>move if isinstance(move, tuple) else tuple(move)
+        sku = m[0]
         lots = touched.get(sku)
         if lots is None:
             lots = touched[sku] = {}
-        lots[move[1]] = None
+        lots[m[1]] = None
     warn_days = view.policy["expiry_warn_days"]
     for sku, lots in touched.items():
         want = _sku_alerts(items, bal, sku)
@@ -994,9 +997,15 @@ cdef int _value(Writer* w, obj, int depth, bint sort_keys) except -1:
         return _pack_byte(w, 0xc0)
     if t is dict:
         return _map(w, <dict>obj, depth, sort_keys)
-    if t is list or t is tuple or t is Move:  # a move (a named tuple) is an array too
-        _pack_length(w, len(obj), 0x90, 15, 0, 0xdc)
-        for item in obj:
+    if t is list:
+        _pack_length(w, len(<list>obj), 0x90, 15, 0, 0xdc)
+        for item in <list>obj:
+            if _value(w, item, depth + 1, sort_keys):
+                return 1
+        return 0
+    if t is tuple or t is Move:  # a move (a named tuple) is an array too, walked as a tuple
+        _pack_length(w, len(<tuple>obj), 0x90, 15, 0, 0xdc)
+        for item in <tuple>obj:
             if _value(w, item, depth + 1, sort_keys):
                 return 1
         return 0
