@@ -87,14 +87,15 @@ cdef inline long long _days_between(str first, str second):
 cdef bint _sale_line_ok(line):
     if not isinstance(line, dict):
         return False
-    code = line.get("code", line.get("sku"))
+    cdef dict d = <dict>line if type(line) is dict else dict(line)  # read as a dict: no method call a key
+    code = d.get("code", d.get("sku"))
     if not isinstance(code, str) or not code:
         return False
-    qty = line.get("qty")
+    qty = d.get("qty")
     if not _int_ok(qty) or not 0 < qty <= 1_000_000:
         return False
     for opt in ("lot", "serial"):
-        value = line.get(opt)
+        value = d.get(opt)
         if value is not None and (not isinstance(value, str) or not value):
             return False
     return True
@@ -117,8 +118,9 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
     cdef dict facts
     cdef dict items = _view(tx).items
     cdef Balances bal = None
+    cdef dict line
     for i in range(len(lines)):
-        line = lines[i]
+        line = lines[i] if type(lines[i]) is dict else dict(lines[i])  # checked maps: read as dicts
         code = line.get("code", line.get("sku"))
         item = items.get(code)
         if item is None:
@@ -916,13 +918,14 @@ cdef bint _date_ok(value):
 cdef bint _line_ok(line):
     if not isinstance(line, dict):
         return False
-    if line.get("code") is not None or line.get("sku") is None:
-        if not _text_ok(line.get("code"), MAX_CODE, True):
+    cdef dict d = <dict>line if type(line) is dict else dict(line)  # read as a dict: no method call a key
+    if d.get("code") is not None or d.get("sku") is None:
+        if not _text_ok(d.get("code"), MAX_CODE, True):
             return False
-    elif not _text_ok(line.get("sku"), MAX_CODE, False):
+    elif not _text_ok(d.get("sku"), MAX_CODE, False):
         return False
-    return (_int_ok(line.get("qty")) and _optional_text_ok(line.get("lot"), MAX_TEXT)
-            and _optional_text_ok(line.get("serial"), MAX_TEXT) and _date_ok(line.get("expiry")))
+    return (_int_ok(d.get("qty")) and _optional_text_ok(d.get("lot"), MAX_TEXT)
+            and _optional_text_ok(d.get("serial"), MAX_TEXT) and _date_ok(d.get("expiry")))
 
 
 cdef bint _basket_ok(dict body):
@@ -946,13 +949,15 @@ cdef bint _basket_ok(dict body):
 
 
 cdef bint _payments_ok(dict body):
+    cdef dict p
     payments = body.get("payments")
     if not isinstance(payments, list) or not payments:
         return False
     for payment in <list>payments:
         if not isinstance(payment, dict):
             return False
-        if not (_text_ok(payment.get("method"), MAX_TEXT, False) and _int_ok(payment.get("cents"))):
+        p = <dict>payment if type(payment) is dict else dict(payment)
+        if not (_text_ok(p.get("method"), MAX_TEXT, False) and _int_ok(p.get("cents"))):
             return False
     return True
 

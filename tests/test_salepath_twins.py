@@ -170,6 +170,10 @@ _TEXT = st.one_of(st.none(), st.integers(-3, 3), st.booleans(), st.text(max_size
                   st.sampled_from(["", "A1", "x\x1dy", "\u202e", "é" * 65, "\x7f"]))
 
 
+class _Map(dict):
+    """A map that is not exactly a dict, as a decoder other than the devices' could give."""
+
+
 @st.composite
 def _bodies(draw) -> dict:
     lines = draw(st.one_of(st.none(), st.just([]), st.text(max_size=3), st.lists(st.one_of(
@@ -177,6 +181,8 @@ def _bodies(draw) -> dict:
                                             "lot": _TEXT, "serial": _TEXT,
                                             "expiry": st.one_of(_TEXT, st.sampled_from(["2027-02-30", "2027-02-03"]))}),
         st.integers()), max_size=3)))
+    if lines and isinstance(lines, list) and draw(st.booleans()):
+        lines = [_Map(line) if isinstance(line, dict) else line for line in lines]  # a map of another type
     body = {"id": draw(_TEXT), "lines": lines}
     for name in ("coupons", "member", "lane", "payments"):
         if draw(st.booleans()):
