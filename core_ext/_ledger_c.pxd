@@ -47,4 +47,5 @@ cdef class Balances:
 
 
 cdef object state_of(tx, cls)
+cpdef list apply_moves(tx, moves)
 cdef Balances _balances(tx)

@@ -380,7 +380,7 @@ cdef bytes _int_bytes(long long value):
     return PyBytes_FromStringAndSize(<const char*>_row_writer.buf, _row_writer.size)
 
 
-def apply_moves(tx, moves):
+cpdef list apply_moves(tx, moves):
     cdef list touched = []
     cdef Balances state = _balances(tx)
     cdef dict dirty = state._dirty

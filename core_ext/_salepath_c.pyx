@@ -15,7 +15,7 @@ from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine, alert_raised
 from ._store import _pack, alert_key
 
-from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, state_of
+from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, apply_moves, state_of
 from ._promo_c cimport Priced, PricedLine
 
 from datetime import date
@@ -23,6 +23,7 @@ from datetime import date
 from cpython.bytes cimport PyBytes_AsStringAndSize, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Keys
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
@@ -33,9 +34,15 @@ FLAVOUR = "cython"
 cdef dict _NO_FACTS = {}
 
 
+cdef extern from "Python.h":
+    PyTypeObject PyTuple_Type
+
+
 cdef inline object _move(sku, lot, delta, expiry, serials):
-    # `Move(...)` without its Python-level `__new__`: the same named tuple.
-    return tuple.__new__(Move, (sku, lot, delta, expiry, serials))
+    # `Move(...)` without its Python-level `__new__`: the same named tuple, made by tuple's own
+    # constructor called in C (`tuple.__new__(Move, ...)` without looking it up each time).
+    cdef tuple args = ((sku, lot, delta, expiry, serials),)  # tuple(iterable): one argument
+    return PyTuple_Type.tp_new(<type>Move, <PyObject*>args, NULL)
 cdef tuple _NO_SERIALS = ()
 cdef tuple _METHODS = METHOD_ORDER  # the payment methods
 _MasterState = _master.MasterState  # the writer's master view, as `state_of` finds it
@@ -248,10 +255,12 @@ cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse
         priced_line = priced_lines[i]
         line_moves = _allocate(tx, bal, line, day, refuse_negative)
         # Applied now, so a later line of the same SKU sees what this one took.
-        _ledger_c.apply_moves(tx, line_moves)
+        apply_moves(tx, line_moves)
         moves.extend(line_moves)
         priced_line.category = line.item.category
-        priced_line.allocations = [{"lot": m.lot, "expiry": m.expiry, "qty": -m.delta} for m in line_moves]
+        # The moves are `_move`'s: tuples, read by place (lot, delta, expiry).
+        priced_line.allocations = [{"lot": (<tuple>m)[1], "expiry": (<tuple>m)[3], "qty": -(<tuple>m)[2]}
+                                   for m in line_moves]
     return moves
 
 
