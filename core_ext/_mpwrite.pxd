@@ -5,7 +5,7 @@
 from cpython.mem cimport PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strlen
 
 
 cdef struct Writer:
@@ -76,6 +76,16 @@ cdef inline int _pack_str(Writer* w, str text) except -1:
     cdef const char* data = PyUnicode_AsUTF8AndSize(text, &n)
     _pack_length(w, n, 0xa0, 31, 0xd9, 0xda)
     return _pack_raw(w, data, n)
+
+
+cdef inline int _pack_key(Writer* w, const char* key) except -1:
+    # A map key or fixed word of the code's own: ASCII of under 32 bytes, so a fixstr.
+    cdef Py_ssize_t n = strlen(key)
+    _reserve(w, n + 1)
+    w.buf[w.size] = 0xa0 | n
+    memcpy(w.buf + w.size + 1, key, n)
+    w.size += n + 1
+    return 0
 
 
 cdef inline int _pack_int(Writer* w, long long v) except -1:

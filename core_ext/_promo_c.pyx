@@ -51,7 +51,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_str
+from ._mpwrite cimport Writer, _pack_int, _pack_key, _pack_length, _pack_str
 
 from core_ext import _promo_py
 from core_ext._records import SaleLine
@@ -1520,26 +1520,26 @@ cdef class Priced:
         for i in range(n):
             _pack_length(w, 4 if t[i].kind == T_CAPPED else 5 if t[i].kind in (T_CEILING, T_EXCLUSIVE) else 3,
                          0x80, 15, 0, 0xde)
-            _pack_str(w, "rule")
+            _pack_key(w, b"rule")
             _pack_str(w, <str>ids[t[i].rule])
-            _pack_str(w, "version")
+            _pack_key(w, b"version")
             _pack_int(w, <long long>versions[t[i].rule])
-            _pack_str(w, "reason")
+            _pack_key(w, b"reason")
             if t[i].kind == T_CAPPED:
-                _pack_str(w, "capped")
-                _pack_str(w, "cents")
+                _pack_key(w, b"capped")
+                _pack_key(w, b"cents")
                 _pack_int(w, t[i].cents)
             elif t[i].kind == T_CEILING:
-                _pack_str(w, "ceiling")
-                _pack_str(w, "line")
+                _pack_key(w, b"ceiling")
+                _pack_key(w, b"line")
                 _pack_int(w, t[i].line)
-                _pack_str(w, "cents")
+                _pack_key(w, b"cents")
                 _pack_int(w, t[i].cents)
             elif t[i].kind == T_EXCLUSIVE:
-                _pack_str(w, "exclusive_group")
-                _pack_str(w, "group")
+                _pack_key(w, b"exclusive_group")
+                _pack_key(w, b"group")
                 _pack_str(w, <str>groups[t[i].group])
-                _pack_str(w, "winner")
+                _pack_key(w, b"winner")
                 _pack_str(w, <str>ids[t[i].winner])
             else:
                 _pack_str(w, <str>REASONS[t[i].kind])

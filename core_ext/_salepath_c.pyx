@@ -27,7 +27,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
-from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_raw, _pack_str, _put_be, _reserve
+from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_key, _pack_length, _pack_raw, _pack_str, _put_be, _reserve
 
 FLAVOUR = "cython"
 
@@ -812,41 +812,41 @@ cdef class SaleEvent:
     cdef int _write(self, Writer* w) except -1:
         cdef PricedLine line
         _pack_length(w, 19 + (self.lane is not None) + (self.seq is not None), 0x80, 15, 0, 0xde)
-        _pack_str(w, "type")
-        _pack_str(w, "sale")
-        _pack_str(w, "id")
+        _pack_key(w, b"type")
+        _pack_key(w, b"sale")
+        _pack_key(w, b"id")
         _pack_str(w, self.id)
-        if (_entry(w, "source", self.source) or _entry(w, "channel", self.channel) or _entry(w, "store", self.store)
-                or _entry(w, "ts_ms", self.ts_ms)):
+        if (_entry(w, b"source", self.source) or _entry(w, b"channel", self.channel) or _entry(w, b"store", self.store)
+                or _entry(w, b"ts_ms", self.ts_ms)):
             return 1
-        _pack_str(w, "local")
+        _pack_key(w, b"local")
         _pack_length(w, 2, 0x80, 15, 0, 0xde)
-        if _entry(w, "weekday", self.weekday) or _entry(w, "minute", self.minute):
+        if _entry(w, b"weekday", self.weekday) or _entry(w, b"minute", self.minute):
             return 1
-        if (_entry(w, "ruleset", self.ruleset) or _entry(w, "member", self.member) or _entry(w, "tier", self.tier)
-                or _entry(w, "coupons", self.coupons)):
+        if (_entry(w, b"ruleset", self.ruleset) or _entry(w, b"member", self.member) or _entry(w, b"tier", self.tier)
+                or _entry(w, b"coupons", self.coupons)):
             return 1
-        _pack_str(w, "lines")
+        _pack_key(w, b"lines")
         _pack_length(w, len(self.lines), 0x90, 15, 0, 0xdc)
         for line in self.lines:
             if _write_line(w, line):
                 return 1
-        _cents(w, self.gross_cents, self.discount_cents, "total_cents")
-        if _entry(w, "payments", self.payments):
+        _cents(w, self.gross_cents, self.discount_cents, b"total_cents")
+        if _entry(w, b"payments", self.payments):
             return 1
-        _pack_str(w, "points")
+        _pack_key(w, b"points")
         _pack_length(w, 3, 0x80, 15, 0, 0xde)
-        if (_entry(w, "earned", self.earned) or _entry(w, "redeemed", self.redeemed)
-                or _entry(w, "redeemed_cents", self.redeemed_cents)):
+        if (_entry(w, b"earned", self.earned) or _entry(w, b"redeemed", self.redeemed)
+                or _entry(w, b"redeemed_cents", self.redeemed_cents)):
             return 1
-        _pack_str(w, "trace")
+        _pack_key(w, b"trace")
         if self.priced.write_trace(w) and _value(w, self.priced.trace, 0, False):
             return 1
-        if _entry(w, "moves", self.moves):
+        if _entry(w, b"moves", self.moves):
             return 1
-        if self.lane is not None and _entry(w, "lane", self.lane):
+        if self.lane is not None and _entry(w, b"lane", self.lane):
             return 1
-        if self.seq is not None and _entry(w, "seq", self.seq):
+        if self.seq is not None and _entry(w, b"seq", self.seq):
             return 1
         return 0
 
@@ -854,33 +854,33 @@ cdef class SaleEvent:
 cdef Writer _event_writer  # reused, as the body digest's is: the bytes are copied out at once
 
 
-cdef inline int _entry(Writer* w, str key, value) except -1:
-    _pack_str(w, key)
+cdef inline int _entry(Writer* w, const char* key, value) except -1:
+    _pack_key(w, key)
     return _value(w, value, 0, False)
 
 
-cdef int _cents(Writer* w, long long gross, long long discount, str net_key) except -1:
+cdef int _cents(Writer* w, long long gross, long long discount, const char* net_key) except -1:
     # gross_cents, discount_cents, then what is left under `net_key`: a line's and a sale's totals.
-    _pack_str(w, "gross_cents")
+    _pack_key(w, b"gross_cents")
     _pack_int(w, gross)
-    _pack_str(w, "discount_cents")
+    _pack_key(w, b"discount_cents")
     _pack_int(w, discount)
-    _pack_str(w, net_key)
+    _pack_key(w, net_key)
     return _pack_int(w, gross - discount)
 
 
 cdef int _write_line(Writer* w, PricedLine line) except -1:
     # `PricedLine.event_doc`, entry by entry.
     _pack_length(w, 11, 0x80, 15, 0, 0xde)
-    _pack_str(w, "sku")
+    _pack_key(w, b"sku")
     _pack_str(w, line.sku)
-    _pack_str(w, "qty")
+    _pack_key(w, b"qty")
     _pack_int(w, line.qty)
-    _pack_str(w, "unit_cents")
+    _pack_key(w, b"unit_cents")
     _pack_int(w, line.unit_cents)
-    _cents(w, line.gross_cents, line.discount_cents, "net_cents")
-    return (_entry(w, "promos", line.promos) or _entry(w, "lot", line.lot) or _entry(w, "serial", line.serial)
-            or _entry(w, "category", line.category) or _entry(w, "allocations", line.allocations))
+    _cents(w, line.gross_cents, line.discount_cents, b"net_cents")
+    return (_entry(w, b"promos", line.promos) or _entry(w, b"lot", line.lot) or _entry(w, b"serial", line.serial)
+            or _entry(w, b"category", line.category) or _entry(w, b"allocations", line.allocations))
 
 
 # --- the request's shape ---------------------------------------------------------------------
