@@ -1486,6 +1486,8 @@ cdef class Priced:
         return self._trace
 
     cdef list _trace_maps(self):
+        if self._entries is None:  # made without the engine or maps: an empty trace
+            return []
         cdef const TraceC* t = <const TraceC*>PyBytes_AS_STRING(self._entries)
         cdef Py_ssize_t i, n = PyBytes_GET_SIZE(self._entries) // sizeof(TraceC)
         cdef list ids = self._names[0], versions = self._names[1], groups = self._names[2]
