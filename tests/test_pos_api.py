@@ -29,7 +29,10 @@ def _request(url: str, method: str, path: str, body=None, headers=None, *, chunk
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
         if chunks is not None:
-            conn.request(method, path, body=iter(chunks), headers=headers or {}, encode_chunked=True)
+            try:
+                conn.request(method, path, body=iter(chunks), headers=headers or {}, encode_chunked=True)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answered and closed before the last chunk (a 413 mid-stream): read it
         else:
             conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
