@@ -79,13 +79,10 @@ cdef inline int _pack_str(Writer* w, str text) except -1:
 
 
 cdef inline int _pack_key(Writer* w, const char* key) except -1:
-    # A map key or fixed word of the code's own: ASCII of under 32 bytes, so a fixstr.
+    # A map key or fixed word of the code's own, given as UTF-8 bytes: no text object to encode.
     cdef Py_ssize_t n = strlen(key)
-    _reserve(w, n + 1)
-    w.buf[w.size] = 0xa0 | n
-    memcpy(w.buf + w.size + 1, key, n)
-    w.size += n + 1
-    return 0
+    _pack_length(w, n, 0xa0, 31, 0xd9, 0xda)
+    return _pack_raw(w, key, n)
 
 
 cdef inline int _pack_int(Writer* w, long long v) except -1:

@@ -1513,13 +1513,16 @@ cdef class Priced:
             return 1
         cdef const TraceC* t = <const TraceC*>PyBytes_AS_STRING(self._entries)
         cdef Py_ssize_t i, n = PyBytes_GET_SIZE(self._entries) // sizeof(TraceC)
+        cdef Py_ssize_t start = w.size
         cdef list ids = self._names[0], versions = self._names[1], groups = self._names[2]
-        for i in range(n):  # ids and group names are text, versions integers (`_promo_py.check_rules`)
-            if (type(ids[t[i].rule]) is not str or type(versions[t[i].rule]) is not int
-                    or t[i].kind == T_EXCLUSIVE and type(groups[t[i].group]) is not str):
-                return 1
         _pack_length(w, n, 0x90, 15, 0, 0xdc)
         for i in range(n):
+            # Ids and group names are text, versions integers (`_promo_py.check_rules`); anything
+            # else is left to msgpack: what was written of it is taken back.
+            if (type(ids[t[i].rule]) is not str or type(versions[t[i].rule]) is not int
+                    or t[i].kind == T_EXCLUSIVE and type(groups[t[i].group]) is not str):
+                w.size = start
+                return 1
             _pack_length(w, 4 if t[i].kind == T_CAPPED else 5 if t[i].kind in (T_CEILING, T_EXCLUSIVE) else 3,
                          0x80, 15, 0, 0xde)
             _pack_key(w, b"rule")

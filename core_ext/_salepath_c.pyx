@@ -43,6 +43,13 @@ cdef inline object _move(sku, lot, delta, expiry, serials):
     # constructor called in C (`tuple.__new__(Move, ...)` without looking it up each time).
     cdef tuple args = ((sku, lot, delta, expiry, serials),)  # tuple(iterable): one argument
     return PyTuple_Type.tp_new(<type>Move, <PyObject*>args, NULL)
+
+
+cdef inline dict _map_of(obj):
+    # A map read as a dict (a key without a method call); a map of another type as a copy.
+    return <dict>obj if type(obj) is dict else dict(obj)
+
+
 cdef tuple _NO_SERIALS = ()
 cdef tuple _METHODS = METHOD_ORDER  # the payment methods
 _MasterState = _master.MasterState  # the writer's master view, as `state_of` finds it
@@ -94,7 +101,7 @@ cdef inline long long _days_between(str first, str second):
 cdef bint _sale_line_ok(line):
     if not isinstance(line, dict):
         return False
-    cdef dict d = <dict>line if type(line) is dict else dict(line)  # read as a dict: no method call a key
+    cdef dict d = _map_of(line)
     code = d.get("code", d.get("sku"))
     if not isinstance(code, str) or not code:
         return False
@@ -127,7 +134,7 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
     cdef Balances bal = None
     cdef dict line
     for i in range(len(lines)):
-        line = lines[i] if type(lines[i]) is dict else dict(lines[i])  # checked maps: read as dicts
+        line = _map_of(lines[i])
         code = line.get("code", line.get("sku"))
         item = items.get(code)
         if item is None:
@@ -927,7 +934,7 @@ cdef bint _date_ok(value):
 cdef bint _line_ok(line):
     if not isinstance(line, dict):
         return False
-    cdef dict d = <dict>line if type(line) is dict else dict(line)  # read as a dict: no method call a key
+    cdef dict d = _map_of(line)
     if d.get("code") is not None or d.get("sku") is None:
         if not _text_ok(d.get("code"), MAX_CODE, True):
             return False
@@ -965,7 +972,7 @@ cdef bint _payments_ok(dict body):
     for payment in <list>payments:
         if not isinstance(payment, dict):
             return False
-        p = <dict>payment if type(payment) is dict else dict(payment)
+        p = _map_of(payment)
         if not (_text_ok(p.get("method"), MAX_TEXT, False) and _int_ok(p.get("cents"))):
             return False
     return True
