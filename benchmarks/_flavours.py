@@ -1,5 +1,6 @@
 """Running one benchmark in both engine flavours, one child process each (the flavour is chosen at
-import), so the figures come from the same machine at nearly the same moment."""
+import), taking turns: each child sets up once, then the two run a block of the work in turn, one at
+a time, so that the machine's drift over the run falls on both alike."""
 from __future__ import annotations
 
 import json
@@ -12,36 +13,74 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAVOURS = (("cython", {"GATEWAY_REQUIRE_EXTENSIONS": "1"}), ("python", {"GATEWAY_PURE_PYTHON": "1"}))
 
 
-def run_both(module: str, child_args: list[str], *, rounds: int = 1) -> dict | None:
-    """`{"cython": figures, "python": figures}` from `python -m MODULE --child ARGS` (its last stdout
-    line is a JSON map), or None after printing a child's error.
-
-    With `rounds` > 1 the flavours take turns that many times and each figure is the median of its
-    flavour's rounds (every round's value is kept under `"rounds"`): on a machine whose speed drifts
-    over minutes, a ratio of two single runs a few seconds apart says as much about the drift. Which
-    flavour goes first alternates from round to round, so a drift in one direction falls on both."""
-    runs: dict = {name: [] for name, _env in FLAVOURS}
-    for round_no in range(rounds):
-        for name, env in (FLAVOURS if round_no % 2 == 0 else FLAVOURS[::-1]):
-            print(f"  {name} ..." + (f" (round {round_no + 1} of {rounds})" if rounds > 1 else ""), file=sys.stderr,
-                  flush=True)
-            child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-            child_env.update(env, PYTHONPATH=ROOT)
-            done = subprocess.run([sys.executable, "-m", module, "--child", *child_args], cwd=ROOT, env=child_env,
-                                  capture_output=True, text=True)
-            if done.returncode:
-                print(done.stderr, file=sys.stderr)
-                return None
-            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return {name: _median_of(results) for name, results in runs.items()}
+class ChildFailed(Exception):
+    pass
 
 
-def _median_of(results: list[dict]) -> dict:
-    """Each numeric figure's median over the rounds, the rest as the first round gave it."""
-    out = dict(results[0])
-    for key, value in results[0].items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = statistics.median(r[key] for r in results)
-            if len(results) > 1:
-                out.setdefault("rounds", {})[key] = [r[key] for r in results]
-    return out
+class _Child:
+    """`python -m MODULE --serve ARGS` in one flavour: it says one JSON line when set up, then
+    answers each command line on its standard input (`turn`, `end`) with one JSON line."""
+
+    def __init__(self, name: str, env: dict, module: str, args: list[str]):
+        self.name = name
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        child_env.update(env, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "--serve", *args], cwd=ROOT, env=child_env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise ChildFailed(f"the {self.name} child exited with {self.proc.wait()} (its error is above)")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def run_in_turns(module: str, child_args: list[str], *, turns: int) -> dict | None:
+    """`{"cython": {"turns": [...], "end": {...}}, "python": ...}`: every reply of each flavour's
+    child to `turns` turns (which flavour goes first alternates from turn to turn), and its reply to
+    `end`; or None after printing why a child failed. Both children set up side by side; only one
+    runs a turn at a time."""
+    children = {}
+    try:
+        for name, env in FLAVOURS:
+            children[name] = _Child(name, env, module, child_args)
+        for child in children.values():
+            child.reply()  # set up
+        replies = {name: [] for name in children}
+        for turn in range(turns):
+            order = [name for name, _env in (FLAVOURS if turn % 2 == 0 else FLAVOURS[::-1])]
+            for name in order:
+                replies[name].append(children[name].ask("turn"))
+        print(f"  {turns} turns each taken, finishing ...", file=sys.stderr, flush=True)
+        return {name: {"turns": replies[name], "end": child.ask("end")} for name, child in children.items()}
+    except (ChildFailed, OSError, ValueError) as exc:
+        print(f"  {exc}", file=sys.stderr)
+        return None
+    finally:
+        for child in children.values():
+            child.close()
+
+
+def turn_rates(turns: list[dict]) -> tuple[float, list[float]]:
+    """A flavour's rate over all its turns (their work over their time) and each turn's rate, from
+    replies of `{"done": units, "seconds": s}`."""
+    rate = sum(t["done"] for t in turns) / sum(t["seconds"] for t in turns)
+    return rate, [t["done"] / t["seconds"] for t in turns]
+
+
+def paired_ratios(fast: list[float], slow: list[float]) -> dict:
+    """The ratio of each turn's two rates (the flavours ran one right after the other), summarised:
+    how steady the figure was over the run."""
+    ratios = sorted(a / b for a, b in zip(fast, slow))
+    return {"turn_ratio_median": statistics.median(ratios), "turn_ratio_min": ratios[0],
+            "turn_ratio_max": ratios[-1]}

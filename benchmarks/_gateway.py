@@ -162,6 +162,22 @@ class Gateway:
             time.sleep(0.005)
         raise RuntimeError(f"the gateway was not ready in {self.ready_timeout_s} s: {self.log_tail()}")
 
+    def histogram(self, family: str) -> dict[float, float]:
+        """The cumulative bucket counts of histogram `family` from /metrics, by upper bound."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["metrics"], timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        buckets = {}
+        prefix = f'{family}_bucket{{le="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                bound, _, count = line[len(prefix):].partition('"} ')
+                buckets[float(bound)] = float(count)
+        return buckets
+
     def log_tail(self) -> str:
         self._log.flush()
         with open(self._log.name, "rb") as f:

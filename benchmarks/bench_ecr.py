@@ -12,7 +12,13 @@ another and wait for it, which a tick's burst never does.
 
 Then the same tick with pings (nothing applied, nothing synced: the link's and the loop's own part),
 and the same pings answered by a minimal responder in place of the gateway (the ports' and this
-harness's own part), both reported in the target figure's notes."""
+harness's own part), both reported in the target figure's notes.
+
+Last, the disk's own part: a bare LMDB environment on the same disk commits what a tick's group
+writes (eight sale events, their id records and balance rows), durably, every 20 ms, with nothing
+else running. Its p99 is the target figure's baseline: no round trip that waits for a durable commit
+can be faster than the commit itself. The gateway's own syncs during the tick run (its
+`gateway_core_sync_seconds` histogram) are in the notes beside it."""
 from __future__ import annotations
 
 import binascii
@@ -33,6 +39,10 @@ from ._gateway import Gateway, PosClient, priced_pool
 
 LANES, RATE = 8, 50.0
 SKUS, RULES = 2_000, 300
+# What a tick's group writes, for the bare-disk run: a sale's event document is about 1.4 KB, its id
+# record a short memo, and each of its three lines moves a lot row and its SKU's total.
+EVENT_BYTES, ID_BYTES, ROW_BYTES = 1_400, 48, 40
+SYNC_FAMILY = "gateway_core_sync_seconds"
 STX, ETX, ACK, NAK = 0x02, 0x03, 0x06, 0x15
 
 DEVICE = """
@@ -169,7 +179,7 @@ def run(ctx) -> list[Figure]:
     count = int(seconds * RATE)
     terminals = [PtyTerminal() for _ in range(LANES)]
     devices = "".join(DEVICE.format(name=f"ecr{i + 1}", port=t.path) for i, t in enumerate(terminals))
-    runs = {}
+    runs, syncs = {}, {}
     try:
         with tempfile.TemporaryDirectory() as tmp, \
                 Gateway(ctx, tmp, label="ecr", devices=devices, terminals=("quoter",)) as gw:
@@ -179,22 +189,33 @@ def run(ctx) -> list[Figure]:
             client.close()
             for arrivals, how in (("tick", "on the same tick"), ("random", "at random moments")):
                 say(f"ecr: {LANES} lanes x {RATE:.0f} sales/s for {seconds:.0f} s, {how}")
+                syncs_before = gw.histogram(SYNC_FAMILY)
                 runs[arrivals] = _drive_run(terminals, pool, count, arrivals, "sale")
+                syncs[arrivals] = _bucket_counts(syncs_before, gw.histogram(SYNC_FAMILY))
             # The same tick with pings, which write nothing: the link's and the loop's own part of
             # a round trip (frames, ACKs, the queue, a group that syncs nothing).
             say(f"ecr: {LANES} lanes x {RATE:.0f} pings/s for {seconds / 3:.0f} s, on the same tick")
             pings = _drive_run(terminals, pool, count // 3, "tick", "ping")
         say(f"ecr: the same pings answered by a minimal responder in place of the gateway, {seconds / 3:.0f} s")
         floor = _floor_run(terminals, pool, count // 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            say(f"ecr: a bare LMDB commit of a tick's records every 20 ms on the same disk, {seconds:.0f} s")
+            disk_ms = _disk_commit_run(tmp, count)
     finally:
         for t in terminals:
             t.close()
     tick = _figure(*runs["tick"], "ecr_8_lanes_p99", "at", "p99 <= 5 ms")
     ping_ms = _latencies_ms(pings[0])
     floor_ms = _latencies_ms(floor[0])
+    tick.baseline = percentile(disk_ms, 0.99)
+    tick.baseline_of = "a bare LMDB commit of a tick's records every 20 ms, same disk, p99"
     tick.extra.update({"ping_p50_ms": percentile(ping_ms, 0.5), "ping_p99_ms": percentile(ping_ms, 0.99),
-                       "floor_p50_ms": percentile(floor_ms, 0.5), "floor_p99_ms": percentile(floor_ms, 0.99)})
-    return [tick, _figure(*runs["random"], "ecr_8_lanes_random_p99", "at random moments averaging", "")]
+                       "floor_p50_ms": percentile(floor_ms, 0.5), "floor_p99_ms": percentile(floor_ms, 0.99),
+                       "disk_commit_p50_ms": percentile(disk_ms, 0.5), "disk_commit_p90_ms": percentile(disk_ms, 0.9),
+                       "disk_commit_max_ms": disk_ms[-1], **_sync_notes(syncs["tick"])})
+    random_run = _figure(*runs["random"], "ecr_8_lanes_random_p99", "at random moments averaging", "")
+    random_run.extra.update(_sync_notes(syncs["random"]))
+    return [tick, random_run]
 
 
 def _drive_run(terminals, pool, count: int, arrivals: str, kind: str) -> tuple[list[Lane], float]:
@@ -242,6 +263,55 @@ def _minimal_responder(paths: list[str], ready) -> None:
                 if len(buf) >= 3 and len(buf) >= 3 + struct.unpack_from(">H", buf, 1)[0] + 3:
                     del buf[:3 + struct.unpack_from(">H", buf, 1)[0] + 3]
                     os.write(key.fd, answer)
+
+
+def _disk_commit_run(root: str, ticks: int) -> list[float]:
+    """Milliseconds of each of `ticks` durable commits, one every 20 ms, into a bare LMDB environment
+    in `root` (sync and metasync on, as the gateway's store): each writes what a tick's group does,
+    eight events appended, their id records, and a lot row and a SKU total for each of their 24
+    lines, among as many rows as the benchmark's stock has. Sorted."""
+    import lmdb
+
+    rng = random.Random(7)
+    env = lmdb.open(root, map_size=1 << 30, max_dbs=4, sync=True, metasync=True)
+    events, ids, lots = (env.open_db(name) for name in (b"events", b"ids", b"lots"))
+    with env.begin(write=True) as txn:
+        for sku in range(SKUS):
+            txn.put(b"SKU-%06d\x00" % sku, bytes(ROW_BYTES), db=lots)
+            txn.put(b"SKU-%06d\x00L1" % sku, bytes(ROW_BYTES), db=lots)
+    taken, seq = [], 0
+    start = time.perf_counter() + 0.02
+    for tick in range(ticks):
+        time.sleep(max(0.0, start + tick / RATE - time.perf_counter()))
+        began = time.perf_counter()
+        with env.begin(write=True) as txn:
+            for _ in range(LANES):
+                seq += 1
+                txn.put(seq.to_bytes(8, "big"), rng.randbytes(EVENT_BYTES), db=events, append=True)
+                txn.put(b"ecr%d:%08x" % (rng.randrange(LANES), rng.getrandbits(32)), bytes(ID_BYTES), db=ids)
+                for _ in range(3):
+                    sku = rng.randrange(SKUS)
+                    txn.put(b"SKU-%06d\x00" % sku, rng.randbytes(ROW_BYTES), db=lots)
+                    txn.put(b"SKU-%06d\x00L1" % sku, rng.randbytes(ROW_BYTES), db=lots)
+        taken.append((time.perf_counter() - began) * 1000)
+    env.close()
+    return sorted(taken)
+
+
+def _bucket_counts(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """A histogram's cumulative bucket counts over a run: after minus before, by upper bound."""
+    return {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+
+
+def _sync_notes(buckets: dict[float, float]) -> dict:
+    """The gateway's own durable commits in a run: how many, the share over 5 ms, and the bucket
+    bound its p99 fell under."""
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return {"gateway_syncs": 0}
+    p99_under = next(bound for bound, count in sorted(buckets.items()) if count >= 0.99 * total)
+    return {"gateway_syncs": int(total), "gateway_syncs_over_5ms_share": 1 - buckets.get(0.005, 0.0) / total,
+            "gateway_sync_p99_under_ms": p99_under * 1000}
 
 
 def _latencies_ms(lanes: list[Lane]) -> list[float]:

@@ -1,7 +1,8 @@
 """The sale handler path: priced 3-line sales (1,000 rules, 10,000 SKUs) applied in groups through
 the core loop's own group step (nested transaction per sale, idempotency record, pricing, FEFO, one
 durable commit per group), compiled and pure-Python twin side by side, each in a child process (the
-flavour is chosen at import)."""
+flavour is chosen at import). The two children set up once and then take turns, a block of sales
+each, one at a time."""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +13,16 @@ import tempfile
 import time
 
 from ._common import Figure, at_least, say
-from ._flavours import run_both
+from ._flavours import paired_ratios, run_in_turns, turn_rates
 
 GROUP = 256
-# The flavours take turns this many times (a full run), and each figure is its flavour's median.
-ROUNDS = 5
+# Sales a flavour applies in one turn, and the turns each takes in a full run: turns a fraction of a
+# second to a few seconds long, so that the machine's drift (by a fifth over minutes, by half within
+# minutes in its slow hours) falls on the two flavours alike.
+TURN_SALES = 1_024
+TURNS = 24
+# The handler alone, timed once at the end over this many turns' worth of sales.
+HANDLER_TURNS = 4
 
 
 def _apply(core, requests) -> list:
@@ -30,7 +36,9 @@ def _apply(core, requests) -> list:
     return answers
 
 
-def _child(sales: int, skus: int, rules: int) -> dict:
+def _serve(turn_sales: int, skus: int, rules: int) -> None:
+    """The child: set a store up, say so, then apply `turn_sales` sales in groups for each `turn`
+    asked on standard input, and time the handler alone at `end`; one JSON line per answer."""
     import core_ext
     from core_ext import Request, Settings, Store
     from gateway._app_core import build_core
@@ -51,19 +59,32 @@ def _child(sales: int, skus: int, rules: int) -> dict:
         quotes = _apply(core, [Request("quote", {"t": "quote", "id": f"q{i}", "lines": lines}, "lane1", "ecr")
                                for i, lines in enumerate(pool)])
         priced = [(lines, q["total_cents"]) for lines, q in zip(pool, quotes)]
-        requests = [Request("sale", {"t": "sale", "id": f"s{i}", "lines": priced[i % len(priced)][0],
+
+        def sales(prefix: str) -> list:
+            return [Request("sale", {"t": "sale", "id": f"{prefix}{i}", "lines": priced[i % len(priced)][0],
                                      "payments": [{"method": "cash", "cents": priced[i % len(priced)][1]}]},
-                            "lane1", "ecr") for i in range(sales)]
+                            "lane1", "ecr") for i in range(turn_sales)]
+
         # As `gateway run` does once its state is loaded (both flavours alike).
         core_ext.freeze_loaded_state()
-        started = time.perf_counter()
-        for i in range(0, sales, GROUP):
-            _apply(core, requests[i:i + GROUP])
-        elapsed = time.perf_counter() - started
-        handler_s = _handler_alone(store, [Request("sale", {**r.body, "id": "h" + r.body["id"]}, r.source, r.channel)
-                                           for r in requests])
+        _say({"flavour": core_ext.FLAVOUR})
+        turn = 0
+        for command in sys.stdin:
+            if command.strip() == "end":
+                alone = [request for block in range(HANDLER_TURNS) for request in sales(f"h{block}-")]
+                _say({"handler_alone_per_s": len(alone) / _handler_alone(store, alone)})
+                break
+            requests = sales(f"t{turn}-")
+            turn += 1
+            started = time.perf_counter()
+            for i in range(0, turn_sales, GROUP):
+                _apply(core, requests[i:i + GROUP])
+            _say({"done": turn_sales, "seconds": time.perf_counter() - started})
         store.close()
-    return {"flavour": core_ext.FLAVOUR, "sales_per_s": sales / elapsed, "handler_alone_per_s": sales / handler_s}
+
+
+def _say(reply: dict) -> None:
+    print(json.dumps(reply), flush=True)
 
 
 def _handler_alone(store, requests) -> float:
@@ -91,29 +112,28 @@ def _handler_alone(store, requests) -> float:
 
 
 def run(ctx) -> list[Figure]:
-    sales = ctx.size(512, 10_240)
+    turn_sales = ctx.size(256, TURN_SALES)
+    turns = ctx.size(2, TURNS)
     skus, rules = 10_000, 1_000
-    rounds = ctx.size(1, ROUNDS)
-    say(f"sale: {sales:,} priced 3-line sales, {rules:,} rules, {skus:,} SKUs, groups of {GROUP}, both flavours"
-        + (f", taking turns {rounds} times (medians)" if rounds > 1 else ""))
-    results = run_both("benchmarks.bench_sale", [str(sales), str(skus), str(rules)], rounds=rounds)
+    say(f"sale: priced 3-line sales, {rules:,} rules, {skus:,} SKUs, groups of {GROUP}, both flavours "
+        f"taking {turns} turns of {turn_sales:,} sales each")
+    results = run_in_turns("benchmarks.bench_sale", [str(turn_sales), str(skus), str(rules)], turns=turns)
     if results is None:
         raise RuntimeError("a flavour's child failed (its error is above)")
-    compiled, pure = results["cython"]["sales_per_s"], results["python"]["sales_per_s"]
-    rounds_seen = {f"{name}_rounds_per_s": results[name]["rounds"]["sales_per_s"]
-                   for name in ("cython", "python") if "rounds" in results[name]}
+    compiled, compiled_turns = turn_rates(results["cython"]["turns"])
+    pure, pure_turns = turn_rates(results["python"]["turns"])
+    alone, alone_pure = (results[name]["end"]["handler_alone_per_s"] for name in ("cython", "python"))
     return [Figure("sale_handler_path", f"sale handler path, 3-line priced sale, {rules:,} rules, {skus:,} SKUs",
                    compiled, "events/s", target=">= 5x the pure twin", met=at_least(compiled / pure, 5.0),
                    baseline=pure, baseline_of="pure-Python twin",
-                   extra={"sales": sales, "group": GROUP,
-                          "handler_alone_per_s": results["cython"]["handler_alone_per_s"],
-                          "handler_alone_pure_per_s": results["python"]["handler_alone_per_s"],
-                          "handler_alone_ratio": results["cython"]["handler_alone_per_s"]
-                          / results["python"]["handler_alone_per_s"], **rounds_seen})]
+                   extra={"sales": turn_sales * turns, "turns": turns, "group": GROUP,
+                          **paired_ratios(compiled_turns, pure_turns),
+                          "handler_alone_per_s": alone, "handler_alone_pure_per_s": alone_pure,
+                          "handler_alone_ratio": alone / alone_pure})]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", nargs=3, type=int, required=True)
-    print(json.dumps(_child(*parser.parse_args().child)))
+    parser.add_argument("--serve", nargs=3, type=int, required=True, metavar=("TURN_SALES", "SKUS", "RULES"))
+    _serve(*parser.parse_args().serve)
     sys.exit(0)

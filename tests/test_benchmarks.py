@@ -88,12 +88,13 @@ def test_a_figure_missing_from_the_results_is_said_to_be_missing():
     assert page == "Intro.\n\n`nope`: not measured in this run.\n\nWhat limits it: words.\n"
 
 
-def test_interleaved_rounds_report_each_figures_median_and_keep_every_round():
-    from benchmarks._flavours import _median_of
-    rounds = [{"flavour": "cython", "sales_per_s": 10.0, "ok": True}, {"flavour": "cython", "sales_per_s": 30.0,
-                                                                       "ok": True},
-              {"flavour": "cython", "sales_per_s": 20.0, "ok": True}]
-    merged = _median_of(rounds)
-    assert merged["sales_per_s"] == 20.0 and merged["rounds"] == {"sales_per_s": [10.0, 30.0, 20.0]}
-    assert merged["flavour"] == "cython" and merged["ok"] is True
-    assert "rounds" not in _median_of(rounds[:1])
+def test_flavours_taking_turns_are_rated_over_all_their_turns_and_each_turn_paired_with_the_other():
+    from benchmarks._flavours import paired_ratios, turn_rates
+    fast, fast_turns = turn_rates([{"done": 100, "seconds": 1.0}, {"done": 100, "seconds": 3.0}])
+    slow, slow_turns = turn_rates([{"done": 100, "seconds": 4.0}, {"done": 100, "seconds": 12.0}])
+    assert fast == 50.0 and fast_turns == [100.0, 100 / 3]
+    assert slow == 12.5 and fast / slow == 4.0
+    # The second turn ran in a slow spell for both: paired, each turn still says 4x.
+    assert paired_ratios(fast_turns, slow_turns) == {"turn_ratio_median": 4.0, "turn_ratio_min": 4.0,
+                                                     "turn_ratio_max": 4.0}
+    assert paired_ratios([10.0, 30.0, 20.0], [10.0, 10.0, 10.0])["turn_ratio_median"] == 2.0

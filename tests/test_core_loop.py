@@ -29,6 +29,19 @@ async def test_low_load_one_request_per_commit_high_load_many(make_core, seeded_
     assert registry.get_sample_value("gateway_core_group_size_requests_count") == core.loop.commits
 
 
+async def test_the_sync_of_a_group_that_wrote_is_timed_and_one_that_wrote_nothing_is_not(make_core, seeded_store):
+    registry = CollectorRegistry()
+    core = await make_core(seeded_store, registry=registry)
+    for i in range(3):
+        assert (await core.submit(sale(i))).ok
+    assert (await core.request("ping", {"id": "p1"})).ok
+    assert (await core.request("quote", {"id": "q", "lines": [{"code": "SKU-4", "qty": 1}]})).ok
+    # Three groups synced pages; the ping's and the quote's dirtied none, so they say nothing of the disk.
+    assert registry.get_sample_value("gateway_core_sync_seconds_count") == 3
+    assert registry.get_sample_value("gateway_core_group_size_requests_count") == 5
+    assert registry.get_sample_value("gateway_core_sync_seconds_sum") > 0
+
+
 async def test_answer_comes_after_the_commit_is_visible_to_a_new_reader(core):
     res = await core.submit(sale(1))
     # A reader opened after the answer sees the effect: it was committed before we heard "ok".
