@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway._cli import main
 from upstream import ZERO_DIGEST, digest, encode_envelope, seal_envelope
 from upstream._keys import write_keypair
-from upstream._nats_erp import DUPLICATE, REJECTED, VERIFIED, ChainConsumer
+from upstream._nats_erp import (DUPLICATE, REJECTED, VERIFIED, ChainConsumer, ConsumeOptions, connect, consume,
+                                ensure_streams)
 
 from ._nats_rig import bridge, chain, hub  # noqa: F401
 
@@ -100,3 +101,22 @@ async def test_erp_consume_and_publish_master_from_the_command_line(tmp_path, ch
         return await chain.nc.jetstream().get_last_msg("GW_DOWN", "gw.master.catalog.S002")
     doc = msgpack.unpackb((await chain.bridge.run(last)).data)
     assert doc["kind"] == "catalog" and doc["version"] == 4
+
+
+async def test_a_fetch_whose_wait_runs_out_in_any_of_its_steps_is_an_idle_page(bridge, hub):
+    # A wait of a fraction of a millisecond runs out at every step of nats-py's fetch in turn: before
+    # the server's first answer, and between its "no messages" and the lingering request (where
+    # nats-py raises asyncio's TimeoutError, not its own). Each is an idle page, never an error.
+    key = Ed25519PrivateKey.generate()
+
+    async def consume_idle_stream():
+        nc = await connect([hub.url])
+        try:
+            await ensure_streams(nc.jetstream(), "gw")
+            for _ in range(40):
+                consumer = ChainConsumer({"S001": key.public_key()})
+                await consume(nc, consumer, ConsumeOptions(fetch_wait_s=0.0005, idle_s=0.01))
+                assert consumer.report() == [] and not consumer.failed
+        finally:
+            await nc.close()
+    await bridge.run(consume_idle_stream)

@@ -217,6 +217,7 @@ class ConsumeOptions:
     state_path: str | None = None
     idle_s: float = 2.0             # stop after this long without a message (0: never)
     fetch_batch: int = 256
+    fetch_wait_s: float = 1.0       # how long one fetch waits for messages before it counts as idle
     until: dict | None = None       # {store: seq}: stop once every store is verified through its seq
     on_page: Callable | None = None  # called after each page (progress, figures)
 
@@ -233,8 +234,10 @@ async def consume(nc, consumer: ChainConsumer, options: ConsumeOptions) -> Chain
     idle_since = time.monotonic()
     while not _reached(consumer, options.until):
         try:
-            messages = await sub.fetch(options.fetch_batch, timeout=1.0)
-        except nats.errors.TimeoutError:
+            messages = await sub.fetch(options.fetch_batch, timeout=options.fetch_wait_s)
+        except asyncio.TimeoutError:
+            # nats-py raises its own TimeoutError (a subclass) or, when its wait ran out between the
+            # server's "no messages" and the lingering request, asyncio's: an idle page either way.
             messages = []
         if not messages:
             if options.idle_s and time.monotonic() - idle_since >= options.idle_s:
