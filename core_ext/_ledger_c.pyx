@@ -9,13 +9,14 @@ transaction puts the memory back exactly (see `Tx.state`).
 """
 from datetime import date
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 
 from . import _ledger_py
 from ._ledger_py import check_row_key  # the rare long key: the reference's check and words
-from ._store import _pack, alert_key, is_total_key, split_lot_key, total_key
+from ._store import _pack, alert_key, is_total_key, split_lot_key
 
 from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_str
 
@@ -102,20 +103,25 @@ cdef class Balances:
         cdef SkuBalances bal
         cdef LotRow row
         cdef list puts = []
+        cdef bytes sku_key
+        cdef set lots
         txn = tx.txn
         lots_db = tx.db["lots"]
         for sku in sorted(self._dirty):
             bal = self.skus.get(sku)
+            sku_key = (<str>sku).encode()  # `total_key`
             if bal is None or bal.total == 0:
-                txn.delete(total_key(sku), db=lots_db)
+                txn.delete(sku_key, db=lots_db)
             else:
-                puts.append((total_key(sku), _int_bytes(bal.total)))
-            for lot in sorted(self._dirty[sku], key=_lot_key_order):
+                puts.append((sku_key, _int_bytes(bal.total)))
+            lots = self._dirty[sku]
+            # Nearly always one lot: no list to sort.
+            for lot in (lots if len(lots) == 1 else sorted(lots, key=_lot_key_order)):
                 row = None if bal is None else bal.lots.get(lot)
                 if row is None:
-                    txn.delete(_lot_key(sku, lot), db=lots_db)
+                    txn.delete(_row_key(sku_key, lot), db=lots_db)
                 else:
-                    puts.append((_lot_key(sku, lot), _lot_row_bytes(row)))
+                    puts.append((_row_key(sku_key, lot), _lot_row_bytes(row)))
         if puts:
             # In key order, in one call: py-lmdb's loop instead of a Python call per row. Every key
             # is written or deleted once, so the deletes before them change nothing of the result.
@@ -273,6 +279,18 @@ def balances(tx):
 
 cdef inline bytes _lot_key(sku, lot):
     return f"{sku}\x00{lot or ''}".encode()
+
+
+cdef bytes _row_key(bytes sku_key, lot):
+    """`_lot_key(sku, lot)` from the SKU's key: its bytes, a NUL, the lot's UTF-8."""
+    cdef bytes lot_bytes = (<str>lot).encode() if lot else b""
+    cdef Py_ssize_t n = len(sku_key), m = len(lot_bytes)
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, n + 1 + m)
+    cdef char* at = PyBytes_AS_STRING(key)
+    memcpy(at, PyBytes_AS_STRING(sku_key), n)
+    at[n] = 0
+    memcpy(at + n + 1, PyBytes_AS_STRING(lot_bytes), m)
+    return key
 
 
 def lots_of(tx, str sku, recalls):
