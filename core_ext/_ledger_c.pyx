@@ -10,9 +10,9 @@ transaction puts the memory back exactly (see `Tx.state`).
 from datetime import date
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.string cimport memcpy
 
 from . import _ledger_py
 from ._ledger_py import check_row_key  # the rare long key: the reference's check and words
@@ -277,12 +277,8 @@ def balances(tx):
     return _balances(tx)
 
 
-cdef inline bytes _lot_key(sku, lot):
-    return f"{sku}\x00{lot or ''}".encode()
-
-
 cdef bytes _row_key(bytes sku_key, lot):
-    """`_lot_key(sku, lot)` from the SKU's key: its bytes, a NUL, the lot's UTF-8."""
+    """A lot's key in `lots` (`_store.lot_key`) from its SKU's key: its bytes, a NUL, the lot's UTF-8."""
     cdef bytes lot_bytes = (<str>lot).encode() if lot else b""
     cdef Py_ssize_t n = len(sku_key), m = len(lot_bytes)
     cdef bytes key = PyBytes_FromStringAndSize(NULL, n + 1 + m)

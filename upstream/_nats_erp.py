@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import nats
-import nats.errors
 import nats.js.errors
 from nats.js import api
 
