@@ -213,7 +213,7 @@ def run(ctx) -> list[Figure]:
     floor_ms = _latencies_ms(floor[0])
     durable_ms = _latencies_ms(durable[0])
     tick.baseline = percentile(durable_ms, 0.99)
-    tick.baseline_of = "a minimal responder answering each tick once committed durably, p99"
+    tick.baseline_of = "minimal responder answering each tick once it has committed it durably, p99"
     tick.extra.update({"ping_p50_ms": percentile(ping_ms, 0.5), "ping_p99_ms": percentile(ping_ms, 0.99),
                        "floor_p50_ms": percentile(floor_ms, 0.5), "floor_p99_ms": percentile(floor_ms, 0.99),
                        "durable_floor_p50_ms": percentile(durable_ms, 0.5),
