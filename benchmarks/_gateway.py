@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ._common import ROOT, say
 
 ERP_TOKEN = "bench-erp-token"
@@ -170,13 +172,9 @@ class Gateway:
             text = conn.getresponse().read().decode()
         finally:
             conn.close()
-        buckets = {}
-        prefix = f'{family}_bucket{{le="'
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                bound, _, count = line[len(prefix):].partition('"} ')
-                buckets[float(bound)] = float(count)
-        return buckets
+        return {float(sample.labels["le"]): sample.value
+                for metric in text_string_to_metric_families(text) if metric.name == family
+                for sample in metric.samples if sample.name == f"{family}_bucket"}
 
     def log_tail(self) -> str:
         self._log.flush()

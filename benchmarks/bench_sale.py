@@ -1,6 +1,6 @@
 """The sale handler path: priced 3-line sales (1,000 rules, 10,000 SKUs) applied in groups through
-the core loop's own group step (nested transaction per sale, idempotency record, pricing, FEFO, one
-durable commit per group), compiled and pure-Python twin side by side, each in a child process (the
+the core loop's own group step (each sale in the group's transaction, idempotency record, pricing,
+FEFO, one durable commit per group), compiled and pure-Python twin side by side, each in a child process (the
 flavour is chosen at import). The two children set up once and then take turns, a block of sales
 each, one at a time."""
 from __future__ import annotations
@@ -89,10 +89,10 @@ def _say(reply: dict) -> None:
 
 def _handler_alone(store, requests) -> float:
     """Seconds spent in the sale handler itself (price, decide, persist into the transaction), without
-    the core loop's step around it (idempotency record, the nested transaction's begin and commit) or
-    the commits: a diagnostic of where the ratio comes from, not the target's figure. Each sale runs
-    in a nested transaction of its own, as the core loop runs it (its day document is folded when
-    that commits, outside the timing)."""
+    the core loop's step around it (shape check, body hash, idempotency record) or the commits: a
+    diagnostic of where the ratio comes from, not the target's figure. Each sale runs in the group's
+    transaction, as the core loop runs a sale (`DECIDES_FIRST`: a request's transaction without an
+    LMDB one of its own); its day document is folded when that commits, outside the timing."""
     from core_ext import Settings
     from core_ext._sales import HANDLE_SALE as handle_sale
     from gateway._core_loop import Context
@@ -102,7 +102,7 @@ def _handler_alone(store, requests) -> float:
     for i in range(0, len(requests), GROUP):
         tx = store.begin(write=True)
         for request in requests[i:i + GROUP]:
-            child = tx.child()
+            child = tx.child(shared=True)
             started = time.perf_counter()
             handle_sale(child, request, ctx)
             spent += time.perf_counter() - started

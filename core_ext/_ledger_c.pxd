@@ -46,6 +46,11 @@ cdef class Balances:
     cdef void _undo_clear(self)
 
 
+cdef inline tuple move_tuple(move):
+    # A move is a named tuple: read as a tuple, not through the iterator or slots a subclass would take.
+    return <tuple>move if isinstance(move, tuple) else tuple(move)
+
+
 cdef object state_of(tx, cls)
 cpdef list apply_moves(tx, moves)
 cdef Balances _balances(tx)

@@ -400,8 +400,7 @@ cpdef list apply_moves(tx, moves):
     cdef dict dirty = state._dirty
     cdef set lots
     for move in moves:
-        # A move is a named tuple: unpacked as a tuple, not through the iterator a subclass would take.
-        sku, lot, delta, expiry, serials = <tuple>move if isinstance(move, tuple) else tuple(move)
+        sku, lot, delta, expiry, serials = move_tuple(move)
         # Any text of up to this many characters fits LMDB's keys, UTF-8 taking 4 bytes at most.
         if len(sku) + (len(lot) if lot else 0) > _SAFE_KEY_CHARS:
             check_row_key(tx, sku, lot)

@@ -15,7 +15,7 @@ from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
 from ._records import Move, SaleLine, alert_raised
 from ._store import _pack, alert_key
 
-from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, apply_moves, state_of
+from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, apply_moves, move_tuple, state_of
 from ._promo_c cimport Priced, PricedLine
 
 from datetime import date
@@ -442,8 +442,7 @@ cpdef after_moves(tx, moves, str today, now_ms):
     cdef list have
     cdef tuple m
     for move in moves:
-        # A named tuple, indexed as a tuple rather than through its type's slot.
-        m = <tuple>move if isinstance(move, tuple) else tuple(move)
+        m = move_tuple(move)
         sku = m[0]
         lots = touched.get(sku)
         if lots is None:
