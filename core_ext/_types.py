@@ -1,7 +1,7 @@
 """Requests into the core loop and the responses out of it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 # Channels as the promotion rules' `where.channels` name them, plus the non-sale sources.
@@ -33,7 +33,6 @@ class Response:
 
     body: dict
     replayed: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -46,6 +46,11 @@ ANSWER_TURNS = 2
 # (a huge quote, the pure flavour's master data) or on a writer held up (another process holding the
 # store's write lock); the loop then serves devices beside it, as every group had before.
 HOLD_OFF_S = 0.05
+# Requests checked at a time (`CoreLoop._check`: shape, id, body digest) before they are applied:
+# one pass of the same code over several requests keeps it in the processor's caches, where a
+# sale's check and hash between two handlers cost several times as much (`docs/performance.md`); a
+# few at a time, so a group cut short by its budget has checked little that it does not apply.
+CHECK_AHEAD = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,10 +336,13 @@ class CoreLoop:
         try:
             if self.before_group is not None:
                 self.before_group(tx, ctx)
+            checked: list = []
             for index, slot in enumerate(slots):
                 if index and time.perf_counter() > deadline:
                     served = index
                     break
+                if index == len(checked):
+                    checked += map(self._check, (s[0] for s in slots[index:index + CHECK_AHEAD]))
                 request = slot[0]
                 if request.kind in GUARDED_KINDS:
                     if pressure is None:
@@ -344,7 +352,7 @@ class CoreLoop:
                                                   "the disk is nearly full; nothing was applied, retry later"))
                         self._count(request, slot[1])
                         continue
-                slot[1] = self._apply_one(tx, request, ctx)
+                slot[1] = self._apply_one(tx, request, ctx, checked[index])
                 self._count(request, slot[1])
             syncing = self._commit(tx, applied)
         except Exception as exc:
@@ -386,9 +394,10 @@ class CoreLoop:
         tx.commit(flushed)
         return began if tx.wrote else None
 
-    def _apply_one(self, tx, request: Request, ctx: Context) -> Response:
-        """One request in its own nested transaction: checked, answered again if it was committed
-        before, else run; its effects stay only if it succeeds."""
+    def _check(self, request: Request) -> Response | tuple:
+        """What a request's body alone decides, outside any transaction: its refusal as a
+        `Response`, or `(handler, key, digest)`: its handler, and for an idempotent one the key its
+        id is remembered under and its body's digest."""
         handler = self.handlers.get(request.kind)
         body = request.body
         if handler is None or not isinstance(body, dict):
@@ -405,6 +414,15 @@ class CoreLoop:
                 digest = body_hash(body)
             except Refused as exc:
                 return Response(refusal(request, exc.code, exc.message))
+        return handler, key, digest
+
+    def _apply_one(self, tx, request: Request, ctx: Context, checked: Response | tuple) -> Response:
+        """One request, `checked` first (`_check`): answered again if its id was committed before
+        (in an earlier group or earlier in this one), else run; its effects stay only if it succeeds."""
+        if type(checked) is Response:
+            return checked
+        handler, key, digest = checked
+        if key is not None:
             first = tx.get("ids", key)
             if first is not None:
                 return _repeated(tx, request, key, first, digest)

@@ -27,15 +27,19 @@ def apply(core, requests) -> list:
     return [slot[1] for slot in slots]
 
 
-@pytest.fixture
-def core(tmp_path):
-    store = Store(str(tmp_path / "data"))
+def make_core(path):
+    store = Store(str(path))
     seed(store)
     apply_master(store, "promotions", RULES)
     apply_master(store, "policy", {"expiry_warn_days": 60})  # lot B2 (2026-12-31) expires soon
-    loop = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    return build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+
+
+@pytest.fixture
+def core(tmp_path):
+    loop = make_core(tmp_path / "data")
     yield loop
-    store.close()
+    loop.store.close()
 
 
 def priced(core, rid: str, lines: list, member: str | None = None, points: int = 0) -> Request:
@@ -76,6 +80,30 @@ def test_a_repeated_sale_is_answered_from_its_event_exactly_as_the_first_time(co
     assert "res" not in record and record["seq"] == first[0].body["seq"]
     assert record["memo"] == {"warnings": first[0].body["warnings"], "points_balance": first[0].body["points_balance"]}
     assert len(msgpack.packb(record)) * 4 < len(msgpack.packb(first[0].body)), "the record is a fraction of the answer"
+
+
+def test_a_group_checked_ahead_answers_each_request_as_if_it_came_alone(core, tmp_path):
+    """The writer checks a few requests ahead of the one it applies (shape, id, body digest); it
+    looks an id up only when it applies its request, so a repeat within the group, on either side
+    of a batch of checks, is still a repeat or a conflict, and a bad request is refused in its place."""
+    from gateway._core_loop import CHECK_AHEAD
+    lines = [[{"sku": "SKU-2", "qty": 1}], [{"sku": "SKU-4", "qty": 2}], [{"sku": "SKU-1", "qty": 1, "lot": "B2"}]]
+    sales = [priced(core, f"s{i}", lines[i % 3]) for i in range(CHECK_AHEAD + 8)]
+    bad = Request("sale", {"t": "sale", "id": "bad", "lines": [{"sku": "SKU-2", "qty": "two"}]}, "lane1", "ecr")
+    no_id = Request("receipt", {"sku": "SKU-4", "qty": 5}, "erp", "erp")
+    conflict = Request("sale", {**sales[1].body, "lines": lines[0]}, "lane1", "ecr")
+    group = [*sales[:3], bad, *sales[3:CHECK_AHEAD], sales[0], conflict, no_id, *sales[CHECK_AHEAD:], sales[2]]
+    together = apply(core, group)
+    alone = make_core(tmp_path / "alone")
+    one_by_one = [apply(alone, [request])[0] for request in group]
+    alone.store.close()
+    assert [(as_bytes(a.body), a.replayed) for a in together] == [(as_bytes(b.body), b.replayed) for b in one_by_one]
+    assert together[3].body["err"] == "BAD_REQUEST" and "qty" in together[3].body["msg"]
+    repeat, other, missing = together[CHECK_AHEAD + 1:CHECK_AHEAD + 4]
+    assert repeat.replayed and repeat.body == together[0].body
+    assert other.body["err"] == "DUPLICATE_ID_CONFLICT" and missing.body["err"] == "BAD_REQUEST"
+    assert together[-1].replayed and together[-1].body == together[2].body
+    assert sum(a.body["ok"] and not a.replayed for a in together) == len(sales)
 
 
 def test_a_repeat_with_other_content_is_still_a_conflict(core):
