@@ -324,36 +324,16 @@ class CoreLoop:
         callbacks and how many slots were served (answered); the rest were not touched. `applied`
         is called once the group is applied, just before its commit writes and syncs."""
         ctx = Context(now_ms=int(self.clock() * 1000), settings=self.settings)
-        pressure = None
         try:
             tx = self.store.begin(write=True)
         except lmdb.Error as exc:
             for slot in slots:
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, f"the store cannot be written: {exc}"))
             return [], len(slots)
-        deadline = time.perf_counter() + self.group_budget_s
-        served = len(slots)
         try:
             if self.before_group is not None:
                 self.before_group(tx, ctx)
-            checked: list = []
-            for index, slot in enumerate(slots):
-                if index and time.perf_counter() > deadline:
-                    served = index
-                    break
-                if index == len(checked):
-                    checked += map(self._check, (s[0] for s in slots[index:index + CHECK_AHEAD]))
-                request = slot[0]
-                if request.kind in GUARDED_KINDS:
-                    if pressure is None:
-                        pressure = self.disk_pressure()
-                    if pressure:
-                        slot[1] = Response(refusal(request, errors.UNAVAILABLE,
-                                                  "the disk is nearly full; nothing was applied, retry later"))
-                        self._count(request, slot[1])
-                        continue
-                slot[1] = self._apply_one(tx, request, ctx, checked[index])
-                self._count(request, slot[1])
+            served = self._apply_slots(tx, slots, ctx)
             syncing = self._commit(tx, applied)
         except Exception as exc:
             # MapFullError and friends, or a failure outside any one handler (the disk check, the
@@ -377,6 +357,30 @@ class CoreLoop:
         if syncing is not None and self.metrics:
             self.metrics.sync_seconds.observe(time.perf_counter() - syncing)
         return ctx._after_commit, served
+
+    def _apply_slots(self, tx, slots: list, ctx: Context) -> int:
+        """Answer `slots` in order into the group's transaction `tx`, each checked a few ahead
+        (`CHECK_AHEAD`), until the group's time budget is spent; returns how many were served."""
+        deadline = time.perf_counter() + self.group_budget_s
+        pressure = None
+        checked: list = []
+        for index, slot in enumerate(slots):
+            if index and time.perf_counter() > deadline:
+                return index
+            if index == len(checked):
+                checked += map(self._check, (s[0] for s in slots[index:index + CHECK_AHEAD]))
+            request = slot[0]
+            if request.kind in GUARDED_KINDS:
+                if pressure is None:
+                    pressure = self.disk_pressure()
+                if pressure:
+                    slot[1] = Response(refusal(request, errors.UNAVAILABLE,
+                                              "the disk is nearly full; nothing was applied, retry later"))
+                    self._count(request, slot[1])
+                    continue
+            slot[1] = self._apply_one(tx, request, ctx, checked[index])
+            self._count(request, slot[1])
+        return len(slots)
 
     @staticmethod
     def _commit(tx, applied: Callable[[], None] | None) -> float | None:
