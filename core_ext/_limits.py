@@ -18,6 +18,9 @@ MAX_CODE = 256           # a line's code (SKU, GTIN or a raw scan)
 MAX_TEXT = 64            # lot, serial, member id, a coupon, a lane
 MAX_NOTE = 256           # free words a person typed: a return's reason
 MAX_COUNTED_CENTS = 10 ** 12  # one payment method's drawer count: far beyond any till, and within 64 bits
+# Units in one movement, and a catalog item's reorder point and quantity: far beyond any real stock,
+# and balances summed from such quantities stay within 64 bits.
+MAX_UNITS = 10 ** 9
 
 # Every HTTP listener: the request line and header fields together, and how many fields. Real
 # clients send a dozen headers of well under a kilobyte; more is a mistake or an attack.

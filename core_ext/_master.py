@@ -10,6 +10,7 @@ import re
 import dataclasses
 from dataclasses import dataclass
 
+from ._limits import MAX_UNITS
 from ._records import Item
 from ._store import lot_key
 from ._types import is_int
@@ -89,8 +90,8 @@ def _item_field_problems(where: str, item: dict) -> list[str]:
         if flag in item and not isinstance(item[flag], bool):
             errors.append(f"{where}: {flag} must be true or false")
     for num in ("reorder_point", "reorder_qty"):
-        if num in item and (not is_int(item[num]) or item[num] < 0):
-            errors.append(f"{where}: {num} must be an integer >= 0")
+        if num in item and (not is_int(item[num]) or not 0 <= item[num] <= MAX_UNITS):
+            errors.append(f"{where}: {num} must be an integer from 0 to {MAX_UNITS:,}")
     return errors
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from core_ext import Refused, alerts, errors, is_int, post_movement, u64
+from core_ext import Refused, alerts, errors, is_int, limits, post_movement, u64
 from core_ext import master as master_data
 
 from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
@@ -29,8 +29,6 @@ STATUS = {
 MOVEMENT_TYPES = ("receipt", "transfer_out", "adjustment", "opening")
 # Ids, SKUs and lots become LMDB keys (511 bytes at most, "sku\0lot" among them): bounded well below.
 MAX_ID_BYTES = 128
-# Far beyond any real stock, and balances summed from such quantities stay within 64 bits.
-MAX_QTY = 10 ** 9
 
 
 def _doc_key(kind: str, version: int) -> bytes:
@@ -104,8 +102,8 @@ def _iso_date_or_none(value) -> bool:
 def _qty_problems(where: str, kind, qty) -> list[str]:
     if not is_int(qty):
         return [f"{where}: qty must be an integer"]
-    if abs(qty) > MAX_QTY:
-        return [f"{where}: qty {qty} is beyond {MAX_QTY} units"]
+    if abs(qty) > limits.MAX_UNITS:
+        return [f"{where}: qty {qty} is beyond {limits.MAX_UNITS} units"]
     if kind == "adjustment" and qty == 0:
         return [f"{where}: an adjustment's qty must not be 0"]
     if kind in ("receipt", "transfer_out", "opening") and qty <= 0:
