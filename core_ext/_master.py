@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ._limits import MAX_UNITS
+from ._promo_py import MAX_CENTS
 from ._records import Item
 from ._store import lot_key
 from ._types import is_int
@@ -84,8 +85,9 @@ def _item_field_problems(where: str, item: dict) -> list[str]:
         errors.append(f"{where}: name must be a string")
     if not isinstance(item.get("category"), str) or not item.get("category"):
         errors.append(f"{where}: category must be a non-empty string")
-    if not is_int(item.get("unit_cents")) or item["unit_cents"] < 0:
-        errors.append(f"{where}: unit_cents must be an integer >= 0")
+    if not is_int(item.get("unit_cents")) or not 0 <= item["unit_cents"] <= MAX_CENTS:
+        # Beyond what the promotion engine prices: every sale of the item would be refused.
+        errors.append(f"{where}: unit_cents must be an integer from 0 to {MAX_CENTS:,}")
     for flag in ("lot_tracked", "serial_tracked", "active"):
         if flag in item and not isinstance(item[flag], bool):
             errors.append(f"{where}: {flag} must be true or false")

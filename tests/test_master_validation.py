@@ -28,7 +28,7 @@ def test_each_bad_catalog_entry_is_named():
     assert any("items[3]" in e and "'4711' already belongs to sku 'SKU-2'" in e for e in errors)
 
 
-def test_a_reorder_point_or_quantity_beyond_any_stock_is_refused_and_the_largest_allowed_is_alerted_on(tmp_path):
+def test_a_price_reorder_point_or_quantity_beyond_the_bounds_is_refused_and_the_largest_allowed_is_alerted_on(tmp_path):
     from core_ext import Store, alerts, limits
     MAX_UNITS = limits.MAX_UNITS
     from ._data import NOW, apply_master
@@ -38,6 +38,10 @@ def test_a_reorder_point_or_quantity_beyond_any_stock_is_refused_and_the_largest
             bad["items"][1][field] = value
             assert _master.validate("catalog", bad) == [
                 f"items[1] (sku 'SKU-2'): {field} must be an integer from 0 to 1,000,000,000"]
+    bad = copy.deepcopy(CATALOG)
+    bad["items"][1]["unit_cents"] = 10 ** 14 + 1  # beyond what the promotion engine prices
+    assert _master.validate("catalog", bad) == [
+        "items[1] (sku 'SKU-2'): unit_cents must be an integer from 0 to 100,000,000,000,000"]
     # The bound itself: both flavours' alerts take it (the compiled one reads it as a C integer).
     most = copy.deepcopy(CATALOG)
     most["items"][1].update(reorder_point=MAX_UNITS, reorder_qty=MAX_UNITS)
