@@ -21,6 +21,12 @@ MAX_COUNTED_CENTS = 10 ** 12  # one payment method's drawer count: far beyond an
 # Units in one movement, and a catalog item's reorder point and quantity: far beyond any real stock,
 # and balances summed from such quantities stay within 64 bits.
 MAX_UNITS = 10 ** 9
+# A batch of sealed events, as the configuration or the policy sets it.
+MAX_BATCH_EVENTS = 100_000
+# The policy's expiry warning: a century ahead at most.
+MAX_WARN_DAYS = 36_500
+# Points: a balance or a sale's cap, far beyond any member's, and within 64 bits.
+MAX_POINTS = 10 ** 12
 
 # Every HTTP listener: the request line and header fields together, and how many fields. Real
 # clients send a dozen headers of well under a kilobyte; more is a mistake or an attack.

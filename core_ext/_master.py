@@ -10,7 +10,7 @@ import re
 import dataclasses
 from dataclasses import dataclass
 
-from ._limits import MAX_UNITS
+from ._limits import MAX_BATCH_EVENTS, MAX_POINTS, MAX_UNITS, MAX_WARN_DAYS
 from ._promo_py import MAX_CENTS
 from ._records import Item
 from ._store import lot_key
@@ -26,6 +26,10 @@ POLICY_DEFAULTS = {
     "batch_max_events": None,   # None: the configuration's value
     "batch_max_age_s": None,
 }
+
+# The policy's integers: (key, lowest, highest).
+_POLICY_INTS = (("expiry_warn_days", 0, MAX_WARN_DAYS), ("points_offline_cap", 0, MAX_POINTS),
+                ("points_value_cents", 1, MAX_CENTS), ("batch_max_events", 1, MAX_BATCH_EVENTS))
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -180,13 +184,10 @@ def _validate_policy(body) -> list[str]:
             errors.append(f"{key}: unknown policy key")
     if "negative_stock" in body and body["negative_stock"] not in ("allow", "refuse"):
         errors.append("negative_stock: must be 'allow' or 'refuse'")
-    for key in ("expiry_warn_days", "points_offline_cap", "batch_max_events"):
-        if key in body and (not is_int(body[key]) or body[key] < 0):
-            errors.append(f"{key}: must be an integer >= 0")
-    if "points_value_cents" in body and (not is_int(body["points_value_cents"]) or body["points_value_cents"] < 1):
-        errors.append("points_value_cents: must be an integer >= 1")
-    if "batch_max_events" in body and is_int(body["batch_max_events"]) and body["batch_max_events"] < 1:
-        errors.append("batch_max_events: must be an integer >= 1")
+    # Bounded so that both flavours (the compiled one in C integers) take every value accepted.
+    for key, low, high in _POLICY_INTS:
+        if key in body and (not is_int(body[key]) or not low <= body[key] <= high):
+            errors.append(f"{key}: must be an integer from {low} to {high:,}")
     if "batch_max_age_s" in body and (not isinstance(body["batch_max_age_s"], (int, float))
                                       or isinstance(body["batch_max_age_s"], bool) or body["batch_max_age_s"] <= 0):
         errors.append("batch_max_age_s: must be a number > 0")

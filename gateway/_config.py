@@ -422,7 +422,7 @@ class _Loader:
             tls_key=tls_key,
             tls_client_ca=client_ca,
             tls_client_name=client_name,
-            batch_max_events=self.positive_int("upstream.batch_max_events", s["batch_max_events"], maximum=100_000),
+            batch_max_events=self.positive_int("upstream.batch_max_events", s["batch_max_events"], maximum=limits.MAX_BATCH_EVENTS),
             batch_max_age_s=self.seconds("upstream.batch_max_age_s", s["batch_max_age_s"], positive=True),
             retention_acked_s=self.seconds("upstream.retention_acked_s", s["retention_acked_s"], positive=False),
             push_url=push_url,

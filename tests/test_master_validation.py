@@ -65,6 +65,36 @@ def test_members_recalls_policy_problems_are_named():
         "colour: unknown policy key", "negative_stock: must be 'allow' or 'refuse'"]
 
 
+def test_a_policy_number_beyond_its_bounds_is_refused_and_the_longest_warning_is_sold_under(tmp_path):
+    from core_ext import Request, Store
+    from gateway._app_core import build_core
+    from ._data import NOW, STORE, apply_master, seed
+    assert _master.validate("policy", {"expiry_warn_days": 36_501, "points_offline_cap": -1,
+                                       "points_value_cents": 0, "batch_max_events": 2 ** 63}) == [
+        "expiry_warn_days: must be an integer from 0 to 36,500",
+        "points_offline_cap: must be an integer from 0 to 1,000,000,000,000",
+        "points_value_cents: must be an integer from 1 to 100,000,000,000,000",
+        "batch_max_events: must be an integer from 1 to 100,000"]
+    # The longest warning allowed: a sale of a lot that expires within it is sold and warned of (the
+    # compiled flavour once failed every such sale, reading 2**63 days as a C integer).
+    store = Store(str(tmp_path / "data"))
+    seed(store)
+    apply_master(store, "policy", {"expiry_warn_days": 36_500, "points_offline_cap": 10 ** 12,
+                                   "points_value_cents": 10 ** 14, "batch_max_events": 100_000}, version=2)
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    lines = [{"sku": "SKU-1", "qty": 1, "lot": "B2"}]
+    slots = [[Request("quote", {"t": "quote", "id": "q1", "lines": lines}, "lane1", "ecr"), None, None]]
+    core._apply_group(slots)
+    total = slots[0][1].body["total_cents"]
+    slots = [[Request("sale", {"t": "sale", "id": "s1", "lines": lines,
+                               "payments": [{"method": "cash", "cents": total}]}, "lane1", "ecr"), None, None]]
+    core._apply_group(slots)
+    store.close()
+    answer = slots[0][1].body
+    assert answer["ok"], answer
+    assert "LOT_EXPIRES_SOON" in answer["warnings"]
+
+
 async def test_a_field_too_long_for_the_store_refuses_only_its_request(core):
     import trio
     from core_ext import Request
