@@ -25,7 +25,8 @@ MAX_UNITS = 10 ** 9
 MAX_BATCH_EVENTS = 100_000
 # The policy's expiry warning: a century ahead at most.
 MAX_WARN_DAYS = 36_500
-# Points: a balance or a sale's cap, far beyond any member's, and within 64 bits.
+# Points: a member's balance as the ERP sends it, and the policy's cap per sale; far beyond any
+# member's, and within 64 bits.
 MAX_POINTS = 10 ** 12
 
 # Every HTTP listener: the request line and header fields together, and how many fields. Real

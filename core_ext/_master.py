@@ -139,8 +139,8 @@ def _validate_members(body) -> list[str]:
         where = f"members[{i}] (id {m['id']!r})"
         if m.get("tier") is not None and not isinstance(m.get("tier"), str):
             errors.append(f"{where}: tier must be a string or null")
-        if not is_int(m.get("points", 0)) or m.get("points", 0) < 0:
-            errors.append(f"{where}: points must be an integer >= 0")
+        if not is_int(m.get("points", 0)) or not 0 <= m.get("points", 0) <= MAX_POINTS:
+            errors.append(f"{where}: points must be an integer from 0 to {MAX_POINTS:,}")
         if not isinstance(m.get("name", ""), (str, type(None))):
             errors.append(f"{where}: name must be a string")
     return errors

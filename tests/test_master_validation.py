@@ -57,6 +57,8 @@ def test_a_price_reorder_point_or_quantity_beyond_the_bounds_is_refused_and_the_
 def test_members_recalls_policy_problems_are_named():
     assert _master.validate("members", {"mode": "full", "members": [{"id": "M" * 129}]}) == [
         "members[0]: id must be a non-empty string of at most 128 bytes"]
+    assert _master.validate("members", {"mode": "delta", "members": [{"id": "M1", "points": 10 ** 12 + 1}]}) == [
+        "members[0] (id 'M1'): points must be an integer from 0 to 1,000,000,000,000"]
     errors = _master.validate("recalls", {"recalls": [{"recall_id": "R1", "sku": "A", "gtin": "06901234567892"},
                                                       {"recall_id": "R2", "sku": "A", "lot": "L" * 300}]})
     assert errors == ["recalls[0] (recall_id 'R1'): give exactly one of gtin and sku",
