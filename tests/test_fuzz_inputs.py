@@ -31,6 +31,10 @@ scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(text, inner, max_size=3), max_leaves=8)
 
+# Integers at the edges of what C and MessagePack hold, and of the policy's own bounds.
+EDGE_INTS = st.sampled_from([-1, 0, 1, 36_500, 36_501, 10 ** 12 + 1, 2 ** 31, 2 ** 32, 2 ** 62, 2 ** 63 - 1, 2 ** 63,
+                             2 ** 64 - 1])
+
 
 # --- master documents ---------------------------------------------------------------------------
 
@@ -80,7 +84,50 @@ async def test_a_catalog_through_up1_applies_whole_when_valid_and_changes_nothin
 
     await trio.to_thread.run_sync(functools.partial(
         _fuzz.run, "master documents: catalogs through UP/1", examples, check,
-        st.tuples(st.integers(0, 9), st.integers(0, 20), st.integers(0, 9)), values))
+        st.tuples(st.integers(0, 9), st.integers(0, 20), st.integers(0, 9)), values | EDGE_INTS))
+    assert verify(served.up.store) == []
+
+
+POLICY = {"negative_stock": "allow", "expiry_warn_days": 30, "points_offline_cap": 10_000, "points_value_cents": 1,
+          "batch_max_events": 500, "batch_max_age_s": 5}
+
+
+@PROFILES
+async def test_a_policy_through_up1_applies_whole_when_valid_and_every_sale_runs_under_it(served, examples):
+    """A policy the gateway accepts is one it can sell under, in either flavour: the compiled one
+    once took an expiry warning of 2**63 days and then failed every sale of a lot-tracked item."""
+    token = trio.lowlevel.current_trio_token()
+    versions = itertools.count(2)
+    core = served.up.core
+    sales = itertools.count()
+    lines = [{"sku": "SKU-1", "qty": 1, "lot": "B2"}, {"sku": "SKU-2", "qty": 1}]
+
+    def check(key_choice, new_value):
+        body = dict(POLICY)
+        body[sorted(POLICY)[key_choice % len(POLICY)]] = new_value
+        valid = _master.validate("policy", body) == []
+        doc = sign_document("policy", next(versions), body, served.up.erp_key, issued_ms=NOW_MS)
+        before = ledger_state(served.up.store)
+        status, _h, answer = trio.from_thread.run(functools.partial(
+            served.call, "PUT", "/upstream/v1/master/policy", body=encode_envelope(doc)), trio_token=token)
+        if not valid:
+            assert status == 422 and answer["error"] and answer["message"], (status, answer)
+            assert ledger_state(served.up.store) == before
+            return
+        assert status == 200 and answer == {"applied": doc["version"]}, answer
+        quote = trio.from_thread.run(functools.partial(
+            core.request, "quote", {"id": "q", "lines": lines, "member": "M1"}), trio_token=token)
+        assert quote.ok, quote.body
+        sale = trio.from_thread.run(functools.partial(
+            core.request, "sale", {"id": f"s{next(sales)}", "lines": lines, "member": "M1",
+                                   "payments": [{"method": "cash", "cents": quote.body["total_cents"]}]}),
+            trio_token=token)
+        # Sold, or refused for the stock a policy of "refuse" asks for: never an internal error.
+        assert sale.ok or sale.body["err"] == "INSUFFICIENT_STOCK", (body, sale.body)
+
+    await trio.to_thread.run_sync(functools.partial(
+        _fuzz.run, "master documents: policies through UP/1, then a sale", examples, check,
+        st.integers(0, 5), values | st.integers(-2 ** 63, 2 ** 64 - 1) | EDGE_INTS))
     assert verify(served.up.store) == []
 
 
