@@ -20,7 +20,7 @@ MAX_NOTE = 256           # free words a person typed: a return's reason
 MAX_COUNTED_CENTS = 10 ** 12  # one payment method's drawer count: far beyond any till, and within 64 bits
 # Units in one movement, and a catalog item's reorder point and quantity: far beyond any real stock,
 # and balances summed from such quantities stay within 64 bits.
-MAX_UNITS = 10 ** 9
+MAX_STOCK_UNITS = 10 ** 9
 # A batch of sealed events, as the configuration or the policy sets it.
 MAX_BATCH_EVENTS = 100_000
 # The policy's expiry warning: a century ahead at most.

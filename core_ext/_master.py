@@ -10,7 +10,7 @@ import re
 import dataclasses
 from dataclasses import dataclass
 
-from ._limits import MAX_BATCH_EVENTS, MAX_POINTS, MAX_UNITS, MAX_WARN_DAYS
+from ._limits import MAX_BATCH_EVENTS, MAX_POINTS, MAX_STOCK_UNITS, MAX_WARN_DAYS
 from ._promo_py import MAX_CENTS
 from ._records import Item
 from ._store import lot_key
@@ -96,8 +96,8 @@ def _item_field_problems(where: str, item: dict) -> list[str]:
         if flag in item and not isinstance(item[flag], bool):
             errors.append(f"{where}: {flag} must be true or false")
     for num in ("reorder_point", "reorder_qty"):
-        if num in item and (not is_int(item[num]) or not 0 <= item[num] <= MAX_UNITS):
-            errors.append(f"{where}: {num} must be an integer from 0 to {MAX_UNITS:,}")
+        if num in item and (not is_int(item[num]) or not 0 <= item[num] <= MAX_STOCK_UNITS):
+            errors.append(f"{where}: {num} must be an integer from 0 to {MAX_STOCK_UNITS:,}")
     return errors
 
 

@@ -30,10 +30,10 @@ def test_each_bad_catalog_entry_is_named():
 
 def test_a_price_reorder_point_or_quantity_beyond_the_bounds_is_refused_and_the_largest_allowed_is_alerted_on(tmp_path):
     from core_ext import Store, alerts, limits
-    MAX_UNITS = limits.MAX_UNITS
+    MAX_STOCK_UNITS = limits.MAX_STOCK_UNITS
     from ._data import NOW, apply_master
     for field in ("reorder_point", "reorder_qty"):
-        for value in (2 ** 63, MAX_UNITS + 1, -1):
+        for value in (2 ** 63, MAX_STOCK_UNITS + 1, -1):
             bad = copy.deepcopy(CATALOG)
             bad["items"][1][field] = value
             assert _master.validate("catalog", bad) == [
@@ -44,14 +44,14 @@ def test_a_price_reorder_point_or_quantity_beyond_the_bounds_is_refused_and_the_
         "items[1] (sku 'SKU-2'): unit_cents must be an integer from 0 to 100,000,000,000,000"]
     # The bound itself: both flavours' alerts take it (the compiled one reads it as a C integer).
     most = copy.deepcopy(CATALOG)
-    most["items"][1].update(reorder_point=MAX_UNITS, reorder_qty=MAX_UNITS)
+    most["items"][1].update(reorder_point=MAX_STOCK_UNITS, reorder_qty=MAX_STOCK_UNITS)
     store = Store(str(tmp_path / "data"))
     apply_master(store, "catalog", most)
     with store.begin(write=True) as tx:
         alerts.refresh_all(tx, int(NOW * 1000), "UTC")
         low = tx.get("alerts", b"SKU-2\x00low_stock\x00")
     store.close()
-    assert low["reorder_point"] == MAX_UNITS and low["suggested_qty"] == 2 * MAX_UNITS
+    assert low["reorder_point"] == MAX_STOCK_UNITS and low["suggested_qty"] == 2 * MAX_STOCK_UNITS
 
 
 def test_members_recalls_policy_problems_are_named():

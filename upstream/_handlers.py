@@ -102,8 +102,8 @@ def _iso_date_or_none(value) -> bool:
 def _qty_problems(where: str, kind, qty) -> list[str]:
     if not is_int(qty):
         return [f"{where}: qty must be an integer"]
-    if abs(qty) > limits.MAX_UNITS:
-        return [f"{where}: qty {qty} is beyond {limits.MAX_UNITS} units"]
+    if abs(qty) > limits.MAX_STOCK_UNITS:
+        return [f"{where}: qty {qty} is beyond {limits.MAX_STOCK_UNITS} units"]
     if kind == "adjustment" and qty == 0:
         return [f"{where}: an adjustment's qty must not be 0"]
     if kind in ("receipt", "transfer_out", "opening") and qty <= 0:
