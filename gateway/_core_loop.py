@@ -368,7 +368,7 @@ class CoreLoop:
             if index and time.perf_counter() > deadline:
                 return index
             if index == len(checked):
-                checked += map(self._check, (s[0] for s in slots[index:index + CHECK_AHEAD]))
+                checked += [self._check(ahead[0]) for ahead in slots[index:index + CHECK_AHEAD]]
             request = slot[0]
             if request.kind in GUARDED_KINDS:
                 if pressure is None:
