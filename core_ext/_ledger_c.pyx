@@ -15,6 +15,7 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.string cimport memcpy
 
 from . import _ledger_py
+from ._records import shared_str
 from ._ledger_py import check_row_key  # the rare long key: the reference's check and words
 from ._store import _pack, alert_key, is_total_key, split_lot_key
 
@@ -135,7 +136,7 @@ cdef class Balances:
         cdef SkuBalances bal = self.skus.get(sku)
         if bal is None:
             bal = SkuBalances()
-            self.skus[sku] = bal
+            self.skus[shared_str(sku)] = bal  # the key an item's SKU matches by identity
         return bal
 
     cdef MoveUndo* _undo_push(self) except NULL:

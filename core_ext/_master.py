@@ -376,7 +376,12 @@ def view(tx) -> MasterView:
 
 
 def _build_view(tx) -> MasterView:
-    items = {k.decode(): Item.of(row) for k, row in tx.items("catalog")}
+    # One string object per SKU, shared with the ledger's and the engine's maps: a lookup by an
+    # item's own SKU then matches by identity, without reading a second copy of the key.
+    items = {}
+    for _, row in tx.items("catalog"):
+        item = Item.of(row)
+        items[item.sku] = item
     codes = {k.decode(): sku for k, sku in tx.items("codes")}
     recalls: dict = {}
     for key, row in tx.items("recalls"):

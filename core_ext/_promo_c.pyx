@@ -54,7 +54,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from ._mpwrite cimport Writer, _pack_int, _pack_key, _pack_length, _pack_str
 
 from core_ext import _promo_py
-from core_ext._records import SaleLine
+from core_ext._records import SaleLine, shared_str
 from core_ext._promo_py import (
     PromoInputError, PromoRuleError, check_lines, coupon_codes, load_rules, points_earned, validate_promotions,
 )
@@ -1097,7 +1097,7 @@ cdef i64* long_array(list values) except? NULL:
 cdef i32 intern(dict ids, key):
     found = ids.get(key)
     if found is None:
-        found = ids[key] = len(ids)
+        found = ids[shared_str(key)] = len(ids)  # the catalog's own object (`shared_str`)
     return found
 
 

@@ -7,6 +7,7 @@ Every ECR/1-shaped answer (`{"t": "res", ...}`) is built here and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from sys import intern
 from typing import NamedTuple
 
 
@@ -34,6 +35,13 @@ def moves_of(event: dict) -> list[Move]:
     return [Move.of(m) for m in event.get("moves") or ()]
 
 
+def shared_str(text):
+    """One object for every copy of a SKU or category string the writer keeps (`sys.intern`): a map
+    looked up with an item's own SKU then matches it by identity, without reading another copy of the
+    key, a cache miss over 10,000 SKUs (`docs/performance.md`). A str subclass is kept as it is."""
+    return intern(text) if type(text) is str else text
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """A catalog item in force (master data), decoded once per catalog version."""
@@ -50,7 +58,7 @@ class Item:
 
     @classmethod
     def of(cls, row: dict) -> "Item":
-        return cls(row["sku"], row.get("name") or "", row["category"], row["unit_cents"],
+        return cls(shared_str(row["sku"]), row.get("name") or "", shared_str(row["category"]), row["unit_cents"],
                    bool(row.get("lot_tracked")), bool(row.get("serial_tracked")), row.get("active", True),
                    row.get("reorder_point") or 0, row.get("reorder_qty") or 0)
 

@@ -259,3 +259,23 @@ def test_readers_in_the_writer_see_the_rows_before_the_group_commits(tmp_path):
 def table_rows(tx) -> dict:
     """The lot rows as the table holds them in `tx`, nothing written first."""
     return {bytes(k): row for k, row in tx.items("lots") if not is_total_key(k)}
+
+
+def test_the_compiled_writer_keeps_one_string_object_per_sku(seeded_store):
+    """The catalog's key, the item's SKU and the compiled balances' key are one object (`shared_str`),
+    whether the balances were loaded or a receipt made the SKU's entry: a lookup by an item's own SKU
+    then matches by identity rather than reading another copy of the key."""
+    from core_ext import _master, ledger
+    if ledger.FLAVOUR != "cython":
+        pytest.skip("the compiled flavour's maps")
+
+    def key_in(mapping, sku):
+        return next(k for k in mapping if k == sku)
+
+    seeded_store.states.clear()
+    with seeded_store.begin(write=True) as tx:
+        items, skus = _master.view(tx).items, ledger.balances(tx).skus
+        assert key_in(items, "SKU-1") is items["SKU-1"].sku is key_in(skus, "SKU-1")  # loaded from the tables
+        fresh = "".join(["SKU", "-9"])  # a string of its own, as a request decodes it
+        ledger.apply_moves(tx, [(fresh, None, 5, None, ())])  # the SKU's first entry, made by a move
+        assert key_in(skus, "SKU-9") is sys.intern("SKU-9")
