@@ -12,6 +12,14 @@ cdef struct TraceC:               # one trace entry, as the engine made it (`Pri
 cdef enum:
     T_CAPPED = 100, T_CEILING, T_EXCLUSIVE
 
+cdef class ResolvedLine:
+    # The compiled twin of `_records.SaleLine` (its fields by the same names), with the item's fields
+    # the sale path and the engine read copied once: struct reads instead of attribute lookups.
+    cdef public object index, code, item, qty, lot, serial, expiry
+    cdef readonly object sku, category, unit_cents
+    cdef readonly bint lot_tracked, serial_tracked
+
+
 cdef class PricedLine:
     cdef public str sku
     cdef public long long qty

@@ -1044,8 +1044,23 @@ cdef bint read_plain_line(line, Py_ssize_t i, LineC* out) except -1:
     return read_plain_values(d.get("sku"), d.get("qty"), d.get("unit_cents"), d.get("category", ""), i, out)
 
 
+cdef class ResolvedLine:
+    """A basket line resolved against the catalog (`_records.SaleLine`, compiled; fields in
+    `_promo_c.pxd`), made by the compiled sale path and read by it and the engine."""
+
+    def __init__(self, index, code, item, qty, lot, serial, expiry):
+        self.index, self.code, self.item, self.qty = index, code, item, qty
+        self.lot, self.serial, self.expiry = lot, serial, expiry
+        self.sku, self.category, self.unit_cents = item.sku, item.category, item.unit_cents
+        self.lot_tracked, self.serial_tracked = item.lot_tracked, item.serial_tracked
+
+    def __repr__(self):
+        return (f"ResolvedLine(index={self.index!r}, code={self.code!r}, item={self.item!r}, qty={self.qty!r}, "
+                f"lot={self.lot!r}, serial={self.serial!r}, expiry={self.expiry!r})")
+
+
 cdef dict _line_map(line):
-    """A resolved line (`SaleLine`) as the map the engine prices (`_salepath_py.engine_lines`)."""
+    """A resolved line (`SaleLine`, `ResolvedLine`) as the map the engine prices (`_salepath_py.engine_lines`)."""
     item = line.item
     return {"sku": item.sku, "qty": line.qty, "unit_cents": item.unit_cents, "category": item.category}
 
@@ -1254,7 +1269,10 @@ cdef class PromoEngine:
         cdef bint checked = False  # the reference has passed the whole basket
         # The sale path's resolved lines are read from the records (their items' SKU, price and
         # category); anything else among them is priced as the maps they stand for.
-        cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and type((<list>lines)[0]) is SaleLine
+        cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and (
+            type((<list>lines)[0]) is ResolvedLine or type((<list>lines)[0]) is SaleLine)
+        cdef ResolvedLine rl
+        cdef bint plain
         if type(lines) is not list and type(lines) is not tuple:
             check_lines(lines)
             checked = True
@@ -1278,13 +1296,22 @@ cdef class PromoEngine:
             src = lines[i]
             line = &B.lines[i]
             if resolved:
-                item = src.item if type(src) is SaleLine else None
-                if item is None or not read_plain_values(item.sku, src.qty, item.unit_cents, item.category, i, line):
+                if type(src) is ResolvedLine:
+                    rl = <ResolvedLine>src
+                    sku, category = rl.sku, rl.category
+                    plain = read_plain_values(sku, rl.qty, rl.unit_cents, category, i, line)
+                elif type(src) is SaleLine and src.item is not None:
+                    item = src.item
+                    sku, category = item.sku, item.category
+                    plain = read_plain_values(sku, src.qty, item.unit_cents, category, i, line)
+                else:
+                    plain = False
+                if not plain:
                     # Out of the ordinary: the reference judges the basket, as maps.
                     free(B.line_block)
                     B.line_block = NULL
-                    return self._read_lines(B, [_line_map(r) if type(r) is SaleLine else r for r in lines])
-                sku, category = item.sku, item.category
+                    return self._read_lines(B, [_line_map(r) if type(r) is SaleLine or type(r) is ResolvedLine else r
+                                                for r in lines])
             else:
                 if not checked and not read_plain_line(src, i, line):
                     check_lines(lines)  # raises for a bad line, or passes them all

@@ -12,11 +12,11 @@ from . import _errors as E, _ledger_c, _master, _salepath_py
 from ._day_figures import METHOD_ORDER, fold as _fold
 from ._errors import Refused, bad_request
 from ._limits import MAX_CODE, MAX_COUPONS, MAX_ID, MAX_LINES, MAX_TEXT
-from ._records import Move, SaleLine, alert_raised
+from ._records import Move, alert_raised
 from ._store import _pack, alert_key
 
 from ._ledger_c cimport Balances, LotRow, SkuBalances, _balances, apply_moves, move_tuple, state_of
-from ._promo_c cimport Priced, PricedLine
+from ._promo_c cimport Priced, PricedLine, ResolvedLine
 
 from datetime import date
 
@@ -156,8 +156,15 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
             if holder is not None and lot is not None and holder != lot:
                 raise bad_request(f"lines[{i}].lot: serial {serial} of {item.sku} is in lot {holder}, not {lot}")
             lot = lot if holder is None else holder
-        out.append(SaleLine(i, code, item, qty, lot, serial, line.get("expiry") or facts.get("expiry")))
+        out.append(ResolvedLine(i, code, item, qty, lot, serial, line.get("expiry") or facts.get("expiry")))
     return out
+
+
+cdef inline ResolvedLine _resolved(line):
+    # A line resolved elsewhere (`_records.SaleLine`, from the reference or a caller) as the compiled record.
+    if type(line) is ResolvedLine:
+        return <ResolvedLine>line
+    return ResolvedLine(line.index, line.code, line.item, line.qty, line.lot, line.serial, line.expiry)
 
 
 cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
@@ -165,8 +172,10 @@ cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint a
     view = _view(tx)
     cdef Balances bal = None
     cdef LotRow row
-    for line in resolved:
-        sku = line.item.sku
+    cdef ResolvedLine line
+    for r in resolved:
+        line = _resolved(r)
+        sku = line.sku
         lot = line.lot
         recall = view.recall_of(sku, lot) if view.recalls else None
         if recall is not None and as_happened:  # sold at the counter already: reported, not refused
@@ -182,7 +191,7 @@ cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint a
             bal = _balances(tx)
         row = _row(bal, sku, lot)
         expiry = (None if row is None else row.expiry) or line.expiry
-        line.expiry = expiry
+        line.expiry = r.expiry = expiry
         if expiry is not None and expiry < day and as_happened:
             warnings.append({"kind": E.EXPIRED_LOT_SOLD, "sku": sku, "lot": lot, "expiry": expiry})
         elif expiry is not None and expiry < day:
@@ -194,34 +203,34 @@ cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint a
 
 
 def engine_lines(list resolved):
-    # The compiled engine reads the resolved lines (`SaleLine`) themselves: no map per line.
+    # The compiled engine reads the resolved lines (`ResolvedLine`) themselves: no map per line.
     return resolved
 
 
 cpdef mark_lots(list priced_lines, list resolved):
     cdef Py_ssize_t i
     cdef PricedLine line
+    cdef ResolvedLine r
     for i in range(min(len(priced_lines), len(resolved))):
         line = priced_lines[i]
-        r = resolved[i]
+        r = _resolved(resolved[i])
         line.lot = r.lot
         line.serial = r.serial
 
 
 # --- taking the units from stock -------------------------------------------------------------
 
-cdef list _allocate(tx, Balances bal, line, str day, bint refuse_negative):
-    item = line.item
-    cdef str sku = item.sku
+cdef list _allocate(tx, Balances bal, ResolvedLine line, str day, bint refuse_negative):
+    cdef str sku = line.sku
     qty = line.qty
     cdef tuple serials = (line.serial,) if line.serial else _NO_SERIALS
     cdef long long have, take_n, short
-    if serials and item.serial_tracked and not _holds_serial(bal, sku, serials[0]):
+    if serials and line.serial_tracked and not _holds_serial(bal, sku, serials[0]):
         # The ledger does not hold this unit: no lot can give it, so it is all shortfall.
         if refuse_negative:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: serial {serials[0]} is not in stock")
         return [_move(sku, None, -qty, None, serials)]
-    if not item.lot_tracked:
+    if not line.lot_tracked:
         have = _qty(bal, sku, None)
         if refuse_negative and have < qty:
             raise Refused(E.INSUFFICIENT_STOCK, f"{sku}: {max(have, 0)} on hand, {qty} asked")
@@ -248,7 +257,7 @@ cdef list _allocate(tx, Balances bal, line, str day, bint refuse_negative):
 
 
 def allocate(tx, line, str day, bint refuse_negative):
-    return _allocate(tx, _balances(tx), line, day, refuse_negative)
+    return _allocate(tx, _balances(tx), _resolved(line), day, refuse_negative)
 
 
 cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
@@ -257,14 +266,15 @@ cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse
     cdef Balances bal = _balances(tx)
     cdef Py_ssize_t i
     cdef PricedLine priced_line
+    cdef ResolvedLine line
     for i in range(min(len(resolved), len(priced_lines))):
-        line = resolved[i]
+        line = _resolved(resolved[i])
         priced_line = priced_lines[i]
         line_moves = _allocate(tx, bal, line, day, refuse_negative)
         # Applied now, so a later line of the same SKU sees what this one took.
         apply_moves(tx, line_moves)
         moves.extend(line_moves)
-        priced_line.category = line.item.category
+        priced_line.category = line.category
         # The moves are `_move`'s: tuples, read by place (lot, delta, expiry).
         priced_line.allocations = [{"lot": (<tuple>m)[1], "expiry": (<tuple>m)[3], "qty": -(<tuple>m)[2]}
                                    for m in line_moves]
