@@ -93,6 +93,34 @@ async def test_two_documents_due_together_leave_the_newest_in_force(served, cloc
         assert tx.get("catalog", "SKU-2")["unit_cents"] == 6990
 
 
+async def test_a_document_sent_ahead_is_checked_again_when_its_time_comes(served, clock, caplog):
+    # Stored by an older gateway, whose checks had no bounds on a reorder point: at its time it is
+    # refused by name, the catalog in force stays, and the till sells on.
+    up = served.up
+    tomorrow = NOW_MS + 86_400_000
+    stale = new_catalog()
+    stale["items"][1]["reorder_point"] = 2 ** 63
+    with up.store.begin(write=True) as tx:
+        row = tx.get("master", "catalog")
+        tx.put("master_docs", b"catalog\x00" + (7).to_bytes(8, "big"), stale)
+        tx.put("master", "catalog", {**row, "pending": [{"version": 7, "issued_ms": NOW_MS, "effective_ms": tomorrow}]})
+        in_force = row["version"]
+    clock.t = tomorrow / 1000 + 1
+    res = await up.submit(Request("master_activate", {}))
+    assert res.ok and res.body["activated"] == []
+    [[kind, version, problems]] = res.body["refused"]
+    assert (kind, version) == ("catalog", 7) and "reorder_point" in problems[0] and "SKU-2" in problems[0]
+    assert "catalog version 7, sent ahead, is not put in force" in caplog.text
+    with up.store.read() as tx:
+        assert tx.get("master", "catalog")["version"] == in_force
+        assert tx.get("master", "catalog")["pending"] == []
+        assert tx.get("master_docs", b"catalog\x00" + (7).to_bytes(8, "big")) is None
+        assert tx.get("catalog", "SKU-2")["reorder_point"] < 2 ** 63
+    sale = await up.core.request("sale", {"id": "after-refusal", "lines": [{"code": "SKU-2", "qty": 1}],
+                                          "payments": [{"method": "cash", "cents": 4990}]})
+    assert sale.body["ok"], sale.body
+
+
 # --- members: points as of issued_ms ---------------------------------------------------------
 
 async def test_member_points_are_the_erps_balance_plus_what_moved_here_after_issued_ms(served, clock):

@@ -7,12 +7,15 @@ A handler returns the response fields or raises `Refused`, and the core loop rol
 from __future__ import annotations
 
 import datetime
+import logging
 
 from core_ext import Refused, alerts, errors, is_int, limits, post_movement, u64
 from core_ext import master as master_data
 
 from ._envelope import DocumentError, MASTER_KINDS, decode_envelope, verify_document
 from ._sealer import ACKED, FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, Settings, read_head, seal_pending
+
+log = logging.getLogger("gateway.upstream")
 
 # The stable codes of UP/1 refusals, and the HTTP status each answers with (anything else: 422).
 BAD_SIGNATURE = "BAD_SIGNATURE"
@@ -211,7 +214,7 @@ class UpstreamHandlers:
 
     def master_activate(self, tx, request, ctx) -> dict:
         # Every due document in version order: a members delta skipped would lose its changes.
-        activated = []
+        activated, refused = [], []
         for key, row in list(tx.items("master")):
             kind = key.decode()
             pending = sorted(row.get("pending", []), key=lambda p: p["version"])
@@ -222,9 +225,18 @@ class UpstreamHandlers:
             tx.put("master", kind, row)
             for p in due:
                 body = tx.get("master_docs", _doc_key(kind, p["version"]))
+                # Checked again: a document stored by an older gateway met that version's checks,
+                # not necessarily this one's (its bounds, `docs/upstream.md`).
+                problems = master_data.validate(kind, body)
+                if problems:
+                    tx.delete("master_docs", _doc_key(kind, p["version"]))
+                    log.error("%s version %d, sent ahead, is not put in force at its time: %d invalid "
+                              "entries: %s", kind, p["version"], len(problems), "; ".join(problems[:5]))
+                    refused.append([kind, p["version"], problems[:5]])
+                    continue
                 _apply_master(tx, ctx, kind, p["version"], p["issued_ms"], p["effective_ms"], body)
                 activated.append([kind, p["version"]])
-        return {"activated": activated}
+        return {"activated": activated, "refused": refused} if refused else {"activated": activated}
 
     def movements(self, tx, request, ctx) -> dict:
         doc = request.body.get("doc")
