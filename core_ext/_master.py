@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ._limits import MAX_BATCH_EVENTS, MAX_POINTS, MAX_STOCK_UNITS, MAX_WARN_DAYS
 from ._promo_py import MAX_CENTS
-from ._records import Item
+from ._records import Item, within
 from ._store import lot_key
 from ._types import is_int
 
@@ -389,4 +389,6 @@ def _build_view(tx) -> MasterView:
         recalls.setdefault(sku, {})[lot or None] = row
     merged = dict(POLICY_DEFAULTS)
     merged.update(tx.meta("policy") or {})
+    for key, low, high in _POLICY_INTS:
+        merged[key] = within(merged.get(key), low, high)
     return MasterView(items, codes, recalls, merged, version(tx, "promotions"))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from sys import intern
 from typing import NamedTuple
 
+from ._limits import MAX_STOCK_UNITS
+
 
 class Move(NamedTuple):
     """One change to stock: `delta` units of `sku` in `lot` (None: not lot-tracked, or the SKU's
@@ -42,6 +44,12 @@ def shared_str(text):
     return intern(text) if type(text) is str else text
 
 
+def within(value, low: int, high: int):
+    """An integer read from the store, taken at today's bounds: a store an older release wrote, with
+    no bounds, may hold one beyond them (beyond a C integer even) which validation now refuses."""
+    return min(max(value, low), high) if type(value) is int else value
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """A catalog item in force (master data), decoded once per catalog version."""
@@ -60,7 +68,8 @@ class Item:
     def of(cls, row: dict) -> "Item":
         return cls(shared_str(row["sku"]), row.get("name") or "", shared_str(row["category"]), row["unit_cents"],
                    bool(row.get("lot_tracked")), bool(row.get("serial_tracked")), row.get("active", True),
-                   row.get("reorder_point") or 0, row.get("reorder_qty") or 0)
+                   within(row.get("reorder_point") or 0, 0, MAX_STOCK_UNITS),
+                   within(row.get("reorder_qty") or 0, 0, MAX_STOCK_UNITS))
 
 
 @dataclass(slots=True)

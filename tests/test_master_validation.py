@@ -97,6 +97,41 @@ def test_a_policy_number_beyond_its_bounds_is_refused_and_the_longest_warning_is
     assert "LOT_EXPIRES_SOON" in answer["warnings"]
 
 
+def test_a_store_holding_numbers_beyond_todays_bounds_reads_them_at_the_bounds_and_sells(tmp_path):
+    # What a gateway of an older release, with no bounds, may have stored: the compiled flavour failed
+    # every sale of the SKU (its alerts read the numbers as C integers), and the twin too once the
+    # suggested quantity passed what MessagePack holds. Each is read at today's bound.
+    from core_ext import Request, Store, alerts, limits
+    from gateway._app_core import build_core
+    from ._data import NOW, STORE, seed
+    path = str(tmp_path / "data")
+    store = Store(path)
+    seed(store)
+    with store.begin(write=True) as tx:
+        tx.put("catalog", "SKU-1", {**tx.get("catalog", "SKU-1"), "reorder_point": 2 ** 63, "reorder_qty": 2 ** 64 - 1})
+        tx.put("meta", "policy", {**(tx.meta("policy") or {}), "expiry_warn_days": 2 ** 63})
+    store.close()
+    store = Store(path)
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    lines = [{"sku": "SKU-1", "qty": 1, "lot": "A1"}]
+    slots = [[Request("quote", {"t": "quote", "id": "q1", "lines": lines}, "lane1", "ecr"), None, None]]
+    core._apply_group(slots)
+    total = slots[0][1].body["total_cents"]
+    slots = [[Request("sale", {"t": "sale", "id": "s1", "lines": lines,
+                               "payments": [{"method": "cash", "cents": total}]}, "lane1", "ecr"), None, None]]
+    core._apply_group(slots)
+    answer = slots[0][1].body
+    assert answer["ok"], answer
+    assert "LOT_EXPIRES_SOON" in answer["warnings"]
+    with store.read() as tx:
+        held = {(a["kind"], a["lot"]): a for a in alerts.open_alerts(tx)}
+    store.close()
+    low = held[("low_stock", None)]
+    bound = limits.MAX_STOCK_UNITS
+    assert low["reorder_point"] == bound and low["suggested_qty"] == bound - low["on_hand"] + bound
+    assert ("expiring", "A1") in held  # the lot sold, under the longest warning
+
+
 async def test_a_field_too_long_for_the_store_refuses_only_its_request(core):
     import trio
     from core_ext import Request
