@@ -68,9 +68,8 @@ def test_members_recalls_policy_problems_are_named():
 
 
 def test_a_policy_number_beyond_its_bounds_is_refused_and_the_longest_warning_is_sold_under(tmp_path):
-    from core_ext import Request, Store
-    from gateway._app_core import build_core
-    from ._data import NOW, STORE, apply_master, seed
+    from core_ext import Store
+    from ._data import apply_master, seed
     assert _master.validate("policy", {"expiry_warn_days": 36_501, "points_offline_cap": -1,
                                        "points_value_cents": 0, "batch_max_events": 2 ** 63}) == [
         "expiry_warn_days: must be an integer from 0 to 36,500",
@@ -83,16 +82,8 @@ def test_a_policy_number_beyond_its_bounds_is_refused_and_the_longest_warning_is
     seed(store)
     apply_master(store, "policy", {"expiry_warn_days": 36_500, "points_offline_cap": 10 ** 12,
                                    "points_value_cents": 10 ** 14, "batch_max_events": 100_000}, version=2)
-    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
-    lines = [{"sku": "SKU-1", "qty": 1, "lot": "B2"}]
-    slots = [[Request("quote", {"t": "quote", "id": "q1", "lines": lines}, "lane1", "ecr"), None, None]]
-    core._apply_group(slots)
-    total = slots[0][1].body["total_cents"]
-    slots = [[Request("sale", {"t": "sale", "id": "s1", "lines": lines,
-                               "payments": [{"method": "cash", "cents": total}]}, "lane1", "ecr"), None, None]]
-    core._apply_group(slots)
+    answer = _sell_one(store, {"sku": "SKU-1", "qty": 1, "lot": "B2"})
     store.close()
-    answer = slots[0][1].body
     assert answer["ok"], answer
     assert "LOT_EXPIRES_SOON" in answer["warnings"]
 
@@ -101,9 +92,8 @@ def test_a_store_holding_numbers_beyond_todays_bounds_reads_them_at_the_bounds_a
     # What a gateway of an older release, with no bounds, may have stored: the compiled flavour failed
     # every sale of the SKU (its alerts read the numbers as C integers), and the twin too once the
     # suggested quantity passed what MessagePack holds. Each is read at today's bound.
-    from core_ext import Request, Store, alerts, limits
-    from gateway._app_core import build_core
-    from ._data import NOW, STORE, seed
+    from core_ext import Store, alerts, limits
+    from ._data import seed
     path = str(tmp_path / "data")
     store = Store(path)
     seed(store)
@@ -112,15 +102,7 @@ def test_a_store_holding_numbers_beyond_todays_bounds_reads_them_at_the_bounds_a
         tx.put("meta", "policy", {**(tx.meta("policy") or {}), "expiry_warn_days": 2 ** 63})
     store.close()
     store = Store(path)
-    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
-    lines = [{"sku": "SKU-1", "qty": 1, "lot": "A1"}]
-    slots = [[Request("quote", {"t": "quote", "id": "q1", "lines": lines}, "lane1", "ecr"), None, None]]
-    core._apply_group(slots)
-    total = slots[0][1].body["total_cents"]
-    slots = [[Request("sale", {"t": "sale", "id": "s1", "lines": lines,
-                               "payments": [{"method": "cash", "cents": total}]}, "lane1", "ecr"), None, None]]
-    core._apply_group(slots)
-    answer = slots[0][1].body
+    answer = _sell_one(store, {"sku": "SKU-1", "qty": 1, "lot": "A1"})
     assert answer["ok"], answer
     assert "LOT_EXPIRES_SOON" in answer["warnings"]
     with store.read() as tx:
@@ -130,6 +112,21 @@ def test_a_store_holding_numbers_beyond_todays_bounds_reads_them_at_the_bounds_a
     bound = limits.MAX_STOCK_UNITS
     assert low["reorder_point"] == bound and low["suggested_qty"] == bound - low["on_hand"] + bound
     assert ("expiring", "A1") in held  # the lot sold, under the longest warning
+
+
+def _sell_one(store, line: dict) -> dict:
+    """A terminal's quote of `line`, then its sale paid in cash, each a group of its own: the sale's answer."""
+    from core_ext import Request
+    from gateway._app_core import build_core
+    from ._data import NOW, STORE
+    core = build_core(store, STORE, clock=lambda: NOW, group_budget_s=float("inf"))
+    quote = [[Request("quote", {"t": "quote", "id": "q1", "lines": [line]}, "lane1", "ecr"), None, None]]
+    core._apply_group(quote)
+    sale = [[Request("sale", {"t": "sale", "id": "s1", "lines": [line],
+                              "payments": [{"method": "cash", "cents": quote[0][1].body["total_cents"]}]},
+                     "lane1", "ecr"), None, None]]
+    core._apply_group(sale)
+    return sale[0][1].body
 
 
 async def test_a_field_too_long_for_the_store_refuses_only_its_request(core):
