@@ -54,7 +54,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from ._mpwrite cimport Writer, _pack_int, _pack_key, _pack_length, _pack_str
 
 from core_ext import _promo_py
-from core_ext._records import SaleLine, shared_str
+from core_ext._records import shared_str
 from core_ext._promo_py import (
     PromoInputError, PromoRuleError, check_lines, coupon_codes, load_rules, points_earned, validate_promotions,
 )
@@ -1059,10 +1059,9 @@ cdef class ResolvedLine:
                 f"lot={self.lot!r}, serial={self.serial!r}, expiry={self.expiry!r})")
 
 
-cdef dict _line_map(line):
-    """A resolved line (`SaleLine`, `ResolvedLine`) as the map the engine prices (`_salepath_py.engine_lines`)."""
-    item = line.item
-    return {"sku": item.sku, "qty": line.qty, "unit_cents": item.unit_cents, "category": item.category}
+cdef dict _line_map(ResolvedLine line):
+    """A resolved line as the map the engine prices (`_salepath_py.engine_lines`)."""
+    return {"sku": line.sku, "qty": line.qty, "unit_cents": line.unit_cents, "category": line.category}
 
 
 cdef bint read_plain_values(sku, qty, unit, category, Py_ssize_t i, LineC* out) except -1:
@@ -1269,10 +1268,8 @@ cdef class PromoEngine:
         cdef bint checked = False  # the reference has passed the whole basket
         # The sale path's resolved lines are read from the records (their items' SKU, price and
         # category); anything else among them is priced as the maps they stand for.
-        cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and (
-            type((<list>lines)[0]) is ResolvedLine or type((<list>lines)[0]) is SaleLine)
+        cdef bint resolved = type(lines) is list and len(<list>lines) > 0 and type((<list>lines)[0]) is ResolvedLine
         cdef ResolvedLine rl
-        cdef bint plain
         if type(lines) is not list and type(lines) is not tuple:
             check_lines(lines)
             checked = True
@@ -1296,22 +1293,13 @@ cdef class PromoEngine:
             src = lines[i]
             line = &B.lines[i]
             if resolved:
-                if type(src) is ResolvedLine:
-                    rl = <ResolvedLine>src
-                    sku, category = rl.sku, rl.category
-                    plain = read_plain_values(sku, rl.qty, rl.unit_cents, category, i, line)
-                elif type(src) is SaleLine and src.item is not None:
-                    item = src.item
-                    sku, category = item.sku, item.category
-                    plain = read_plain_values(sku, src.qty, item.unit_cents, category, i, line)
-                else:
-                    plain = False
-                if not plain:
+                rl = src if type(src) is ResolvedLine else None
+                if rl is None or not read_plain_values(rl.sku, rl.qty, rl.unit_cents, rl.category, i, line):
                     # Out of the ordinary: the reference judges the basket, as maps.
                     free(B.line_block)
                     B.line_block = NULL
-                    return self._read_lines(B, [_line_map(r) if type(r) is SaleLine or type(r) is ResolvedLine else r
-                                                for r in lines])
+                    return self._read_lines(B, [_line_map(r) if type(r) is ResolvedLine else r for r in lines])
+                sku, category = rl.sku, rl.category
             else:
                 if not checked and not read_plain_line(src, i, line):
                     check_lines(lines)  # raises for a bad line, or passes them all

@@ -160,21 +160,13 @@ cpdef list resolve_lines(tx, list lines, resolve_code):
     return out
 
 
-cdef inline ResolvedLine _resolved(line):
-    # A line resolved elsewhere (`_records.SaleLine`, from the reference or a caller) as the compiled record.
-    if type(line) is ResolvedLine:
-        return <ResolvedLine>line
-    return ResolvedLine(line.index, line.code, line.item, line.qty, line.lot, line.serial, line.expiry)
-
-
 cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint as_happened):
     cdef list warnings = []
     view = _view(tx)
     cdef Balances bal = None
     cdef LotRow row
     cdef ResolvedLine line
-    for r in resolved:
-        line = _resolved(r)
+    for line in resolved:
         sku = line.sku
         lot = line.lot
         recall = view.recall_of(sku, lot) if view.recalls else None
@@ -191,7 +183,7 @@ cpdef list check_lots(tx, list resolved, str day, warn_days, bint record, bint a
             bal = _balances(tx)
         row = _row(bal, sku, lot)
         expiry = (None if row is None else row.expiry) or line.expiry
-        line.expiry = r.expiry = expiry
+        line.expiry = expiry
         if expiry is not None and expiry < day and as_happened:
             warnings.append({"kind": E.EXPIRED_LOT_SOLD, "sku": sku, "lot": lot, "expiry": expiry})
         elif expiry is not None and expiry < day:
@@ -213,7 +205,7 @@ cpdef mark_lots(list priced_lines, list resolved):
     cdef ResolvedLine r
     for i in range(min(len(priced_lines), len(resolved))):
         line = priced_lines[i]
-        r = _resolved(resolved[i])
+        r = resolved[i]
         line.lot = r.lot
         line.serial = r.serial
 
@@ -257,7 +249,7 @@ cdef list _allocate(tx, Balances bal, ResolvedLine line, str day, bint refuse_ne
 
 
 def allocate(tx, line, str day, bint refuse_negative):
-    return _allocate(tx, _balances(tx), _resolved(line), day, refuse_negative)
+    return _allocate(tx, _balances(tx), line, day, refuse_negative)
 
 
 cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse_negative):
@@ -268,7 +260,7 @@ cpdef list take_stock(tx, list resolved, list priced_lines, str day, bint refuse
     cdef PricedLine priced_line
     cdef ResolvedLine line
     for i in range(min(len(resolved), len(priced_lines))):
-        line = _resolved(resolved[i])
+        line = resolved[i]
         priced_line = priced_lines[i]
         line_moves = _allocate(tx, bal, line, day, refuse_negative)
         # Applied now, so a later line of the same SKU sees what this one took.

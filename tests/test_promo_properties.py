@@ -262,13 +262,14 @@ class _Qty(int):
 @SETTINGS
 @given(bodies(), baskets, contexts, st.booleans())
 def test_the_compiled_engine_prices_resolved_lines_as_the_maps_they_stand_for(body, lines, ctx, odd):
-    # The compiled sale path hands the engine its resolved lines (`SaleLine`) rather than maps.
-    from core_ext._records import Item, SaleLine
-    resolved = [SaleLine(i, line["sku"], Item(line["sku"], "", line["category"], line["unit_cents"], False, False,
-                                              True, 0, 0), _Qty(line["qty"]) if odd else line["qty"], None, None, None)
-                for i, line in enumerate(lines)]
+    # The compiled sale path hands the engine its resolved lines (`ResolvedLine`) rather than maps.
+    from core_ext._records import Item
     for mod in ENGINES:
         if mod is _promo_py:
             continue  # the reference prices maps (`_salepath_py.engine_lines`)
+        resolved = [mod.ResolvedLine(i, line["sku"], Item(line["sku"], "", line["category"], line["unit_cents"], False,
+                                                          False, True, 0, 0),
+                                     _Qty(line["qty"]) if odd else line["qty"], None, None, None)
+                    for i, line in enumerate(lines)]
         engine = mod.PromoEngine(body, 3)
         assert engine.price_typed(resolved, **ctx).to_doc() == engine.price(lines, **ctx)

@@ -94,8 +94,8 @@ async def test_two_documents_due_together_leave_the_newest_in_force(served, cloc
 
 
 async def test_a_document_sent_ahead_is_checked_again_when_its_time_comes(served, clock, caplog):
-    # Stored by an older gateway, whose checks had no bounds on a reorder point: at its time it is
-    # refused by name, the catalog in force stays, and the till sells on.
+    # Stored by an older release, whose checks had no bounds on a reorder point: at its time it is
+    # checked as a document sent now would be, refused by name, and the catalog in force stays.
     up = served.up
     tomorrow = NOW_MS + 86_400_000
     stale = new_catalog()

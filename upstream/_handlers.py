@@ -225,8 +225,8 @@ class UpstreamHandlers:
             tx.put("master", kind, row)
             for p in due:
                 body = tx.get("master_docs", _doc_key(kind, p["version"]))
-                # Checked again: a document stored by an older gateway met that version's checks,
-                # not necessarily this one's (its bounds, `docs/upstream.md`).
+                # Checked again, as it would be if it came now: a document an older release stored
+                # met that release's checks, not necessarily this one's (`docs/upstream.md`).
                 problems = master_data.validate(kind, body)
                 if problems:
                     tx.delete("master_docs", _doc_key(kind, p["version"]))
@@ -236,7 +236,7 @@ class UpstreamHandlers:
                     continue
                 _apply_master(tx, ctx, kind, p["version"], p["issued_ms"], p["effective_ms"], body)
                 activated.append([kind, p["version"]])
-        return {"activated": activated, "refused": refused} if refused else {"activated": activated}
+        return {"activated": activated, "refused": refused}
 
     def movements(self, tx, request, ctx) -> dict:
         doc = request.body.get("doc")
