@@ -10,14 +10,14 @@ entry packed otherwise than the store packs it, an odd move) goes the reference'
 event, so the results are the reference's, byte for byte.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
-from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_str, _reserve
+from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_raw, _pack_str, _reserve
 
 from . import _docbytes_py
 from ._docbytes_py import HEAD_KEYS, INTERNAL_KEYS, BodyCounts, DocPacker, count_docs, to_doc  # noqa: F401 (the face)
@@ -370,16 +370,17 @@ cdef int _check_moves(const uint8_t* p, Py_ssize_t n, Entries* e) noexcept:
     return count
 
 
-cdef void _add_moves(const uint8_t* p, Py_ssize_t n, Entries* e, dict net):
+cdef int _add_moves(const uint8_t* p, Py_ssize_t n, Entries* e, net) except -1:
     cdef Item it, field, sku, lot
     cdef Py_ssize_t i
     cdef int count, k
+    cdef StockSums sums = net if type(net) is StockSums and (<StockSums>net)._dict is None else None
     if e.moves < 0:
-        return
+        return 0
     i = e.value[e.moves]
     _read(p, n, i, &it)
     if it.kind == K_NIL:
-        return
+        return 0
     count = <int>it.size
     i = it.end
     for k in range(count):
@@ -388,14 +389,20 @@ cdef void _add_moves(const uint8_t* p, Py_ssize_t n, Entries* e, dict net):
         _read(p, n, i, &sku)
         _read(p, n, sku.end, &lot)
         _read(p, n, lot.end, &field)
-        delta = field.value
         i = _skip(p, n, field.end)
         i = _skip(p, n, i)
-        key = _move_key(p, &sku, &lot)
-        net[key] = net.get(key, 0) + delta
+        if sums is not None:
+            sums._add(<const char*>(p + sku.data), sku.size, <const char*>(p + lot.data),
+                      -1 if lot.kind == K_NIL else lot.size, field.value)
+            if sums._dict is not None:
+                sums = None   # it became a dict (a sum beyond its integers): the dict's way from here
+        else:
+            key = _move_key(p, &sku, &lot)
+            net[key] = net.get(key, 0) + field.value
+    return 0
 
 
-def add_moves(raws, dict sums):
+def add_moves(raws, sums):
     """Add the stock moves of each stored event of `raws` to `sums` ((sku, lot) -> net delta)."""
     cdef Entries e
     cdef bytes raw
@@ -515,7 +522,7 @@ cdef object _document(const uint8_t* p, Py_ssize_t n, Entries* e):
     return doc
 
 
-def documents(raws, dict net) -> list:
+def documents(raws, net) -> list:
     """The packed document of each stored event of `raws`, in order; their moves added to `net`."""
     cdef Entries e
     cdef bytes raw
@@ -645,12 +652,19 @@ cdef inline bint _small_int(value) noexcept:
 cdef object _LIMIT = 1 << 60
 
 
-def stock_rows(dict net, dict balances) -> bytes:
+def stock_rows(net, balances) -> bytes:
     """The packed list of a batch's stock rows `[sku, lot, net_delta, on_hand_after]`, one per
     (sku, lot) of `net` (its moves), in that order; `balances` (on hand before the batch, absent
     is 0) takes the moves, and gives `on_hand_after`."""
     cdef Writer w
     cdef tuple pair
+    if (type(net) is StockSums and type(balances) is StockSums and net is not balances
+            and (<StockSums>net)._dict is None and (<StockSums>balances)._dict is None):
+        rows = (<StockSums>net)._rows(<StockSums>balances)
+        if rows is not None:
+            return rows
+    if type(net) is not dict or type(balances) is not dict:
+        return _docbytes_py.stock_rows(net, balances)   # a StockSums become a dict, or an odd mapping
     for key, value in net.items():
         if (type(key) is not tuple or len(<tuple>key) != 2 or type((<tuple>key)[0]) is not str
                 or ((<tuple>key)[1] is not None and type((<tuple>key)[1]) is not str) or not _small_int(value)
@@ -679,3 +693,323 @@ def stock_rows(dict net, dict balances) -> bytes:
         return PyBytes_FromStringAndSize(<const char*>w.buf, w.size)
     finally:
         PyMem_Free(w.buf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stock sums in C
+#
+# The sealer's sums by (sku, lot): a batch's net moves, and the balances as of the sealed head.
+# As dicts of tuples they cost a tuple's hash and a dict lookup or two for every move and every
+# row (about a third of sealing). Here a key is its SKU's and lot's UTF-8 bytes in one arena, found
+# through an open-addressed table, and the batch's rows are written from those bytes. It answers
+# as the reference's dict does (`get`, `[]`, `items`, in the order keys were first put), and becomes
+# one, for good, when given anything else: a key not (text, text or None), a value not an integer
+# within +-2**61 (so that two of them add up within 64 bits).
+
+cdef struct SumEntry:
+    uint64_t hash
+    Py_ssize_t sku_at        # the SKU's UTF-8 bytes in the arena
+    Py_ssize_t sku_len
+    Py_ssize_t lot_at
+    Py_ssize_t lot_len       # -1: no lot (None)
+    int64_t value
+
+
+cdef int64_t _SUM_LIMIT = (<int64_t>1) << 61
+
+
+cdef inline uint64_t _sum_hash(const char* sku, Py_ssize_t sku_len, const char* lot, Py_ssize_t lot_len) noexcept:
+    cdef uint64_t h = _fnv(<const uint8_t*>sku, sku_len, _FNV_OFFSET)
+    h = (h ^ <uint64_t>sku_len) * _FNV_PRIME
+    if lot_len < 0:
+        h ^= <uint64_t>0x9e3779b97f4a7c15
+    else:
+        h = _fnv(<const uint8_t*>lot, lot_len, h)
+        h = (h ^ <uint64_t>lot_len) * _FNV_PRIME
+    h ^= h >> 33
+    h *= <uint64_t>0xff51afd7ed558ccd
+    h ^= h >> 33
+    return h
+
+
+cdef inline bint _in_range(int64_t v) noexcept:
+    return -_SUM_LIMIT <= v <= _SUM_LIMIT
+
+
+cdef class StockSums:
+    """(sku, lot) -> int, as a dict of them holds them (the reference's sums are plain dicts)."""
+
+    cdef SumEntry* _entries
+    cdef Py_ssize_t _count
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t* _slots      # an entry's index + 1; 0: empty
+    cdef Py_ssize_t _mask        # slots - 1 (a power of two), or -1 before the first key
+    cdef char* _arena
+    cdef Py_ssize_t _arena_len
+    cdef Py_ssize_t _arena_cap
+    cdef dict _dict              # not None: this is a dict now
+
+    def __cinit__(self):
+        self._mask = -1
+
+    def __dealloc__(self):
+        self._free()
+
+    def __init__(self, items=None):
+        if items is not None:
+            for key, value in (items.items() if hasattr(items, "items") else items):
+                self[key] = value
+
+    cdef void _free(self) noexcept:
+        PyMem_Free(self._entries)
+        PyMem_Free(self._slots)
+        PyMem_Free(self._arena)
+        self._entries, self._slots, self._arena = NULL, NULL, NULL
+        self._count = self._cap = self._arena_len = self._arena_cap = 0
+        self._mask = -1
+
+    # --- in C ----------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _find(self, const char* sku, Py_ssize_t sku_len, const char* lot, Py_ssize_t lot_len,
+                          uint64_t h) noexcept:
+        cdef Py_ssize_t i, e
+        cdef SumEntry* x
+        if self._mask < 0:
+            return -1
+        i = <Py_ssize_t>(h & <uint64_t>self._mask)
+        while True:
+            e = self._slots[i]
+            if e == 0:
+                return -1
+            x = &self._entries[e - 1]
+            if (x.hash == h and x.sku_len == sku_len and x.lot_len == lot_len
+                    and memcmp(self._arena + x.sku_at, sku, sku_len) == 0
+                    and (lot_len <= 0 or memcmp(self._arena + x.lot_at, lot, lot_len) == 0)):
+                return e - 1
+            i = (i + 1) & self._mask
+
+    cdef int _rehash(self, Py_ssize_t size) except -1:
+        cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc(size * sizeof(Py_ssize_t))
+        cdef Py_ssize_t e, i
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0, size * sizeof(Py_ssize_t))
+        for e in range(self._count):
+            i = <Py_ssize_t>(self._entries[e].hash & <uint64_t>(size - 1))
+            while slots[i]:
+                i = (i + 1) & (size - 1)
+            slots[i] = e + 1
+        PyMem_Free(self._slots)
+        self._slots, self._mask = slots, size - 1
+        return 0
+
+    cdef Py_ssize_t _insert(self, const char* sku, Py_ssize_t sku_len, const char* lot, Py_ssize_t lot_len,
+                            uint64_t h) except -1:
+        """A new key (not in the table), its value 0; its entry's index. `sku` and `lot` must not
+        point into this table's own arena, which may move."""
+        cdef Py_ssize_t need = sku_len + (lot_len if lot_len > 0 else 0)
+        cdef Py_ssize_t cap, i
+        cdef void* grown
+        cdef SumEntry* x
+        if self._count == self._cap:
+            cap = self._cap * 2 if self._cap else 64
+            grown = PyMem_Realloc(self._entries, cap * sizeof(SumEntry))
+            if grown == NULL:
+                raise MemoryError()
+            self._entries, self._cap = <SumEntry*>grown, cap
+        if (self._count + 1) * 2 > self._mask + 1:
+            self._rehash((self._mask + 1) * 2 if self._mask >= 0 else 128)
+        if self._arena_len + need > self._arena_cap:
+            cap = self._arena_cap * 2 if self._arena_cap else 4096
+            while cap < self._arena_len + need:
+                cap *= 2
+            grown = PyMem_Realloc(self._arena, cap)
+            if grown == NULL:
+                raise MemoryError()
+            self._arena, self._arena_cap = <char*>grown, cap
+        x = &self._entries[self._count]
+        x.hash, x.sku_at, x.sku_len, x.lot_len, x.value = h, self._arena_len, sku_len, lot_len, 0
+        memcpy(self._arena + self._arena_len, sku, sku_len)
+        self._arena_len += sku_len
+        x.lot_at = self._arena_len
+        if lot_len > 0:
+            memcpy(self._arena + self._arena_len, lot, lot_len)
+            self._arena_len += lot_len
+        i = <Py_ssize_t>(h & <uint64_t>self._mask)
+        while self._slots[i]:
+            i = (i + 1) & self._mask
+        self._slots[i] = self._count + 1
+        self._count += 1
+        return self._count - 1
+
+    cdef int _add(self, const char* sku, Py_ssize_t sku_len, const char* lot, Py_ssize_t lot_len,
+                  int64_t delta) except -1:
+        """Add `delta` under the key of these UTF-8 bytes (`lot_len` -1: no lot); past its integers,
+        this becomes a dict and takes it as one."""
+        cdef uint64_t h = _sum_hash(sku, sku_len, lot, lot_len)
+        cdef Py_ssize_t e = self._find(sku, sku_len, lot, lot_len, h)
+        cdef int64_t value = 0 if e < 0 else self._entries[e].value
+        if not _in_range(delta) or not _in_range(value + delta):
+            key = (PyUnicode_DecodeUTF8(sku, sku_len, NULL),
+                   None if lot_len < 0 else PyUnicode_DecodeUTF8(lot, lot_len, NULL))
+            self._to_dict()
+            self._dict[key] = self._dict.get(key, 0) + delta
+            return 0
+        if e < 0:
+            e = self._insert(sku, sku_len, lot, lot_len, h)
+        self._entries[e].value = value + delta
+        return 0
+
+    cdef object _rows(self, StockSums balances):
+        """`stock_rows` of two tables still in C; None (nothing changed) when a balance would leave
+        their integers."""
+        cdef Writer w
+        cdef Py_ssize_t k, b
+        cdef SumEntry* x
+        cdef int64_t after
+        cdef Py_ssize_t* found = <Py_ssize_t*>PyMem_Malloc((self._count or 1) * sizeof(Py_ssize_t))
+        if found == NULL:
+            raise MemoryError()
+        w.buf = NULL
+        w.size = w.cap = 0
+        try:
+            # Looked up first, so that a balance out of range changes nothing and the dicts decide.
+            for k in range(self._count):
+                x = &self._entries[k]
+                b = balances._find(self._arena + x.sku_at, x.sku_len, self._arena + x.lot_at, x.lot_len, x.hash)
+                if not _in_range((0 if b < 0 else balances._entries[b].value) + x.value):
+                    return None
+                found[k] = b
+            _pack_length(&w, self._count, 0x90, 15, 0, 0xdc)
+            for k in range(self._count):
+                x = &self._entries[k]
+                b = found[k]
+                if b < 0:
+                    b = balances._insert(self._arena + x.sku_at, x.sku_len, self._arena + x.lot_at, x.lot_len, x.hash)
+                after = balances._entries[b].value + x.value
+                balances._entries[b].value = after
+                _reserve(&w, 1)
+                w.buf[w.size] = 0x94
+                w.size += 1
+                _pack_length(&w, x.sku_len, 0xa0, 31, 0xd9, 0xda)
+                _pack_raw(&w, self._arena + x.sku_at, x.sku_len)
+                if x.lot_len < 0:
+                    _reserve(&w, 1)
+                    w.buf[w.size] = 0xc0
+                    w.size += 1
+                else:
+                    _pack_length(&w, x.lot_len, 0xa0, 31, 0xd9, 0xda)
+                    _pack_raw(&w, self._arena + x.lot_at, x.lot_len)
+                _pack_int(&w, x.value)
+                _pack_int(&w, after)
+            return PyBytes_FromStringAndSize(<const char*>w.buf, w.size)
+        finally:
+            PyMem_Free(found)
+            PyMem_Free(w.buf)
+
+    # --- as a dict -----------------------------------------------------------------------------
+
+    cdef tuple _key(self, Py_ssize_t e):
+        cdef SumEntry* x = &self._entries[e]
+        return (PyUnicode_DecodeUTF8(self._arena + x.sku_at, x.sku_len, NULL),
+                None if x.lot_len < 0 else PyUnicode_DecodeUTF8(self._arena + x.lot_at, x.lot_len, NULL))
+
+    cdef void _to_dict(self):
+        cdef Py_ssize_t e
+        if self._dict is not None:
+            return
+        self._dict = {self._key(e): self._entries[e].value for e in range(self._count)}
+        self._free()
+
+    cdef Py_ssize_t _lookup(self, key) except -2:
+        """The entry of `key`; -1 when it is not here and could be (a plain key)."""
+        cdef const char* sku
+        cdef const char* lot = NULL
+        cdef Py_ssize_t sku_len, lot_len = -1
+        if type(key) is not tuple or len(<tuple>key) != 2 or type((<tuple>key)[0]) is not str:
+            return -3
+        second = (<tuple>key)[1]
+        if second is not None and type(second) is not str:
+            return -3
+        try:
+            sku = PyUnicode_AsUTF8AndSize((<tuple>key)[0], &sku_len)
+            if second is not None:
+                lot = PyUnicode_AsUTF8AndSize(second, &lot_len)
+        except UnicodeError:
+            return -3   # text with lone surrogates: no UTF-8 bytes
+        return self._find(sku, sku_len, lot, lot_len, _sum_hash(sku, sku_len, lot, lot_len))
+
+    def get(self, key, default=None):
+        if self._dict is not None:
+            return self._dict.get(key, default)
+        cdef Py_ssize_t e = self._lookup(key)
+        return default if e < 0 else self._entries[e].value
+
+    def __getitem__(self, key):
+        if self._dict is not None:
+            return self._dict[key]
+        cdef Py_ssize_t e = self._lookup(key)
+        if e < 0:
+            raise KeyError(key)
+        return self._entries[e].value
+
+    def __setitem__(self, key, value):
+        cdef Py_ssize_t e
+        cdef const char* sku
+        cdef const char* lot = NULL
+        cdef Py_ssize_t sku_len, lot_len = -1
+        if self._dict is None and type(value) is int and -_SUM_LIMIT <= value <= _SUM_LIMIT:
+            e = self._lookup(key)
+            if e >= 0:
+                self._entries[e].value = value
+                return
+            if e == -1:
+                sku = PyUnicode_AsUTF8AndSize((<tuple>key)[0], &sku_len)
+                if (<tuple>key)[1] is not None:
+                    lot = PyUnicode_AsUTF8AndSize((<tuple>key)[1], &lot_len)
+                e = self._insert(sku, sku_len, lot, lot_len, _sum_hash(sku, sku_len, lot, lot_len))
+                self._entries[e].value = value
+                return
+        self._to_dict()
+        self._dict[key] = value
+
+    def __delitem__(self, key):
+        self._to_dict()
+        del self._dict[key]
+
+    def __contains__(self, key):
+        if self._dict is not None:
+            return key in self._dict
+        return self._lookup(key) >= 0
+
+    def __len__(self):
+        return len(self._dict) if self._dict is not None else self._count
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def keys(self):
+        if self._dict is not None:
+            return self._dict.keys()
+        return [self._key(e) for e in range(self._count)]
+
+    def values(self):
+        if self._dict is not None:
+            return self._dict.values()
+        return [self._entries[e].value for e in range(self._count)]
+
+    def items(self):
+        if self._dict is not None:
+            return self._dict.items()
+        return [(self._key(e), self._entries[e].value) for e in range(self._count)]
+
+    def to_dict(self) -> dict:
+        return dict(self.items())
+
+    def __eq__(self, other):
+        if isinstance(other, StockSums):
+            other = other.to_dict()
+        return self.to_dict() == other if isinstance(other, dict) else NotImplemented
+
+    def __repr__(self):
+        return f"StockSums({self.to_dict()!r})"

@@ -122,6 +122,11 @@ def _add(sums: dict, event: dict) -> None:
         sums[sku, lot] = sums.get((sku, lot), 0) + delta
 
 
+# The sealer's sums by (sku, lot): a batch's net moves, the balances as of the sealed head. Here a
+# dict; the compiled twin's own table answers as one.
+StockSums = dict
+
+
 def add_moves(raws, sums: dict) -> None:
     """Add the stock moves of each stored event of `raws` to `sums` ((sku, lot) -> net delta)."""
     for raw in raws:

@@ -165,3 +165,79 @@ def test_any_event_or_its_damage_is_cut_as_the_reference_cuts_it(fields, moves, 
             body = _body([fields], alerts=[bytes_])
             assert module.body_counts(body[:cut_at]) == _py.body_counts(body[:cut_at])
             assert module.body_counts(body) == _py.body_counts(body)
+
+
+# --- the sealer's sums -----------------------------------------------------------------------
+
+def test_stock_sums_answer_as_the_dict_of_their_keys(cut):
+    sums = cut.StockSums()
+    sums["A", None] = 3
+    sums["A", ""] = 1        # an empty lot is not no lot
+    sums["é", "ü"] = -2
+    assert len(sums) == 3 and list(sums) == [("A", None), ("A", ""), ("é", "ü")]
+    assert sums.get(("A", None)) == 3 and sums.get(("B", None), 0) == 0 and sums[("é", "ü")] == -2
+    assert ("A", "") in sums and ("A", "x") not in sums and "A" not in sums and sums.get(1) is None
+    with pytest.raises(KeyError):
+        sums["B", None]
+    sums["A", None] = 7      # set again: its place is kept
+    assert list(sums.items()) == [(("A", None), 7), (("A", ""), 1), (("é", "ü"), -2)]
+    assert sums == {("A", None): 7, ("A", ""): 1, ("é", "ü"): -2}
+    assert cut.StockSums({("X", None): 1}) == {("X", None): 1}
+
+
+@pytest.mark.parametrize("key, value", [
+    (("B", None), 2 ** 62),           # beyond what two sums add up to in 64 bits
+    (("B", None), 1.5),
+    ((1, None), 1),
+    (("B", 2), 1),
+    (("\udc80", None), 1),            # text with no UTF-8 bytes
+    ("B", 1),
+])
+def test_stock_sums_take_any_key_and_value_as_a_dict_would(cut, key, value):
+    sums = cut.StockSums({("A", None): 1, ("A", "L"): 2})
+    sums[key] = value
+    sums["C", None] = 3
+    assert sums == {("A", None): 1, ("A", "L"): 2, key: value, ("C", None): 3}
+    assert list(sums) == [("A", None), ("A", "L"), key, ("C", None)] and sums[key] == value
+    assert len(sums) == 4 and key in sums
+
+
+_move = st.tuples(st.sampled_from(["A", "B", "é", "SKU-" + "x" * 40]), st.sampled_from([None, "", "L1", "ü" * 30]),
+                  st.integers(-1000, 1000) | st.sampled_from([2 ** 61, -(2 ** 61), 2 ** 62, -(2 ** 63)]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.lists(_move, max_size=4), max_size=6), min_size=1, max_size=4),
+       opening=st.dictionaries(st.tuples(st.sampled_from(["A", "B", "é"]), st.sampled_from([None, "L1"])),
+                               st.integers(-(2 ** 62), 2 ** 62), max_size=4))
+def test_batches_summed_in_stock_sums_give_the_references_bytes(batches, opening):
+    for flavour in FLAVOURS:
+        cut = flavour.values[0]
+        balances, expected = cut.StockSums(opening), dict(opening)
+        for seq, batch in enumerate(batches):
+            raws = [_event(seq * 10 + i + 1, type="sale", id=f"s{i}", ts_ms=1,
+                           moves=[[sku, lot, delta, None, []] for sku, lot, delta in moves])
+                    for i, moves in enumerate(batch)]
+            net, expected_net = cut.StockSums(), {}
+            assert cut.documents(raws, net) == _py.documents(raws, expected_net)
+            assert list(net.items()) == list(expected_net.items())
+            try:
+                rows = _py.stock_rows(expected_net, expected)
+            except OverflowError:   # a balance beyond 64 bits cannot be packed, in either twin
+                with pytest.raises(OverflowError):
+                    cut.stock_rows(net, balances)
+                break
+            assert cut.stock_rows(net, balances) == rows
+            assert list(balances.items()) == list(expected.items())
+            tail = cut.StockSums()
+            cut.add_moves(raws, tail)
+            assert tail == expected_net
+
+
+def test_odd_moves_go_into_stock_sums_as_the_reference_sums_them(cut):
+    net, expected = cut.StockSums(), {}
+    assert cut.documents(EVENTS[:12], net) == _py.documents(EVENTS[:12], expected)
+    assert list(net.items()) == list(expected.items())      # a float delta, an int SKU among them
+    balances, expected_balances = cut.StockSums(), {}
+    assert cut.stock_rows(net, balances) == _py.stock_rows(expected, expected_balances)
+    assert balances == expected_balances
