@@ -132,10 +132,24 @@ def _figure_md(name: str, results: dict) -> str:
     return text
 
 
+def _inline_md(what: str, name: str, results: dict) -> str:
+    """A figure's value with its unit, or its ratio, for the prose ("not measured" when absent)."""
+    e = results.get(name)
+    if e is None or e.get(what) is None:
+        return f"`{name}` not measured"
+    if what == "ratio":
+        return f"{e['ratio']:.2f}x"
+    return f"{_num(e['value'])} {e.get('unit', '')}".rstrip()
+
+
 def render_doc(template: str, results: dict, info: dict) -> str:
-    """Fill the template's {{machine}}, {{summary}} and {{figure NAME}}; every other word is kept."""
+    """Fill the template's {{machine}}, {{summary}}, {{figure NAME}} (a figure's paragraph), and
+    {{value NAME}} and {{ratio NAME}} (in the prose: this run's, never a number typed in); every
+    other word is kept."""
     text = template.replace("{{machine}}", _machine_md(info)).replace("{{summary}}", _summary_md(results))
-    return re.sub(r"\{\{figure ([A-Za-z0-9_]+)\}\}", lambda m: _figure_md(m.group(1), results), text)
+    text = re.sub(r"\{\{figure ([A-Za-z0-9_]+)\}\}", lambda m: _figure_md(m.group(1), results), text)
+    return re.sub(r"\{\{(value|ratio) ([A-Za-z0-9_]+)\}\}", lambda m: _inline_md(m.group(1), m.group(2), results),
+                  text)
 
 
 def write_doc(path: str, results: dict, info: dict) -> None:

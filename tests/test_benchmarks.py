@@ -88,6 +88,14 @@ def test_a_figure_missing_from_the_results_is_said_to_be_missing():
     assert page == "Intro.\n\n`nope`: not measured in this run.\n\nWhat limits it: words.\n"
 
 
+def test_the_prose_quotes_this_runs_values_and_ratios():
+    results = {"sale": {"value": 12517.3, "unit": "events/s", "ratio": 4.7575}, "erp": {"value": 249589.0,
+                                                                                         "unit": "events/s"}}
+    page = render_doc("Sale {{value sale}} ({{ratio sale}}); ERP {{value erp}}, {{ratio erp}}; {{value gone}}.",
+                      results, {})
+    assert page == "Sale 12,517 events/s (4.76x); ERP 249,589 events/s, `erp` not measured; `gone` not measured."
+
+
 def test_flavours_taking_turns_are_rated_over_all_their_turns_and_each_turn_paired_with_the_other():
     from benchmarks._flavours import paired_ratios, turn_rates
     fast, fast_turns = turn_rates([{"done": 100, "seconds": 1.0}, {"done": 100, "seconds": 3.0}])
