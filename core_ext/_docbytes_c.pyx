@@ -914,12 +914,13 @@ cdef class StockSums:
         return (PyUnicode_DecodeUTF8(self._arena + x.sku_at, x.sku_len, NULL),
                 None if x.lot_len < 0 else PyUnicode_DecodeUTF8(self._arena + x.lot_at, x.lot_len, NULL))
 
-    cdef void _to_dict(self):
+    cdef int _to_dict(self) except -1:
         cdef Py_ssize_t e
         if self._dict is not None:
-            return
+            return 0
         self._dict = {self._key(e): self._entries[e].value for e in range(self._count)}
         self._free()
+        return 0
 
     cdef Py_ssize_t _lookup(self, key) except -2:
         """The entry of `key`; -1 when it is not here and could be (a plain key)."""
