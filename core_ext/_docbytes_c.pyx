@@ -11,13 +11,11 @@ event, so the results are the reference's, byte for byte.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
-from ._mpwrite cimport Writer, _pack_int, _pack_length, _pack_raw, _pack_str, _reserve
+from ._mpwrite cimport Writer, _pack_byte, _pack_int, _pack_length, _pack_raw
 
 from . import _docbytes_py
 from ._docbytes_py import HEAD_KEYS, INTERNAL_KEYS, BodyCounts, DocPacker, count_docs, to_doc  # noqa: F401 (the face)
@@ -296,13 +294,7 @@ cdef int _entries(const uint8_t* p, Py_ssize_t n, Entries* e) noexcept:
     return 0 if i == n else -1
 
 
-# The (sku, lot) keys of the moves, made once and found again by their bytes: the same few
-# thousand keys come back in every event, and a key that is the same object is found in a dict
-# without comparing text. A slot holds the last key that hashed to it.
-cdef enum:
-    KEY_SLOTS = 8192      # a power of two
-cdef PyObject* _key_cache[KEY_SLOTS]
-cdef uint64_t _key_hashes[KEY_SLOTS]
+# FNV-1a over a key's bytes, for the stock sums' table below.
 cdef uint64_t _FNV_OFFSET = (<uint64_t>0xcbf29ce4 << 32) | <uint64_t>0x84222325
 cdef uint64_t _FNV_PRIME = (<uint64_t>0x100 << 32) | <uint64_t>0x1b3
 
@@ -312,32 +304,6 @@ cdef inline uint64_t _fnv(const uint8_t* s, Py_ssize_t n, uint64_t h) noexcept:
     for k in range(n):
         h = (h ^ s[k]) * _FNV_PRIME
     return h
-
-
-cdef inline bint _same_text(str text, const uint8_t* p, Item* it):
-    cdef Py_ssize_t size
-    cdef const char* data = PyUnicode_AsUTF8AndSize(text, &size)
-    return size == it.size and memcmp(data, p + it.data, size) == 0
-
-
-cdef tuple _move_key(const uint8_t* p, Item* sku, Item* lot):
-    """(sku, lot) of a move's text (and text or nil) items, as a decoded move would give them."""
-    cdef uint64_t h = _fnv(p + sku.data, sku.size, _FNV_OFFSET)
-    h = _fnv(p + lot.data, lot.size, (h ^ (0x100 if lot.kind == K_NIL else 0x200)) * _FNV_PRIME)
-    cdef Py_ssize_t slot = h & (KEY_SLOTS - 1)
-    cdef PyObject* cached = _key_cache[slot]
-    cdef tuple key
-    if cached != NULL and _key_hashes[slot] == h:
-        key = <tuple>cached
-        if _same_text(key[0], p, sku) and (key[1] is None if lot.kind == K_NIL
-                                           else key[1] is not None and _same_text(key[1], p, lot)):
-            return key
-    key = (_text(p, sku), None if lot.kind == K_NIL else _text(p, lot))
-    Py_INCREF(key)
-    Py_XDECREF(cached)
-    _key_cache[slot] = <PyObject*>key
-    _key_hashes[slot] = h
-    return key
 
 
 cdef int _check_moves(const uint8_t* p, Py_ssize_t n, Entries* e) noexcept:
@@ -397,7 +363,8 @@ cdef int _add_moves(const uint8_t* p, Py_ssize_t n, Entries* e, net) except -1:
             if sums._dict is not None:
                 sums = None   # it became a dict (a sum beyond its integers): the dict's way from here
         else:
-            key = _move_key(p, &sku, &lot)
+            # Any other mapping (a StockSums become a dict): the reference's key, as a decoded move gives it.
+            key = (_text(p, &sku), None if lot.kind == K_NIL else _text(p, &lot))
             net[key] = net.get(key, 0) + field.value
     return 0
 
@@ -644,55 +611,17 @@ def body_counts(bytes raw):
 # ---------------------------------------------------------------------------------------------
 # A body's stock rows
 
-cdef inline bint _small_int(value) noexcept:
-    # An int the C arithmetic below takes: far from the 64-bit limits (quantities are bounded far below).
-    return type(value) is int and -_LIMIT < value < _LIMIT
-
-
-cdef object _LIMIT = 1 << 60
-
-
 def stock_rows(net, balances) -> bytes:
     """The packed list of a batch's stock rows `[sku, lot, net_delta, on_hand_after]`, one per
     (sku, lot) of `net` (its moves), in that order; `balances` (on hand before the batch, absent
-    is 0) takes the moves, and gives `on_hand_after`."""
-    cdef Writer w
-    cdef tuple pair
+    is 0) takes the moves, and gives `on_hand_after`. Written from two `StockSums` tables still in
+    C; anything else (a table become a dict, plain dicts) is the reference's to pack."""
     if (type(net) is StockSums and type(balances) is StockSums and net is not balances
             and (<StockSums>net)._dict is None and (<StockSums>balances)._dict is None):
         rows = (<StockSums>net)._rows(<StockSums>balances)
         if rows is not None:
             return rows
-    if type(net) is not dict or type(balances) is not dict:
-        return _docbytes_py.stock_rows(net, balances)   # a StockSums become a dict, or an odd mapping
-    for key, value in net.items():
-        if (type(key) is not tuple or len(<tuple>key) != 2 or type((<tuple>key)[0]) is not str
-                or ((<tuple>key)[1] is not None and type((<tuple>key)[1]) is not str) or not _small_int(value)
-                or not _small_int(balances.get(key, 0))):
-            return _docbytes_py.stock_rows(net, balances)   # rows the reference packs
-    w.buf = NULL
-    w.size = w.cap = 0
-    try:
-        _pack_length(&w, len(net), 0x90, 15, 0, 0xdc)
-        for key, value in net.items():
-            pair = <tuple>key
-            after = balances.get(key, 0) + value
-            balances[key] = after
-            _reserve(&w, 1)
-            w.buf[w.size] = 0x94
-            w.size += 1
-            _pack_str(&w, pair[0])
-            if pair[1] is None:
-                _reserve(&w, 1)
-                w.buf[w.size] = 0xc0
-                w.size += 1
-            else:
-                _pack_str(&w, pair[1])
-            _pack_int(&w, value)
-            _pack_int(&w, after)
-        return PyBytes_FromStringAndSize(<const char*>w.buf, w.size)
-    finally:
-        PyMem_Free(w.buf)
+    return _docbytes_py.stock_rows(net, balances)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -713,6 +642,14 @@ cdef struct SumEntry:
     Py_ssize_t lot_at
     Py_ssize_t lot_len       # -1: no lot (None)
     int64_t value
+
+
+cdef struct KeyBytes:
+    const char* sku
+    Py_ssize_t sku_len
+    const char* lot
+    Py_ssize_t lot_len       # -1: no lot
+    uint64_t hash
 
 
 cdef int64_t _SUM_LIMIT = (<int64_t>1) << 61
@@ -888,15 +825,11 @@ cdef class StockSums:
                     b = balances._insert(self._arena + x.sku_at, x.sku_len, self._arena + x.lot_at, x.lot_len, x.hash)
                 after = balances._entries[b].value + x.value
                 balances._entries[b].value = after
-                _reserve(&w, 1)
-                w.buf[w.size] = 0x94
-                w.size += 1
+                _pack_byte(&w, 0x94)   # [sku, lot, net_delta, on_hand_after]
                 _pack_length(&w, x.sku_len, 0xa0, 31, 0xd9, 0xda)
                 _pack_raw(&w, self._arena + x.sku_at, x.sku_len)
                 if x.lot_len < 0:
-                    _reserve(&w, 1)
-                    w.buf[w.size] = 0xc0
-                    w.size += 1
+                    _pack_byte(&w, 0xc0)
                 else:
                     _pack_length(&w, x.lot_len, 0xa0, 31, 0xd9, 0xda)
                     _pack_raw(&w, self._arena + x.lot_at, x.lot_len)
@@ -922,53 +855,48 @@ cdef class StockSums:
         self._free()
         return 0
 
-    cdef Py_ssize_t _lookup(self, key) except -2:
-        """The entry of `key`; -1 when it is not here and could be (a plain key)."""
-        cdef const char* sku
-        cdef const char* lot = NULL
-        cdef Py_ssize_t sku_len, lot_len = -1
+    cdef Py_ssize_t _lookup(self, key, KeyBytes* kb) except -2:
+        """The entry of `key` (its bytes and hash left in `kb`); -1 when it is not here but could be
+        (a plain key), -3 when it could not (anything a dict alone holds)."""
         if type(key) is not tuple or len(<tuple>key) != 2 or type((<tuple>key)[0]) is not str:
             return -3
         second = (<tuple>key)[1]
         if second is not None and type(second) is not str:
             return -3
+        kb.lot, kb.lot_len = NULL, -1
         try:
-            sku = PyUnicode_AsUTF8AndSize((<tuple>key)[0], &sku_len)
+            kb.sku = PyUnicode_AsUTF8AndSize((<tuple>key)[0], &kb.sku_len)
             if second is not None:
-                lot = PyUnicode_AsUTF8AndSize(second, &lot_len)
+                kb.lot = PyUnicode_AsUTF8AndSize(second, &kb.lot_len)
         except UnicodeError:
             return -3   # text with lone surrogates: no UTF-8 bytes
-        return self._find(sku, sku_len, lot, lot_len, _sum_hash(sku, sku_len, lot, lot_len))
+        kb.hash = _sum_hash(kb.sku, kb.sku_len, kb.lot, kb.lot_len)
+        return self._find(kb.sku, kb.sku_len, kb.lot, kb.lot_len, kb.hash)
 
     def get(self, key, default=None):
+        cdef KeyBytes kb
         if self._dict is not None:
             return self._dict.get(key, default)
-        cdef Py_ssize_t e = self._lookup(key)
+        cdef Py_ssize_t e = self._lookup(key, &kb)
         return default if e < 0 else self._entries[e].value
 
     def __getitem__(self, key):
+        cdef KeyBytes kb
         if self._dict is not None:
             return self._dict[key]
-        cdef Py_ssize_t e = self._lookup(key)
+        cdef Py_ssize_t e = self._lookup(key, &kb)
         if e < 0:
             raise KeyError(key)
         return self._entries[e].value
 
     def __setitem__(self, key, value):
         cdef Py_ssize_t e
-        cdef const char* sku
-        cdef const char* lot = NULL
-        cdef Py_ssize_t sku_len, lot_len = -1
+        cdef KeyBytes kb
         if self._dict is None and type(value) is int and -_SUM_LIMIT <= value <= _SUM_LIMIT:
-            e = self._lookup(key)
-            if e >= 0:
-                self._entries[e].value = value
-                return
+            e = self._lookup(key, &kb)
             if e == -1:
-                sku = PyUnicode_AsUTF8AndSize((<tuple>key)[0], &sku_len)
-                if (<tuple>key)[1] is not None:
-                    lot = PyUnicode_AsUTF8AndSize((<tuple>key)[1], &lot_len)
-                e = self._insert(sku, sku_len, lot, lot_len, _sum_hash(sku, sku_len, lot, lot_len))
+                e = self._insert(kb.sku, kb.sku_len, kb.lot, kb.lot_len, kb.hash)
+            if e >= 0:
                 self._entries[e].value = value
                 return
         self._to_dict()
@@ -979,9 +907,10 @@ cdef class StockSums:
         del self._dict[key]
 
     def __contains__(self, key):
+        cdef KeyBytes kb
         if self._dict is not None:
             return key in self._dict
-        return self._lookup(key) >= 0
+        return self._lookup(key, &kb) >= 0
 
     def __len__(self):
         return len(self._dict) if self._dict is not None else self._count

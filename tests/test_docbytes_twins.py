@@ -90,13 +90,14 @@ def test_bad_bytes_fail_as_the_reference_fails(cut, raw):
 
 def test_stock_rows_take_the_moves_into_the_balances(cut):
     net = {("A", None): -2, ("B", "L1"): 5, ("Ç", None): 0, ("D", None): -(2 ** 40)}
-    balances = {("A", None): 10, ("D", None): 7}
-    expected = dict(balances)
-    assert cut.stock_rows(net, balances) == _py.stock_rows(net, expected)
+    balances = cut.StockSums({("A", None): 10, ("D", None): 7})
+    expected = {("A", None): 10, ("D", None): 7}
+    assert cut.stock_rows(cut.StockSums(net), balances) == _py.stock_rows(net, expected)
     assert balances == expected == {("A", None): 8, ("B", "L1"): 5, ("Ç", None): 0, ("D", None): 7 - 2 ** 40}
-    assert msgpack.unpackb(cut.stock_rows({("A", None): 1}, balances)) == [["A", None, 1, 9]]
+    assert msgpack.unpackb(cut.stock_rows(cut.StockSums({("A", None): 1}), balances)) == [["A", None, 1, 9]]
     odd = {(1, None): 1.5}   # what only odd events give: packed as the reference packs it
-    assert cut.stock_rows(odd, {}) == _py.stock_rows(odd, {})
+    assert cut.stock_rows(cut.StockSums(odd), cut.StockSums()) == _py.stock_rows(odd, {})
+    assert cut.stock_rows(dict(net), {}) == _py.stock_rows(net, {})   # plain dicts: the reference's way
 
 
 def _body(docs, stock=(), alerts=(), **extra) -> bytes:

@@ -195,7 +195,7 @@ def _at_head(tx, head: Head, last_seq: int, max_events: int) -> _AtHead | None:
         qty, moved = _balance_reader(tx), tail.deltas
         keys = set(moved)
         keys.update(ledger.lot_keys(tx))
-        state = _AtHead(head.digest, StockSums({key: qty(*key) - moved.get(key, 0) for key in keys}))
+        state = _AtHead(head.digest, StockSums((key, qty(*key) - moved.get(key, 0)) for key in keys))
         tx.store.cache.pop(_TAIL, None)
     tx.store.cache[_AT_HEAD] = state
     return state
