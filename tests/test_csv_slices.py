@@ -9,6 +9,7 @@ import signal
 import tracemalloc
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 import trio
 from prometheus_client import CollectorRegistry
 
@@ -338,3 +339,46 @@ async def test_requests_of_a_file_go_to_the_core_one_at_a_time(core, drop_dir):
     drop_file(drop_dir, "one.csv", baskets_file(5))
     assert await drop.poll() == [("one.csv", "applied")]
     assert most[0] == 1
+
+
+# --- the index against a plain grouping ---------------------------------------------------------
+
+_ROWS = st.lists(st.tuples(st.sampled_from(["T1", "T2", "T3", "T4", None]),     # basket key (None: no basket)
+                           st.sampled_from(["B-100", "B-200", "Ü-3", None]),     # code (None: unreadable)
+                           st.sampled_from([1, 2, -1, None]),                    # qty (None: a bad row)
+                           st.sampled_from([None, {"lot": "L1"}, {"serial": "S\u00e9"}])),
+                 max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=_ROWS, run_rows=st.sampled_from([1, 2, 3, 512]), codes_held=st.sampled_from([1, 2, 4096]))
+def test_the_index_groups_rows_as_a_plain_grouping_does(monkeypatch, rows, run_rows, codes_held):
+    """Baskets in the order first seen, each with its good lines in row order, however the rows of
+    one basket are scattered, runs split or codes spilled; every code once; the rows of some codes
+    in row order."""
+    from device_plugins.csv_drop import _index
+    from device_plugins.csv_drop._mapper import MappedRow
+
+    monkeypatch.setattr(_index, "_CHUNK_ROWS", run_rows)
+    monkeypatch.setattr(_index, "_CODES_HELD", codes_held)
+    mapped = [MappedRow(n + 2, key, code, None if qty is None or code is None else {"code": code, "qty": qty, **(extras or {})},
+                        None, None) for n, (key, code, qty, extras) in enumerate(rows)]
+    expected: dict[str, dict] = {}
+    for m in mapped:
+        if m.key is not None:
+            doc = expected.setdefault(m.key, {"t": "sale", "id": f"{'ab' * 8}:{m.key}", "rows": [], "lines": []})
+            if m.line is not None:
+                doc["rows"].append(m.row)
+                doc["lines"].append(m.line)
+    with BasketIndex(":memory:") as index:
+        errors = ErrorList()
+        for m in mapped:
+            index.add(m, errors)
+        docs = [doc for _first, docs in index.slices("ab" * 32, 0, lambda: (2, 5)) for doc in docs]
+        codes = [code for batch in index.codes(2) for code in batch]
+        some = ["B-200", "Ü-3"]
+        with_some = list(index.rows_with(some))
+    assert len(errors) == 0
+    assert docs == [doc for doc in expected.values() if doc["lines"]]
+    assert codes == sorted({m.code for m in mapped if m.code is not None})
+    assert with_some == [(m.row, m.code) for m in mapped if m.code in some]

@@ -6,16 +6,22 @@ scratch SQLite database (a temporary file, its page cache bounded), and are read
 basket, in the order each basket was first seen, a slice at a time. The database is scratch: it is
 rebuilt from the file whenever the file is taken again (after a restart, say), and deleted after.
 
-A basket's row is written once, when the file's rows move on to another basket, and new baskets a
-thousand at a time, as lines are. Whether a key was seen before (its rows come back later in the
-file) is asked of a fixed-size filter of the keys seen (`_KeyFilter`) first: only a key it may hold
-is looked up, so a new key, nearly every one, costs no statement of its own, and the memory stays
-the same whatever the file's size.
+Rows are kept by runs: the consecutive rows of one basket are one `chunks` row (MessagePack, at
+most `_CHUNK_ROWS` rows), written when the file's rows move on to another basket. A POS exports a
+basket's rows together, so a basket is nearly always one run: one statement's row where a row per
+line took three, and read back in the order of the table's key, with no index to build. A basket's
+row is written once, when the rows move on, new baskets and runs a thousand at a time. Whether a key
+was seen before (its rows come back later in the file) is asked of a fixed-size filter of the keys
+seen (`_KeyFilter`) first: only a key it may hold is looked up, so a new key, nearly every one,
+costs no statement of its own, and the memory stays the same whatever the file's size. The file's
+distinct codes go to a table of their own, a few thousand at a time.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
+
+import msgpack
 
 from core_ext import limits
 
@@ -24,12 +30,20 @@ from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encod
 _SCHEMA = """
 CREATE TABLE baskets (ord INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lines INTEGER NOT NULL,
                       member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER);
-CREATE TABLE lines (basket INTEGER, row INTEGER NOT NULL, code TEXT, qty INTEGER, extras TEXT);
+CREATE TABLE chunks (basket INTEGER NOT NULL, row INTEGER NOT NULL, data BLOB NOT NULL,
+                     PRIMARY KEY (basket, row)) WITHOUT ROWID;
+CREATE TABLE codes (code TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-# A row's line is applied when it has a qty: a bad row is kept only for its code, which the check
-# names on every row holding it.
+# A run of rows (`chunks`): its basket's `ord` (NO_BASKET for rows that belong to none), its first
+# row's number, and for each row `row, code, qty, extras` one after another in one MessagePack
+# array. A row's line is applied when it has a qty: a bad row is kept only for its code, which the
+# check names on every row holding it.
+NO_BASKET = -1
+_FIELDS = 4  # values a row takes in a run
+_CHUNK_ROWS = 512  # rows of one run at most: a basket of a million bad rows is held a run at a time
+_CODES_HELD = 4096  # distinct codes held in memory before they are written
 _CACHE_KIB = 2048  # SQLite's page cache; the rest of the scratch stays on disk
-_BATCH = 1000  # lines, or new baskets, written per statement
+_BATCH = 1000  # runs, or new baskets, written per statement
 # The key filter: 512 KiB whatever the file; a million baskets in, about 1 new key in 7 is a false "maybe".
 _FILTER_BITS = 1 << 22
 _FILTER_MASK = _FILTER_BITS - 1
@@ -59,8 +73,8 @@ _WRITE = ("INSERT INTO baskets (lines, member, member_row, payment, payment_row,
           "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _WRITE_AGAIN = ("UPDATE baskets SET lines = ?, member = ?, member_row = ?, payment = ?, payment_row = ? "
                 "WHERE ord = ? AND key = ?")
-_LINE_PLAIN = "INSERT INTO lines (basket, row, code, qty) VALUES (?, ?, ?, ?)"
-_LINE = "INSERT INTO lines (basket, row, code, qty, extras) VALUES (?, ?, ?, ?, ?)"
+_CHUNK = "INSERT INTO chunks (basket, row, data) VALUES (?, ?, ?)"
+_CODE = "INSERT OR IGNORE INTO codes (code) VALUES (?)"
 
 
 class _KeyFilter:
@@ -94,9 +108,12 @@ class BasketIndex:
                               f"PRAGMA cache_size=-{_CACHE_KIB}; PRAGMA temp_store=FILE; BEGIN; {_SCHEMA}")
         self.baskets = 0
         self._current: _Basket | None = None
-        # Rows not written yet, by the statement that writes them.
-        self._pending: dict[str, list[tuple]] = {_LINE_PLAIN: [], _LINE: []}
+        # The run being read: its basket's ord, its first row, its rows' values.
+        self._run_basket, self._run_row, self._run = NO_BASKET, 0, []
+        # Runs, new baskets and codes not written yet, by the statement that writes them.
+        self._runs: dict[str, list[tuple]] = {_CHUNK: []}
         self._new_baskets: dict[str, list[tuple]] = {_WRITE_PLAIN: [], _WRITE: []}
+        self._codes: set[str] = set()
         self._seen = _KeyFilter()
         self._finished = False
 
@@ -128,16 +145,34 @@ class BasketIndex:
                 errors.add(mapped.row, "lines", f"basket {_short(basket.key)} has more than "
                                                 f"{limits.MAX_LINES} lines, the most one basket may hold")
                 line = None
-        extras = None if line is None or len(line) == 2 else encode_extras(line)  # most: code and qty only
-        if extras is None:
-            pending = self._pending[_LINE_PLAIN]
-            pending.append((basket.ord if basket is not None else None, mapped.row, mapped.code,
-                            None if line is None else line["qty"]))
-        else:
-            pending = self._pending[_LINE]
-            pending.append((basket.ord, mapped.row, mapped.code, line["qty"], extras))
+        self._keep(basket.ord if basket is not None else NO_BASKET, mapped.row, mapped.code,
+                   None if line is None else line["qty"],
+                   None if line is None or len(line) == 2 else encode_extras(line))  # most: code and qty only
+
+    def _keep(self, ord_: int, row: int, code: str | None, qty: int | None, extras: str | None) -> None:
+        """Add a row to the run being read, which ends when its basket does (or at `_CHUNK_ROWS`)."""
+        run = self._run
+        if ord_ != self._run_basket or len(run) >= _CHUNK_ROWS * _FIELDS:
+            self._end_run()
+            self._run_basket, self._run_row = ord_, row
+        run.append(row)
+        run.append(code)
+        run.append(qty)
+        run.append(extras)
+        if code is not None and code not in self._codes:
+            self._codes.add(code)
+            if len(self._codes) >= _CODES_HELD:
+                self._flush_codes()
+
+    def _end_run(self) -> None:
+        run = self._run
+        if not run:
+            return
+        pending = self._runs[_CHUNK]
+        pending.append((self._run_basket, self._run_row, msgpack.packb(run, use_bin_type=True)))
+        run.clear()
         if len(pending) >= _BATCH:
-            self._flush_rows()
+            self._flush_runs()
 
     def _basket(self, key: str) -> _Basket:
         current = self._current
@@ -177,8 +212,12 @@ class BasketIndex:
     def _flush_baskets(self) -> None:
         self._write(self._new_baskets)
 
-    def _flush_rows(self) -> None:
-        self._write(self._pending)
+    def _flush_runs(self) -> None:
+        self._write(self._runs)
+
+    def _flush_codes(self) -> None:
+        self.db.executemany(_CODE, ((code,) for code in self._codes))
+        self._codes.clear()
 
     def _write(self, pending: dict[str, list[tuple]]) -> None:
         for statement, rows in pending.items():
@@ -212,9 +251,10 @@ class BasketIndex:
             return
         self._leave(self._current)
         self._current = None
+        self._end_run()
         self._flush_baskets()
-        self._flush_rows()
-        self.db.execute("CREATE INDEX lines_by_basket ON lines (basket, row)")
+        self._flush_runs()
+        self._flush_codes()
         self.db.execute("COMMIT")
         self._finished = True
 
@@ -223,15 +263,20 @@ class BasketIndex:
     def codes(self, batch: int):
         """The distinct codes of the file, `batch` at a time (in code order)."""
         self.finish()
-        cursor = self.db.execute("SELECT DISTINCT code FROM lines WHERE code IS NOT NULL ORDER BY code")
+        cursor = self.db.execute("SELECT code FROM codes ORDER BY code")
         while chunk := cursor.fetchmany(batch):
             yield [code for (code,) in chunk]
 
     def rows_with(self, codes: list):
-        """(row, code) of every row holding one of `codes`, in row order (read as they are used)."""
+        """(row, code) of every row holding one of `codes`, in row order (read as they are used).
+        Runs hold consecutive rows, so runs in the order of their first rows are the file's order."""
         self.finish()
-        marks = ",".join("?" * len(codes))
-        yield from self.db.execute(f"SELECT row, code FROM lines WHERE code IN ({marks}) ORDER BY row", codes)
+        wanted = set(codes)
+        for (data,) in self.db.execute("SELECT data FROM chunks ORDER BY row"):
+            run = msgpack.unpackb(data)
+            for i in range(0, len(run), _FIELDS):
+                if run[i + 1] in wanted:
+                    yield run[i], run[i + 1]
 
     def slices(self, digest: str, start: int, size):
         """(index of the first basket, [basket documents]) from basket `start` on, in order.
@@ -255,18 +300,24 @@ class BasketIndex:
             yield first, out
 
     def _docs(self, digest: str, start: int):
+        """Each basket's document from basket `start` on, of its lines that have a qty."""
         cursor = self.db.execute(
-            "SELECT b.ord, b.key, b.member, b.payment, l.row, l.code, l.qty, l.extras FROM lines l "
-            "JOIN baskets b ON b.ord = l.basket WHERE l.basket >= ? AND l.qty IS NOT NULL ORDER BY l.basket, l.row", (start,))
+            "SELECT b.ord, b.key, b.member, b.payment, c.data FROM chunks c JOIN baskets b ON b.ord = c.basket "
+            "WHERE c.basket >= ? ORDER BY c.basket, c.row", (start,))
         doc, ord_ = None, None
-        while chunk := cursor.fetchmany(256):
-            for basket, key, member, payment, row, code, qty, extras in chunk:
-                if basket != ord_:
-                    if doc is not None:
-                        yield doc
-                    doc, ord_ = _new_doc(digest, key, member, payment), basket
-                doc["rows"].append(row)
-                doc["lines"].append(decode_line(code, qty, extras))
+        while fetched := cursor.fetchmany(256):
+            for basket, key, member, payment, data in fetched:
+                run = msgpack.unpackb(data)
+                for i in range(0, len(run), _FIELDS):
+                    qty = run[i + 2]
+                    if qty is None:
+                        continue
+                    if basket != ord_:
+                        if doc is not None:
+                            yield doc
+                        doc, ord_ = _new_doc(digest, key, member, payment), basket
+                    doc["rows"].append(run[i])
+                    doc["lines"].append(decode_line(run[i + 1], qty, run[i + 3]))
         if doc is not None:
             yield doc
 
