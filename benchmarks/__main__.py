@@ -53,6 +53,9 @@ def _rss_figure(ctx: Context) -> Figure:
 
 def _run_one(name: str, ctx: Context) -> tuple[list[Figure], str | None]:
     module = importlib.import_module(f"benchmarks.{BENCHMARKS[name]}")
+    # What the benchmark before wrote (a copied ledger, a drop directory) is on the disk before this
+    # one starts, so its writeback does not fall on this one's durable commits.
+    os.sync()
     try:
         return module.run(ctx), None
     except Exception as exc:  # one broken benchmark must not hide the others' figures
