@@ -12,7 +12,7 @@ import time
 import traceback
 
 from ._common import ROOT, Context, Figure, at_most, say
-from ._report import HEADER, entries, machine, read_results, row, write_doc, write_results
+from ._report import HEADER, entries, load_average, machine, read_results, row, write_doc, write_results
 
 # name -> module; the order is the run's (cheap in-process ones first, the big ledger last).
 BENCHMARKS = {
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     names = args.only or list(BENCHMARKS)
     results = read_results(args.results) if args.only else {}
     failed = []
+    load_at_start = load_average()
     started = time.monotonic()
     print(f"benchmarks ({mode}): {', '.join(names)}", flush=True)
     print(HEADER, flush=True)
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         print(row(key, entry), flush=True)
     write_results(args.results, results)
     from ._load import load_tool_name
-    write_doc(args.doc, results, machine(mode, load_tool_name()))
+    write_doc(args.doc, results, machine(mode, load_tool_name(), load_at_start))
     say(f"done in {time.monotonic() - started:.0f} s: {args.results}, {args.doc}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -86,9 +86,13 @@ def _proc_field(path: str, key: str) -> str:
     return "unknown"
 
 
-def machine(mode: str, load_tool: str) -> dict:
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+
+
+def machine(mode: str, load_tool: str, load: tuple[float, float, float]) -> dict:
+    """The machine of a run; `load` is the load average taken as the run began (`load_average`)."""
     mem_kb = _proc_field("/proc/meminfo", "MemTotal").split()[0]
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {"cpu": _proc_field("/proc/cpuinfo", "model name"), "cores": os.cpu_count(),
             "memory": f"{int(mem_kb) / 1024 / 1024:.1f} GiB" if mem_kb.isdigit() else "unknown",
             "python": platform.python_version(), "lmdb": _version("lmdb"), "cython": _cython(),
