@@ -51,6 +51,11 @@ HOLD_OFF_S = 0.05
 # sale's check and hash between two handlers cost several times as much (`docs/performance.md`); a
 # few at a time, so a group cut short by its budget has checked little that it does not apply.
 CHECK_AHEAD = 32
+# The gateway's own housekeeping (sealing and pruning, the day's close and the alerts' refresh, the
+# upstream links' acknowledgements): no till waits on it, so its requests go after the devices'
+# (`FairQueue`), waiting at most BACKGROUND_WAIT_S (five group budgets) while devices keep sending.
+BACKGROUND_SOURCES = frozenset({"sealer", "timer", "push", "nats"})
+BACKGROUND_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,7 @@ class CoreLoop:
         self.before_group = before_group
         # Bounded: when the disk cannot keep up, devices wait at `submit` instead of memory growing;
         # a source that fills its own share waits without holding up the others.
-        self._queue = FairQueue()
+        self._queue = FairQueue(BACKGROUND_SOURCES, BACKGROUND_WAIT_S)
         self._room = _Room(queue_limit, per_source_limit)
         self._work = trio.Event()    # set when a slot is queued
         self._commit_event = trio.Event()
@@ -188,7 +193,7 @@ class CoreLoop:
         await self._room.take(request.source)
         if not self.running:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
-        self._queue.put(request.source, slot)
+        self._queue.put(request.source, slot, trio.current_time())
         if self.metrics:
             self.metrics.queue_depth.inc()
         self._work.set()
@@ -200,12 +205,12 @@ class CoreLoop:
         callers have had no turn yet)."""
         await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled loop starts no new group
         if len(self._queue):
-            return self._queue.take(self.max_group), True
+            return self._queue.take(self.max_group, trio.current_time()), True
         while not len(self._queue):
             self._work = trio.Event()
             await self._work.wait()
         await self._gather()
-        return self._queue.take(self.max_group), False
+        return self._queue.take(self.max_group, trio.current_time()), False
 
     async def _gather(self) -> None:
         """Woken from idle by a request: give the tasks reading the requests that came with it a

@@ -3,46 +3,85 @@
 One FIFO channel let a source that sent a thousand requests at once hold every other device behind
 them for as long as they took. Here each source (a device, a POS/1 terminal, the ERP) has its own
 queue, and the writer takes one request from each source in turn; a request keeps its place in
-its own source's order. No I/O and no trio: the core loop wakes and waits around it.
+its own source's order.
+
+Background sources (the gateway's own housekeeping: sealing, timers, the upstream links'
+acknowledgements) yield to the devices: their requests join a group only when no device's request
+is waiting, or once they have waited `background_wait_s`, so a seal that falls due as a burst of
+sales arrives is applied after the burst is answered, not in front of it, and is never held for
+long. No I/O and no trio: the core loop wakes and waits around it, and says what time it is.
 """
 from __future__ import annotations
 
 from collections import deque
 
+# Put back after a group was cut short: it had been chosen already, so it goes in the next group.
+_CHOSEN = float("-inf")
+
 
 class FairQueue:
     """Waiting slots by source (how many may wait is the core loop's business: `_Room`)."""
 
-    def __init__(self):
+    def __init__(self, background: frozenset[str] = frozenset(), background_wait_s: float = 0.0):
         self._queues: dict[str, deque] = {}
         self._turns: deque[str] = deque()  # sources with waiting slots, next turn first
         self.size = 0
+        self._background = background
+        self.background_wait_s = background_wait_s
+        # When each waiting background slot was put, in order (background sources only).
+        self._since: dict[str, deque[float]] = {}
+        self._foreground = 0  # slots of the other sources waiting
 
     def __len__(self) -> int:
         return self.size
 
-    def put(self, source: str, slot) -> None:
+    def put(self, source: str, slot, now: float = 0.0) -> None:
         queue = self._queues.get(source)
         if queue is None:
             queue = self._queues[source] = deque()
             self._turns.append(source)
         queue.append(slot)
         self.size += 1
+        if source in self._background:
+            self._since.setdefault(source, deque()).append(now)
+        else:
+            self._foreground += 1
 
-    def take(self, n: int) -> list:
-        """Up to `n` slots, one per source in turn, each source's in its own order."""
+    def take(self, n: int, now: float = 0.0) -> list:
+        """Up to `n` slots, one per source in turn, each source's in its own order; a background
+        source's only when no other source's waits or it has waited `background_wait_s`."""
         out = []
         turns, queues = self._turns, self._queues
+        devices_wait = self._foreground > 0  # as the group is formed, whichever turn comes first
+        held = []  # background sources that sit this group out, in their turns' order
         while turns and len(out) < n:
             source = turns.popleft()
+            if devices_wait and source in self._background and self._yields(source, now):
+                held.append(source)
+                continue
             queue = queues[source]
             out.append(queue.popleft())
+            self._taken(source)
             if queue:
                 turns.append(source)
             else:
                 del queues[source]
+        turns.extendleft(reversed(held))  # their turns come first once they may go
         self.size -= len(out)
         return out
+
+    def _yields(self, source: str, now: float) -> bool:
+        """Whether background `source`'s next slot, with devices' requests waiting, waits longer."""
+        return now - self._since[source][0] < self.background_wait_s
+
+    def _taken(self, source: str) -> None:
+        if source in self._background:
+            since = self._since[source]
+            since.popleft()
+            if not since:
+                del self._since[source]
+        else:
+            self._foreground -= 1
 
     def put_back(self, slots: list, source_of) -> None:
         """Slots taken but not served go back to the heads of their queues, in their order, and
@@ -57,7 +96,11 @@ class FairQueue:
             queue.appendleft(slot)
             self._turns.appendleft(source)
             self.size += 1
+            if source in self._background:
+                self._since.setdefault(source, deque()).appendleft(_CHOSEN)
+            else:
+                self._foreground += 1
 
     def drain(self) -> list:
         """Every waiting slot (shutting down)."""
-        return self.take(self.size)
+        return self.take(self.size, float("inf"))

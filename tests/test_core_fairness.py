@@ -35,6 +35,42 @@ def test_slots_put_back_go_first_in_their_order():
     assert q.take(10) == ["b0", "a1", "c0", "a2"]
 
 
+def test_housekeeping_waits_while_devices_requests_wait_then_goes_first():
+    q = FairQueue(frozenset({"sealer"}), background_wait_s=0.05)
+    q.put("sealer", "seal0", 10.0)
+    q.put("lane1", "a0", 10.0)
+    q.put("lane2", "b0", 10.0)
+    assert q.take(10, 10.001) == ["a0", "b0"]  # the burst, the seal's earlier turn notwithstanding
+    q.put("lane1", "a1", 10.02)
+    q.put("sealer", "seal1", 10.02)
+    assert q.take(10, 10.02) == ["a1"]
+    q.put("lane1", "a2", 10.05)
+    # Waited its longest: it goes, at the head of the turns it kept, with the devices' requests.
+    assert q.take(10, 10.05) == ["seal0", "a2"]
+    assert q.take(10, 10.05) == ["seal1"]  # nothing else waits: at once
+    assert len(q) == 0
+
+
+def test_housekeeping_whose_turn_comes_after_the_devices_still_waits_for_them():
+    q = FairQueue(frozenset({"sealer"}), background_wait_s=0.05)
+    q.put("lane1", "a0", 1.0)
+    q.put("sealer", "seal0", 1.0)
+    assert q.take(10, 1.0) == ["a0"]
+    assert q.take(10, 1.0) == ["seal0"]
+
+
+def test_housekeeping_put_back_goes_in_the_next_group_and_drain_takes_everything():
+    q = FairQueue(frozenset({"sealer"}), background_wait_s=0.05)
+    q.put("sealer", "seal0", 1.0)
+    taken = q.take(10, 1.0)
+    q.put("lane1", "a0", 1.0)
+    q.put_back(taken, lambda slot: "sealer")  # the group was cut before it
+    assert q.take(10, 1.0) == ["seal0", "a0"]
+    q.put("sealer", "seal1", 2.0)
+    q.put("lane1", "a1", 2.0)
+    assert sorted(q.drain()) == ["a1", "seal1"]
+
+
 def _receipt(i: int, source: str) -> Request:
     return Request("receipt", {"id": f"{source}-{i}", "sku": "SKU-4", "qty": 1}, source, "erp")
 
@@ -125,3 +161,21 @@ async def test_thousands_waiting_on_one_source_are_served_in_turn(make_core, see
             for i in range(3000):
                 nursery.start_soon(send, i)
     assert results == [True] * 3000
+
+
+async def test_a_seal_due_with_a_burst_of_sales_is_applied_after_the_burst_is_answered(make_core, seeded_store,
+                                                                                       mock_clock):
+    # trio's clock stands still (the mock's rate is 0): however slowly this machine runs the
+    # tasks, the housekeeping has not waited its longest when the group is formed.
+    core = await make_core(seeded_store, group_budget_s=math.inf)
+    seqs, commits = {}, core.loop.commits
+
+    async def send(request):
+        seqs[request.body["id"]] = (await core.submit(request)).body["seq"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, _receipt(0, "sealer"))  # first in line
+        for lane in ("lane1", "lane2", "lane3"):
+            nursery.start_soon(send, _receipt(0, lane))
+    assert seqs["sealer-0"] > max(seqs[f"lane{i}-0"] for i in (1, 2, 3))
+    assert core.loop.commits == commits + 2  # the burst's group, then the housekeeping's
