@@ -41,7 +41,7 @@ def write_results(path: str, results: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+        json.dump(results, f, indent=1)  # in the run's order, which the page's table follows
         f.write("\n")
     os.replace(tmp, path)
 
