@@ -20,7 +20,7 @@ from upstream._handlers import read_next_activation
 from ._app_core import build_core
 from ._config import Config, ConfigError, load_config, secret_file_problems
 from ._day_metrics import DayCollector
-from ._day_timer import run_day_closer
+from ._day_timer import TIMER_SOURCE, run_day_closer
 from ._http import serve_asgi
 from ._reload import Reload, needs_restart, token_changes
 from ._metrics import EdgeMetrics, LedgerCollector, make_app as make_metrics_app, make_registry
@@ -289,7 +289,7 @@ class Gateway:
 
     async def _refresh_alerts(self, submit) -> None:
         while True:
-            await submit(Request("alerts_refresh", {}, source="timer"))
+            await submit(Request("alerts_refresh", {}, source=TIMER_SOURCE))
             await trio.sleep(ALERT_REFRESH_S)
 
 

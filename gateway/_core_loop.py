@@ -26,6 +26,9 @@ from core_ext._ids import body_hash, first_answer, id_record
 from core_ext._records import answer_ok, answer_refused, refusal_logged
 from core_ext._request_checks import request_refusal
 
+from upstream import HOUSEKEEPING_SOURCES
+
+from ._day_timer import TIMER_SOURCE
 from ._fair_queue import FairQueue
 
 log = logging.getLogger("gateway.core")
@@ -54,7 +57,7 @@ CHECK_AHEAD = 32
 # The gateway's own housekeeping (sealing and pruning, the day's close and the alerts' refresh, the
 # upstream links' acknowledgements): no till waits on it, so its requests go after the devices'
 # (`FairQueue`), waiting at most BACKGROUND_WAIT_S (five group budgets) while devices keep sending.
-BACKGROUND_SOURCES = frozenset({"sealer", "timer", "push", "nats"})
+BACKGROUND_SOURCES = HOUSEKEEPING_SOURCES | {TIMER_SOURCE}
 BACKGROUND_WAIT_S = 0.05
 
 

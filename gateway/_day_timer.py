@@ -18,6 +18,7 @@ log = logging.getLogger("gateway.days")
 
 RETRY_S = 5.0        # after a refused close (the store could not be written)
 MIN_SLEEP_S = 0.01   # the writer's clock is read in whole milliseconds
+TIMER_SOURCE = "timer"  # of the gateway's timed requests (the day's close, the alerts' refresh)
 
 
 async def run_day_closer(submit, clock=time.time, *, max_sleep_s: float = 60.0,
@@ -25,7 +26,7 @@ async def run_day_closer(submit, clock=time.time, *, max_sleep_s: float = 60.0,
     """Close business days as they end; `task_status.started()` once the days missed are closed."""
     started = False
     while True:
-        response = await submit(Request("day_close", {}, source="timer"))
+        response = await submit(Request("day_close", {}, source=TIMER_SOURCE))
         if response.ok:
             for day in response.body.get("closed", ()):
                 log.info("business day %s closed", day)

@@ -30,7 +30,6 @@ class FairQueue:
         self.background_wait_s = background_wait_s
         # When each waiting background slot was put, in order (background sources only).
         self._since: dict[str, deque[float]] = {}
-        self._foreground = 0  # slots of the other sources waiting
 
     def __len__(self) -> int:
         return self.size
@@ -44,15 +43,14 @@ class FairQueue:
         self.size += 1
         if source in self._background:
             self._since.setdefault(source, deque()).append(now)
-        else:
-            self._foreground += 1
 
     def take(self, n: int, now: float = 0.0) -> list:
         """Up to `n` slots, one per source in turn, each source's in its own order; a background
         source's only when no other source's waits or it has waited `background_wait_s`."""
         out = []
         turns, queues = self._turns, self._queues
-        devices_wait = self._foreground > 0  # as the group is formed, whichever turn comes first
+        # As the group is formed, whichever turn comes first.
+        devices_wait = self.size > sum(len(since) for since in self._since.values())
         held = []  # background sources that sit this group out, in their turns' order
         while turns and len(out) < n:
             source = turns.popleft()
@@ -61,7 +59,8 @@ class FairQueue:
                 continue
             queue = queues[source]
             out.append(queue.popleft())
-            self._taken(source)
+            if source in self._background:
+                self._taken(source)
             if queue:
                 turns.append(source)
             else:
@@ -75,13 +74,10 @@ class FairQueue:
         return now - self._since[source][0] < self.background_wait_s
 
     def _taken(self, source: str) -> None:
-        if source in self._background:
-            since = self._since[source]
-            since.popleft()
-            if not since:
-                del self._since[source]
-        else:
-            self._foreground -= 1
+        since = self._since[source]
+        since.popleft()
+        if not since:
+            del self._since[source]
 
     def put_back(self, slots: list, source_of) -> None:
         """Slots taken but not served go back to the heads of their queues, in their order, and
@@ -98,8 +94,6 @@ class FairQueue:
             self.size += 1
             if source in self._background:
                 self._since.setdefault(source, deque()).appendleft(_CHOSEN)
-            else:
-                self._foreground += 1
 
     def drain(self) -> list:
         """Every waiting slot (shutting down)."""

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from core_ext import Request
 from gateway._fair_queue import FairQueue
+from upstream._sealer import SOURCE as SEALER
 
 
 def test_sources_take_turns_and_keep_their_own_order():
@@ -174,8 +175,8 @@ async def test_a_seal_due_with_a_burst_of_sales_is_applied_after_the_burst_is_an
         seqs[request.body["id"]] = (await core.submit(request)).body["seq"]
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(send, _receipt(0, "sealer"))  # first in line
+        nursery.start_soon(send, _receipt(0, SEALER))  # first in line
         for lane in ("lane1", "lane2", "lane3"):
             nursery.start_soon(send, _receipt(0, lane))
-    assert seqs["sealer-0"] > max(seqs[f"lane{i}-0"] for i in (1, 2, 3))
+    assert seqs[f"{SEALER}-0"] > max(seqs[f"lane{i}-0"] for i in (1, 2, 3))
     assert core.loop.commits == commits + 2  # the burst's group, then the housekeeping's

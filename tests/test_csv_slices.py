@@ -9,8 +9,8 @@ import signal
 import tracemalloc
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 import trio
+from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client import CollectorRegistry
 
 from core_ext import Request, Store

@@ -14,7 +14,12 @@ from ._handlers import STATUS, make_handlers, next_activation_ms, read_next_acti
 from ._keys import KeyFileError, load_private_key, load_public_key, raw_public_key, write_keypair
 from ._metrics import Metrics, disk_pressure
 from ._push import run_push
+from . import _nats_link, _push, _sealer
 from ._sealer import Backlog, BacklogReader, SealSignal, Settings, read_backlog, run_master_activation, run_sealer
+
+# The sources of the upstream side's own requests (seals, prunes, acknowledgements, the chain link):
+# housekeeping, which the core loop serves after the devices.
+HOUSEKEEPING_SOURCES = frozenset({_sealer.SOURCE, _push.SOURCE, _nats_link.SOURCE})
 
 __all__ = [
     "make_app", "DocumentError", "EnvelopeError", "UpstreamError", "ZERO_DIGEST", "decode_body",
@@ -22,5 +27,5 @@ __all__ = [
     "signed_bytes", "verify_document", "verify_envelope", "ChainVerifier", "ErpClient", "ErpError", "pull",
     "STATUS", "make_handlers", "next_activation_ms", "read_next_activation", "KeyFileError",
     "load_private_key", "load_public_key", "raw_public_key", "write_keypair", "Metrics", "disk_pressure",
-    "run_push", "Backlog", "BacklogReader", "SealSignal", "Settings", "read_backlog", "run_master_activation", "run_sealer",
+    "run_push", "HOUSEKEEPING_SOURCES", "Backlog", "BacklogReader", "SealSignal", "Settings", "read_backlog", "run_master_activation", "run_sealer",
 ]

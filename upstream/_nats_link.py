@@ -30,6 +30,7 @@ from ._nats_hub import MSG_ID, EXPECTED_LAST_SUBJECT_SEQUENCE, Hub, HubSettings,
 from ._sealer import FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, read_head
 
 log = logging.getLogger("gateway.upstream.nats")
+SOURCE = "nats"  # of the link's requests: housekeeping, served after the devices
 
 PUBLISHED = "upstream.nats.published"   # meta: highest batch seq the stream acknowledged
 OUTCOMES = ("applied", "refused")
@@ -294,7 +295,7 @@ class NatsLink:
     async def _record(self) -> None:
         if self.published <= 0:
             return
-        answer = await self.submit(Request("nats_published", {"through": self.published}, source="nats",
+        answer = await self.submit(Request("nats_published", {"through": self.published}, source=SOURCE,
                                            channel="internal"))
         if not answer.ok:
             log.warning("recording the published cursor refused: %s", answer.body.get("msg"))
@@ -348,9 +349,9 @@ class NatsLink:
         except ValueError as exc:
             return "refused", kind, str(exc)
         if kind == "movements":
-            request = Request("movements", {"doc": doc}, source="nats", channel="erp")
+            request = Request("movements", {"doc": doc}, source=SOURCE, channel="erp")
         else:
-            request = Request("master", {"kind": kind, "doc": doc}, source="nats", channel="erp")
+            request = Request("master", {"kind": kind, "doc": doc}, source=SOURCE, channel="erp")
         answer = await self.submit(request)
         if answer.ok:
             return "applied", kind, ""

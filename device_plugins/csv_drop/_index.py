@@ -110,8 +110,8 @@ class BasketIndex:
         self._current: _Basket | None = None
         # The run being read: its basket's ord, its first row, its rows' values.
         self._run_basket, self._run_row, self._run = NO_BASKET, 0, []
-        # Runs, new baskets and codes not written yet, by the statement that writes them.
-        self._runs: dict[str, list[tuple]] = {_CHUNK: []}
+        # Runs, new baskets (by the statement that writes them) and codes not written yet.
+        self._runs: list[tuple] = []
         self._new_baskets: dict[str, list[tuple]] = {_WRITE_PLAIN: [], _WRITE: []}
         self._codes: set[str] = set()
         self._seen = _KeyFilter()
@@ -155,10 +155,7 @@ class BasketIndex:
         if ord_ != self._run_basket or len(run) >= _CHUNK_ROWS * _FIELDS:
             self._end_run()
             self._run_basket, self._run_row = ord_, row
-        run.append(row)
-        run.append(code)
-        run.append(qty)
-        run.append(extras)
+        run += (row, code, qty, extras)
         if code is not None and code not in self._codes:
             self._codes.add(code)
             if len(self._codes) >= _CODES_HELD:
@@ -168,10 +165,9 @@ class BasketIndex:
         run = self._run
         if not run:
             return
-        pending = self._runs[_CHUNK]
-        pending.append((self._run_basket, self._run_row, msgpack.packb(run, use_bin_type=True)))
+        self._runs.append((self._run_basket, self._run_row, msgpack.packb(run, use_bin_type=True)))
         run.clear()
-        if len(pending) >= _BATCH:
+        if len(self._runs) >= _BATCH:
             self._flush_runs()
 
     def _basket(self, key: str) -> _Basket:
@@ -213,7 +209,9 @@ class BasketIndex:
         self._write(self._new_baskets)
 
     def _flush_runs(self) -> None:
-        self._write(self._runs)
+        if self._runs:
+            self.db.executemany(_CHUNK, self._runs)
+            self._runs.clear()
 
     def _flush_codes(self) -> None:
         self.db.executemany(_CODE, ((code,) for code in self._codes))
