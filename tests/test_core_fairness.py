@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from core_ext import Request
 from gateway._fair_queue import FairQueue
-from upstream._sealer import SOURCE as SEALER
+from upstream._sources import SEALER
 
 
 def test_sources_take_turns_and_keep_their_own_order():

@@ -14,12 +14,8 @@ from ._handlers import STATUS, make_handlers, next_activation_ms, read_next_acti
 from ._keys import KeyFileError, load_private_key, load_public_key, raw_public_key, write_keypair
 from ._metrics import Metrics, disk_pressure
 from ._push import run_push
-from . import _nats_link, _push, _sealer
+from ._sources import HOUSEKEEPING_SOURCES
 from ._sealer import Backlog, BacklogReader, SealSignal, Settings, read_backlog, run_master_activation, run_sealer
-
-# The sources of the upstream side's own requests (seals, prunes, acknowledgements, the chain link):
-# housekeeping, which the core loop serves after the devices.
-HOUSEKEEPING_SOURCES = frozenset({_sealer.SOURCE, _push.SOURCE, _nats_link.SOURCE})
 
 __all__ = [
     "make_app", "DocumentError", "EnvelopeError", "UpstreamError", "ZERO_DIGEST", "decode_body",

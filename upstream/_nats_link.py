@@ -28,9 +28,9 @@ from ._envelope import DOCUMENT_KINDS, decode_envelope, unpack
 from ._nats_bridge import AsyncioThread, BridgeClosed, open_asyncio_thread
 from ._nats_hub import MSG_ID, EXPECTED_LAST_SUBJECT_SEQUENCE, Hub, HubSettings, HubUnavailable, WrongLastSequence
 from ._sealer import FIRST_AVAILABLE, STREAM_TRUSTED, SealSignal, read_head
+from ._sources import NATS
 
 log = logging.getLogger("gateway.upstream.nats")
-SOURCE = "nats"  # of the link's requests: housekeeping, served after the devices
 
 PUBLISHED = "upstream.nats.published"   # meta: highest batch seq the stream acknowledged
 OUTCOMES = ("applied", "refused")
@@ -295,7 +295,7 @@ class NatsLink:
     async def _record(self) -> None:
         if self.published <= 0:
             return
-        answer = await self.submit(Request("nats_published", {"through": self.published}, source=SOURCE,
+        answer = await self.submit(Request("nats_published", {"through": self.published}, source=NATS,
                                            channel="internal"))
         if not answer.ok:
             log.warning("recording the published cursor refused: %s", answer.body.get("msg"))
@@ -349,9 +349,9 @@ class NatsLink:
         except ValueError as exc:
             return "refused", kind, str(exc)
         if kind == "movements":
-            request = Request("movements", {"doc": doc}, source=SOURCE, channel="erp")
+            request = Request("movements", {"doc": doc}, source=NATS, channel="erp")
         else:
-            request = Request("master", {"kind": kind, "doc": doc}, source=SOURCE, channel="erp")
+            request = Request("master", {"kind": kind, "doc": doc}, source=NATS, channel="erp")
         answer = await self.submit(request)
         if answer.ok:
             return "applied", kind, ""

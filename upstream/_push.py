@@ -16,9 +16,9 @@ import trio
 from core_ext import Request, u64
 
 from ._sealer import ACKED, SealSignal, Settings, read_head
+from ._sources import PUSH
 
 log = logging.getLogger("gateway.upstream.push")
-SOURCE = "push"  # of its acknowledgements: housekeeping, served after the devices
 
 
 def post_envelope(url: str, raw: bytes, *, token: str = "", timeout: float = 10.0, context=None) -> int:
@@ -68,7 +68,7 @@ async def run_push(submit, store, config, signal: SealSignal, metrics=None, *,
             lambda: post(settings.push_url, raw, token=settings.push_token), abandon_on_cancel=True)
         if 200 <= status < 300:
             failures = 0
-            answer = await submit(Request("ack", {"through": seq}, source=SOURCE, channel="erp"))
+            answer = await submit(Request("ack", {"through": seq}, source=PUSH, channel="erp"))
             if not answer.ok:
                 log.warning("acknowledging pushed batch %d refused: %s", seq, answer.body.get("msg"))
                 await trio.sleep(settings.push_backoff_s)

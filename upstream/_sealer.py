@@ -22,10 +22,9 @@ import msgpack
 from core_ext import Request, StoreError, docbytes, ledger, lot_key, u64
 
 from ._envelope import ZERO_DIGEST, encode_envelope, seal_packed
+from ._sources import SEALER
 
 log = logging.getLogger("gateway.upstream")
-# The source of the sealer's requests (`seal`, `prune`): the core loop serves it after the devices.
-SOURCE = "sealer"
 
 # Meta keys of the upstream's state (the "meta" table).
 HEAD = "upstream.head"                    # {"seq", "digest", "last_event", "created_ms"} of the last batch
@@ -373,7 +372,7 @@ async def run_sealer(submit, read_backlog: Callable[[], Backlog], wait_commit, *
         await trio.lowlevel.cancel_shielded_checkpoint()
         if trio.current_time() >= next_prune:
             force = bool(pressure and pressure())
-            answer = await submit(Request("prune", {"force": force}, source=SOURCE))
+            answer = await submit(Request("prune", {"force": force}, source=SEALER))
             if not answer.ok:
                 log.warning("pruning refused: %s", answer.body.get("msg"))
             next_prune = trio.current_time() + prune_interval_s
@@ -384,7 +383,7 @@ async def run_sealer(submit, read_backlog: Callable[[], Backlog], wait_commit, *
             age_s = max(0.0, (now_ms() - (backlog.oldest_ts_ms or now_ms())) / 1000)
             wait_s = backlog.max_age_s - age_s
         if full or (wait_s is not None and wait_s <= 0):
-            answer = await submit(Request("seal", {"flush": not full}, source=SOURCE))
+            answer = await submit(Request("seal", {"flush": not full}, source=SEALER))
             if not answer.ok:
                 # Only a full disk or shutdown refuses a seal; try again after the next commit or a while.
                 log.warning("sealing refused: %s", answer.body.get("msg"))
