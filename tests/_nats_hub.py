@@ -56,17 +56,29 @@ class NatsHub:
         log = open(os.path.join(self.root, "hub.log"), "ab")
         self.proc = subprocess.Popen([server_binary(), "-c", self._config()], stdout=log, stderr=log)
         log.close()
-        deadline = time.monotonic() + START_DEADLINE_S
+        try:
+            url = self._listening_url(START_DEADLINE_S)
+        except BaseException:
+            self.kill()  # not left running behind a failed start
+            raise
+        self.port = int(url.rpartition(":")[2])
+        return self
+
+    def _listening_url(self, within_s: float) -> str:
+        """The client URL from the ports file, written once the client listener is up: the hub's own
+        word that it is ready. The file is created before it is written, so an empty or partial one
+        is read again."""
+        deadline = time.monotonic() + within_s
         ports = os.path.join(self.root, f"nats-server_{self.proc.pid}.ports")
-        # The ports file is written once the client listener is up: the hub's own word that it is ready.
-        while not os.path.exists(ports):
+        while True:
+            try:
+                with open(ports, encoding="utf-8") as f:
+                    return json.load(f)["nats"][0]
+            except (FileNotFoundError, ValueError):
+                pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"nats-server did not start; see {self.root}/hub.log")
             time.sleep(0.01)
-        with open(ports, encoding="utf-8") as f:
-            url = json.load(f)["nats"][0]
-        self.port = int(url.rpartition(":")[2])
-        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
