@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device_plugins.csv_drop import CsvMapping, RowError, check_options, map_csv
+from device_plugins.csv_drop._index import BasketIndex
 from device_plugins.csv_drop._mapper import MAX_ERRORS, ErrorList, _header
 
 COLUMNS = {"id": "TicketNo", "code": "ItemCode", "qty": "Qty", "lot": "Lot", "expiry": "Exp"}
@@ -126,6 +127,10 @@ def test_a_serial_names_one_unit_and_a_basket_holds_at_most_the_ecr_lines():
     assert [e.line() for e in result.errors] == [
         "row 2: qty is 2 with a serial: a serial names one unit",
         f"row {limits.MAX_LINES + 4}: basket '1' has more than {limits.MAX_LINES} lines, the most one basket may hold"]
+    # The same bound on the shorter way of an id/code/qty mapping's plainly good rows.
+    plain = map_csv(b"T,C,Q\n" + rows.replace(b",\n", b"\n"), CsvMapping(columns={"id": "T", "code": "C", "qty": "Q"}))
+    assert [e.line() for e in plain.errors] == [
+        f"row {limits.MAX_LINES + 2}: basket '1' has more than {limits.MAX_LINES} lines, the most one basket may hold"]
 
 
 def test_rows_of_a_basket_apart_in_the_file_are_one_basket_in_row_order():
@@ -259,13 +264,17 @@ _FIELD = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(_FIELD, _FIELD, _FIELD), min_size=1, max_size=8), st.sampled_from([PLAIN, NO_ID]))
 def test_an_id_code_qty_mapping_reads_every_row_as_the_full_mapping_does(rows, mapping):
-    """Rows of the commonest mapping take a shorter way when they are plainly good; what they map
-    to, and every error of the others, is what the full way gives."""
+    """Rows of the commonest mapping take a shorter way when they are plainly good; the baskets,
+    codes and row count they give, and every error of the others, are what the full way gives."""
     def mapped(plain: bool):
         errors = ErrorList()
         mapper = _header(["TicketNo", "ItemCode", "Qty"], mapping, errors)
         mapper._plain = plain
-        return [mapper.row(i + 2, list(fields)) for i, fields in enumerate(rows)], errors.result()
+        with BasketIndex(":memory:") as index:
+            count = mapper.fill(((i + 2, list(fields)) for i, fields in enumerate(rows)), index)
+            docs = [doc for _first, docs in index.slices("ab" * 32, 0, lambda: (1 << 30, 1 << 30)) for doc in docs]
+            codes = [code for batch in index.codes(100) for code in batch]
+        return count, docs, codes, errors.result()
 
     assert mapped(True) == mapped(False)
 

@@ -149,6 +149,17 @@ class BasketIndex:
                    None if line is None else line["qty"],
                    None if line is None or len(line) == 2 else encode_extras(line))  # most: code and qty only
 
+    def add_plain(self, row: int, key: str, code: str, qty: int, errors: ErrorList) -> None:
+        """`add` of a good row that gives only a basket key, a code and a qty: most rows of most files."""
+        basket = self._current
+        if basket is None or basket.key != key:
+            basket = self._basket(key)
+        if basket.lines >= limits.MAX_LINES:
+            self.add(MappedRow(row, key, code, {"code": code, "qty": qty}, None, None), errors)
+            return
+        basket.lines += 1
+        self._keep(basket.ord, row, code, qty, None)
+
     def _keep(self, ord_: int, row: int, code: str | None, qty: int | None, extras: str | None) -> None:
         """Add a row to the run being read, which ends when its basket does (or at `_CHUNK_ROWS`)."""
         run = self._run
