@@ -55,7 +55,7 @@ HOLD_OFF_S = 0.05
 # few at a time, so a group cut short by its budget has checked little that it does not apply.
 CHECK_AHEAD = 32
 # The gateway's own housekeeping (sealing and pruning, the day's close and the alerts' refresh, the
-# upstream links' acknowledgements): no till waits on it, so its requests go after the devices'
+# upstream links' acknowledgements, the documents the NATS link takes in): no till waits on it, so its requests go after the devices'
 # (`FairQueue`), waiting at most BACKGROUND_WAIT_S (five group budgets) while devices keep sending.
 BACKGROUND_SOURCES = HOUSEKEEPING_SOURCES | {TIMER_SOURCE}
 BACKGROUND_WAIT_S = 0.05

@@ -6,7 +6,7 @@ queue, and the writer takes one request from each source in turn; a request keep
 its own source's order.
 
 Background sources (the gateway's own housekeeping: sealing, timers, the upstream links'
-acknowledgements) yield to the devices: their requests join a group only when no device's request
+acknowledgements and the documents the NATS link takes in) yield to the devices: their requests join a group only when no device's request
 is waiting, or once they have waited `background_wait_s`, so a seal that falls due as a burst of
 sales arrives is applied after the burst is answered, not in front of it, and is never held for
 long. No I/O and no trio: the core loop wakes and waits around it, and says what time it is.
