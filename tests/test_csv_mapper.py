@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from device_plugins.csv_drop import CsvMapping, RowError, check_options, map_csv
@@ -278,6 +278,55 @@ def test_an_id_code_qty_mapping_reads_every_row_as_the_full_mapping_does(rows, m
 
     assert mapped(True) == mapped(False)
 
+
+# Fields and line ends of the files below: plainly good values, and each thing that makes a line or a
+# block one `csv` must read (quotes, a lone carriage return, a field beyond its limit), or a row one
+# the full way must map (spaces, a tab, too long, a qty of too many digits).
+_ODD = st.sampled_from([" SKU-1 ", "A B", "A\tB", '"T1"', 'x"y', "\x00", "T,2", "\r", "0" * 24 + "1",
+                        "x" * 48, "x" * 257, "x" * 131_073, "", " ", "0", "-2", "1.5", "\x1d01", "é"])
+_PIECE = st.one_of(_ODD, _FIELD)
+_END = st.sampled_from(["\n", "\r\n", "\n", "\r"])
+# A row: a good one with one of its fields (by place; none from 3) replaced, or fields alone.
+_ROW = st.one_of(st.tuples(st.integers(0, 4), _PIECE, _END), st.tuples(st.lists(_PIECE, max_size=4), _END))
+# (mapping, header, the fields of a good n-th row)
+_BLOCK_MAPPINGS = [
+    (PLAIN, "TicketNo,ItemCode,Qty", lambda n: [f"T{n % 3}", f"SKU-{n % 2}", str(1 + n % 3)]),
+    (NO_ID, "ItemCode,Qty,Extra", lambda n: [f"SKU-{n % 2}", str(1 + n % 3), "x"]),
+    (CsvMapping(columns={"id": "T", "code": "C", "qty": "Q"}, delimiter=";"), "Q;X;C;T",
+     lambda n: [str(1 + n % 3), "", f"SKU-{n % 2}", f"T{n % 3}"]),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_ROW, max_size=10), st.sampled_from(_BLOCK_MAPPINGS), st.booleans())
+@example([(4, "", "\n"), (1, "x" * 257, "\n")], _BLOCK_MAPPINGS[0], True)
+@example([(4, "", "\n"), (2, "0" * 24 + "1", "\n")], _BLOCK_MAPPINGS[0], True)
+@example([(0, "x" * 48, "\n"), (1, "A\tB", "\r\n")], _BLOCK_MAPPINGS[0], False)
+@example([(4, "", "\n"), (0, '"T1"', "\n"), (4, "", "\n")], _BLOCK_MAPPINGS[0], False)
+def test_files_read_by_blocks_of_lines_read_as_csv_reads_them(rows, case, last_end):
+    """A plain mapping reads blocks of simple lines itself (`fill_lines`), and hands `csv` the rest
+    of the file from the first block that is not simple. Blocks of two lines here, so that files
+    switch midway: the baskets, the codes, the row count and every error are what `csv` alone gives."""
+    from unittest.mock import patch
+
+    mapping, header, good = case
+
+    def line(n: int, row) -> str:
+        if len(row) == 2:
+            return mapping.delimiter.join(row[0]) + row[1]
+        at, piece, end = row
+        fields = good(n)
+        if at < len(fields):
+            fields[at] = piece
+        return mapping.delimiter.join(fields) + end
+
+    body = "".join(line(n, row) for n, row in enumerate(rows))
+    data = (header + "\n" + (body if last_end else body.rstrip("\r\n"))).encode()
+    with patch("device_plugins.csv_drop._mapper.BLOCK_LINES", 2):
+        blocks = map_csv(data, mapping)
+    with patch("device_plugins.csv_drop._mapper._plain_rows", lambda *args: None):
+        by_csv = map_csv(data, mapping)
+    assert blocks == by_csv
 
 # --- options ----------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 `scan(f, mapping, index, errors)` reads a binary file from its start a line at a time: it hashes every
 byte (SHA-256), parses the CSV, maps each row and hands it to `index` (see `_index.py`), which groups
-rows into baskets on disk. Nothing of the file is held beyond one line, so memory does not grow with
+rows into baskets on disk. The commonest mapping (id, code, qty) reads blocks of simple lines with
+one regular expression instead of `csv` (`RowMapper.fill_lines`). Nothing of the file is held beyond one line, so memory does not grow with
 the file. It never raises on bad bytes: every problem becomes a `RowError`. The header is row 1; a row
 number is the record's place in the file (a quoted field spanning lines is one row, as a spreadsheet
 shows it).
@@ -17,7 +18,9 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
+import operator
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -216,34 +219,77 @@ def _decode_error_row(f, encoding: str) -> tuple[int, str]:
         newlines += chunk.count(b"\n")
 
 
-def _records(f, mapping: CsvMapping, errors: ErrorList, hashing: _Hashing):
-    """(row number, fields) of every record of `f`, blank ones included; stops at unreadable bytes."""
-    text = io.TextIOWrapper(io.BufferedReader(hashing, CHUNK), encoding=mapping.text_encoding,
-                            newline="", errors="strict")
-    reader = csv.reader(_lines(text), delimiter=mapping.delimiter, strict=True)
-    row_no = 0
-    try:
-        for fields in reader:
-            row_no += 1
-            yield row_no, fields
-    except csv.Error as exc:
-        errors.add(row_no + 1, "csv", f"is not well-formed CSV: {exc}")
-    except _LineTooLong:
-        errors.add(row_no + 1, "csv", f"has a line longer than {MAX_LINE_CHARS} characters")
-    except UnicodeDecodeError:
-        hashing.drain()
-        row, reason = _decode_error_row(f, mapping.text_encoding)
-        errors.add(row, "encoding", f"bytes that are not {mapping.encoding}: {reason}")
-        return
-    hashing.drain()
+class _Records:
+    """The records of a file's text: (row number, fields) from `csv` one at a time, or `block()`, the
+    next lines as they are, for a caller that reads simple lines itself (`RowMapper.fill_lines`).
+    Both read the same lines (`_lines`) and count the same rows; `csv` only ever reads a record's own
+    lines, so the two take turns between records. Unreadable bytes end the records with their error."""
+
+    def __init__(self, f, mapping: CsvMapping, errors: ErrorList, hashing: _Hashing):
+        self.f, self.mapping, self.errors, self.hashing = f, mapping, errors, hashing
+        text = io.TextIOWrapper(io.BufferedReader(hashing, CHUNK), encoding=mapping.text_encoding,
+                                newline="", errors="strict")
+        self.lines = _lines(text)
+        self.row_no = 0
+        self.ended = False
+        self.pending: BaseException | None = None  # what stopped `block`, listed by `unreadable`
+
+    def __iter__(self):
+        return self.parsed(self.lines)
+
+    def parsed(self, lines):
+        """(row number, fields) of each record of `lines`, which go on where the rows read stand."""
+        reader = csv.reader(lines, delimiter=self.mapping.delimiter, strict=True)
+        try:
+            for fields in reader:
+                self.row_no += 1
+                yield self.row_no, fields
+        except csv.Error as exc:
+            self.errors.add(self.row_no + 1, "csv", f"is not well-formed CSV: {exc}")
+        except (_LineTooLong, UnicodeDecodeError) as exc:
+            self._unreadable(exc)
+            return
+        self._end()
+
+    def block(self, size: int) -> list[str]:
+        """The next `size` lines at most, line ends kept; fewer at the end, or where the bytes stop
+        being readable (the error is listed once the caller has read the lines before it:
+        `unreadable`)."""
+        out: list[str] = []
+        try:
+            out.extend(itertools.islice(self.lines, size))  # what was read before a failure is kept
+        except (_LineTooLong, UnicodeDecodeError) as exc:
+            self.pending = exc
+        return out
+
+    def unreadable(self) -> bool:
+        """List the failure `block` met, if it did (the rows before it read); whether it did."""
+        if self.pending is None:
+            return False
+        self._unreadable(self.pending)
+        return True
+
+    def _unreadable(self, exc: BaseException) -> None:
+        if isinstance(exc, _LineTooLong):
+            self.errors.add(self.row_no + 1, "csv", f"has a line longer than {MAX_LINE_CHARS} characters")
+            self._end()
+            return
+        self.hashing.drain()
+        row, reason = _decode_error_row(self.f, self.mapping.text_encoding)
+        self.errors.add(row, "encoding", f"bytes that are not {self.mapping.encoding}: {reason}")
+        self.ended = True
+
+    def _end(self) -> None:
+        self.hashing.drain()
+        self.ended = True
 
 
 def scan(f, mapping: CsvMapping, index, errors: ErrorList) -> Scanned:
     """Read the binary file `f` from its start into `index`, listing every bad row in `errors`."""
     hashing = _Hashing(f)
-    records = _records(f, mapping, errors, hashing)
-    mapper = _read_header(records, mapping, errors)
-    rows = mapper.fill(records, index) if mapper is not None else 0
+    records = _Records(f, mapping, errors, hashing)
+    mapper = _read_header(iter(records), mapping, errors)
+    rows = mapper.fill_lines(records, index) if mapper is not None else 0
     hashing.drain()
     return Scanned(hashing.sha.hexdigest(), hashing.size, rows)
 
@@ -309,6 +355,63 @@ class RowMapper:
         # What most POS exports map: a ticket id, a code and a qty (`fill`), by field index.
         self._plain = set(index) <= {"id", "code", "qty"}
         self._code_at, self._qty_at, self._id_at = index["code"], index["qty"], index.get("id")
+        self._rows = _plain_rows(width, self._id_at, self._code_at, self._qty_at, mapping.delimiter) \
+            if self._plain else None
+
+    def fill_lines(self, records: "_Records", index) -> int:
+        """`fill` from the file's lines themselves: a block of simple lines (no quote or lone carriage
+        return, no field beyond `csv`'s limit) is read by one regular expression that takes
+        each plainly good row apart (`_plain_rows`); the others of the block are split at the
+        delimiter, which is what `csv` makes of a simple line, and mapped the full way. From the first
+        block that is not simple, `csv` reads the rest of the file."""
+        rows = 0
+        block: list[str] = []
+        if self._rows is not None:
+            while block := records.block(BLOCK_LINES):
+                text = "".join(block)
+                if not _simple(text, block):
+                    break
+                rows += self._fill_block(text, records.row_no, index)
+                records.row_no += len(block)
+                block = []
+            if records.unreadable():
+                return rows
+        if not records.ended:
+            rows += self.fill(records.parsed(itertools.chain(block, records.lines)), index)
+        return rows
+
+    def _fill_block(self, text: str, row_no: int, index) -> int:
+        """`fill` of the simple lines `text`, whose first is the row after `row_no`."""
+        errors, add, add_plain = self.errors, index.add, index.add_plain
+        factor, delimiter, width = self.mapping.qty_factor, self.mapping.delimiter, self.width
+        rows = 0
+        if not text.endswith("\n"):
+            text += "\n"  # the file's last line, which `csv` reads as if it ended
+        for key, code, qty_raw, odd in self._rows(text):
+            row_no += 1
+            if code:
+                if key is None:
+                    key = str(row_no)
+                qty = int(qty_raw) * factor
+                if len(code) <= limits.MAX_CODE and len(key) <= MAX_POS_ID and 0 < qty <= MAX_QTY:
+                    rows += 1
+                    add_plain(row_no, key, code, qty, errors)
+                    continue
+                fields = self._fields(key, code, qty_raw)
+            else:
+                fields = odd.split(delimiter)
+            if not _blank(fields):
+                rows += 1
+                add(self.row(row_no, fields), errors)
+        return rows
+
+    def _fields(self, key: str, code: str, qty: str) -> list:
+        """The fields of a row the expression took apart, as `row` reads them (it reads no others)."""
+        fields = [""] * self.width
+        fields[self._code_at], fields[self._qty_at] = code, qty
+        if self._id_at is not None:
+            fields[self._id_at] = key
+        return fields
 
     def fill(self, records, index) -> int:
         """Map every data row of `records` (the rows after the header) into `index`; returns how
@@ -354,6 +457,48 @@ class RowMapper:
         code = line["code"] if code_ok else None
         good = errors.count == before
         return MappedRow(row, key, code, line if good else None, member, payment)
+
+
+# --- simple lines, read without `csv` ---------------------------------------------------------
+
+BLOCK_LINES = 512  # lines read together by `RowMapper.fill_lines`
+_PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))  # ASCII, no space or control
+
+
+def _simple(text: str, lines: list[str]) -> bool:
+    """Whether `csv` reads every line of `text` (the joined `lines`) as its split at the delimiter:
+    no quote, no carriage return but before a line feed, and no line with a field beyond `csv`'s
+    limit."""
+    if '"' in text or text.count("\r") != text.count("\r\n"):
+        return False
+    return len(text) <= csv.field_size_limit() or max(map(len, lines)) <= csv.field_size_limit()
+
+
+def _plain_rows(width: int, id_at: int | None, code_at: int, qty_at: int, delimiter: str):
+    """`rows(text)` for simple lines (each ending in a line feed): (key, code, qty, line) for each,
+    where a plainly good row gives its stripped key (None without an id column), code and qty digits
+    and an empty line, and any other row "" for the three and its line without the line end.
+
+    Plainly good: each mapped field printable ASCII (no quote or delimiter), with spaces between
+    words and around, and the qty digits only; what `fill` checks besides (lengths and the qty's
+    bounds) is left to the caller. None where the delimiter is a space, which such a field may hold."""
+    if delimiter == " ":
+        return None
+    inner = re.escape(_PRINTABLE.replace(delimiter, "").replace('"', ""))
+    word = f"[{inner}]++"
+    text = f" *+({word}(?: ++{word})*+) *+"
+    qty = " *+([0-9]{1,24}+) *+"
+    other = f"[^{re.escape(delimiter)}\\r\\n]*+"
+    fields = [text if i in (id_at, code_at) else qty if i == qty_at else other for i in range(width)]
+    pattern = re.compile(f"(?:{re.escape(delimiter).join(fields)}|(.*?))\\r?\\n")
+    # The groups come in the columns' order; the caller takes them as (key, code, qty, line).
+    order = sorted(at for at in (id_at, code_at, qty_at) if at is not None)
+    pick = [order.index(at) for at in (code_at, qty_at)] + [len(order)]
+    if id_at is None:
+        take = operator.itemgetter(*pick)
+        return lambda text_: ((None, *t) for t in map(take, pattern.findall(text_)))
+    take = operator.itemgetter(order.index(id_at), *pick)
+    return lambda text_: map(take, pattern.findall(text_))
 
 
 def _text(row: int, name: str, value: str, max_len: int, errors: ErrorList, *, allow_gs=False) -> str | None:
