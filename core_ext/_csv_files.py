@@ -194,22 +194,27 @@ def _one_basket(tx, request, ctx, doc, file: str, answer: dict) -> None:
     _count_basket(answer, doc, outcome, seq, alerts)
 
 
-def _basket_lines(doc) -> list:
+def _basket_lines(doc) -> tuple[list, bool]:
+    """The basket's lines, checked, and whether any of them brings goods back (a qty below zero)."""
     if not isinstance(doc, dict):
         raise bad_request("each basket must be a map")
     check_id(doc.get("id"), "basket id")
     lines = doc.get("lines")
     if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_LINES:
         raise bad_request(f"a basket needs 1 to {MAX_LINES} lines")
+    backs = False
     for i, line in enumerate(lines):
-        if not isinstance(line, dict) or not is_int(line.get("qty")) or line["qty"] == 0:
+        qty = line.get("qty") if isinstance(line, dict) else None
+        if not is_int(qty) or qty == 0:
             raise bad_request(f"lines[{i}] must be a map with a non-zero integer qty")
-    return lines
+        if qty < 0:
+            backs = True
+    return lines, backs
 
 
 def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, list]:
     """("applied", seq, alerts) or ("duplicate", None, []) when the basket was applied before."""
-    lines = _basket_lines(doc)
+    lines, backs = _basket_lines(doc)
     key = f"{request.source}:{doc['id']}"
     digest = body_hash(doc)
     first = tx.get("ids", key)
@@ -217,28 +222,36 @@ def _apply_basket(tx, request, ctx, doc, file: str) -> tuple[str, int | None, li
         if first["h"] != digest:
             raise Refused(E.DUPLICATE_ID_CONFLICT, f"basket {doc['id']!r} was applied before with other rows")
         return "duplicate", None, []
-    backs = [line for line in lines if line["qty"] < 0]
-    # Nearly every basket only sells: it is priced as it came, without a copy of it.
-    sales = [line for line in lines if line["qty"] > 0] if backs else lines
-    seq, alerts = None, []
-    if sales:
-        sold = _sales.SELL(tx, request, ctx, {**doc, "lines": sales} if backs else doc, key,
-                           implicit_payment=True, as_happened=True)
-        seq = sold.seq
-        found = [w for w in sold.basket.warnings if isinstance(w, dict)]
-        if found:
-            alerts = _alert_sold(tx, request, ctx, doc, file, seq, found)
     if backs:
-        back = _stock_return(tx, request, ctx, {**doc, "lines": backs}, key + (":return" if sales else ""))
-        seq = seq if seq is not None else back
+        seq, alerts = _sale_and_return(tx, request, ctx, doc, file, lines, key)
+    else:
+        # Nearly every basket only sells: it is priced as it came, without a copy of it.
+        seq, warnings = _sales.RECORD_SALE(tx, request, ctx, doc, key)
+        alerts = _alert_sold(tx, request, ctx, doc, file, seq, warnings) if warnings else []
     tx.put("ids", key, {"h": digest, "seq": seq, "res": {"ok": True, "seq": seq}})
     return "applied", seq, alerts
 
 
-def _alert_sold(tx, request, ctx, doc: dict, file: str, sale_seq: int, found: list) -> list:
-    """One `alert` event per recalled or expired lot the basket sold (each lot once)."""
+def _sale_and_return(tx, request, ctx, doc: dict, file: str, lines: list, key: str) -> tuple[int, list]:
+    """A basket with goods brought back: what it sold recorded as a sale, what came back as a return
+    (under its own id when the basket also sold); the first event's seq, and the sale's alerts."""
+    sales = [line for line in lines if line["qty"] > 0]
+    seq, alerts = None, []
+    if sales:
+        seq, warnings = _sales.RECORD_SALE(tx, request, ctx, {**doc, "lines": sales}, key)
+        alerts = _alert_sold(tx, request, ctx, doc, file, seq, warnings) if warnings else []
+    backs = {**doc, "lines": [line for line in lines if line["qty"] < 0]}
+    back = _stock_return(tx, request, ctx, backs, key + (":return" if sales else ""))
+    return (seq if seq is not None else back), alerts
+
+
+def _alert_sold(tx, request, ctx, doc: dict, file: str, sale_seq: int, warnings: list) -> list:
+    """One `alert` event per recalled or expired lot the basket sold (each lot once): the sale's
+    warnings that are maps (the others are words, `UNKNOWN_MEMBER`)."""
     raised, seen = [], set()
-    for finding in found:
+    for finding in warnings:
+        if not isinstance(finding, dict):
+            continue
         what = (finding["kind"], finding["sku"], finding["lot"])
         if what in seen:
             continue

@@ -1216,9 +1216,10 @@ cdef _Sale _sell(tx, request, ctx, dict body, str doc_id, bint implicit_payment,
     return sale
 
 
-def sell(tx, request, ctx, dict body, str doc_id, *, bint implicit_payment=False, bint as_happened=False):
-    cdef _Sale sale = _sell(tx, request, ctx, body, doc_id, implicit_payment, as_happened)
-    return _sales().Sold(sale.seq, sale.basket(), sale.earned, sale.points_balance)
+def record_sale(tx, request, ctx, dict body, str doc_id):
+    """`_sales.record_sale`: no `Sold` or `Basket` is made, a file's basket has no answer to give."""
+    cdef _Sale sale = _sell(tx, request, ctx, body, doc_id, True, True)
+    return sale.seq, sale.warnings
 
 
 def handle_sale(tx, request, ctx):

@@ -361,6 +361,6 @@ def body_hash(body: dict) -> bytes:
 
 
 # --- a sale's outline ------------------------------------------------------------------------
-# This flavour runs `_sales.sell` and `_sales.handle_sale`, the reference outline, as they are; the
-# compiled twin brings them compiled.
-sell = handle_sale = None
+# This flavour runs `_sales.handle_sale` and `_sales.record_sale`, the reference outline, as they
+# are; the compiled twin brings them compiled.
+handle_sale = record_sale = None

@@ -237,6 +237,13 @@ def sell(tx, request, ctx, body: dict, doc_id: str, *, implicit_payment: bool = 
     return Sold(seq, basket, earned, points_balance)
 
 
+def record_sale(tx, request, ctx, body: dict, doc_id: str) -> tuple[int, list]:
+    """A file's basket recorded as it happened at the counter (`sell`, paid as the file says, stock
+    the ledger lacks not refusing it): its event's seq and the basket's warnings."""
+    sold = sell(tx, request, ctx, body, doc_id, implicit_payment=True, as_happened=True)
+    return sold.seq, sold.basket.warnings
+
+
 def handle_sale(tx, request, ctx) -> dict:
     sold = sell(tx, request, ctx, request.body, f"{request.source}:{request.body['id']}")
     return {"seq": sold.seq, **_answer(sold.basket, points_earned=sold.points_earned,
@@ -244,12 +251,12 @@ def handle_sale(tx, request, ctx) -> dict:
 
 
 # --- this flavour's sale ---------------------------------------------------------------------
-# `price`, `sell` and `handle_sale` above are the reference outline, which the pure flavour runs.
-# The compiled sale path brings the same outline compiled (`_salepath_c.sell`, `handle_sale`: the
-# same steps in the same order, the basket in C locals instead of records handed from step to step),
-# which its flavour runs: a tenth of a compiled sale was this outline's Python.
-SELL = salepath.sell or sell
+# `price`, `sell`, `handle_sale` and `record_sale` above are the reference outline, which the pure
+# flavour runs. The compiled sale path brings the same outline compiled (`_salepath_c.handle_sale`,
+# `record_sale`: the same steps in the same order, the basket in C locals instead of records handed
+# from step to step), which its flavour runs: a tenth of a compiled sale was this outline's Python.
 HANDLE_SALE = salepath.handle_sale or handle_sale
+RECORD_SALE = salepath.record_sale or record_sale
 
 
 # --- a sale's answer again -------------------------------------------------------------------

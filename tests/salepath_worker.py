@@ -34,9 +34,11 @@ RULES = {
 
 
 def _apply(core, requests: list) -> list:
-    slots = [[Request(r["kind"], r["body"], r.get("source", "lane1"), "ecr"), None, None] for r in requests]
+    slots = [[Request(r["kind"], r["body"], r.get("source", "lane1"), r.get("channel", "ecr")), None, None]
+             for r in requests]
     core._apply_group(slots)
-    answers = [[slot[1].body, slot[1].replayed] for slot in slots]
+    # A file slice's `held_ms` is how long it held the writer: a time, not something it did.
+    answers = [[{k: v for k, v in slot[1].body.items() if k != "held_ms"}, slot[1].replayed] for slot in slots]
     # Only a fault rolls a group back whole: a sale (run in its group's own transaction) that refused
     # after writing would, and both flavours alike, so it is caught here rather than by comparing them.
     if any(body.get("err") == "UNAVAILABLE" for body, _replayed in answers):

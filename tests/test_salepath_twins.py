@@ -1,5 +1,5 @@
-"""The sale path's twins: random baskets against a seeded store give the same answers and the same
-rows, byte for byte, in both flavours; the compiled shortcuts agree with the reference they skip;
+"""The sale path's twins: random baskets (a terminal's, and a POS file's in slices) against a seeded
+store give the same answers and the same rows, byte for byte, in both flavours; the compiled shortcuts agree with the reference they skip;
 the open alerts kept in memory follow commits and rollbacks."""
 from __future__ import annotations
 
@@ -81,11 +81,39 @@ def scenarios(draw) -> dict:
         size = draw(st.integers(1, 6))
         groups.append(requests[i:i + size])
         i += size
+    _add_file_slices(draw, groups)
     recall = draw(st.sampled_from([None, {"recall_id": "R-1", "sku": "SKU-1", "lot": "B2", "reason": "label"},
                                    {"recall_id": "R-2", "sku": "SKU-4", "lot": None}]))
     policy = {"negative_stock": draw(st.sampled_from(["allow", "refuse"])),
               "expiry_warn_days": draw(st.sampled_from([30, 60, 400]))}
     return {"policy": policy, "recall": recall, "groups": groups}
+
+
+def _add_file_slices(draw, groups: list) -> None:
+    """A POS file's baskets (some bringing goods back, some with a member or a payment), in slices
+    put into the groups in order: a file's baskets go through `record_sale`, not a terminal's sale."""
+    baskets = draw(st.lists(st.lists(_line(), min_size=1, max_size=3), max_size=6))
+    docs = []
+    for i, lines in enumerate(baskets):
+        for line in lines:
+            if draw(st.integers(0, 5)) == 0:
+                line["qty"] = -line["qty"]
+        doc = {"t": "sale", "id": f"{'ab' * 8}:T{i}", "rows": list(range(2, 2 + len(lines))), "lines": lines}
+        for name, choices in (("member", [None, None, "M1", "M9"]), ("payment", [None, None, "card"])):
+            value = draw(st.sampled_from(choices))
+            if value is not None:
+                doc[name] = value
+        docs.append(doc)
+    at = group = 0
+    while at < len(docs):
+        size = draw(st.integers(1, 3))
+        group = draw(st.integers(group, len(groups)))  # a slice never goes before the one cut before it
+        if group == len(groups):
+            groups.append([])
+        body = {"file": "day.csv", "hash": "ab" * 32, "baskets": len(docs),
+                "rows": sum(len(d["lines"]) for d in docs), "first": at, "docs": docs[at:at + size]}
+        groups[group].append({"kind": "csv_slice", "source": "legacy", "channel": "csv", "body": body})
+        at += size
 
 
 class _Worker:
