@@ -1,7 +1,7 @@
 """Requests into the core loop and the responses out of it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 # Channels as the promotion rules' `where.channels` name them, plus the non-sale sources.
@@ -15,12 +15,17 @@ class Request:
     `kind` picks the handler (`sale`, `quote`, `seal`, ...); `body` is the message as the device or
     API sent it (for ECR/1 kinds, the ECR/1 map); `source` is the device or terminal name that
     prefixes committed ids upstream; `channel` is what promotion rules match on.
+
+    `applied`, if given, is called from the writer's thread once the group holding the request has
+    been applied, as its commit begins to write and sync (the answer still waits for the commit): a
+    device may get its next request ready meanwhile, while the writer holds no interpreter lock.
     """
 
     kind: str
     body: dict
     source: str = ""
     channel: str = "internal"
+    applied: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,23 @@ def _record_refusal(tx, request: Request, ctx: Context, key: str | None, exc: Re
                                    seq=tx.last_seq() + 1, now_ms=ctx.now_ms))
 
 
+def _with_requests_applied(applied: Callable[[], None] | None, served: list) -> Callable[[], None] | None:
+    """`applied`, and then the `applied` of each served request that has one (`Request.applied`)."""
+    hooks = [slot[0].applied for slot in served if slot[0].applied is not None]
+    if not hooks:
+        return applied
+
+    def all_applied() -> None:
+        if applied is not None:
+            applied()
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("a request's applied hook failed")
+    return all_applied
+
+
 class CoreLoop:
     """The single writer. Requests wait by source and are taken one per source in turn; a group
     stops taking more once its handlers have used `group_budget_s`, so no source holds the writer
@@ -329,8 +346,9 @@ class CoreLoop:
     # Runs in a worker thread: everything from begin to commit of one write transaction.
     def _apply_group(self, slots: list, applied: Callable[[], None] | None = None) -> tuple[list, int]:
         """Apply `slots` in order until the group's time budget is spent; returns the after-commit
-        callbacks and how many slots were served (answered); the rest were not touched. `applied`
-        is called once the group is applied, just before its commit writes and syncs."""
+        callbacks and how many slots were served (answered); the rest were not touched. `applied`,
+        then each served request's own (`Request.applied`), is called once the group is applied,
+        just before its commit writes and syncs."""
         ctx = Context(now_ms=int(self.clock() * 1000), settings=self.settings)
         try:
             tx = self.store.begin(write=True)
@@ -342,7 +360,7 @@ class CoreLoop:
             if self.before_group is not None:
                 self.before_group(tx, ctx)
             served = self._apply_slots(tx, slots, ctx)
-            syncing = self._commit(tx, applied)
+            syncing = self._commit(tx, _with_requests_applied(applied, slots[:served]))
         except Exception as exc:
             # MapFullError and friends, or a failure outside any one handler (the disk check, the
             # metrics): the group is rolled back whole, so nothing is half-applied, and the loop

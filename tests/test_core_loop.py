@@ -1,6 +1,9 @@
 """The single writer: group commit, answers after the commit, and refusing rather than dropping."""
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 import trio
 from prometheus_client import CollectorRegistry
 
@@ -40,6 +43,23 @@ async def test_the_sync_of_a_group_that_wrote_is_timed_and_one_that_wrote_nothin
     assert registry.get_sample_value("gateway_core_sync_seconds_count") == 3
     assert registry.get_sample_value("gateway_core_group_size_requests_count") == 5
     assert registry.get_sample_value("gateway_core_sync_seconds_sum") > 0
+
+
+async def test_a_request_is_told_it_is_applied_as_its_group_begins_to_commit(make_core, seeded_store):
+    """`Request.applied` runs on the writer's thread once the group holding the request is applied,
+    whatever its answer, before the commit is durable (the loop counts it only after)."""
+    core = await make_core(seeded_store)
+    calls = []
+
+    def told(name):
+        return lambda: calls.append((name, threading.current_thread().name, core.loop.commits))
+
+    before = core.loop.commits
+    assert (await core.submit(replace(sale(1), applied=told("sold")))).ok
+    refused = await core.submit(replace(sale(2, code="NOPE"), applied=told("refused")))
+    assert refused.body["err"] == "UNKNOWN_ITEM"
+    assert calls == [("sold", "gateway writer", before), ("refused", "gateway writer", before + 1)]
+    assert core.loop.commits == before + 2
 
 
 async def test_answer_comes_after_the_commit_is_visible_to_a_new_reader(core):

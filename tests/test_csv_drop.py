@@ -3,6 +3,8 @@ core behind it (slices between other requests, restarts, lots sold as they happe
 from __future__ import annotations
 
 import hashlib
+import threading
+from dataclasses import replace
 
 import pytest
 import trio
@@ -20,7 +22,8 @@ HEADER = "TicketNo,ItemCode,Qty,Lot\n"
 
 class FakeCore:
     """Answers `csv_check` and `csv_slice` as the core would, knowing every code but `unknown`, and
-    keeps what it was sent; the first `unavailable` requests are answered UNAVAILABLE."""
+    keeps what it was sent; the first `unavailable` requests are answered UNAVAILABLE. A slice it
+    applies is told so (`Request.applied`) before it is answered, as the writer tells it."""
 
     def __init__(self, unknown=(), unavailable: int = 0, ms_per_line: float | None = None):
         self.unknown = set(unknown)
@@ -40,6 +43,8 @@ class FakeCore:
                        for c in body["codes"] if c in self.unknown]
             return Response({"t": "res", "re": None, "ok": True, "unknown": unknown, "progress": None})
         assert request.kind == "csv_slice"
+        if request.applied is not None:
+            request.applied()
         docs, done = body["docs"], body["first"] + len(body["docs"])
         answer = {"t": "res", "re": None, "ok": True, "applied": len(docs), "duplicates": 0,
                   "rows": sum(len(d["rows"]) for d in docs), "seqs": [], "refused": [], "alerts": [],
@@ -322,26 +327,63 @@ async def test_a_long_file_logs_its_progress_every_few_slices(drop_dir, metrics,
 
 
 async def test_slices_are_sized_by_the_writer_time_the_ones_before_took(drop_dir, metrics, registry):
-    # 0.05 ms a line and slice_ms 5: 100 lines a slice, reached from a first slice of 32 lines.
+    # 0.05 ms a line and slice_ms 5: 100 lines a slice, reached from a first slice of 32 lines. A
+    # slice is cut while the one before it commits, before its answer: by the answers before that
+    # one, so the second slice is cut as the first was.
     core = FakeCore(ms_per_line=0.05)
     drop = CsvDrop(device(drop_dir, slice_ms=5.0, slice_baskets=1000, slice_lines=3000), core, metrics)
     drop.prepare()
     drop_file(drop_dir, "paced.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(400)))
     assert await drop.poll() == [("paced.csv", "applied")]
     sizes = [len(r.body["docs"]) for r in core.requests if r.kind == "csv_slice"]
-    assert sizes == [32, 100, 100, 100, 68]
+    assert sizes == [32, 32, 100, 100, 100, 36]
     assert registry.get_sample_value("gateway_csv_slice_lines", {"device": "legacy-pos"}) == 100
+
+
+async def test_the_next_slice_is_read_while_the_one_before_commits(drop_dir, metrics, monkeypatch):
+    """Each slice is read once the one before it is applied (`Request.applied`) and before it is
+    answered: while the writer syncs, not after."""
+    from device_plugins.csv_drop import _watcher
+
+    order, read = [], threading.Event()
+    reading = _watcher._next_when
+
+    def next_when(go, slices):
+        item = reading(go, slices)
+        order.append("read")
+        read.set()
+        return item
+
+    class Syncing(FakeCore):
+        async def __call__(self, request):
+            if request.kind != "csv_slice":
+                return await super().__call__(request)
+            order.append(f"applied {request.body['first']}")
+            request.applied()
+            # The commit's sync; a read that waited for the answer instead would never come.
+            await trio.to_thread.run_sync(read.wait, 10)
+            read.clear()
+            order.append(f"answered {request.body['first']}")
+            return await super().__call__(replace(request, applied=None))
+
+    monkeypatch.setattr(_watcher, "_next_when", next_when)
+    drop = CsvDrop(device(drop_dir, slice_baskets=2), Syncing(), metrics)
+    drop.prepare()
+    drop_file(drop_dir, "synced.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(5)))
+    assert await drop.poll() == [("synced.csv", "applied")]
+    assert order == ["applied 0", "read", "answered 0", "applied 2", "read", "answered 2",
+                     "applied 4", "read", "answered 4"]
 
 
 async def test_a_slow_writer_gets_smaller_slices_but_never_more_than_the_caps(drop_dir, metrics):
     core = FakeCore(ms_per_line=2.0)  # 5 ms is two lines and a half: two-line slices
     drop = CsvDrop(device(drop_dir, slice_ms=5.0), core, metrics)
     drop.prepare()
-    drop_file(drop_dir, "slow.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(36)))
+    drop_file(drop_dir, "slow.csv", HEADER + "".join(f"T{i},SKU-1,1,\n" for i in range(68)))
     assert await drop.poll() == [("slow.csv", "applied")]
-    assert [len(r.body["docs"]) for r in core.requests if r.kind == "csv_slice"] == [32, 2, 2]
+    assert [len(r.body["docs"]) for r in core.requests if r.kind == "csv_slice"] == [32, 32, 2, 2]
     quick = FakeCore(ms_per_line=0.0001)
     drop = CsvDrop(device(drop_dir, slice_ms=5.0, slice_baskets=50), quick, metrics)
     drop_file(drop_dir, "quick.csv", HEADER + "".join(f"Q{i},SKU-1,1,\n" for i in range(200)))
     assert await drop.poll() == [("quick.csv", "applied")]
-    assert [len(r.body["docs"]) for r in quick.requests if r.kind == "csv_slice"] == [32, 50, 50, 50, 18]
+    assert [len(r.body["docs"]) for r in quick.requests if r.kind == "csv_slice"] == [32, 32, 50, 50, 36]
