@@ -59,6 +59,9 @@ CHECK_AHEAD = 32
 # (`FairQueue`), waiting at most BACKGROUND_WAIT_S (five group budgets) while devices keep sending.
 BACKGROUND_SOURCES = HOUSEKEEPING_SOURCES | {TIMER_SOURCE}
 BACKGROUND_WAIT_S = 0.05
+# Channels whose requests no till waits on: a legacy POS file's slices. Housekeeping does not wait
+# behind them (`FairQueue`): a seal due while a file is applied joins a slice's group.
+BULK_CHANNELS = frozenset({"csv"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,7 @@ class CoreLoop:
         await self._room.take(request.source)
         if not self.running:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
-        self._queue.put(request.source, slot, trio.current_time())
+        self._queue.put(request.source, slot, trio.current_time(), bulk=request.channel in BULK_CHANNELS)
         if self.metrics:
             self.metrics.queue_depth.inc()
         self._work.set()

@@ -9,7 +9,10 @@ Background sources (the gateway's own housekeeping: sealing, timers, the upstrea
 acknowledgements and the documents the NATS link takes in) yield to the devices: their requests join a group only when no device's request
 is waiting, or once they have waited `background_wait_s`, so a seal that falls due as a burst of
 sales arrives is applied after the burst is answered, not in front of it, and is never held for
-long. No I/O and no trio: the core loop wakes and waits around it, and says what time it is.
+long. A bulk source's requests (a file's slices, which no till waits on) do not hold them back: a
+seal falling due while a file is applied shares a slice's group and commit instead of taking a
+group of its own between two slices. No I/O and no trio: the core loop wakes and waits around it,
+and says what time it is.
 """
 from __future__ import annotations
 
@@ -30,11 +33,15 @@ class FairQueue:
         self.background_wait_s = background_wait_s
         # When each waiting background slot was put, in order (background sources only).
         self._since: dict[str, deque[float]] = {}
+        self._bulk: set[str] = set()  # sources whose requests no till waits on (`put(bulk=True)`)
 
     def __len__(self) -> int:
         return self.size
 
-    def put(self, source: str, slot, now: float = 0.0) -> None:
+    def put(self, source: str, slot, now: float = 0.0, *, bulk: bool = False) -> None:
+        """Queue `slot` of `source`; a `bulk` one (a file's slice) never holds background slots back."""
+        if bulk:
+            self._bulk.add(source)
         queue = self._queues.get(source)
         if queue is None:
             queue = self._queues[source] = deque()
@@ -46,11 +53,12 @@ class FairQueue:
 
     def take(self, n: int, now: float = 0.0) -> list:
         """Up to `n` slots, one per source in turn, each source's in its own order; a background
-        source's only when no other source's waits or it has waited `background_wait_s`."""
+        source's only when no device's (but a bulk source's) waits or it has waited
+        `background_wait_s`."""
         out = []
         turns, queues = self._turns, self._queues
         # As the group is formed, whichever turn comes first.
-        devices_wait = self.size > sum(len(since) for since in self._since.values())
+        devices_wait = any(source not in self._background and source not in self._bulk for source in queues)
         held = []  # background sources that sit this group out, in their turns' order
         while turns and len(out) < n:
             source = turns.popleft()

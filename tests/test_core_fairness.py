@@ -52,6 +52,18 @@ def test_housekeeping_waits_while_devices_requests_wait_then_goes_first():
     assert len(q) == 0
 
 
+def test_housekeeping_does_not_wait_behind_a_files_slices_but_still_behind_a_till():
+    q = FairQueue(frozenset({"sealer"}), background_wait_s=0.05)
+    q.put("legacy", "slice0", 1.0, bulk=True)
+    q.put("sealer", "seal0", 1.0)
+    assert q.take(10, 1.0) == ["slice0", "seal0"]  # one group and one commit, not a group each
+    q.put("legacy", "slice1", 1.0, bulk=True)
+    q.put("sealer", "seal1", 1.0)
+    q.put("lane1", "a0", 1.0)
+    assert q.take(10, 1.0) == ["slice1", "a0"]  # a till's sale waits: the seal waits for it
+    assert q.take(10, 1.0) == ["seal1"]
+
+
 def test_housekeeping_whose_turn_comes_after_the_devices_still_waits_for_them():
     q = FairQueue(frozenset({"sealer"}), background_wait_s=0.05)
     q.put("lane1", "a0", 1.0)
