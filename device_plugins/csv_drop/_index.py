@@ -6,11 +6,13 @@ scratch SQLite database (a temporary file, its page cache bounded), and are read
 basket, in the order each basket was first seen, a slice at a time. The database is scratch: it is
 rebuilt from the file whenever the file is taken again (after a restart, say), and deleted after.
 
-Rows are kept by runs: the consecutive rows of one basket are one `chunks` row (MessagePack, at
-most `_CHUNK_ROWS` rows), written when the file's rows move on to another basket. A POS exports a
-basket's rows together, so a basket is nearly always one run: one statement's row where a row per
-line took three, and read back in the order of the table's key, with no index to build. A basket's
-row is written once, when the rows move on, new baskets and runs a thousand at a time. Whether a key
+Rows are kept by runs: the consecutive rows of one basket are one run (MessagePack, at most
+`_CHUNK_ROWS` rows), ended when the file's rows move on to another basket. A basket's first run is
+kept in its own `baskets` row, any later one (the basket's rows come back later in the file, or
+outnumber a run) in `chunks`. A POS exports a basket's rows together, so a basket is nearly always
+one run: one statement's row where a row per line took three, and none in `chunks`; they are read
+back in the order of the tables' keys, with no index to build. A basket's row is written once, when
+the rows move on, new baskets and later runs a thousand at a time. Whether a key
 was seen before (its rows come back later in the file) is asked of a fixed-size filter of the keys
 seen (`_KeyFilter`) first: only a key it may hold is looked up, so a new key, nearly every one,
 costs no statement of its own, and the memory stays the same whatever the file's size. The file's
@@ -29,14 +31,15 @@ from ._mapper import ID_PREFIX, ErrorList, MappedRow, _short, decode_line, encod
 
 _SCHEMA = """
 CREATE TABLE baskets (ord INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, lines INTEGER NOT NULL,
-                      member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER);
+                      member TEXT, member_row INTEGER, payment TEXT, payment_row INTEGER,
+                      row INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE chunks (basket INTEGER NOT NULL, row INTEGER NOT NULL, data BLOB NOT NULL,
                      PRIMARY KEY (basket, row)) WITHOUT ROWID;
 CREATE TABLE codes (code TEXT PRIMARY KEY) WITHOUT ROWID;
 """
-# A run of rows (`chunks`): its basket's `ord` (NO_BASKET for rows that belong to none), its first
-# row's number, and for each row `row, code, qty, extras` one after another in one MessagePack
-# array. A row's line is applied when it has a qty: a bad row is kept only for its code, which the
+# A run of rows (a basket's first in `baskets`, any other in `chunks`): its basket's `ord` (NO_BASKET
+# for rows that belong to none, always in `chunks`), its first row's number, and for each row
+# `row, code, qty, extras` one after another in one MessagePack array. A row's line is applied when it has a qty: a bad row is kept only for its code, which the
 # check names on every row holding it.
 NO_BASKET = -1
 _FIELDS = 4  # values a row takes in a run
@@ -44,6 +47,7 @@ _CHUNK_ROWS = 512  # rows of one run at most: a basket of a million bad rows is 
 _CODES_HELD = 4096  # distinct codes held in memory before they are written
 _CACHE_KIB = 2048  # SQLite's page cache; the rest of the scratch stays on disk
 _BATCH = 1000  # runs, or new baskets, written per statement
+_pack = msgpack.Packer(use_bin_type=True).pack
 # The key filter: 512 KiB whatever the file; a million baskets in, about 1 new key in 7 is a false "maybe".
 _FILTER_BITS = 1 << 22
 _FILTER_MASK = _FILTER_BITS - 1
@@ -51,26 +55,28 @@ _FILTER_MASK = _FILTER_BITS - 1
 
 class _Basket:
     """The basket the last rows went to, kept in memory until rows go to another one; `stored`
-    when its row is in the database already (its rows came back after another basket's)."""
+    when its row is in the database already (its rows came back after another basket's), else
+    `first_run`, its first run's first row and values, once that run has ended."""
 
-    __slots__ = ("ord", "key", "lines", "member", "member_row", "payment", "payment_row", "stored")
+    __slots__ = ("ord", "key", "lines", "member", "member_row", "payment", "payment_row", "stored", "first_run")
 
     def __init__(self, ord_, key, lines=0, member=None, member_row=None, payment=None, payment_row=None, *,
                  stored=False):
         self.ord, self.key, self.lines = ord_, key, lines
         self.member, self.member_row, self.payment, self.payment_row = member, member_row, payment, payment_row
         self.stored = stored
+        self.first_run: tuple[int, bytes] | None = None
 
     def row(self) -> tuple:
-        """The values of `_WRITE` and `_WRITE_AGAIN`, in their order."""
+        """The values of `_WRITE_AGAIN`, in its order (`_WRITE`'s begin with them)."""
         return self.lines, self.member, self.member_row, self.payment, self.payment_row, self.ord, self.key
 
 
 # Statements by what their rows hold: most baskets name no member or payment and most lines hold
 # only a code and a qty, and sqlite3 binds a None through its slower adapting path.
-_WRITE_PLAIN = "INSERT INTO baskets (lines, ord, key) VALUES (?, ?, ?)"
-_WRITE = ("INSERT INTO baskets (lines, member, member_row, payment, payment_row, ord, key) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_WRITE_PLAIN = "INSERT INTO baskets (lines, ord, key, row, data) VALUES (?, ?, ?, ?, ?)"
+_WRITE = ("INSERT INTO baskets (lines, member, member_row, payment, payment_row, ord, key, row, data) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _WRITE_AGAIN = ("UPDATE baskets SET lines = ?, member = ?, member_row = ?, payment = ?, payment_row = ? "
                 "WHERE ord = ? AND key = ?")
 _CHUNK = "INSERT INTO chunks (basket, row, data) VALUES (?, ?, ?)"
@@ -176,8 +182,14 @@ class BasketIndex:
         run = self._run
         if not run:
             return
-        self._runs.append((self._run_basket, self._run_row, msgpack.packb(run, use_bin_type=True)))
+        packed = _pack(run)
         run.clear()
+        current = self._current
+        if (current is not None and current.ord == self._run_basket and not current.stored
+                and current.first_run is None):
+            current.first_run = (self._run_row, packed)  # written with the basket's row
+            return
+        self._runs.append((self._run_basket, self._run_row, packed))
         if len(self._runs) >= _BATCH:
             self._flush_runs()
 
@@ -185,6 +197,7 @@ class BasketIndex:
         current = self._current
         if current is not None and current.key == key:
             return current
+        self._end_run()  # the run of the basket left behind, which its row may hold
         self._leave(current)
         found = self._stored(key) if self._seen.add(key) else None
         if found is None:
@@ -209,10 +222,10 @@ class BasketIndex:
             return
         if basket.member is None and basket.payment is None:
             pending = self._new_baskets[_WRITE_PLAIN]
-            pending.append((basket.lines, basket.ord, basket.key))
+            pending.append((basket.lines, basket.ord, basket.key, *basket.first_run))
         else:
             pending = self._new_baskets[_WRITE]
-            pending.append(basket.row())
+            pending.append((*basket.row(), *basket.first_run))
         if len(pending) >= _BATCH:
             self._flush_baskets()
 
@@ -258,9 +271,9 @@ class BasketIndex:
         """The file is read: write what waits and index the rows for reading back."""
         if self._finished:
             return
+        self._end_run()
         self._leave(self._current)
         self._current = None
-        self._end_run()
         self._flush_baskets()
         self._flush_runs()
         self._flush_codes()
@@ -281,7 +294,8 @@ class BasketIndex:
         Runs hold consecutive rows, so runs in the order of their first rows are the file's order."""
         self.finish()
         wanted = set(codes)
-        for (data,) in self.db.execute("SELECT data FROM chunks ORDER BY row"):
+        for (data,) in self.db.execute("SELECT data FROM (SELECT row, data FROM baskets UNION ALL "
+                                       "SELECT row, data FROM chunks) ORDER BY row"):
             run = msgpack.unpackb(data)
             for i in range(0, len(run), _FIELDS):
                 if run[i + 1] in wanted:
@@ -309,26 +323,38 @@ class BasketIndex:
             yield first, out
 
     def _docs(self, digest: str, start: int):
-        """Each basket's document from basket `start` on, of its lines that have a qty."""
-        cursor = self.db.execute(
-            "SELECT b.ord, b.key, b.member, b.payment, c.data FROM chunks c JOIN baskets b ON b.ord = c.basket "
-            "WHERE c.basket >= ? ORDER BY c.basket, c.row", (start,))
-        doc, ord_ = None, None
-        while fetched := cursor.fetchmany(256):
+        """Each basket's document from basket `start` on, of its lines that have a qty: its first
+        run from its own row, then its later runs, if any, from `chunks`, in row order."""
+        baskets = self.db.execute("SELECT ord, key, member, payment, data FROM baskets WHERE ord >= ? "
+                                  "ORDER BY ord", (start,))
+        later = self._later_runs(start)
+        run_basket, run = next(later, (None, None))
+        while fetched := baskets.fetchmany(256):
             for basket, key, member, payment, data in fetched:
-                run = msgpack.unpackb(data)
-                for i in range(0, len(run), _FIELDS):
-                    qty = run[i + 2]
-                    if qty is None:
-                        continue
-                    if basket != ord_:
-                        if doc is not None:
-                            yield doc
-                        doc, ord_ = _new_doc(digest, key, member, payment), basket
-                    doc["rows"].append(run[i])
-                    doc["lines"].append(decode_line(run[i + 1], qty, run[i + 3]))
-        if doc is not None:
-            yield doc
+                doc = _new_doc(digest, key, member, payment)
+                _add_lines(doc, data)
+                while run_basket == basket:
+                    _add_lines(doc, run)
+                    run_basket, run = next(later, (None, None))
+                if doc["lines"]:
+                    yield doc
+
+    def _later_runs(self, start: int):
+        """(basket, data) of the runs in `chunks` of baskets from `start` on, in basket and row order."""
+        cursor = self.db.execute("SELECT basket, data FROM chunks WHERE basket >= ? ORDER BY basket, row", (start,))
+        while fetched := cursor.fetchmany(256):
+            yield from fetched
+
+
+def _add_lines(doc: dict, data: bytes) -> None:
+    """The rows of the run `data` that have a qty, into `doc`."""
+    run = msgpack.unpackb(data)
+    rows, lines = doc["rows"], doc["lines"]
+    for i in range(0, len(run), _FIELDS):
+        qty = run[i + 2]
+        if qty is not None:
+            rows.append(run[i])
+            lines.append(decode_line(run[i + 1], qty, run[i + 3]))
 
 
 def _new_doc(digest: str, key: str, member, payment) -> dict:
