@@ -1,6 +1,7 @@
 """The sale path's twins: random baskets (a terminal's, and a POS file's in slices) against a seeded
-store give the same answers and the same rows, byte for byte, in both flavours; the compiled shortcuts agree with the reference they skip;
-the open alerts kept in memory follow commits and rollbacks."""
+store give the same answers and the same rows, byte for byte, in both flavours; the compiled
+shortcuts agree with the reference they skip; the open alerts kept in memory follow commits and
+rollbacks."""
 from __future__ import annotations
 
 import json

@@ -39,8 +39,8 @@ CREATE TABLE codes (code TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 # A run of rows (a basket's first in `baskets`, any other in `chunks`): its basket's `ord` (NO_BASKET
 # for rows that belong to none, always in `chunks`), its first row's number, and for each row
-# `row, code, qty, extras` one after another in one MessagePack array. A row's line is applied when it has a qty: a bad row is kept only for its code, which the
-# check names on every row holding it.
+# `row, code, qty, extras` one after another in one MessagePack array. A row's line is applied when
+# it has a qty: a bad row is kept only for its code, which the check names on every row holding it.
 NO_BASKET = -1
 _FIELDS = 4  # values a row takes in a run
 _CHUNK_ROWS = 512  # rows of one run at most: a basket of a million bad rows is held a run at a time

@@ -349,12 +349,13 @@ class CsvDrop:
     async def _slice_and_next(self, slices, body: dict) -> tuple[dict, tuple | None]:
         """The core's answer to the slice `body`, and the next slice of `slices` (None after the last).
 
-        The next slice is read while this one commits: the writer lets its thread go once the slice
-        is applied (`Request.applied`), and its commit's writes and syncs hold no interpreter lock,
-        so the read, about 0.7 ms of a 640-line slice, costs the file nothing. Read any earlier, it
-        would contend with the slice being applied for the lock."""
+        The next slice is read while this one commits: the writer calls the request's `applied` from
+        its thread as the slice's commit begins (`Request.applied`), and the commit's writes and
+        syncs hold no interpreter lock, so the read, about 0.7 ms of a 640-line slice, costs the file
+        nothing. Read any earlier, it would contend with the slice being applied for the lock."""
         go = threading.Event()
         outcome: list = []
+        read_failed: Exception | None = None
 
         async def ask() -> None:
             try:
@@ -366,9 +367,14 @@ class CsvDrop:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ask)
-            item = await trio.to_thread.run_sync(_next_when, go, slices)
+            try:
+                item = await trio.to_thread.run_sync(_next_when, go, slices)
+            except Exception as exc:  # raised after the answer, as itself rather than in a group
+                read_failed = exc
         if isinstance(outcome[0], _NotNow):
             raise outcome[0]
+        if read_failed is not None:
+            raise read_failed
         return outcome[0], item
 
     def _account(self, name: str, answer: dict) -> None:
