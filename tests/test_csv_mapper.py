@@ -294,6 +294,8 @@ _BLOCK_MAPPINGS = [
     (NO_ID, "ItemCode,Qty,Extra", lambda n: [f"SKU-{n % 2}", str(1 + n % 3), "x"]),
     (CsvMapping(columns={"id": "T", "code": "C", "qty": "Q"}, delimiter=";"), "Q;X;C;T",
      lambda n: [str(1 + n % 3), "", f"SKU-{n % 2}", f"T{n % 3}"]),
+    (CsvMapping(columns={"id": "T", "code": "C", "qty": "Q"}, delimiter="\t"), "T\tC\tQ",
+     lambda n: [f"T{n % 3}", f"SKU-{n % 2}", str(1 + n % 3)]),
 ]
 
 
