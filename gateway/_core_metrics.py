@@ -32,6 +32,9 @@ class CoreMetrics:
                                        registry=registry)
         self.queue_depth = Gauge("gateway_core_queue_depth_requests", "Requests waiting for the writer",
                                  registry=registry)
+        # Each (kind, outcome)'s counter, looked up once: `labels()` costs about 1 µs of the writer's
+        # time a request (its checks and lock), where the counter's own increment costs 0.4.
+        self._requests_by: dict[tuple[str, str], object] = {}
 
     def count(self, request, response) -> None:
         body = response.body
@@ -40,7 +43,11 @@ class CoreMetrics:
         else:
             outcome = "refused"
             self.refusals.labels(request.kind, body.get("err", "")).inc()
-        self.requests.labels(request.kind, outcome).inc()
+        key = (request.kind, outcome)
+        counter = self._requests_by.get(key)
+        if counter is None:
+            counter = self._requests_by[key] = self.requests.labels(*key)
+        counter.inc()
 
     def observe_group(self, size: int, seconds: float) -> None:
         self.group_size.observe(size)
