@@ -279,6 +279,31 @@ def test_an_id_code_qty_mapping_reads_every_row_as_the_full_mapping_does(rows, m
     assert mapped(True) == mapped(False)
 
 
+def test_a_block_of_lines_holds_a_bounded_number_of_characters_however_long_the_lines():
+    """Lines may each be up to MAX_LINE_CHARS long: a block stops at the line that reaches
+    BLOCK_CHARS, so 512 long lines are never held at once, and the file still reads whole."""
+    from device_plugins.csv_drop import _mapper
+
+    long_rows = "".join(f"T{i},SKU-1,1,{'x' * 20_000}\n" for i in range(40))
+    data = ("TicketNo,ItemCode,Qty,Note\n" + long_rows + "".join(f"S{i},SKU-1,1,\n" for i in range(600))).encode()
+    blocks = []
+    fill_block = _mapper.RowMapper._fill_block
+
+    def counted(self, text, row_no, index):
+        blocks.append((len(text), text.count("\n")))
+        return fill_block(self, text, row_no, index)
+
+    mapping = CsvMapping(columns={"id": "TicketNo", "code": "ItemCode", "qty": "Qty"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_mapper.RowMapper, "_fill_block", counted)
+        result = map_csv(data, mapping)
+    assert not result.errors and result.rows == 640
+    assert max(chars for chars, _lines in blocks) < _mapper.BLOCK_CHARS + 20_100
+    assert [lines for _chars, lines in blocks][:2] == [4, 4]  # 20,000-character lines: four a block
+    assert max(lines for _chars, lines in blocks) == _mapper.BLOCK_LINES  # short ones: a block's count
+    assert sum(lines for _chars, lines in blocks) == 640
+
+
 # Fields and line ends of the files below: plainly good values, and each thing that makes a line or a
 # block one `csv` must read (quotes, a lone carriage return, a field beyond its limit), or a row one
 # the full way must map (spaces, a tab, too long, a qty of too many digits).

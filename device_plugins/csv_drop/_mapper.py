@@ -3,8 +3,9 @@
 `scan(f, mapping, index, errors)` reads a binary file from its start a line at a time: it hashes every
 byte (SHA-256), parses the CSV, maps each row and hands it to `index` (see `_index.py`), which groups
 rows into baskets on disk. The commonest mapping (id, code, qty) reads blocks of simple lines with
-one regular expression instead of `csv` (`RowMapper.fill_lines`). Nothing of the file is held beyond one line, so memory does not grow with
-the file. It never raises on bad bytes: every problem becomes a `RowError`. The header is row 1; a row
+one regular expression instead of `csv` (`RowMapper.fill_lines`). Nothing of the file is held beyond
+one line, or one block (`BLOCK_LINES` lines, or `BLOCK_CHARS` characters and the line that crosses
+them), so memory does not grow with the file. It never raises on bad bytes: every problem becomes a `RowError`. The header is row 1; a row
 number is the record's place in the file (a quoted field spanning lines is one row, as a spreadsheet
 shows it).
 
@@ -251,13 +252,19 @@ class _Records:
             return
         self._end()
 
-    def block(self, size: int) -> list[str]:
-        """The next `size` lines at most, line ends kept; fewer at the end, or where the bytes stop
-        being readable (the error is listed once the caller has read the lines before it:
-        `unreadable`)."""
+    def block(self, size: int, max_chars: int) -> list[str]:
+        """The next `size` lines at most, line ends kept, stopping at the line that reaches
+        `max_chars` characters (a line may be up to MAX_LINE_CHARS long: a count alone would hold
+        hundreds of them); fewer at the end, or where the bytes stop being readable (the error is
+        listed once the caller has read the lines before it: `unreadable`)."""
         out: list[str] = []
+        chars = 0
         try:
-            out.extend(itertools.islice(self.lines, size))  # what was read before a failure is kept
+            for line in self.lines:
+                out.append(line)
+                chars += len(line)
+                if len(out) >= size or chars >= max_chars:
+                    break
         except (_LineTooLong, UnicodeDecodeError) as exc:
             self.pending = exc
         return out
@@ -367,7 +374,7 @@ class RowMapper:
         rows = 0
         block: list[str] = []
         if self._rows is not None:
-            while block := records.block(BLOCK_LINES):
+            while block := records.block(BLOCK_LINES, BLOCK_CHARS):
                 text = "".join(block)
                 if not _simple(text, block):
                     break
@@ -461,7 +468,8 @@ class RowMapper:
 
 # --- simple lines, read without `csv` ---------------------------------------------------------
 
-BLOCK_LINES = 512  # lines read together by `RowMapper.fill_lines`
+BLOCK_LINES = 512  # lines read together by `RowMapper.fill_lines`, at most
+BLOCK_CHARS = 1 << 16  # and at most this many characters, and the line that crosses them
 _PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))  # ASCII, no space or control
 
 
