@@ -143,9 +143,11 @@ def test_rows_of_a_basket_apart_in_the_file_are_one_basket_in_row_order():
 def test_a_line_longer_than_any_export_stops_the_reading_at_its_row():
     from device_plugins.csv_drop._mapper import MAX_LINE_CHARS
 
-    data = b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2," + b"x" * MAX_LINE_CHARS + b",1,,\n"
+    data = (b"TicketNo,ItemCode,Qty,Lot,Exp\nT1,SKU-1,1,,\nT2," + b"x" * MAX_LINE_CHARS + b",1,,\n"
+            + b"T3,SKU-1,1,,\n" * 20_000)
     result = map_csv(data, MAPPING)
     assert [e.line() for e in result.errors] == [f"row 3: has a line longer than {MAX_LINE_CHARS} characters"]
+    assert result.hash == hashlib.sha256(data).hexdigest()  # the whole file, though reading stopped
 
 
 def test_bytes_that_are_not_the_encoding_far_into_a_file_name_their_row():

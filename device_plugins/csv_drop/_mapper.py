@@ -232,7 +232,6 @@ class _Records:
                                 newline="", errors="strict")
         self.lines = _lines(text)
         self.row_no = 0
-        self.ended = False
         self.pending: BaseException | None = None  # what stopped `block`, listed by `unreadable`
 
     def __iter__(self):
@@ -249,8 +248,6 @@ class _Records:
             self.errors.add(self.row_no + 1, "csv", f"is not well-formed CSV: {exc}")
         except (_LineTooLong, UnicodeDecodeError) as exc:
             self._unreadable(exc)
-            return
-        self._end()
 
     def block(self, size: int, max_chars: int) -> list[str]:
         """The next `size` lines at most, line ends kept, stopping at the line that reaches
@@ -279,16 +276,10 @@ class _Records:
     def _unreadable(self, exc: BaseException) -> None:
         if isinstance(exc, _LineTooLong):
             self.errors.add(self.row_no + 1, "csv", f"has a line longer than {MAX_LINE_CHARS} characters")
-            self._end()
             return
-        self.hashing.drain()
+        self.hashing.drain()  # the whole file hashed before its bytes are read again from the start
         row, reason = _decode_error_row(self.f, self.mapping.text_encoding)
         self.errors.add(row, "encoding", f"bytes that are not {self.mapping.encoding}: {reason}")
-        self.ended = True
-
-    def _end(self) -> None:
-        self.hashing.drain()
-        self.ended = True
 
 
 def scan(f, mapping: CsvMapping, index, errors: ErrorList) -> Scanned:
@@ -383,9 +374,7 @@ class RowMapper:
                 block = []
             if records.unreadable():
                 return rows
-        if not records.ended:
-            rows += self.fill(records.parsed(itertools.chain(block, records.lines)), index)
-        return rows
+        return rows + self.fill(records.parsed(itertools.chain(block, records.lines)), index)
 
     def _fill_block(self, text: str, row_no: int, index) -> int:
         """`fill` of the simple lines `text`, whose first is the row after `row_no`."""
