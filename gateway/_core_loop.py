@@ -135,6 +135,13 @@ async def _acquire(semaphore: trio.Semaphore) -> None:
         await semaphore.acquire()
 
 
+def _wake(slot: list) -> None:
+    """Wake the caller waiting on `slot`, if it still waits (`CoreLoop.submit`)."""
+    task, slot[2] = slot[2], None
+    if task is not None:
+        trio.lowlevel.reschedule(task)
+
+
 def _source_of(slot) -> str:
     return slot[0].source
 
@@ -211,16 +218,23 @@ class CoreLoop:
         """Hand `request` to the writer; returns once its effects (if any) are durable."""
         if not self.running:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
-        done = trio.Event()
-        slot = [request, None, done]
         await self._room.take(request.source)
         if not self.running:
             return Response(refusal(request, errors.UNAVAILABLE, "the gateway is not accepting requests now"))
+        # The slot's third place holds the caller's task until it is answered (`_wake`): the caller
+        # parks in the step that queues it and is rescheduled straight, with no `trio.Event` made
+        # per request (about a microsecond of the event loop's time a request).
+        slot = [request, None, trio.lowlevel.current_task()]
         self._queue.put(request.source, slot, trio.current_time(), bulk=request.channel in BULK_CHANNELS)
         if self.metrics:
             self.metrics.queue_depth.inc()
         self._work.set()
-        await done.wait()
+
+        def gone(_) -> trio.lowlevel.Abort:
+            slot[2] = None  # cancelled while waiting: the request is still applied, its answer dropped
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(gone)
         return slot[1]
 
     async def _next_group(self) -> tuple[list, bool]:
@@ -319,7 +333,7 @@ class CoreLoop:
             self._room.give_back(slot[0].source)
         # The callers first, so nothing after this point can leave a committed request unanswered.
         for slot in pending:
-            slot[2].set()
+            _wake(slot)
         if self.metrics:
             self.metrics.observe_group(len(pending), time.perf_counter() - started)
 
@@ -337,13 +351,10 @@ class CoreLoop:
         """Whatever is still queued was never applied: say so rather than leave callers hanging. A
         slot of an unfinished group may hold an answer from its rolled-back transaction: that answer
         was never committed, so it is replaced."""
-        for slot in pending:
-            if not slot[2].is_set():
+        for slot in [*pending, *self._queue.drain()]:
+            if slot[2] is not None:
                 slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
-                slot[2].set()
-        for slot in self._queue.drain():
-            slot[1] = Response(refusal(slot[0], errors.UNAVAILABLE, "the gateway is shutting down"))
-            slot[2].set()
+                _wake(slot)
         self._room.close()  # wake submitters waiting for room: they see the loop stopped
 
     # Runs in a worker thread: everything from begin to commit of one write transaction.

@@ -70,3 +70,40 @@ async def test_a_cancelled_submitter_queues_nothing(make_core, seeded_store):
     assert scope.cancelled_caught
     await trio.testing.wait_all_tasks_blocked()
     assert core.loop.commits == before and len(core.loop._queue) == 0
+
+
+async def test_a_submitter_cancelled_while_it_waits_leaves_its_request_applied_and_others_answered(
+        make_core, seeded_store):
+    core = await make_core(seeded_store)
+    await trio.testing.wait_all_tasks_blocked()
+    answers = {}
+
+    async def send(i: int):
+        answers[i] = await core.submit(_receipt(i, f"lane{i}"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as gone:
+                # Queued in this step, the submitter parks: cancelled while it waits for its answer.
+                nursery.start_soon(send, 1)
+                nursery.start_soon(send, 2)
+                waiting = trio.Event()
+
+                async def cancelled_submitter():
+                    waiting.set()
+                    await core.submit(_receipt(0, "lane0"))
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(cancelled_submitter)
+                    await waiting.wait()
+                    await trio.lowlevel.checkpoint()  # it has queued its request and parked
+                    gone.cancel()
+            assert gone.cancelled_caught
+    # The two others were answered; the cancelled one's request was applied all the same.
+    assert answers[1].ok and answers[2].ok
+    with seeded_store.read() as tx:
+        assert tx.get("ids", "lane0:lane0-0") is not None
+    assert len(core.loop._queue) == 0
+    # The loop goes on answering.
+    with trio.fail_after(5):
+        assert (await core.submit(_receipt(3, "lane3"))).ok
