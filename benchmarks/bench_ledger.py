@@ -8,7 +8,9 @@ in the same run:
   per group).
 
 Then the same clients ask `ping`, which writes nothing: the loop's own ceiling, reported beside the
-figure against the raw LMDB baseline.
+figure against the raw LMDB baseline. Last, the floor of any loop that answers each request to a
+trio task of its own: the same number of tasks handing bare slots to one task that wakes them a
+group at a time, nothing checked, applied or counted (`task_floor_per_s`).
 """
 from __future__ import annotations
 
@@ -103,6 +105,53 @@ async def _clients(core, clients: int, per_client: int, make) -> float:
     return per_client * clients / (time.perf_counter() - started)
 
 
+async def _task_floor(clients: int, per_client: int) -> float:
+    """Requests per second through trio alone: `clients` tasks each queueing a bare slot and parking
+    until one writer task, woken by the first of a group and giving the others the core loop's
+    gather turns, wakes them all (as `CoreLoop` wakes its callers). No request, handler, queue by
+    source, thread or commit: what a task per request costs on this interpreter by itself."""
+    import trio
+    from trio.lowlevel import Abort, checkpoint, current_task, reschedule, wait_task_rescheduled
+
+    from gateway._core_loop import GATHER_TURNS
+
+    waiting: list = []
+    writer: list = [None]
+
+    def parked(_):
+        return Abort.SUCCEEDED
+
+    async def client():
+        for _ in range(per_client):
+            waiting.append(current_task())
+            if writer[0] is not None:
+                reschedule(writer[0])
+                writer[0] = None
+            await wait_task_rescheduled(parked)
+
+    async def wake_groups():
+        while True:
+            if not waiting:
+                writer[0] = current_task()
+                await wait_task_rescheduled(parked)
+            for _ in range(GATHER_TURNS):
+                await checkpoint()
+            group = waiting[:]
+            del waiting[:]
+            for task in group:
+                reschedule(task)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wake_groups)
+        started = time.perf_counter()
+        async with trio.open_nursery() as callers:
+            for _ in range(clients):
+                callers.start_soon(client)
+        elapsed = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    return per_client * clients / elapsed
+
+
 def _child(sales: int, clients: int) -> dict:
     import trio
 
@@ -147,6 +196,7 @@ def _child(sales: int, clients: int) -> dict:
                 # wake-ups, the group's step around a request), with neither a sale nor a sync in it.
                 out["loop_alone_per_s"] = await _clients(core, clients, per_client, ping)
                 nursery.cancel_scope.cancel()
+            out["task_floor_per_s"] = await _task_floor(clients, per_client)
 
         trio.run(main)
         records = _records(store, first)
@@ -173,7 +223,10 @@ def run(ctx) -> list[Figure]:
     value = r["events_per_s"]
     extra = {"clients": clients, "sales": sales, "mean_group": r["group"], "commits": r["commits"],
              "loop_alone_per_s": r["loop_alone_per_s"],
-             "loop_alone_vs_raw_lmdb": r["loop_alone_per_s"] / r["raw_lmdb_per_s"]}
+             "loop_alone_vs_raw_lmdb": r["loop_alone_per_s"] / r["raw_lmdb_per_s"],
+             "task_floor_per_s": r["task_floor_per_s"],
+             "task_floor_vs_raw_lmdb": r["task_floor_per_s"] / r["raw_lmdb_per_s"],
+             "raw_lmdb_vs_sqlite": r["raw_lmdb_per_s"] / r["sqlite_per_s"]}
     return [
         Figure("core_loop_durable", f"core loop, durable, {clients} clients, events/s", value, "events/s",
                target=">= 50 % of raw LMDB, same records and groups", met=at_least(value / r["raw_lmdb_per_s"], 0.5),

@@ -57,10 +57,14 @@ def test_every_figure_has_a_value_in_the_documented_shape(quick_run):
     # The bulk figures are reported beside their load: the file and the flooding terminals both ran.
     load = results["csv_bulk_lane_sale_p99"]
     assert load["pos_terminals"] >= 1 and load["pos_sales_per_s"] > 0 and load["file_rows_per_s"] > 0
-    # The core loop's figure carries the loop's own ceiling (requests that write nothing), same run.
+    # The core loop's figure carries the loop's own ceiling (requests that write nothing) and trio's
+    # floor under it (bare tasks woken a group at a time), same run, and how its baselines compare.
     loop = results["core_loop_durable"]
-    assert loop["loop_alone_per_s"] > 0
+    assert loop["loop_alone_per_s"] > 0 and loop["task_floor_per_s"] > 0
     assert loop["loop_alone_vs_raw_lmdb"] == pytest.approx(loop["loop_alone_per_s"] / loop["baseline"])
+    assert loop["task_floor_vs_raw_lmdb"] == pytest.approx(loop["task_floor_per_s"] / loop["baseline"])
+    sqlite = results["core_loop_durable_vs_sqlite"]["baseline"]
+    assert loop["raw_lmdb_vs_sqlite"] == pytest.approx(loop["baseline"] / sqlite)
     # The ECR/1 tick is split beside its figure: pings through the gateway, and through a minimal responder.
     tick = results["ecr_8_lanes_p99"]
     assert 0 < tick["ping_p50_ms"] <= tick["ping_p99_ms"] and 0 < tick["floor_p50_ms"] <= tick["floor_p99_ms"]
