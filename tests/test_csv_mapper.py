@@ -1,7 +1,9 @@
 """The sans-io CSV mapper and the csv_drop options: bytes of a file in, basket documents or row errors out."""
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import example, given, settings
@@ -356,6 +358,26 @@ def test_files_read_by_blocks_of_lines_read_as_csv_reads_them(rows, case, last_e
     with patch("device_plugins.csv_drop._mapper._plain_rows", lambda *args: None):
         by_csv = map_csv(data, mapping)
     assert blocks == by_csv
+
+
+@pytest.mark.parametrize("back", [2_300, 4_300, 6_300, 8_300, 10_300])
+def test_rows_before_unreadable_bytes_are_checked_when_their_block_is_not_simple(back):
+    """A block of lines ends where the bytes stop being readable. When that block is one `csv` must
+    read (a quoted field), its rows are still checked before the bytes are named, as `csv` alone
+    checks them: a quoted line and a bad qty `back` bytes before the bytes that are not UTF-8 (far
+    enough to be outside the piece of text those bytes spoil, which neither reading sees)."""
+    from unittest.mock import patch
+
+    lines = ["TicketNo,ItemCode,Qty"] + [f"T{i},SKU-1,1" for i in range(20_000)]  # past the first pieces decoded
+    ends = list(itertools.accumulate(len(line) + 1 for line in lines))
+    at = bisect.bisect(ends, ends[-1] - back)
+    lines[at], lines[at + 1] = f'T{at},"SKU-1",1', f"T{at + 1},SKU-1,x"
+    data = ("\n".join(lines) + "\n").encode() + b"T,SKU-\xff,1\n"
+    blocks = map_csv(data, PLAIN)
+    with patch("device_plugins.csv_drop._mapper._plain_rows", lambda *args: None):
+        by_csv = map_csv(data, PLAIN)
+    assert blocks == by_csv
+    assert [e.code for e in blocks.errors] == ["qty", "encoding"]
 
 # --- options ----------------------------------------------------------------------------------
 

@@ -232,7 +232,7 @@ class _Records:
                                 newline="", errors="strict")
         self.lines = _lines(text)
         self.row_no = 0
-        self.pending: BaseException | None = None  # what stopped `block`, listed by `unreadable`
+        self.pending: BaseException | None = None  # what stopped `block`, listed by `list_pending`
 
     def __iter__(self):
         return self.parsed(self.lines)
@@ -253,7 +253,7 @@ class _Records:
         """The next `size` lines at most, line ends kept, stopping at the line that reaches
         `max_chars` characters (a line may be up to MAX_LINE_CHARS long: a count alone would hold
         hundreds of them); fewer at the end, or where the bytes stop being readable (the error is
-        listed once the caller has read the lines before it: `unreadable`)."""
+        listed once the caller has read the lines before it: `list_pending`)."""
         out: list[str] = []
         chars = 0
         try:
@@ -266,12 +266,10 @@ class _Records:
             self.pending = exc
         return out
 
-    def unreadable(self) -> bool:
-        """List the failure `block` met, if it did (the rows before it read); whether it did."""
-        if self.pending is None:
-            return False
-        self._unreadable(self.pending)
-        return True
+    def list_pending(self) -> None:
+        """List the failure `block` met, if it did, once the rows before it are read."""
+        if self.pending is not None:
+            self._unreadable(self.pending)
 
     def _unreadable(self, exc: BaseException) -> None:
         if isinstance(exc, _LineTooLong):
@@ -361,7 +359,8 @@ class RowMapper:
         return, no field beyond `csv`'s limit) is read by one regular expression that takes
         each plainly good row apart (`_plain_rows`); the others of the block are split at the
         delimiter, which is what `csv` makes of a simple line, and mapped the full way. From the first
-        block that is not simple, `csv` reads the rest of the file."""
+        block that is not simple, `csv` reads the rest of the file: that block, then the lines after
+        it (none when the block ended at unreadable bytes, listed once the rows before them are)."""
         rows = 0
         block: list[str] = []
         if self._rows is not None:
@@ -371,10 +370,9 @@ class RowMapper:
                     break
                 rows += self._fill_block(text, records.row_no, index)
                 records.row_no += len(block)
-                block = []
-            if records.unreadable():
-                return rows
-        return rows + self.fill(records.parsed(itertools.chain(block, records.lines)), index)
+        rows += self.fill(records.parsed(itertools.chain(block, records.lines)), index)
+        records.list_pending()
+        return rows
 
     def _fill_block(self, text: str, row_no: int, index) -> int:
         """`fill` of the simple lines `text`, whose first is the row after `row_no`."""
